@@ -1,0 +1,9 @@
+"""pit-det: PiT and ViT backbones for Deformable DETR in MMDetection 3.x.
+
+Importing the package registers its modules in mmdet's registries; configs load it with
+``custom_imports = dict(imports=['pit_det'], allow_failed_imports=False)``.
+"""
+from .models import PiT, ViT
+
+__version__ = '0.1.0'
+__all__ = ['PiT', 'ViT', '__version__']

@@ -1,0 +1,89 @@
+"""Safe reading of pretrained weight files and strict loading into a backbone.
+
+Pretrained files come from the internet, so they are read with
+``torch.load(..., weights_only=True)``: tensors and plain containers only, never
+arbitrary pickled code. A file that needs more than that is refused.
+"""
+import pickle
+from pathlib import Path
+from typing import Callable, Dict, Optional, Union
+
+import torch
+from mmengine.logging import print_log
+from torch import nn
+
+StateDict = Dict[str, torch.Tensor]
+
+
+class CheckpointError(RuntimeError):
+    """A weight file that cannot be read or does not fit the model."""
+
+
+def read_state_dict(path: Union[str, Path]) -> StateDict:
+    """Read a weight file (``.pth``/``.pt``/``.bin`` pickle or ``.safetensors``) safely.
+
+    Wrappers used by common trainers are removed: ``{'model': ...}`` (DeiT, PiT),
+    ``{'state_dict': ...}`` (mmengine, Lightning) and ``{'module': ...}``, and the
+    ``module.`` prefix left by DistributedDataParallel.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointError: the file is not a weight file or carries pickled code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint file not found: {path}')
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        obj = load_file(str(path))
+    else:
+        try:
+            obj = torch.load(path, map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise CheckpointError(
+                f'{path}: refused to unpickle: the file holds objects other than tensors and plain '
+                f'containers (weights_only=True), which could run code. Re-save only its state_dict '
+                f'from a trusted environment. Detail: {str(err).splitlines()[0]}') from err
+        except Exception as err:  # zip / EOF / magic-number errors from a corrupt or foreign file
+            raise CheckpointError(f'{path}: not a readable PyTorch weight file ({err})') from err
+    for wrapper in ('state_dict', 'model', 'module'):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f'{path}: expected a dict of tensors, got {type(obj).__name__}')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in obj.items()}
+
+
+def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
+    """Keep only keys under ``prefix`` (e.g. ``'backbone.'`` of a detector) without it;
+    the state dict is returned unchanged when no key has the prefix."""
+    if not any(k.startswith(prefix) for k in state_dict):
+        return state_dict
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_pretrained(model: nn.Module, path: Union[str, Path],
+                    filter_fn: Callable[[StateDict], StateDict],
+                    logger: Optional[str] = 'current') -> None:
+    """Load backbone weights from ``path`` through ``filter_fn`` into ``model``.
+
+    Every parameter and buffer of ``model`` must be present: missing keys are an
+    error naming them. Keys the model does not use are logged.
+
+    Raises:
+        CheckpointError: missing keys or mismatched shapes, each named.
+    """
+    state = filter_fn(strip_prefix(read_state_dict(path), 'backbone.'))
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise CheckpointError(f'{path}: {len(missing)} backbone weights missing from the checkpoint: {missing}')
+    unexpected = sorted(set(state) - set(own))
+    bad_shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
+                  for k in own if state[k].shape != own[k].shape]
+    if bad_shapes:
+        raise CheckpointError(f'{path}: shape mismatch (wrong arch, or distilled flag?): {bad_shapes}')
+    model.load_state_dict({k: state[k] for k in own}, strict=True)
+    print_log(f'loaded {len(own)} tensors from {path}'
+              + (f'; ignored {len(unexpected)} unused keys: {unexpected}' if unexpected else ''), logger=logger)

@@ -1,0 +1,4 @@
+from .pit import PiT
+from .vit import ViT
+
+__all__ = ['PiT', 'ViT']
