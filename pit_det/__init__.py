@@ -3,7 +3,7 @@
 Importing the package registers its modules in mmdet's registries; configs load it with
 ``custom_imports = dict(imports=['pit_det'], allow_failed_imports=False)``.
 """
-from .models import PiT, ViT
+from .models import PiT, ViT, ViTPyramid
 
 __version__ = '0.1.0'
-__all__ = ['PiT', 'ViT', '__version__']
+__all__ = ["PiT", "ViT", "ViTPyramid", "__version__"]

@@ -1,0 +1,51 @@
+# Deformable DETR, box refinement + two-stage, ResNet-50, on half-resolution COCO 2017:
+# the ResNet-50 row of PiT (arXiv 2103.16302) Table 5. Everything not set here is mmdet's
+# refine + two-stage config: 300 queries, 4 feature levels (3 backbone + 1 extra),
+# 6 + 6 layers, 50 epochs, AdamW lr 2e-4 / wd 1e-4, grad clip 0.1, 0.1x lr for the
+# backbone, sampling offsets and reference points, lr x0.1 at epoch 40, and
+# auto_scale_lr with base batch 32 (16 GPUs x 2 images).
+_base_ = 'mmdet::deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py'
+
+custom_imports = dict(imports=['pit_det'], allow_failed_imports=False)
+
+# Standard COCO layout under data/coco; tools/train.py --data-root moves all of it.
+data_root = 'data/coco/'
+
+# Half resolution (paper Sec. 4.2): every scale of mmdet's Deformable DETR pipeline halved.
+# Training short side 400 - 16 * i for i in 0..10 (240..400; mmdet: 480..800), long side
+# at most 666 (mmdet: 1333).
+train_scales = [(400 - 16 * i, 666) for i in range(11)]
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(
+        type='RandomChoice',
+        transforms=[
+            [dict(type='RandomChoiceResize', scales=train_scales, keep_ratio=True)],
+            [
+                # Crop branch halved too: 200 / 250 / 300 (mmdet: 400 / 500 / 600), long side 2100
+                # (4200), crop 192 x 300 (384 x 600).
+                dict(type='RandomChoiceResize', scales=[(200, 2100), (250, 2100), (300, 2100)], keep_ratio=True),
+                dict(type='RandomCrop', crop_type='absolute_range', crop_size=(192, 300), allow_negative_crop=True),
+                dict(type='RandomChoiceResize', scales=train_scales, keep_ratio=True),
+            ],
+        ]),
+    dict(type='PackDetInputs'),
+]
+# Test short side 400, long side at most 666 (mmdet: 800 / 1333).
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='Resize', scale=(666, 400), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+
+train_dataloader = dict(dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+
+# Keep the best checkpoint by val AP besides the last ones (mmdet keeps every epoch).
+default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=3, save_best='coco/bbox_mAP', rule='greater'))
