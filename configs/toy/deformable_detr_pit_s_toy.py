@@ -1,0 +1,54 @@
+# PiT-S Deformable DETR on the generated toy set (pit_det/datasets/toy.py), for the CPU
+# quick start. Same detector as ../deformable_detr_pit_s.py; changed only where the toy
+# scale demands it:
+#   * data: data/toy_coco, 3 classes (rectangle, ellipse, triangle);
+#   * image scale: images are 96-160 px, used as they are (long side <= 160) (no multi-scale / crop);
+#   * backbone from random weights (no download possible) and therefore at full lr;
+#   * 100 queries instead of 300 (at most 4 objects per image; fewer queries are cheaper);
+#   * schedule: a few epochs with the lr drop near the end, batch 4, frequent logging.
+_base_ = '../deformable_detr_pit_s.py'
+
+data_root = 'data/toy_coco/'
+metainfo = dict(classes=('rectangle', 'ellipse', 'triangle'))
+max_epochs = 6
+
+model = dict(
+    num_queries=100,
+    backbone=dict(init_cfg=None),
+    bbox_head=dict(num_classes=3))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='Resize', scale=(160, 160), keep_ratio=True),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='Resize', scale=(160, 160), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=1.0)}))
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+param_scheduler = [dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[5], gamma=0.1)]
+auto_scale_lr = dict(base_batch_size=4)
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=4, max_keep_ckpts=2, save_best=None))
+log_processor = dict(window_size=10)
+# Validate the untrained model first, for the before / after comparison of the quick start.
+custom_hooks = [dict(type='ValidateBeforeTrainHook')]

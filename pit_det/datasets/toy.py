@@ -1,0 +1,134 @@
+"""A small, deterministic COCO-format detection set for machines without COCO.
+
+Images are textured backgrounds (smooth noise, stripes or checks in muted colours) with
+0-4 non-overlapping solid objects of three categories -- rectangle, ellipse, triangle -- of random
+colour, size (12-56 px) and aspect ratio (1:2 to 2:1); about 10% of images are empty.
+Everything derives from one seed, so the same call always writes the same files.
+"""
+import json
+from pathlib import Path
+from typing import Dict, List, Tuple, Union
+
+import cv2
+import numpy as np
+
+CATEGORIES = [dict(id=1, name='rectangle'), dict(id=2, name='ellipse'), dict(id=3, name='triangle')]
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    base = rng.uniform(60, 190, size=3)
+    kind = rng.integers(3)
+    if kind == 0:  # smooth noise: upsampled coarse noise
+        coarse = rng.normal(0, 25, size=(h // 12 + 2, w // 12 + 2, 3)).astype(np.float32)
+        tex = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    elif kind == 1:  # stripes at a random angle and period
+        yy, xx = np.mgrid[0:h, 0:w]
+        angle, period = rng.uniform(0, np.pi), rng.uniform(5, 16)
+        wave = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
+        tex = (wave[..., None] * rng.uniform(8, 25, size=3)).astype(np.float32)
+    else:  # checks
+        cell = int(rng.integers(6, 16))
+        yy, xx = np.mgrid[0:h, 0:w]
+        tex = ((((yy // cell) + (xx // cell)) % 2)[..., None] * rng.uniform(-25, 25, size=3)).astype(np.float32)
+    img = base + tex + rng.normal(0, 4, size=(h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _colour(rng: np.random.Generator, avoid: np.ndarray) -> Tuple[int, int, int]:
+    """A saturated colour at least ~80 away (L2, RGB) from the local background mean."""
+    for _ in range(50):
+        hsv = np.uint8([[[rng.integers(0, 180), rng.integers(150, 256), rng.integers(120, 256)]]])
+        rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(float)
+        if np.linalg.norm(rgb - avoid) > 80:
+            break
+    return tuple(int(c) for c in rgb)
+
+
+def _iou(a: List[float], b: List[float]) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _draw(rng: np.random.Generator, img: np.ndarray, boxes: List[List[float]]) -> Union[Tuple[int, List[float]], None]:
+    h, w = img.shape[:2]
+    size = rng.uniform(12, 56)
+    aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+    bw, bh = int(min(w - 2, size * np.sqrt(aspect))), int(min(h - 2, size / np.sqrt(aspect)))
+    x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+    box = [float(x0), float(y0), float(bw), float(bh)]
+    if any(_iou(box, b) > 0 for b in boxes):  # no occlusion: every object fully visible
+        return None
+    colour = _colour(rng, img[y0:y0 + bh, x0:x0 + bw].reshape(-1, 3).mean(0))
+    cat = int(rng.integers(1, 4))
+    if cat == 1:
+        cv2.rectangle(img, (x0, y0), (x0 + bw - 1, y0 + bh - 1), colour, thickness=-1)
+    elif cat == 2:
+        cv2.ellipse(img, (x0 + bw // 2, y0 + bh // 2), (bw // 2, bh // 2), 0, 0, 360, colour, thickness=-1)
+        box = [float(x0 + bw // 2 - bw // 2), float(y0 + bh // 2 - bh // 2), float(2 * (bw // 2) + 1),
+               float(2 * (bh // 2) + 1)]
+    else:  # apex on a random edge, so the triangle spans the whole box
+        apex = int(rng.integers(4))
+        if apex == 0:
+            pts = [(x0 + int(rng.integers(0, bw)), y0), (x0, y0 + bh - 1), (x0 + bw - 1, y0 + bh - 1)]
+        elif apex == 1:
+            pts = [(x0 + int(rng.integers(0, bw)), y0 + bh - 1), (x0, y0), (x0 + bw - 1, y0)]
+        elif apex == 2:
+            pts = [(x0, y0 + int(rng.integers(0, bh))), (x0 + bw - 1, y0), (x0 + bw - 1, y0 + bh - 1)]
+        else:
+            pts = [(x0 + bw - 1, y0 + int(rng.integers(0, bh))), (x0, y0), (x0, y0 + bh - 1)]
+        cv2.fillPoly(img, [np.array(pts, dtype=np.int32)], colour)
+    return cat, box
+
+
+def make_split(root: Union[str, Path], split: str, num_images: int, seed: int,
+               size_range: Tuple[int, int] = (96, 160)) -> Dict:
+    """Write ``root/{split}2017/*.png`` and ``root/annotations/instances_{split}2017.json``.
+
+    Returns:
+        The COCO dict written.
+    """
+    root = Path(root)
+    img_dir = root / f'{split}2017'
+    img_dir.mkdir(parents=True, exist_ok=True)
+    (root / 'annotations').mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    images, annotations = [], []
+    for image_id in range(1, num_images + 1):
+        h, w = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
+        img = _background(rng, h, w)
+        boxes: List[List[float]] = []
+        num_objects = 0 if rng.random() < 0.1 else int(rng.integers(1, 5))
+        for _ in range(num_objects):
+            drawn = _draw(rng, img, boxes)
+            if drawn is None:
+                continue
+            cat, box = drawn
+            boxes.append(box)
+            annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=cat, bbox=box,
+                                    area=box[2] * box[3], iscrowd=0))
+        name = f'{image_id:06d}.png'
+        cv2.imwrite(str(img_dir / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        images.append(dict(id=image_id, file_name=name, height=h, width=w))
+    coco = dict(images=images, annotations=annotations, categories=CATEGORIES,
+                info=dict(description=f'pit-det toy set, split {split}, seed {seed}'))
+    with open(root / 'annotations' / f'instances_{split}2017.json', 'w') as f:
+        json.dump(coco, f)
+    return coco
+
+
+def make_toy_coco(root: Union[str, Path] = 'data/toy_coco', num_train: int = 600, num_val: int = 100,
+                  seed: int = 0) -> Path:
+    """Write train and val splits (different seeds) under ``root``; skipped when both
+    annotation files already exist with the requested image counts."""
+    root = Path(root)
+    for split, num, split_seed in (('train', num_train, seed), ('val', num_val, seed + 1)):
+        ann = root / 'annotations' / f'instances_{split}2017.json'
+        if ann.is_file():
+            with open(ann) as f:
+                info = json.load(f)
+            if len(info['images']) == num and info.get('info', {}).get('description', '').endswith(f'seed {split_seed}'):
+                continue
+        make_split(root, split, num, split_seed)
+    return root

@@ -1,0 +1,75 @@
+"""Evaluate a detector checkpoint with COCO bbox metrics (AP, AP50, AP75, APs/m/l).
+
+Writes ``<out-dir>/metrics.json`` and the detections in COCO result format
+``<out-dir>/detections.bbox.json``; ``--show-dir`` draws the detections on the images.
+
+Example:
+    python tools/test.py configs/deformable_detr_pit_s.py work_dirs/deformable_detr_pit_s/epoch_50.pth
+"""
+import argparse
+import json
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.dist import is_main_process
+from mmengine.runner import Runner
+
+from pit_det.runtime import install_checkpoint_loader, set_data_root
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='COCO bbox evaluation of a detector checkpoint')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where logs go (default: work_dirs/<config name>)')
+    parser.add_argument('--out-dir', help='where metrics.json and detections.bbox.json go (default: work dir)')
+    parser.add_argument('--data-root', help='COCO-layout data root overriding the config')
+    parser.add_argument('--show-dir', help='draw detections into this folder (under the work dir)')
+    parser.add_argument('--score-thr', type=float, default=0.3, help='score threshold for --show-dir')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if not torch.cuda.is_available():
+        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    cfg.load_from = args.checkpoint
+    # The backbone's own pretrained file is irrelevant here: the checkpoint holds all weights.
+    if cfg.model.get('backbone', {}).get('init_cfg') is not None:
+        cfg.model.backbone.init_cfg = None
+    out_dir = osp.abspath(args.out_dir or cfg.work_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    cfg.test_evaluator.outfile_prefix = osp.join(out_dir, 'detections')
+    if args.show_dir:
+        hook = cfg.default_hooks.visualization
+        hook.update(draw=True, test_out_dir=args.show_dir, score_thr=args.score_thr)
+    # A checkpoint given to evaluate is read with weights_only=True (see pit_det.runtime).
+    install_checkpoint_loader([])
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    if is_main_process():
+        with open(osp.join(out_dir, 'metrics.json'), 'w') as f:
+            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
+        print(f'metrics: {osp.join(out_dir, "metrics.json")}')
+        print(f'detections: {osp.join(out_dir, "detections.bbox.json")}')
+        if args.show_dir:
+            print(f'pictures: {osp.join(runner.log_dir, args.show_dir)}')
+
+
+if __name__ == '__main__':
+    main()
