@@ -6,7 +6,7 @@ env:
 	bash tools/setup_env.sh
 
 demo: env
-	$(PY) tools/backbone_demo.py
+	$(PY) tools/quickstart.py
 
 test: env
 	$(PY) -m pytest -q

@@ -1,18 +1,47 @@
 """Safe reading of pretrained weight files and strict loading into a backbone.
 
 Pretrained files come from the internet, so they are read with
-``torch.load(..., weights_only=True)``: tensors and plain containers only, never
-arbitrary pickled code. A file that needs more than that is refused.
+``torch.load(..., weights_only=True)``: tensors, plain containers and the few plain
+classes in :data:`SAFE_GLOBALS`, never arbitrary pickled code. A file that needs more
+than that is refused.
 """
+import collections
 import pickle
 from pathlib import Path
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
+import numpy as np
 import torch
+from mmengine.config import ConfigDict
 from mmengine.logging import print_log
 from torch import nn
 
+_np_core = getattr(np, '_core', None) or np.core  # numpy 2 renamed np.core
+
 StateDict = Dict[str, torch.Tensor]
+
+
+def _inert_getattr(*args) -> None:
+    """Stands in for ``getattr`` when unpickling untrusted checkpoints: mmengine's
+    ``HistoryBuffer`` pickles its statistics methods as ``getattr(cls, name)``."""
+    return None
+
+
+class _TrainingRecord:
+    """Stands in for mmengine's ``HistoryBuffer`` (loss history of the message hub) when
+    unpickling untrusted checkpoints: keeps the data, runs no code of the real class, and
+    leaves the real class's shared state untouched."""
+
+
+# Plain data classes found in mmengine / mmdet checkpoints (message hub, meta). Only the
+# run's own checkpoints, read for resuming, are unpickled with the real classes.
+SAFE_GLOBALS: List = [
+    collections.Counter, ConfigDict, np.ndarray, np.dtype, _np_core.multiarray._reconstruct,
+    _np_core.multiarray.scalar, type(np.dtype(np.float64)), type(np.dtype(np.float32)),
+    type(np.dtype(np.int64)), type(np.dtype(np.bool_)),
+    (_TrainingRecord, 'mmengine.logging.history_buffer.HistoryBuffer'),
+    (_inert_getattr, '__builtin__.getattr'), (_inert_getattr, 'builtins.getattr'),
+]
 
 
 class CheckpointError(RuntimeError):
@@ -38,7 +67,8 @@ def read_state_dict(path: Union[str, Path]) -> StateDict:
         obj = load_file(str(path))
     else:
         try:
-            obj = torch.load(path, map_location='cpu', weights_only=True)
+            with torch.serialization.safe_globals(SAFE_GLOBALS):  # e.g. a detector checkpoint
+                obj = torch.load(path, map_location='cpu', weights_only=True)
         except pickle.UnpicklingError as err:
             raise CheckpointError(
                 f'{path}: refused to unpickle: the file holds objects other than tensors and plain '

@@ -5,29 +5,25 @@ mmengine 0.10.7 reads checkpoints with a bare ``torch.load``; since torch 2.6 th
 ``HistoryBuffer``, numpy scalars and the like), so ``--resume`` and ``load_from`` break.
 :func:`install_checkpoint_loader` replaces mmengine's local-file loader with one that
 
-1. reads with ``weights_only=True``, allowing the few plain classes mmengine checkpoints
-   contain (no code can run), and
-2. falls back to full unpickling **only** for files the caller marked as trusted: the
-   run's own checkpoints in its work dir, or a file the user named with ``--resume``.
-   That fallback is logged. Any other file that needs it is refused with a clear error.
+1. fully unpickles **only** files the caller marked as trusted: the run's own checkpoints
+   in its work dir, or the file the user named with ``--resume`` (logged);
+2. reads every other file with ``weights_only=True``, allowing the few plain classes that
+   mmengine checkpoints contain. Their message hub also pickles bound methods through
+   ``getattr``; that global is mapped to an inert stand-in returning ``None``, so the
+   weights load and no attribute lookup or call can be smuggled in. A file that needs
+   anything else is refused with an error naming it.
 """
 import os
 import os.path as osp
 import pickle
 from typing import Iterable, List
 
-import numpy as np
 import torch
-from mmengine.config import Config, ConfigDict
-from mmengine.logging import HistoryBuffer, print_log
+from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 
-# Plain data classes found in mmengine / mmdet checkpoints (message hub, meta).
-SAFE_GLOBALS: List = [
-    HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct, np.core.multiarray.scalar,
-    type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64)), type(np.dtype(np.bool_)),
-    ConfigDict,
-]
+from .checkpoint import SAFE_GLOBALS
 
 _trusted: List[str] = []
 
@@ -42,18 +38,17 @@ def load_checkpoint_file(filename: str, map_location=None) -> dict:
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
+    if _is_trusted(filename):
+        print_log(f'{filename}: checkpoint of this run, fully unpickled (weights_only=False)', logger='current')
+        return torch.load(filename, map_location=map_location, weights_only=False)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if not _is_trusted(filename):
-            raise RuntimeError(
-                f'{filename}: refused to unpickle objects beyond tensors and plain data (weights_only=True). '
-                f'Only this run\'s own checkpoints (work dir, or --resume PATH) may be fully unpickled. '
-                f'Detail: {str(err).splitlines()[0]}') from err
-        print_log(f'{filename}: trusted checkpoint of this run needs full unpickling '
-                  f'({str(err).splitlines()[0]}); loading with weights_only=False', logger='current')
-        return torch.load(filename, map_location=map_location, weights_only=False)
+        raise RuntimeError(
+            f'{filename}: refused to unpickle objects beyond tensors and plain data (weights_only=True). '
+            f'Only this run\'s own checkpoints (work dir, or --resume PATH) may be fully unpickled. '
+            f'Detail: {str(err).splitlines()[0]}') from err
 
 
 def install_checkpoint_loader(trusted_dirs_or_files: Iterable[str] = ()) -> None:
@@ -78,3 +73,25 @@ def set_data_root(cfg: Config, data_root: str) -> None:
         ev = cfg.get(evaluator)
         if ev is not None and ev.get('ann_file'):
             ev['ann_file'] = data_root + 'annotations/' + osp.basename(ev['ann_file'])
+
+
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Make ``cfg.launcher='pytorch'`` work without GPUs (torchrun on CPU, gloo).
+
+    mmengine 0.10.7 always calls ``torch.cuda.set_device`` when it initialises the process
+    group and wraps the model in DDP with ``device_ids=[LOCAL_RANK]``; both fail on CPU. Here
+    the gloo group is initialised first (mmengine then skips its own) and DDP gets
+    ``device_ids=None``, as CPU modules require. No-op with CUDA or without a launcher.
+    """
+    if torch.cuda.is_available():
+        return
+    cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if cfg.get('launcher', 'none') == 'none':
+        return
+    if cfg.launcher != 'pytorch':
+        raise RuntimeError(f'launcher {cfg.launcher!r} needs GPUs; on CPU use torchrun (--launcher pytorch)')
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend='gloo')
+    wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel', broadcast_buffers=False)
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper

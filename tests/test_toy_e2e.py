@@ -16,7 +16,8 @@ from pit_det.datasets.toy import make_split
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 # Keep each run to a few iterations: 8 training images, batch 4, no validation during training.
-FAST = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=100', 'custom_hooks=[]']
+FAST = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=100']
+NO_HOOKS = ['custom_hooks=[]']  # the toy config validates once before training; skip it
 
 pytestmark = pytest.mark.slow
 
@@ -60,20 +61,26 @@ def test_generator_is_deterministic_and_varied(tmp_path):
     assert json.loads((other / 'annotations/instances_train2017.json').read_text()) != train
 
 
-def test_train_then_evaluate_matches_pycocotools(tiny_toy, tmp_path):
-    work = tmp_path / 'work'
+@pytest.fixture(scope='module')
+def trained_toy(tiny_toy, tmp_path_factory) -> Path:
+    """One short training run (validating once before it) shared by the tests below."""
+    work = tmp_path_factory.mktemp('trained')
     run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy,
-         '--cfg-options', *FAST, 'custom_hooks=[{"type":"ValidateBeforeTrainHook"}]'])
-    before = json.loads((work / 'metrics_before_train.json').read_text())
+         '--cfg-options', *FAST])  # keeps the toy config's ValidateBeforeTrainHook
+    return work
+
+
+def test_train_then_evaluate_matches_pycocotools(tiny_toy, trained_toy, tmp_path):
+    before = json.loads((trained_toy / 'metrics_before_train.json').read_text())
     assert 'coco/bbox_mAP' in before
-    ckpt = (work / 'last_checkpoint').read_text().strip()
+    ckpt = (trained_toy / 'last_checkpoint').read_text().strip()
     assert Path(ckpt).name == 'epoch_1.pth'
     out = tmp_path / 'eval'
     run(['tools/test.py', TOY, ckpt, '--work-dir', tmp_path / 'test', '--out-dir', out, '--data-root', tiny_toy,
          '--show-dir', 'pictures'])
     metrics = json.loads((out / 'metrics.json').read_text())
     dets = json.loads((out / 'detections.bbox.json').read_text())
-    assert len(dets) == 4 * 100  # 100 detections per val image
+    assert len(dets) == 4 * 100  # test_cfg.max_per_img: top 100 of 50 queries x 3 classes per image
     gt = COCO(str(tiny_toy / 'annotations/instances_val2017.json'))
     ev = COCOeval(gt, gt.loadRes(str(out / 'detections.bbox.json')), 'bbox')
     ev.evaluate()
@@ -86,12 +93,25 @@ def test_train_then_evaluate_matches_pycocotools(tiny_toy, tmp_path):
     assert len(pictures) == 4
 
 
+def test_demo_draws_one_picture_per_input(tiny_toy, trained_toy, tmp_path):
+    ckpt = (trained_toy / 'last_checkpoint').read_text().strip()
+    out = tmp_path / 'demo'
+    run(['tools/demo.py', tiny_toy / 'val2017', TOY, ckpt, '--out', out, '--score-thr', '0.0'])
+    inputs = sorted(p.stem for p in (tiny_toy / 'val2017').glob('*.png'))
+    assert sorted(p.stem for p in out.glob('*.png')) == inputs
+    records = json.loads((out / 'detections.json').read_text())
+    assert len(records) == len(inputs)
+    assert all(len(r['detections']) == 100 for r in records)  # threshold 0: all max_per_img boxes
+    det = records[0]['detections'][0]
+    assert det['name'] in ('rectangle', 'ellipse', 'triangle') and len(det['bbox']) == 4
+
+
 def test_resume_after_first_checkpoint(tiny_toy, tmp_path):
     work = tmp_path / 'work'
-    run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--cfg-options', *FAST])
+    run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--cfg-options', *FAST, *NO_HOOKS])
     assert (work / 'epoch_1.pth').is_file() and not (work / 'epoch_2.pth').exists()
     proc = run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--resume',
-                '--cfg-options', *FAST, 'train_cfg.max_epochs=2', 'default_hooks.checkpoint.interval=1'])
+                '--cfg-options', *FAST, *NO_HOOKS, 'train_cfg.max_epochs=2', 'default_hooks.checkpoint.interval=1'])
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 1' in log, log[-3000:]
     ckpt = torch.load(work / 'epoch_2.pth', map_location='cpu', weights_only=False)
@@ -103,7 +123,7 @@ def test_torchrun_two_processes_on_cpu(tiny_toy, tmp_path):
     proc = run([
         '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517', 'tools/train.py', TOY,
         '--launcher', 'pytorch', '--work-dir', work, '--data-root', tiny_toy,
-        '--cfg-options', *FAST, 'train_dataloader.batch_size=2'], timeout=600)
+        '--cfg-options', *FAST, *NO_HOOKS, 'train_dataloader.batch_size=2'], timeout=600)
     log = proc.stdout + proc.stderr
     assert 'Distributed launcher: pytorch' in log or 'world_size: 2' in log or 'distributed: True' in log, log[-3000:]
     ckpt = torch.load(work / 'epoch_1.pth', map_location='cpu', weights_only=False)

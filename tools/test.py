@@ -11,12 +11,11 @@ import json
 import os
 import os.path as osp
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
-from pit_det.runtime import install_checkpoint_loader, set_data_root
+from pit_det.runtime import install_checkpoint_loader, set_data_root, setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,8 +45,7 @@ def main() -> None:
         set_data_root(cfg, args.data_root)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if not torch.cuda.is_available():
-        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    setup_cpu_distributed(cfg)  # gloo instead of NCCL when there is no GPU
     cfg.load_from = args.checkpoint
     # The backbone's own pretrained file is irrelevant here: the checkpoint holds all weights.
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:

@@ -10,12 +10,11 @@ import argparse
 import os
 import os.path as osp
 
-import torch
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from pit_det.runtime import install_checkpoint_loader, set_data_root
+from pit_det.runtime import install_checkpoint_loader, set_data_root, setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,9 +47,7 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if not torch.cuda.is_available():
-        # NCCL (mmdet's default) needs GPUs; gloo runs the same distributed code on CPU.
-        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    setup_cpu_distributed(cfg)  # gloo instead of NCCL when there is no GPU
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'

@@ -1,8 +1,8 @@
 """A small, deterministic COCO-format detection set for machines without COCO.
 
-Images are textured backgrounds (smooth noise, stripes or checks in muted colours) with
+Images (80-128 px a side) are textured backgrounds (smooth noise, stripes or checks in muted colours) with
 0-4 non-overlapping solid objects of three categories -- rectangle, ellipse, triangle -- of random
-colour, size (12-56 px) and aspect ratio (1:2 to 2:1); about 10% of images are empty.
+colour (a hue band per category), size (12-44 px) and aspect ratio (1:2 to 2:1); about 10% of images are empty.
 Everything derives from one seed, so the same call always writes the same files.
 """
 import json
@@ -16,32 +16,35 @@ CATEGORIES = [dict(id=1, name='rectangle'), dict(id=2, name='ellipse'), dict(id=
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    base = rng.uniform(60, 190, size=3)
+    # Muted (grey-ish) base colour so that the saturated objects stand out.
+    base = rng.uniform(70, 180) + rng.uniform(-20, 20, size=3)
     kind = rng.integers(3)
     if kind == 0:  # smooth noise: upsampled coarse noise
-        coarse = rng.normal(0, 25, size=(h // 12 + 2, w // 12 + 2, 3)).astype(np.float32)
+        coarse = rng.normal(0, 20, size=(h // 12 + 2, w // 12 + 2, 3)).astype(np.float32)
         tex = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
     elif kind == 1:  # stripes at a random angle and period
         yy, xx = np.mgrid[0:h, 0:w]
         angle, period = rng.uniform(0, np.pi), rng.uniform(5, 16)
         wave = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
-        tex = (wave[..., None] * rng.uniform(8, 25, size=3)).astype(np.float32)
+        tex = (wave[..., None] * rng.uniform(8, 20, size=3)).astype(np.float32)
     else:  # checks
         cell = int(rng.integers(6, 16))
         yy, xx = np.mgrid[0:h, 0:w]
-        tex = ((((yy // cell) + (xx // cell)) % 2)[..., None] * rng.uniform(-25, 25, size=3)).astype(np.float32)
+        tex = ((((yy // cell) + (xx // cell)) % 2)[..., None] * rng.uniform(-20, 20, size=3)).astype(np.float32)
     img = base + tex + rng.normal(0, 4, size=(h, w, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _colour(rng: np.random.Generator, avoid: np.ndarray) -> Tuple[int, int, int]:
-    """A saturated colour at least ~80 away (L2, RGB) from the local background mean."""
-    for _ in range(50):
-        hsv = np.uint8([[[rng.integers(0, 180), rng.integers(150, 256), rng.integers(120, 256)]]])
-        rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(float)
-        if np.linalg.norm(rgb - avoid) > 80:
-            break
-    return tuple(int(c) for c in rgb)
+# Each category draws its colours from its own hue band (OpenCV hue, 0-180) with random
+# saturation and brightness: colour is a cue a model trained from scratch picks up within
+# minutes, shape is the second one.
+HUE_BANDS = {1: (-12, 12), 2: (45, 80), 3: (100, 135)}
+
+
+def _colour(rng: np.random.Generator, category: int) -> Tuple[int, int, int]:
+    lo, hi = HUE_BANDS[category]
+    hsv = np.uint8([[[int(rng.integers(lo, hi + 1)) % 180, rng.integers(150, 256), rng.integers(140, 256)]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
 def _iou(a: List[float], b: List[float]) -> float:
@@ -53,15 +56,15 @@ def _iou(a: List[float], b: List[float]) -> float:
 
 def _draw(rng: np.random.Generator, img: np.ndarray, boxes: List[List[float]]) -> Union[Tuple[int, List[float]], None]:
     h, w = img.shape[:2]
-    size = rng.uniform(12, 56)
+    size = rng.uniform(12, 44)
     aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
     bw, bh = int(min(w - 2, size * np.sqrt(aspect))), int(min(h - 2, size / np.sqrt(aspect)))
     x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
     box = [float(x0), float(y0), float(bw), float(bh)]
     if any(_iou(box, b) > 0 for b in boxes):  # no occlusion: every object fully visible
         return None
-    colour = _colour(rng, img[y0:y0 + bh, x0:x0 + bw].reshape(-1, 3).mean(0))
     cat = int(rng.integers(1, 4))
+    colour = _colour(rng, cat)
     if cat == 1:
         cv2.rectangle(img, (x0, y0), (x0 + bw - 1, y0 + bh - 1), colour, thickness=-1)
     elif cat == 2:
@@ -83,7 +86,7 @@ def _draw(rng: np.random.Generator, img: np.ndarray, boxes: List[List[float]]) -
 
 
 def make_split(root: Union[str, Path], split: str, num_images: int, seed: int,
-               size_range: Tuple[int, int] = (96, 160)) -> Dict:
+               size_range: Tuple[int, int] = (80, 128)) -> Dict:
     """Write ``root/{split}2017/*.png`` and ``root/annotations/instances_{split}2017.json``.
 
     Returns:
