@@ -10,13 +10,17 @@ custom_imports = dict(imports=['pit_det'], allow_failed_imports=False)
 
 # Standard COCO layout under data/coco; tools/train.py --data-root moves all of it.
 data_root = 'data/coco/'
+# mmdet's CocoDataset, plus a warning listing the boxes it drops (pit_det/datasets/coco.py).
+dataset_type = 'CheckedCocoDataset'
 
 # Half resolution (paper Sec. 4.2): every scale of mmdet's Deformable DETR pipeline halved.
 # Training short side 400 - 16 * i for i in 0..10 (240..400; mmdet: 480..800), long side
 # at most 666 (mmdet: 1333).
 train_scales = [(400 - 16 * i, 666) for i in range(11)]
+# Unreadable images are logged and skipped (train) or replaced by a blank one (test) instead
+# of killing the run; images smaller than a 16-pixel patch are padded (pit_det/datasets/).
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='SafeLoadImageFromFile', on_failure='skip', backend_args=None),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='RandomFlip', prob=0.5),
     dict(
@@ -31,21 +35,27 @@ train_pipeline = [
                 dict(type='RandomChoiceResize', scales=train_scales, keep_ratio=True),
             ],
         ]),
+    dict(type='PadToMinSize', min_size=16),
     dict(type='PackDetInputs'),
 ]
 # Test short side 400, long side at most 666 (mmdet: 800 / 1333).
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='SafeLoadImageFromFile', on_failure='blank', backend_args=None),
     dict(type='Resize', scale=(666, 400), keep_ratio=True),
+    dict(type='PadToMinSize', min_size=16),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 
-train_dataloader = dict(dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
 # Keep the best checkpoint by val AP besides the last ones (mmdet keeps every epoch).
 default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=3, save_best='coco/bbox_mAP', rule='greater'))
+
+# Stop at the first non-finite loss (saving the state for inspection), and store the random
+# number generator states in checkpoints so that a resumed run matches an uninterrupted one.
+custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='RNGStateHook')]

@@ -3,7 +3,7 @@
 Importing the package registers its modules in mmdet's registries; configs load it with
 ``custom_imports = dict(imports=['pit_det'], allow_failed_imports=False)``.
 """
-from . import hooks  # noqa: F401  registers ValidateBeforeTrainHook
+from . import datasets, hooks  # noqa: F401  registers datasets, transforms and hooks
 from .models import PiT, ViT, ViTPyramid
 
 __version__ = '0.1.0'

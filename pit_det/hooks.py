@@ -1,6 +1,10 @@
 """Training hooks."""
 import json
 import os.path as osp
+import random
+
+import numpy as np
+import torch
 
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
@@ -22,3 +26,51 @@ class ValidateBeforeTrainHook(Hook):
         if runner.rank == 0:
             with open(osp.join(runner.work_dir, 'metrics_before_train.json'), 'w') as f:
                 json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
+
+
+@HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Stop training at the first non-finite loss instead of training on NaNs.
+
+    Saves ``<work_dir>/nonfinite_iter_<N>.pth`` (model and optimizer as they are after
+    the failing iteration, for inspection) and raises ``FloatingPointError`` naming the
+    iteration, epoch and loss terms. The checkpoint is not recorded as the latest one, so
+    ``--resume`` continues from the last good checkpoint.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not outputs:
+            return
+        bad = {k: float(v) for k, v in outputs.items()
+               if 'loss' in k and torch.is_tensor(v) and not torch.isfinite(v).all()}
+        if not bad:
+            return
+        it = runner.iter + 1
+        name = f'nonfinite_iter_{it}.pth'
+        runner.save_checkpoint(runner.work_dir, name, save_optimizer=True, save_param_scheduler=True)
+        raise FloatingPointError(f'non-finite loss at iteration {it} (epoch {runner.epoch + 1}): {bad}; '
+                                 f'state saved to {osp.join(runner.work_dir, name)} for inspection')
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Store the Python, numpy and torch random states in every checkpoint and restore them
+    on resume, so a resumed run draws the same dropout masks and augmentations as an
+    uninterrupted one (mmengine restores model, optimizer, schedule and data order only)."""
+
+    priority = 'VERY_LOW'
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint.setdefault('meta', {})['rng_state'] = dict(
+            python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get('meta', {}).get('rng_state')
+        if state is None or not runner._resume:  # only a resumed run continues the stream
+            return
+        random.setstate(state['python'])
+        np.random.set_state(state['numpy'])
+        torch.set_rng_state(state['torch'])
+        runner.logger.info('restored the random number generator states of the checkpoint')

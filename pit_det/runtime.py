@@ -1,4 +1,5 @@
-"""Glue between the tools and mmengine: data-root override and safe checkpoint loading.
+"""Glue between the tools and mmengine: data-root override, safe checkpoint loading,
+atomic checkpoint writes, resumable-checkpoint lookup and distributed runs on CPU.
 
 mmengine 0.10.7 reads checkpoints with a bare ``torch.load``; since torch 2.6 that means
 ``weights_only=True``, which refuses mmengine's own checkpoints (they pickle a
@@ -16,10 +17,14 @@ mmengine 0.10.7 reads checkpoints with a bare ``torch.load``; since torch 2.6 th
 import os
 import os.path as osp
 import pickle
-from typing import Iterable, List
+import re
+import tempfile
+import zipfile
+from typing import Iterable, List, Optional
 
 import torch
 from mmengine.config import Config
+from mmengine.fileio import LocalBackend, register_backend
 from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 
@@ -95,3 +100,49 @@ def setup_cpu_distributed(cfg: Config) -> None:
     wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel', broadcast_buffers=False)
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend, writing each file to a temporary name in the same
+    folder and renaming it into place: a run killed while saving a checkpoint leaves the
+    previous file intact, never a truncated one under the final name."""
+
+    def put(self, obj: bytes, filepath) -> None:
+        filepath = str(filepath)
+        os.makedirs(osp.dirname(filepath) or '.', exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=osp.dirname(filepath) or '.', prefix='.' + osp.basename(filepath) + '.')
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                f.write(obj)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, filepath)
+        except BaseException:
+            if osp.exists(tmp):
+                os.remove(tmp)
+            raise
+
+
+def install_atomic_checkpoint_writes() -> None:
+    """Make every local-file write of mmengine (checkpoints included) atomic."""
+    register_backend('local', AtomicLocalBackend, force=True)
+
+
+def _is_complete_checkpoint(path: str) -> bool:
+    """A torch checkpoint is a zip archive; a truncated one has no central directory."""
+    return osp.isfile(path) and zipfile.is_zipfile(path)
+
+
+def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` should continue from: the one named in ``last_checkpoint``
+    if complete, else the newest complete ``epoch_*.pth`` / ``iter_*.pth`` in ``work_dir``."""
+    record = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(record):
+        with open(record) as f:
+            named = f.read().strip()
+        if named and _is_complete_checkpoint(named):
+            return named
+    candidates = [osp.join(work_dir, f) for f in os.listdir(work_dir) if re.fullmatch(r'(epoch|iter)_\d+\.pth', f)] \
+        if osp.isdir(work_dir) else []
+    candidates = sorted((c for c in candidates if _is_complete_checkpoint(c)), key=osp.getmtime)
+    return candidates[-1] if candidates else None

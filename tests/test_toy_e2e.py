@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 # Keep each run to a few iterations: 8 training images, batch 4, no validation during training.
 FAST = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=100']
-NO_HOOKS = ['custom_hooks=[]']  # the toy config validates once before training; skip it
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +65,7 @@ def trained_toy(tiny_toy, tmp_path_factory) -> Path:
     """One short training run (validating once before it) shared by the tests below."""
     work = tmp_path_factory.mktemp('trained')
     run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy,
-         '--cfg-options', *FAST])  # keeps the toy config's ValidateBeforeTrainHook
+         '--validate-first', '--cfg-options', *FAST])
     return work
 
 
@@ -108,10 +107,10 @@ def test_demo_draws_one_picture_per_input(tiny_toy, trained_toy, tmp_path):
 
 def test_resume_after_first_checkpoint(tiny_toy, tmp_path):
     work = tmp_path / 'work'
-    run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--cfg-options', *FAST, *NO_HOOKS])
+    run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--cfg-options', *FAST])
     assert (work / 'epoch_1.pth').is_file() and not (work / 'epoch_2.pth').exists()
     proc = run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--resume',
-                '--cfg-options', *FAST, *NO_HOOKS, 'train_cfg.max_epochs=2', 'default_hooks.checkpoint.interval=1'])
+                '--cfg-options', *FAST, 'train_cfg.max_epochs=2', 'default_hooks.checkpoint.interval=1'])
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 1' in log, log[-3000:]
     ckpt = torch.load(work / 'epoch_2.pth', map_location='cpu', weights_only=False)
@@ -123,7 +122,7 @@ def test_torchrun_two_processes_on_cpu(tiny_toy, tmp_path):
     proc = run([
         '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517', 'tools/train.py', TOY,
         '--launcher', 'pytorch', '--work-dir', work, '--data-root', tiny_toy,
-        '--cfg-options', *FAST, *NO_HOOKS, 'train_dataloader.batch_size=2'], timeout=600)
+        '--cfg-options', *FAST, 'train_dataloader.batch_size=2'], timeout=600)
     log = proc.stdout + proc.stderr
     assert 'Distributed launcher: pytorch' in log or 'world_size: 2' in log or 'distributed: True' in log, log[-3000:]
     ckpt = torch.load(work / 'epoch_1.pth', map_location='cpu', weights_only=False)

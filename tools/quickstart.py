@@ -37,7 +37,8 @@ def main() -> None:
     make_toy_coco(ROOT / args.data_root)
 
     print('[2/3] training PiT-S Deformable DETR from random weights (validates once before training)', flush=True)
-    train = [sys.executable, 'tools/train.py', CONFIG, '--work-dir', work_dir, '--data-root', args.data_root]
+    train = [sys.executable, 'tools/train.py', CONFIG, '--work-dir', work_dir, '--data-root', args.data_root,
+             '--validate-first']
     if args.epochs:
         train += ['--cfg-options', f'train_cfg.max_epochs={args.epochs}', f'train_cfg.val_interval={args.epochs}',
                   f'param_scheduler.0.end={args.epochs}', f'param_scheduler.0.milestones=[{max(args.epochs - 1, 1)}]']

@@ -14,7 +14,8 @@ from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from pit_det.runtime import install_checkpoint_loader, set_data_root, setup_cpu_distributed
+from pit_det.runtime import (find_resumable_checkpoint, install_atomic_checkpoint_writes, install_checkpoint_loader,
+                             set_data_root, setup_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -27,6 +28,8 @@ def parse_args() -> argparse.Namespace:
                         help='scale lr linearly to the actual total batch (base: auto_scale_lr.base_batch_size)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from PATH, or from the latest checkpoint in the work dir if no PATH')
+    parser.add_argument('--validate-first', action='store_true',
+                        help='validate the initial model before training (metrics_before_train.json)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. train_cfg.max_epochs=12')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -53,8 +56,12 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
+    if args.validate_first:
+        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='ValidateBeforeTrainHook')]
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        # The newest *complete* checkpoint of the work dir; none: start from scratch.
+        latest = find_resumable_checkpoint(cfg.work_dir)
+        cfg.resume, cfg.load_from = latest is not None, latest
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     return cfg
@@ -66,6 +73,7 @@ def main() -> None:
     cfg = build_config(args)
     # Only this run's own checkpoints may need full unpickling (see pit_det.runtime).
     install_checkpoint_loader([cfg.work_dir, cfg.load_from if cfg.get('resume') else None])
+    install_atomic_checkpoint_writes()
     runner = Runner.from_cfg(cfg)
     runner.train()
 
