@@ -146,3 +146,18 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
         if osp.isdir(work_dir) else []
     candidates = sorted((c for c in candidates if _is_complete_checkpoint(c)), key=osp.getmtime)
     return candidates[-1] if candidates else None
+
+
+def load_config(path: str, launcher: str = 'none', cfg_options: Optional[dict] = None,
+                data_root: Optional[str] = None, work_dir: Optional[str] = None) -> Config:
+    """The config as the tools use it: command-line overrides merged, data root moved,
+    work dir defaulting to ``work_dirs/<config name>``, CPU distributed set up."""
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if data_root:
+        set_data_root(cfg, data_root)
+    cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    setup_cpu_distributed(cfg)  # gloo instead of NCCL when there is no GPU
+    return cfg

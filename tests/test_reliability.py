@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 
 from pit_det.datasets.check import ERRORS, check_coco
 from pit_det.datasets.toy import make_split

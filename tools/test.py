@@ -11,11 +11,11 @@ import json
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
-from pit_det.runtime import install_checkpoint_loader, set_data_root, setup_cpu_distributed
+from pit_det.runtime import install_checkpoint_loader, load_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,15 +37,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.data_root:
-        set_data_root(cfg, args.data_root)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
-    setup_cpu_distributed(cfg)  # gloo instead of NCCL when there is no GPU
+    cfg = load_config(args.config, args.launcher, args.cfg_options, args.data_root, args.work_dir)
     cfg.load_from = args.checkpoint
     # The backbone's own pretrained file is irrelevant here: the checkpoint holds all weights.
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:

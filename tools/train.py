@@ -8,14 +8,13 @@ Examples:
 """
 import argparse
 import os
-import os.path as osp
 
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from pit_det.runtime import (find_resumable_checkpoint, install_atomic_checkpoint_writes, install_checkpoint_loader,
-                             set_data_root, setup_cpu_distributed)
+                             load_config)
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,17 +39,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.data_root:
-        set_data_root(cfg, args.data_root)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    setup_cpu_distributed(cfg)  # gloo instead of NCCL when there is no GPU
+    cfg = load_config(args.config, args.launcher, args.cfg_options, args.data_root, args.work_dir)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'

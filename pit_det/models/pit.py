@@ -15,12 +15,12 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from mmdet.registry import MODELS
-from mmengine.model import BaseModule
 from timm.layers import trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..checkpoint import StateDict, load_pretrained
+from ..checkpoint import StateDict
+from .base import TransformerBackbone, init_linear_trunc_normal
 from .layers import Block, pad_to_grid, resize_pos_embed
 
 # Paper Table 1. Channels of stage i are base_dim * heads[i]. PiT-B uses a 14-pixel
@@ -88,7 +88,7 @@ class PiTStage(nn.Module):
 
 
 @MODELS.register_module()
-class PiT(BaseModule):
+class PiT(TransformerBackbone):
     """PiT backbone returning its stage outputs as NCHW feature maps.
 
     Any input size of at least one patch is accepted: the image is zero-padded on the
@@ -163,36 +163,12 @@ class PiT(BaseModule):
     def _init_random(self) -> None:
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
-        for m in self.transformers.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        init_linear_trunc_normal(self.transformers)
 
-    def init_weights(self) -> None:
-        """Load ``init_cfg`` weights with pit-det's strict, code-free loader."""
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            load_pretrained(self, self.init_cfg['checkpoint'], checkpoint_filter_fn)
-            self._is_init = True
-        else:
-            super().init_weights()
-
-    def _frozen_modules(self) -> list:
+    def frozen_parts(self) -> list:
         if self.frozen_stages < 0:
             return []
-        return [self.patch_embed, *self.transformers[:self.frozen_stages]]
-
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages >= 0:
-            self.pos_embed.requires_grad_(False)
-            self.cls_token.requires_grad_(False)
-        for m in self._frozen_modules():
-            m.eval()
-            m.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> 'PiT':
-        super().train(mode)
-        self._freeze_stages()
-        return self
+        return [self.patch_embed, self.pos_embed, self.cls_token, *self.transformers[:self.frozen_stages]]
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Args:
@@ -232,3 +208,6 @@ def checkpoint_filter_fn(state_dict: StateDict) -> StateDict:
             k = re.sub(r'^transformers\.(\d+)\.pool\.', lambda m: f'transformers.{int(m.group(1)) + 1}.pool.', k)
         out[k] = v
     return out
+
+
+PiT.checkpoint_filter = staticmethod(checkpoint_filter_fn)

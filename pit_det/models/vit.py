@@ -12,12 +12,12 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from mmdet.registry import MODELS
-from mmengine.model import BaseModule
 from timm.layers import trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..checkpoint import StateDict, load_pretrained
+from ..checkpoint import StateDict
+from .base import TransformerBackbone, init_linear_trunc_normal
 from .layers import Block, pad_to_grid, resize_pos_embed
 
 # DeiT Table 1: ViT-Ti / ViT-S / ViT-B (= DeiT-Ti / DeiT-S / DeiT-B), 12 blocks, patch 16.
@@ -41,7 +41,7 @@ class PatchEmbed(nn.Module):
 
 
 @MODELS.register_module()
-class ViT(BaseModule):
+class ViT(TransformerBackbone):
     """ViT / DeiT backbone returning raw outputs of chosen blocks as NCHW maps.
 
     Outputs are taken before the final norm, one per ``out_indices`` entry, all at
@@ -114,33 +114,13 @@ class ViT(BaseModule):
         trunc_normal_(self.cls_token, std=0.02)
         if self.dist_token is not None:
             trunc_normal_(self.dist_token, std=0.02)
-        for m in self.blocks.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        init_linear_trunc_normal(self.blocks)
 
-    def init_weights(self) -> None:
-        """Load ``init_cfg`` weights with pit-det's strict, code-free loader."""
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            load_pretrained(self, self.init_cfg['checkpoint'], checkpoint_filter_fn)
-            self._is_init = True
-        else:
-            super().init_weights()
-
-    def _freeze_stages(self) -> None:
+    def frozen_parts(self) -> list:
         if self.frozen_stages < 0:
-            return
-        for p in (self.pos_embed, self.cls_token, self.dist_token):
-            if p is not None:
-                p.requires_grad_(False)
-        for m in [self.patch_embed, *self.blocks[:self.frozen_stages]]:
-            m.eval()
-            m.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> 'ViT':
-        super().train(mode)
-        self._freeze_stages()
-        return self
+            return []
+        tokens = [p for p in (self.pos_embed, self.cls_token, self.dist_token) if p is not None]
+        return [self.patch_embed, *tokens, *self.blocks[:self.frozen_stages]]
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Args:
@@ -172,3 +152,6 @@ def checkpoint_filter_fn(state_dict: StateDict) -> StateDict:
     ``norm`` / ``fc_norm`` (outputs are taken before it) and timm's pre-logits are dropped.
     """
     return {k: v for k, v in state_dict.items() if not k.startswith(('head', 'norm.', 'fc_norm.', 'pre_logits.'))}
+
+
+ViT.checkpoint_filter = staticmethod(checkpoint_filter_fn)
