@@ -37,8 +37,9 @@ class _TrainingRecord:
 # run's own checkpoints, read for resuming, are unpickled with the real classes.
 SAFE_GLOBALS: List = [
     collections.Counter, ConfigDict, np.ndarray, np.dtype, _np_core.multiarray._reconstruct,
-    _np_core.multiarray.scalar, type(np.dtype(np.float64)), type(np.dtype(np.float32)),
-    type(np.dtype(np.int64)), type(np.dtype(np.bool_)),
+    _np_core.multiarray.scalar,
+    *(type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+                                  np.uint32, np.uint64, np.float16, np.float32, np.float64)),
     (_TrainingRecord, 'mmengine.logging.history_buffer.HistoryBuffer'),
     (_inert_getattr, '__builtin__.getattr'), (_inert_getattr, 'builtins.getattr'),
 ]

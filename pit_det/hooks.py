@@ -63,14 +63,18 @@ class RNGStateHook(Hook):
     priority = 'VERY_LOW'
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        # Tensors and plain Python values only, so checkpoints stay readable with weights_only=True.
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
         checkpoint.setdefault('meta', {})['rng_state'] = dict(
-            python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+            python=random.getstate(), numpy=(name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            torch=torch.get_rng_state())
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get('meta', {}).get('rng_state')
         if state is None or not runner._resume:  # only a resumed run continues the stream
             return
+        name, keys, pos, has_gauss, gauss = state['numpy']
         random.setstate(state['python'])
-        np.random.set_state(state['numpy'])
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         torch.set_rng_state(state['torch'])
         runner.logger.info('restored the random number generator states of the checkpoint')
