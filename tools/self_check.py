@@ -6,6 +6,8 @@ import torch
 
 def main() -> None:
     t0 = time.time()
+    import pkg_resources  # noqa: F401  mmengine imports it at run time (needs setuptools < 81)
+
     import mmcv
     import mmcv.ops  # noqa: F401  compiled ops must import, not mmcv-lite
     import mmdet
