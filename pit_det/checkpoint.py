@@ -49,6 +49,22 @@ class CheckpointError(RuntimeError):
     """A weight file that cannot be read or does not fit the model."""
 
 
+def safe_torch_load(path: Union[str, Path], map_location=None):
+    """``torch.load(weights_only=True)`` with :data:`SAFE_GLOBALS` allowed.
+
+    Raises:
+        CheckpointError: the file needs unpickling beyond that (it could run code).
+    """
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f'{path}: refused to unpickle objects beyond tensors and plain data (weights_only=True), which '
+            f'could run code. Only a run\'s own checkpoints, when resuming it, are fully unpickled; re-save '
+            f'just the state_dict from a trusted environment. Detail: {str(err).splitlines()[0]}') from err
+
+
 def read_state_dict(path: Union[str, Path]) -> StateDict:
     """Read a weight file (``.pth``/``.pt``/``.bin`` pickle or ``.safetensors``) safely.
 
@@ -68,13 +84,9 @@ def read_state_dict(path: Union[str, Path]) -> StateDict:
         obj = load_file(str(path))
     else:
         try:
-            with torch.serialization.safe_globals(SAFE_GLOBALS):  # e.g. a detector checkpoint
-                obj = torch.load(path, map_location='cpu', weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise CheckpointError(
-                f'{path}: refused to unpickle: the file holds objects other than tensors and plain '
-                f'containers (weights_only=True), which could run code. Re-save only its state_dict '
-                f'from a trusted environment. Detail: {str(err).splitlines()[0]}') from err
+            obj = safe_torch_load(path, map_location='cpu')
+        except CheckpointError:
+            raise
         except Exception as err:  # zip / EOF / magic-number errors from a corrupt or foreign file
             raise CheckpointError(f'{path}: not a readable PyTorch weight file ({err})') from err
     for wrapper in ('state_dict', 'model', 'module'):

@@ -16,7 +16,6 @@ mmengine 0.10.7 reads checkpoints with a bare ``torch.load``; since torch 2.6 th
 """
 import os
 import os.path as osp
-import pickle
 import re
 import tempfile
 import zipfile
@@ -28,7 +27,7 @@ from mmengine.fileio import LocalBackend, register_backend
 from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 
-from .checkpoint import SAFE_GLOBALS
+from .checkpoint import safe_torch_load
 
 _trusted: List[str] = []
 
@@ -46,14 +45,7 @@ def load_checkpoint_file(filename: str, map_location=None) -> dict:
     if _is_trusted(filename):
         print_log(f'{filename}: checkpoint of this run, fully unpickled (weights_only=False)', logger='current')
         return torch.load(filename, map_location=map_location, weights_only=False)
-    try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise RuntimeError(
-            f'{filename}: refused to unpickle objects beyond tensors and plain data (weights_only=True). '
-            f'Only this run\'s own checkpoints (work dir, or --resume PATH) may be fully unpickled. '
-            f'Detail: {str(err).splitlines()[0]}') from err
+    return safe_torch_load(filename, map_location=map_location)
 
 
 def install_checkpoint_loader(trusted_dirs_or_files: Iterable[str] = ()) -> None:
