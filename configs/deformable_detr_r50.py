@@ -8,6 +8,11 @@ _base_ = 'mmdet::deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_c
 
 custom_imports = dict(imports=['pit_det'], allow_failed_imports=False)
 
+# mmdet's DeformableDETR with a selectable deformable-attention kernel (pit_det/models/
+# deformable_detr.py); same weights and checkpoints. 'auto': pit-det's C++ kernel on CPU when it
+# builds, else mmcv's pure-PyTorch one; mmcv's CUDA kernel on GPU. 'stock' is mmcv unchanged.
+model = dict(type='PitDeformableDETR', msda_impl='auto')
+
 # Standard COCO layout under data/coco; tools/train.py --data-root moves all of it.
 data_root = 'data/coco/'
 # mmdet's CocoDataset, plus a warning listing the boxes it drops (pit_det/datasets/coco.py).

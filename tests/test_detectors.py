@@ -71,7 +71,8 @@ def test_loss_backward_and_predict(name):
 def test_common_settings(name):
     cfg = load(name)
     m = cfg.model
-    assert m.type == 'DeformableDETR' and m.with_box_refine and m.as_two_stage
+    assert m.type == 'PitDeformableDETR' and m.msda_impl == 'auto'  # mmdet's detector, kernel selectable
+    assert m.with_box_refine and m.as_two_stage
     assert m.num_feature_levels == 4 and m.neck.num_outs == 4 and m.num_queries == 300
     # Schedule: 50 epochs, lr x0.1 at 40, AdamW 2e-4 / 1e-4, clip 0.1, 0.1x lr where the paper has it.
     assert cfg.train_cfg.max_epochs == 50

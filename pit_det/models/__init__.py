@@ -1,5 +1,7 @@
+from .deformable_detr import PitDeformableDETR
+from .msda import MSDeformAttn, set_msda_impl
 from .pit import PiT
 from .vit import ViT
 from .vit_pyramid import ViTPyramid
 
-__all__ = ['PiT', 'ViT', 'ViTPyramid']
+__all__ = ['MSDeformAttn', 'PiT', 'PitDeformableDETR', 'ViT', 'ViTPyramid', 'set_msda_impl']

@@ -1,0 +1,112 @@
+"""mmcv's MultiScaleDeformableAttention with a selectable kernel (see ``pit_det.ops``).
+
+mmdet builds ``MultiScaleDeformableAttention`` directly inside its Deformable DETR layers, not
+through a registry, so ``set_msda_impl`` switches existing modules to this subclass in place:
+same parameters, same state-dict keys, only ``forward`` differs.
+"""
+from typing import Optional
+
+import torch
+from mmcv.ops import MultiScaleDeformableAttention
+from torch import Tensor, nn
+
+from ..ops import multi_scale_deformable_attn, resolve_impl
+
+
+class MSDeformAttn(MultiScaleDeformableAttention):
+    """``MultiScaleDeformableAttention`` whose sampling kernel is ``self.impl``.
+
+    The forward equals mmcv's (batch-first or not, padding mask, 2-d points or 4-d boxes as
+    references); the offset and weight projections share one matmul because both read the same
+    query.
+    """
+
+    impl: str = 'auto'
+
+    def forward(self, query: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None,
+                identity: Optional[Tensor] = None, query_pos: Optional[Tensor] = None,
+                key_padding_mask: Optional[Tensor] = None, reference_points: Optional[Tensor] = None,
+                spatial_shapes: Optional[Tensor] = None, level_start_index: Optional[Tensor] = None,
+                **kwargs) -> Tensor:
+        """
+        Args:
+            query: (B, Q, C) if ``batch_first`` else (Q, B, C).
+            value: like query with S = sum of H_l * W_l tokens; defaults to ``query``.
+            identity: added to the output; defaults to ``query``.
+            query_pos: added to ``query`` before the offset and weight projections.
+            key_padding_mask: (B, S), True where a value token is padding.
+            reference_points: (B, Q, L, 2) normalised points, or (B, Q, L, 4) boxes (cx, cy, w, h).
+            spatial_shapes: (L, 2) int64 (H_l, W_l).
+            level_start_index: (L,) int64.
+
+        Returns:
+            Same shape as ``query``.
+        """
+        value = query if value is None else value
+        identity = query if identity is None else identity
+        if query_pos is not None:
+            query = query + query_pos
+        if not self.batch_first:
+            query, value = query.transpose(0, 1), value.transpose(0, 1)
+        B, Q, _ = query.shape
+        M, L, P = self.num_heads, self.num_levels, self.num_points
+
+        value = self.value_proj(value)
+        if key_padding_mask is not None:
+            value = value.masked_fill(key_padding_mask[..., None], 0.0)
+        value = value.view(B, value.shape[1], M, -1)
+
+        # One matmul for both projections of the query: (B, Q, M*L*P*2 + M*L*P).
+        weight = torch.cat([self.sampling_offsets.weight, self.attention_weights.weight])
+        bias = torch.cat([self.sampling_offsets.bias, self.attention_weights.bias])
+        offsets, weights = nn.functional.linear(query, weight, bias).split(
+            [M * L * P * 2, M * L * P], dim=-1)
+        weights = weights.view(B, Q, M, L * P).softmax(-1).view(B, Q, M, L, P)
+
+        # Locations as mmcv computes them, the same operations on the same numbers, but with
+        # the small operands expanded to the (L, P, 2) inner block first: broadcasting (L, 2)
+        # against (B, Q, M, L, P, 2) directly is a slow strided loop on CPU.
+        offsets = offsets.view(B, Q, M, L * P * 2)
+        if reference_points.shape[-1] == 2:
+            normalizer = spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) as (W, H)
+            normalizer = normalizer[:, None, :].expand(L, P, 2).reshape(L * P * 2)
+            ref = reference_points[:, :, :, None, :].expand(B, Q, L, P, 2).reshape(B, Q, 1, -1)
+            locations = ref + offsets / normalizer
+        elif reference_points.shape[-1] == 4:
+            ref, wh = (reference_points[:, :, :, None, i:i + 2].expand(B, Q, L, P, 2).reshape(B, Q, 1, -1)
+                       for i in (0, 2))
+            locations = ref + offsets / P * wh * 0.5
+        else:
+            raise ValueError(f'reference_points must end in 2 or 4 values, got shape '
+                             f'{tuple(reference_points.shape)}')
+        locations = locations.view(B, Q, M, L, P, 2)
+
+        output = multi_scale_deformable_attn(value, spatial_shapes, level_start_index, locations,
+                                             weights, impl=self.impl, im2col_step=self.im2col_step)
+        output = self.output_proj(output)
+        if not self.batch_first:
+            output = output.transpose(0, 1)
+        return self.dropout(output) + identity
+
+
+def set_msda_impl(model: nn.Module, impl: str) -> int:
+    """Switches every multi-scale deformable attention in ``model`` to kernel ``impl``.
+
+    'stock' gives the modules back mmcv's own class and forward, so the stock path is mmcv's code
+    unchanged; 'fast' makes them ``MSDeformAttn`` with pit-det's kernel.
+
+    Args:
+        model: any module; its ``MultiScaleDeformableAttention`` submodules are switched in place.
+        impl: 'auto', 'fast' or 'stock'; 'auto' is resolved here, once.
+
+    Returns:
+        How many modules were switched.
+    """
+    impl = resolve_impl(impl)
+    count = 0
+    for module in model.modules():
+        if isinstance(module, MultiScaleDeformableAttention):
+            module.__class__ = MultiScaleDeformableAttention if impl == 'stock' else MSDeformAttn
+            module.impl = impl
+            count += 1
+    return count

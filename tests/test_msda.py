@@ -1,0 +1,117 @@
+"""pit-det's C++ deformable-attention kernel against mmcv's pure-PyTorch one (the stock path)."""
+import pytest
+import torch
+from mmcv.ops import MultiScaleDeformableAttention
+
+from pit_det.models import MSDeformAttn, set_msda_impl
+from pit_det.ops import multi_scale_deformable_attn
+
+# Level shapes: non-square maps, 1 x 1 levels, a single level, a tall one.
+LEVELS = [
+    [(13, 21), (7, 11), (4, 6), (2, 3)],
+    [(1, 1), (3, 2)],
+    [(9, 9)],
+    [(17, 3), (9, 2), (5, 1)],
+]
+
+
+def level_index(shapes):
+    shapes = torch.tensor(shapes)
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    return shapes, starts, int((shapes[:, 0] * shapes[:, 1]).sum())
+
+
+def random_inputs(shapes, B=2, Q=37, M=4, D=8, P=3, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes, starts, S = level_index(shapes)
+    L = len(shapes)
+    value = torch.randn(B, S, M, D, generator=g, dtype=dtype)
+    # Locations a little outside [0, 1] too, so corners off the map (zero padding) are exercised.
+    loc = torch.rand(B, Q, M, L, P, 2, generator=g, dtype=dtype) * 1.3 - 0.15
+    attn = torch.rand(B, Q, M, L * P, generator=g, dtype=dtype).softmax(-1).view(B, Q, M, L, P)
+    return value, shapes, starts, loc, attn
+
+
+@pytest.mark.parametrize('levels', LEVELS)
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_fast_equals_stock_forward_and_gradients(levels, dtype):
+    value, shapes, starts, loc, attn = random_inputs(levels, dtype=dtype)
+    # Padded value tokens read zero after mmcv's masked_fill: blank the last level of image 1.
+    value[1, int(starts[-1]):] = 0
+    outs, grads = {}, {}
+    for impl in ('stock', 'fast'):
+        inputs = [t.clone().requires_grad_() for t in (value, loc, attn)]
+        out = multi_scale_deformable_attn(inputs[0], shapes, starts, inputs[1], inputs[2], impl=impl)
+        g = torch.cos(torch.arange(out.numel(), dtype=dtype)).view_as(out)  # fixed, not all-ones
+        (out * g).sum().backward()
+        outs[impl], grads[impl] = out.detach(), [t.grad for t in inputs]
+    assert outs['fast'].shape == (value.shape[0], loc.shape[1], value.shape[2] * value.shape[3])
+    torch.testing.assert_close(outs['fast'], outs['stock'], atol=1e-4, rtol=1e-4)
+    for name, a, b in zip(('value', 'locations', 'weights'), grads['fast'], grads['stock']):
+        # Location gradients scale with the map size (d x / d loc = W), so compare relatively.
+        scale = max(1.0, b.abs().max().item())
+        assert (a - b).abs().max().item() <= 1e-3 * scale, name
+
+
+def test_fast_kernel_gradcheck():
+    value, shapes, starts, loc, attn = random_inputs([(4, 5), (2, 3)], B=1, Q=3, M=2, D=3, P=2)
+    inputs = [t.requires_grad_() for t in (value, loc, attn)]
+    fn = lambda v, l, a: multi_scale_deformable_attn(v, shapes, starts, l, a, impl='fast')  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+
+
+def test_fast_kernel_rejects_bad_shapes():
+    value, shapes, starts, loc, attn = random_inputs(LEVELS[0])
+    with pytest.raises(RuntimeError, match='attention_weights'):
+        multi_scale_deformable_attn(value, shapes, starts, loc, attn[..., :1], impl='fast')
+    with pytest.raises(RuntimeError, match='outside value'):
+        multi_scale_deformable_attn(value[:, :10], shapes, starts, loc, attn, impl='fast')
+    with pytest.raises(ValueError, match='msda_impl'):
+        multi_scale_deformable_attn(value, shapes, starts, loc, attn, impl='fastest')
+
+
+@pytest.mark.parametrize('batch_first', [True, False])
+@pytest.mark.parametrize('ref_dims', [2, 4])
+def test_module_fast_equals_mmcv_module(batch_first, ref_dims):
+    """The whole attention module, as mmdet's encoder (2-d points) and decoder (4-d boxes) use it,
+    with a padding mask and query positions; parameter gradients too."""
+    torch.manual_seed(0)
+    shapes, starts, S = level_index(LEVELS[0])
+    stock = MultiScaleDeformableAttention(embed_dims=64, num_heads=4, num_levels=4, num_points=3,
+                                          batch_first=batch_first).eval()
+    # mmcv initialises the attention weights to zero; random ones make the test sensitive.
+    torch.nn.init.normal_(stock.attention_weights.weight, std=0.5)
+    fast = MultiScaleDeformableAttention(embed_dims=64, num_heads=4, num_levels=4, num_points=3,
+                                         batch_first=batch_first).eval()
+    fast.load_state_dict(stock.state_dict())
+    assert set_msda_impl(fast, 'fast') == 1 and type(fast) is MSDeformAttn
+    B, Q = 2, 11
+    query, query_pos = torch.randn(B, Q, 64), torch.randn(B, Q, 64)
+    value = torch.randn(B, S, 64)
+    mask = torch.zeros(B, S, dtype=torch.bool)
+    mask[1, -20:] = True  # image 1 is padded
+    ref = torch.rand(B, Q, 4, ref_dims) * (0.5 if ref_dims == 4 else 1.0)
+    if not batch_first:
+        query, query_pos, value = (t.transpose(0, 1) for t in (query, query_pos, value))
+    outs = []
+    for module in (stock, fast):
+        module.zero_grad()
+        out = module(query, value=value, query_pos=query_pos, key_padding_mask=mask, reference_points=ref,
+                     spatial_shapes=shapes, level_start_index=starts)
+        (out * torch.cos(out)).sum().backward()
+        outs.append(out.detach())
+    assert outs[0].shape == query.shape
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-4, rtol=1e-4)
+    for (name, p_stock), p_fast in zip(stock.named_parameters(), fast.parameters()):
+        scale = max(1.0, p_stock.grad.abs().max().item())
+        assert (p_fast.grad - p_stock.grad).abs().max().item() <= 1e-3 * scale, name
+
+
+def test_set_msda_impl_round_trip_and_errors():
+    module = MultiScaleDeformableAttention(embed_dims=32, num_heads=4, num_levels=1, num_points=2)
+    container = torch.nn.Sequential(module, torch.nn.Linear(2, 2))
+    assert set_msda_impl(container, 'fast') == 1 and type(module) is MSDeformAttn
+    assert set_msda_impl(container, 'stock') == 1 and type(module) is MultiScaleDeformableAttention
+    assert set_msda_impl(container, 'auto') == 1 and module.impl == 'fast'  # the kernel builds here
+    with pytest.raises(ValueError, match='msda_impl'):
+        set_msda_impl(container, 'cuda')
