@@ -115,3 +115,48 @@ def test_set_msda_impl_round_trip_and_errors():
     assert set_msda_impl(container, 'auto') == 1 and module.impl == 'fast'  # the kernel builds here
     with pytest.raises(ValueError, match='msda_impl'):
         set_msda_impl(container, 'cuda')
+
+
+def test_detector_fast_equals_stock_predict_and_training_gradients():
+    """PiT-S Deformable DETR (refine + two-stage), same weights: detections within 1e-4 and the
+    training gradients of every parameter within 1e-3 (relative to the largest)."""
+    from test_detectors import build_detector, load, make_batch
+
+    torch.manual_seed(0)
+    model = build_detector(load('pit_s'))
+    for m in model.modules():
+        # No dropout (modules, and the decoder self-attention's internal one): the two runs
+        # would draw different random masks otherwise.
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(m, torch.nn.MultiheadAttention):
+            m.dropout = 0.0
+    # mmdet initialises the sampling offsets so that every encoder sample falls exactly on a
+    # pixel centre, where bilinear sampling has a kink: grid_sample and the kernel (which rounds
+    # like mmcv's CUDA kernel) may take different one-sided derivatives there. Move off that
+    # lattice, as any trained model is.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if 'sampling_offsets' in name:
+                p.add_(torch.randn_like(p) * 0.05)
+    data = make_batch(model, [1, 1])
+    model.eval()
+    preds, grads = {}, {}
+    for impl in ('stock', 'fast'):
+        assert set_msda_impl(model, impl) == 12  # 6 encoder + 6 decoder layers
+        with torch.no_grad():
+            pred = model.predict(data['inputs'], data['data_samples'])[0].pred_instances
+        preds[impl] = (pred.bboxes, pred.scores, pred.labels)
+        model.train()
+        model.zero_grad()
+        losses = model.loss(data['inputs'], data['data_samples'])
+        sum(v for k, v in losses.items() if 'loss' in k).backward()
+        grads[impl] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.eval()
+    torch.testing.assert_close(preds['fast'][0], preds['stock'][0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(preds['fast'][1], preds['stock'][1], atol=1e-4, rtol=0)
+    assert torch.equal(preds['fast'][2], preds['stock'][2])
+    assert grads['fast'].keys() == grads['stock'].keys() and len(grads['stock']) > 100
+    scale = max(g.abs().max().item() for g in grads['stock'].values())
+    for name, g in grads['stock'].items():
+        assert (grads['fast'][name] - g).abs().max().item() <= 1e-3 * scale, name

@@ -67,34 +67,41 @@ struct Corners {
 
 // value_t is value transposed to (B, M, S, D): the samples of one head then read a table of
 // S * D values (700 KB for PiT-S at 400 x 667) that stays in cache while that head is swept.
-template <typename scalar_t>
-void forward_kernel(const scalar_t* value_t, const int64_t* shapes, const int64_t* starts,
-                    const scalar_t* loc, const scalar_t* attn, scalar_t* out, Dims d) {
+// kD > 0 fixes the channels per head at compile time (32 in every Deformable DETR config:
+// 256 channels / 8 heads), so the accumulator lives in vector registers.
+template <typename scalar_t, int kD>
+void forward_kernel(const scalar_t* __restrict__ value_t, const int64_t* shapes,
+                    const int64_t* starts, const scalar_t* __restrict__ loc,
+                    const scalar_t* __restrict__ attn, scalar_t* __restrict__ out, Dims d) {
+  const int64_t D = kD > 0 ? kD : d.D;
   const int64_t chunk = 64;  // queries per task
   const int64_t chunks = (d.Q + chunk - 1) / chunk;
   at::parallel_for(0, d.B * d.M * chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> buffer(kD > 0 ? 0 : D);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bm = task / chunks, b = bm / d.M, m = bm % d.M;
       const int64_t q_end = std::min(d.Q, (task % chunks + 1) * chunk);
       for (int64_t q = (task % chunks) * chunk; q < q_end; ++q) {
         const int64_t bq = b * d.Q + q;
-        scalar_t* o = out + (bq * d.M + m) * d.D;
-        std::fill(o, o + d.D, scalar_t(0));
+        scalar_t fixed[kD > 0 ? kD : 1];
+        scalar_t* acc = kD > 0 ? fixed : buffer.data();
+        for (int64_t ch = 0; ch < D; ++ch) acc[ch] = 0;
         int64_t s = (bq * d.M + m) * d.L * d.P;  // first sample of this (query, head)
         for (int64_t l = 0; l < d.L; ++l) {
           const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
-          const scalar_t* v = value_t + (bm * d.S + starts[l]) * d.D;
+          const scalar_t* v = value_t + (bm * d.S + starts[l]) * D;
           for (int64_t p = 0; p < d.P; ++p, ++s) {
             const Corners<scalar_t> c(loc[2 * s], loc[2 * s + 1], H, W);
             if (!c.any) continue;
             for (int k = 0; k < 4; ++k) {
               if (!c.valid[k]) continue;
               const scalar_t w = attn[s] * c.weight[k];
-              const scalar_t* vk = v + c.offset[k] * d.D;
-              for (int64_t ch = 0; ch < d.D; ++ch) o[ch] += w * vk[ch];
+              const scalar_t* vk = v + c.offset[k] * D;
+              for (int64_t ch = 0; ch < D; ++ch) acc[ch] += w * vk[ch];
             }
           }
         }
+        std::copy(acc, acc + D, out + (bq * d.M + m) * D);
       }
     }
   });
@@ -187,9 +194,9 @@ at::Tensor ms_deform_attn_forward(const at::Tensor& value, const at::Tensor& sha
   auto out = at::empty({d.B, d.Q, d.M * d.D}, value.options());
   const auto value_t = value.permute({0, 2, 1, 3}).contiguous();
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_forward", [&] {
-    forward_kernel<scalar_t>(value_t.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(),
-                             starts.data_ptr<int64_t>(), loc.data_ptr<scalar_t>(),
-                             attn.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), d);
+    auto kernel = d.D == 32 ? forward_kernel<scalar_t, 32> : forward_kernel<scalar_t, 0>;
+    kernel(value_t.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
+           loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), d);
   });
   return out;
 }
