@@ -72,6 +72,11 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     dtype = 'bf16' if args.bf16 else 'fp16' if args.fp16 else 'fp32'
+    if dtype == 'fp16' and not device.startswith('cuda'):
+        # CPUs without native fp16 arithmetic emulate it: PiT-S at 160 x 208 ran > 10 minutes here.
+        raise SystemExit('--fp16 is for GPUs; on CPU use --bf16 (or fp32, the default)')
+    if dtype == 'bf16' and device.startswith('cuda') and not torch.cuda.is_bf16_supported():
+        raise SystemExit(f'--bf16: {torch.cuda.get_device_name()} has no bfloat16 support; use --fp16')
     env = bm.environment(device)
     env['keep_freed_memory'] = bm.keep_freed_memory() if args.keep_freed_memory else False
     env.update(dtype=dtype, shape=args.shape, warmup=args.warmup, iters=args.iters,
