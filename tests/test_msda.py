@@ -160,3 +160,21 @@ def test_detector_fast_equals_stock_predict_and_training_gradients():
     scale = max(g.abs().max().item() for g in grads['stock'].values())
     for name, g in grads['stock'].items():
         assert (grads['fast'][name] - g).abs().max().item() <= 1e-3 * scale, name
+
+
+def test_without_a_compiler_auto_falls_back_and_fast_says_why(monkeypatch):
+    from pit_det.ops import ms_deform_attn as ops
+
+    def no_compiler(verbose=False):
+        raise ops.ExtensionUnavailable('could not build the pit-det CPU kernel: g++ not found')
+
+    monkeypatch.setattr(ops, 'load_extension', no_compiler)
+    ops.extension_available.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match='g\\+\\+ not found'):
+            assert ops.resolve_impl('auto') == 'stock'
+        with pytest.raises(ops.ExtensionUnavailable, match='g\\+\\+ not found'):
+            ops.resolve_impl('fast')
+        assert ops.resolve_impl('stock') == 'stock'
+    finally:
+        ops.extension_available.cache_clear()  # the real answer again for later tests

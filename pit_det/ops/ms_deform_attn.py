@@ -88,11 +88,18 @@ class _MSDeformAttnCPU(torch.autograd.Function):
 
 
 def resolve_impl(impl: str) -> str:
-    """``'auto'`` becomes ``'fast'`` or ``'stock'``; anything else is checked and returned."""
+    """``'auto'`` becomes ``'fast'`` or ``'stock'``; ``'fast'`` must build here.
+
+    Raises:
+        ValueError: for an unknown name.
+        ExtensionUnavailable: for ``'fast'`` when the kernel cannot be built, with the reason.
+    """
     if impl not in IMPLS:
         raise ValueError(f'msda_impl must be one of {IMPLS}, got {impl!r}')
     if impl == 'auto':
         return 'fast' if extension_available() else 'stock'
+    if impl == 'fast':
+        load_extension()  # fail now, not at the first forward
     return impl
 
 
