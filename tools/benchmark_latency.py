@@ -16,9 +16,9 @@ import os
 import os.path as osp
 import sys
 import warnings
-from typing import List
 
 import torch
+from mmengine.config import DictAction
 from tqdm import tqdm
 
 from pit_det import benchmark as bm
@@ -51,16 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out', default='work_dirs/benchmark_latency.json', help='JSON results file')
     parser.add_argument('--plot', nargs='?', const='', default=None, metavar='PNG',
                         help='draw latency against parameters and FLOPs (default file: next to --out)')
-    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
                         help='config overrides applied to every config, e.g. model.num_queries=100')
     return parser.parse_args(argv)
-
-
-def cfg_options(pairs: List[str]) -> dict:
-    from mmengine.config import DictAction
-    ns = argparse.Namespace()
-    DictAction(option_strings=[], dest='o')(None, ns, pairs)
-    return ns.o if pairs else {}
 
 
 def label(config: str) -> str:
@@ -92,7 +85,7 @@ def run(args: argparse.Namespace) -> dict:
     steps = len(args.configs) * len(impls) * 2 * args.iters
     with tqdm(total=steps, desc='timing', unit='call', disable=None, file=sys.stderr) as bar:
         for config in args.configs:
-            model = bm.build_detector(config, cfg_options(args.cfg_options)).to(device)
+            model = bm.build_detector(config, args.cfg_options).to(device)
             data = bm.to_device(bm.make_sample(*args.shape), device)
             image = model.data_preprocessor(data, False)['inputs']
             params = bm.count_params(model)
@@ -118,12 +111,12 @@ def run(args: argparse.Namespace) -> dict:
                     rate = flops['total'] / (row['latency']['median_ms'] / 1e3)
                     row['achieved_tflops'] = rate / 1e12
                     row['share_of_matmul_rate'] = rate / (env['matmul_tflops'] * 1e12)
-                if reference is None:
-                    reference = (impl, dets)
+                if reference is None:  # the first kernel measured is what the others are held to
+                    reference = (row, dets)
                 else:
-                    row['vs_' + reference[0]] = bm.compare_detections(dets, reference[1])
-                    first = next(r for r in rows if r['config'] == config)
-                    row['speedup_vs_' + reference[0]] = first['latency']['median_ms'] / row['latency']['median_ms']
+                    ref_row, ref_dets = reference
+                    row['vs_' + ref_row['impl']] = bm.compare_detections(dets, ref_dets)
+                    row['speedup_vs_' + ref_row['impl']] = ref_row['latency']['median_ms'] / row['latency']['median_ms']
                 if top_ops:
                     row['top_ops'] = top_ops
                 rows.append(row)

@@ -31,9 +31,7 @@ def main() -> None:
     assert out.shape == (1, 5, 32) and torch.isfinite(out).all(), out.shape
 
     from pit_det.models import set_msda_impl
-    from pit_det.ops import load_extension
-    load_extension()  # compile now rather than inside the first training run
-    set_msda_impl(attn, 'fast')
+    set_msda_impl(attn, 'fast')  # compiles the kernel now rather than inside the first training run
     fast = attn(query, value=value, reference_points=ref, spatial_shapes=shapes, level_start_index=start)
     torch.testing.assert_close(fast, out, atol=1e-5, rtol=1e-5)
     print(

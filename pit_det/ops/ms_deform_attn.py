@@ -8,9 +8,10 @@ Three implementations compute the same function (Deformable DETR, arXiv 2010.041
   weights and sums in one pass without the large intermediates; on GPU, mmcv's CUDA kernel.
 * ``'auto'``: ``'fast'`` when the C++ kernel can be built here, else ``'stock'`` with a warning.
 
-The C++ kernel is compiled on first use with ``torch.utils.cpp_extension.load`` (about a minute;
-``tools/setup_env.sh`` does it once) and cached under ``TORCH_EXTENSIONS_DIR`` (default
-``~/.cache/torch_extensions``), rebuilt when its source or torch changes.
+The C++ kernel is compiled on first use with ``torch.utils.cpp_extension.load`` (about 20 s on
+2 cores; the set-up's ``tools/self_check.py`` does it once) and cached under
+``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), rebuilt when its source or
+torch changes.
 """
 import logging
 import os.path as osp
