@@ -8,13 +8,15 @@ than that is refused.
 import collections
 import pickle
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from mmengine.config import ConfigDict
 from mmengine.logging import print_log
 from torch import nn
+
+from .errors import CheckpointError
 
 _np_core = getattr(np, '_core', None) or np.core  # numpy 2 renamed np.core
 
@@ -43,10 +45,6 @@ SAFE_GLOBALS: List = [
     (_TrainingRecord, 'mmengine.logging.history_buffer.HistoryBuffer'),
     (_inert_getattr, '__builtin__.getattr'), (_inert_getattr, 'builtins.getattr'),
 ]
-
-
-class CheckpointError(RuntimeError):
-    """A weight file that cannot be read or does not fit the model."""
 
 
 def safe_torch_load(path: Union[str, Path], map_location=None):
@@ -108,25 +106,30 @@ def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
 
 def load_pretrained(model: nn.Module, path: Union[str, Path],
                     filter_fn: Callable[[StateDict], StateDict],
-                    logger: Optional[str] = 'current') -> None:
+                    keep_init: Sequence[str] = (), logger: Optional[str] = 'current') -> None:
     """Load backbone weights from ``path`` through ``filter_fn`` into ``model``.
 
-    Every parameter and buffer of ``model`` must be present: missing keys are an
-    error naming them. Keys the model does not use are logged.
+    Every parameter and buffer of ``model`` must be present, except those under a
+    ``keep_init`` prefix (layers the detection backbone adds on top of the ImageNet
+    model): those keep their own initialisation when absent, and the log names them.
+    Other missing keys are an error naming them. Keys the model does not use are logged.
 
     Raises:
         CheckpointError: missing keys or mismatched shapes, each named.
     """
     state = filter_fn(strip_prefix(read_state_dict(path), 'backbone.'))
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    absent = sorted(set(own) - set(state))
+    kept = [k for k in absent if k.startswith(tuple(keep_init))]
+    missing = [k for k in absent if k not in kept]
     if missing:
         raise CheckpointError(f'{path}: {len(missing)} backbone weights missing from the checkpoint: {missing}')
     unexpected = sorted(set(state) - set(own))
     bad_shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                  for k in own if state[k].shape != own[k].shape]
+                  for k in own if k in state and state[k].shape != own[k].shape]
     if bad_shapes:
         raise CheckpointError(f'{path}: shape mismatch (wrong arch, or distilled flag?): {bad_shapes}')
-    model.load_state_dict({k: state[k] for k in own}, strict=True)
-    print_log(f'loaded {len(own)} tensors from {path}'
+    model.load_state_dict({k: state[k] for k in own if k in state}, strict=not kept)
+    print_log(f'loaded {len(own) - len(kept)} tensors from {path}'
+              + (f'; {len(kept)} not in it keep their own init (added for detection): {kept}' if kept else '')
               + (f'; ignored {len(unexpected)} unused keys: {unexpected}' if unexpected else ''), logger=logger)

@@ -17,7 +17,7 @@ mmengine 0.10.7 reads checkpoints with a bare ``torch.load``; since torch 2.6 th
 import os
 import os.path as osp
 import re
-import tempfile
+import secrets
 import zipfile
 from typing import Iterable, List, Optional
 
@@ -101,8 +101,12 @@ class AtomicLocalBackend(LocalBackend):
 
     def put(self, obj: bytes, filepath) -> None:
         filepath = str(filepath)
-        os.makedirs(osp.dirname(filepath) or '.', exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=osp.dirname(filepath) or '.', prefix='.' + osp.basename(filepath) + '.')
+        folder = osp.dirname(filepath) or '.'
+        os.makedirs(folder, exist_ok=True)
+        tmp = osp.join(folder, f'.{osp.basename(filepath)}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
+        # Mode 0666 less the umask, as a plain open() would give (mkstemp's 0600 would hide
+        # checkpoints from the rest of a group on shared storage).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, 'wb') as f:
                 f.write(obj)

@@ -13,6 +13,7 @@ Writes <out-dir>/attention_stats.json (per-layer values) and attention_stats.png
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -25,6 +26,7 @@ from tqdm import tqdm
 import pit_det  # noqa: F401  registers the backbones
 from pit_det.attention_stats import analyze_backbone
 from pit_det.checkpoint import load_pretrained
+from pit_det.errors import run_tool
 from pit_det.models import pit as pit_module
 from pit_det.models import vit as vit_module
 
@@ -125,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

@@ -7,6 +7,7 @@ weights pass ``--pit-checkpoint pit_s_809.pth`` / ``--vit-checkpoint deit_small_
 """
 import argparse
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from mmdet.registry import MODELS
 
 import pit_det  # noqa: F401  registers the backbones
+from pit_det.errors import run_tool
 
 
 def _random_checkpoints(folder: Path) -> tuple:
@@ -59,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

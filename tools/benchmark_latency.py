@@ -22,6 +22,7 @@ from mmengine.config import DictAction
 from tqdm import tqdm
 
 from pit_det import benchmark as bm
+from pit_det.errors import run_tool
 from pit_det.models import set_msda_impl
 from pit_det.ops import resolve_impl
 
@@ -187,4 +188,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

@@ -7,6 +7,7 @@ DIR/detections.json with every detection above the threshold (boxes as x1, y1, x
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import mmcv
@@ -14,6 +15,7 @@ from mmdet.apis import inference_detector, init_detector
 from mmdet.registry import VISUALIZERS
 from tqdm import tqdm
 
+from pit_det.errors import run_tool
 from pit_det.runtime import install_checkpoint_loader
 
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.webp'}
@@ -59,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

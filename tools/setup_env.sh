@@ -1,78 +1,98 @@
 #!/usr/bin/env bash
-# Create (or verify) the project's virtual environment in .venv/.
+# Create (or verify) the project's virtual environment ($PIT_DET_VENV, default .venv/).
 #
-# Idempotent: a stamp file records a hash of this script and pyproject.toml; when
-# it matches, nothing is reinstalled and only the self-check runs.
+# Idempotent: a stamp file records a hash of the set-up files; when it matches, nothing is
+# reinstalled and only the self-check runs.
 #
-# What it installs, and why each pin (measured on a CPU-only machine):
-#   * torch 2.13.0 from the registry (the CUDA build; it runs on CPU). A CPU-only
-#     `+cpu` torch breaks the registry's torchvision ("torchvision::nms does not
-#     exist"), and timm imports torchvision, so the `+cpu` wheel is excluded.
-#   * mmcv 2.1.0 built from source WITH its compiled ops (mmdet 3.3.0 requires
-#     mmcv < 2.2.0, and Deformable DETR needs MultiScaleDeformableAttention).
-#     The build takes ~15 min on 2 cores, so the wheel is cached outside the repo
-#     in $PIT_DET_CACHE (default ~/.cache/pit-det), keyed by Python and torch.
+# What it installs, and why (measured on a 2-core CPU-only machine):
+#   * Every pip call runs under tools/constraints.txt, so no step moves a package an earlier step
+#     needed (installing torch alone would lift setuptools to 84, which has no pkg_resources).
+#   * torch 2.13.0 from the registry (the CUDA build; it runs on CPU).
+#   * mmcv 2.1.0 built from source WITH its compiled ops (mmdet 3.3.0 requires mmcv < 2.2.0, and
+#     Deformable DETR needs MultiScaleDeformableAttention): 6-9 min on 2 cores. With a visible
+#     CUDA GPU and nvcc, the CUDA ops are built for those GPUs' architectures (tools/mmcv_variant.py).
+#     The wheel is cached in $PIT_DET_CACHE (default ~/.cache/pit-det) keyed by Python, torch and
+#     variant; pip's own cache is bypassed for it, so an empty $PIT_DET_CACHE means a real build.
 #   * mmengine 0.10.7, mmdet 3.3.0, timm, pycocotools, pytest: see pyproject.toml.
+#
+# PIT_DET_SETUP_DRY_RUN=1 prints the mmcv variant and build command this machine would use (the
+# venv must already have torch) and exits without building.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PIT_DET_VENV:-$ROOT/.venv}"
 CACHE="${PIT_DET_CACHE:-$HOME/.cache/pit-det}"
 PYTHON="${PYTHON:-python3}"
-TORCH_SPEC="torch==2.13.0,!=2.13.0+cpu"
-TORCHVISION_SPEC="torchvision==0.28.0"
-MMCV_VERSION="2.1.0"
+CONSTRAINTS="$ROOT/tools/constraints.txt"
+DRY_RUN="${PIT_DET_SETUP_DRY_RUN:-0}"
 
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 stamp_value() {
-  cat "$ROOT/tools/setup_env.sh" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1
+  cat "$ROOT/tools/setup_env.sh" "$ROOT/tools/constraints.txt" "$ROOT/tools/mmcv_variant.py" \
+    "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1
 }
 
 STAMP="$VENV/.pit-det-stamp"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(stamp_value)" ]]; then
+if [[ "$DRY_RUN" != 1 && -f "$STAMP" && "$(cat "$STAMP")" == "$(stamp_value)" ]]; then
   log "environment $VENV is up to date"
   exec "$VENV/bin/python" "$ROOT/tools/self_check.py"
 fi
 
 T0=$SECONDS
 if [[ ! -x "$VENV/bin/python" ]]; then
+  [[ "$DRY_RUN" == 1 ]] && { log "dry run: no venv at $VENV"; exit 1; }
   log "creating virtual environment $VENV with $($PYTHON --version)"
   "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
-# This machine's pip config lists local indexes that lack most projects; pip
-# warns once per project. Those warnings are noise, everything else is shown.
-pip_install() { "${PIP[@]}" install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+# This machine's pip config lists local indexes that lack most projects; pip warns once per
+# project. Those warnings are noise, everything else is shown.
+pip_install() {
+  "${PIP[@]}" install -q -c "$CONSTRAINTS" "$@" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 
-log "installing build tools (setuptools<81: mmcv's setup.py imports pkg_resources)"
-pip_install "setuptools>=64,<81" wheel ninja packaging
+if [[ "$DRY_RUN" != 1 ]]; then
+  log "installing build tools under tools/constraints.txt (setuptools<81: mmcv's setup.py imports pkg_resources)"
+  pip_install setuptools wheel ninja packaging
+  log "installing torch and torchvision (first time: ~2.6 GB download)"
+  pip_install torch torchvision
+fi
 
-log "installing $TORCH_SPEC and $TORCHVISION_SPEC (first time: ~2.6 GB download)"
-pip_install "$TORCH_SPEC" "$TORCHVISION_SPEC"
+VARIANT="$("$PY" "$ROOT/tools/mmcv_variant.py")" || exit 1
+eval "$VARIANT"  # sets MMCV_TAG and the MMCV_BUILD_ENV array
+WHEEL_DIR="$CACHE/wheels/$MMCV_TAG"
+MMCV_VERSION="$(sed -n 's/^mmcv==\([0-9.]*\).*/\1/p' "$CONSTRAINTS")"
+# MMCV_WITH_OPS=1 compiles the ops; --no-build-isolation builds against the torch installed above
+# (an isolated build would fetch another torch and setuptools); --no-cache-dir keeps pip from
+# reusing a wheel it built earlier, which would skip the very steps this build must prove.
+BUILD=(env "${MMCV_BUILD_ENV[@]}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" wheel -v -c "$CONSTRAINTS"
+       --no-build-isolation --no-deps --no-binary mmcv --no-cache-dir "mmcv==$MMCV_VERSION")
+if [[ "$DRY_RUN" == 1 ]]; then
+  log "dry run: mmcv variant $MMCV_TAG, wheel cache $WHEEL_DIR"
+  printf 'build command:'; printf ' %q' "${BUILD[@]}" -w "$WHEEL_DIR"; printf '\n'
+  exit 0
+fi
 
-TAG="$("$PY" -c 'import sys, torch; print("py%d%d-torch%s" % (sys.version_info[0], sys.version_info[1], torch.__version__.replace("+", "_")))')"
-WHEEL_DIR="$CACHE/wheels/$TAG"
 mkdir -p "$WHEEL_DIR"
 MMCV_WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
 if [[ -z "$MMCV_WHEEL" ]]; then
   BUILD_LOG="$WHEEL_DIR/mmcv-build.log"
-  log "building mmcv $MMCV_VERSION with ops for $TAG (~15 min on 2 cores); log: $BUILD_LOG"
+  log "building mmcv $MMCV_VERSION ops ($MMCV_TAG; 6-9 min on 2 cores): ${MMCV_BUILD_ENV[*]}; log: $BUILD_LOG"
   TMP_WHEELS="$(mktemp -d)"
-  # MMCV_WITH_OPS=1 compiles the C++ ops; --no-build-isolation builds against
-  # the torch installed above (an isolated build would fetch another torch).
   # Progress: ninja prints "[k/N]" for each compiled file; we echo those lines.
   set +e
-  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-    "${PIP[@]}" wheel -v --no-build-isolation --no-deps --no-binary mmcv \
-    -w "$TMP_WHEELS" "mmcv==$MMCV_VERSION" 2>&1 | tee "$BUILD_LOG" \
-    | grep --line-buffered -E '^\s*\[[0-9]+/[0-9]+\]' | sed -u -E 's/^\s*(\[[0-9]+\/[0-9]+\]).* -c [^ ]*\/([^ /]+) .*/  \1 compiled \2/'
+  "${BUILD[@]}" -w "$TMP_WHEELS" 2>&1 | tee "$BUILD_LOG" \
+    | grep --line-buffered -E '^\s*\[[0-9]+/[0-9]+\]' \
+    | sed -u -E 's/^\s*(\[[0-9]+\/[0-9]+\]).* -c [^ ]*\/([^ /]+) .*/  \1 compiled \2/'
   rc=${PIPESTATUS[0]}
   set -e
   if [[ $rc -ne 0 ]]; then
-    log "mmcv build FAILED (exit $rc); last lines of $BUILD_LOG:"
-    tail -n 40 "$BUILD_LOG"
+    # pip's own tail is its subprocess shim; the reason is in the build's error lines.
+    log "mmcv build FAILED (exit $rc). The lines that say why (full log: $BUILD_LOG):"
+    grep -E -A3 'Traceback|Error|error:|FAILED' "$BUILD_LOG" | grep -v '^--$' | tail -n 40 >&2
     exit 1
   fi
   mv "$TMP_WHEELS"/mmcv-*.whl "$WHEEL_DIR"/
@@ -83,7 +103,7 @@ else
   log "reusing cached $MMCV_WHEEL"
 fi
 
-log "installing mmcv (cached wheel), mmengine, mmdet, timm and the pit_det package"
+log "installing mmcv (built wheel), mmengine, mmdet, timm and the pit_det package"
 pip_install "$MMCV_WHEEL"
 pip_install -e "$ROOT[dev]"
 

@@ -10,11 +10,13 @@ import argparse
 import json
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import DictAction
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
+from pit_det.errors import run_tool
 from pit_det.runtime import install_checkpoint_loader, load_config
 
 
@@ -62,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

@@ -8,11 +8,13 @@ Examples:
 """
 import argparse
 import os
+import sys
 
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from pit_det.errors import run_tool
 from pit_det.runtime import (find_resumable_checkpoint, install_atomic_checkpoint_writes, install_checkpoint_loader,
                              load_config)
 
@@ -68,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

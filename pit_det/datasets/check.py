@@ -5,6 +5,7 @@ Errors make training wrong or impossible; warnings are handled by pit-det's load
 (converted or padded) but worth knowing about.
 """
 import json
+import math
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -13,7 +14,13 @@ from typing import Dict, List, Optional, Tuple, Union
 import cv2
 from PIL import Image
 
+from ..errors import DatasetError
+
 ERRORS = {
+    'missing_field': 'required field missing',
+    'wrong_type': 'field of the wrong type',
+    'non_numeric_box': 'bbox value that is not a number',
+    'non_finite_box': 'bbox value that is NaN or infinite',
     'missing_image': 'image file missing',
     'unreadable_image': 'image file unreadable or corrupt',
     'size_mismatch': 'image size differs from the json',
@@ -32,6 +39,62 @@ WARNINGS = {
     'palette_image': 'palette image (converted to RGB when loaded)',
     'small_image': 'image smaller than one backbone patch (padded when loaded)',
 }
+
+
+# Fields each entry needs, and their JSON types (bool is excluded from int where it matters).
+SCHEMA = {
+    'images': {'id': int, 'file_name': str, 'width': int, 'height': int},
+    'annotations': {'id': int, 'image_id': int, 'category_id': int, 'bbox': list},
+    'categories': {'id': int, 'name': str},
+}
+
+
+def _type_name(value) -> str:
+    return 'null' if value is None else type(value).__name__
+
+
+def entry_problems(field: str, index: int, entry) -> List[Tuple[str, str]]:
+    """Schema problems of ``coco[field][index]``: ``[(kind, 'field[index] (id X): ...')]``.
+
+    Covers missing required fields, wrong types (an id given as a string, a bbox that is not a
+    list of four), bbox values that are not numbers, and bbox values that are NaN or infinite
+    (Python's json reads the non-standard ``NaN`` / ``Infinity``).
+    """
+    if not isinstance(entry, dict):
+        return [('wrong_type', f'{field}[{index}]: an object expected, got {_type_name(entry)} {entry!r:.60}')]
+    where = f'{field}[{index}]' + (f' (id {entry["id"]!r})' if 'id' in entry else '')
+    problems = []
+    for name, kind in SCHEMA[field].items():
+        if name not in entry:
+            problems.append(('missing_field', f'{where}: field {name!r} missing'))
+            continue
+        value = entry[name]
+        if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value is None):
+            # A width of 640.0 is harmless; an integral float is accepted where an int is due.
+            if not (kind is int and isinstance(value, float) and value.is_integer() and name in ('width', 'height')):
+                problems.append(('wrong_type', f'{where}: field {name!r} must be {kind.__name__}, '
+                                               f'got {_type_name(value)} {value!r:.60}'))
+    bbox = entry.get('bbox') if field == 'annotations' else None
+    if isinstance(bbox, list):
+        if len(bbox) != 4:
+            problems.append(('wrong_type', f"{where}: field 'bbox' must hold 4 numbers [x, y, w, h], got {bbox!r:.60}"))
+        elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+            problems.append(('non_numeric_box', f"{where}: field 'bbox' {bbox!r:.60}"))
+        elif not all(math.isfinite(v) for v in bbox):
+            problems.append(('non_finite_box', f"{where}: field 'bbox' {bbox}"))
+    return problems
+
+
+def top_level_problem(coco) -> Optional[str]:
+    """What keeps ``coco`` from being a COCO detection json at all, or None."""
+    if not isinstance(coco, dict):
+        return f'the file must hold a json object, got {_type_name(coco)}'
+    for field in SCHEMA:
+        if field not in coco:
+            return f'field {field!r} missing'
+        if not isinstance(coco[field], list):
+            return f'field {field!r} must be a list, got {_type_name(coco[field])}'
+    return None
 
 
 class Report:
@@ -102,27 +165,36 @@ def check_coco(ann_file: Union[str, Path], img_dir: Union[str, Path], min_size: 
     Returns:
         The report, and the parsed json.
 
+    Entries with schema problems (missing fields, wrong types, bad bbox values; see
+    :func:`entry_problems`) are reported and left out of the later checks.
+
     Raises:
-        ValueError: the json is not a COCO detection file (names the file and field).
+        DatasetError: the file is not json, or not a COCO detection file (names the file and field).
     """
     ann_file, img_dir = Path(ann_file), Path(img_dir)
-    try:
-        coco = json.loads(ann_file.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f'{ann_file}: not a readable json file ({err})') from err
-    for field in ('images', 'annotations', 'categories'):
-        if not isinstance(coco.get(field), list):
-            raise ValueError(f'{ann_file}: field {field!r} missing or not a list')
+    coco = read_coco_json(ann_file)
+    problem = top_level_problem(coco)
+    if problem:
+        raise DatasetError(f'{ann_file}: {problem}')
     report = Report()
+    valid = {}
+    for field in SCHEMA:
+        valid[field] = []
+        for i, entry in enumerate(coco[field]):
+            problems = entry_problems(field, i, entry)
+            for kind, example in problems:
+                report.add(kind, example)
+            if not problems:
+                valid[field].append(entry)
     for field, kind in (('images', 'duplicate_image_id'), ('annotations', 'duplicate_annotation_id'),
                         ('categories', 'duplicate_category_id')):
-        for item_id, n in Counter(item.get('id') for item in coco[field]).items():
+        for item_id, n in Counter(item['id'] for item in valid[field]).items():
             if n > 1:
                 report.add(kind, f'id {item_id} x{n}')
-    images = {img['id']: img for img in coco['images']}
-    cat_ids = {c['id'] for c in coco['categories']}
+    images = {img['id']: img for img in valid['images']}
+    cat_ids = {c['id'] for c in valid['categories']}
 
-    for ann in coco['annotations']:
+    for ann in valid['annotations']:
         img = images.get(ann.get('image_id'))
         where = f'annotation {ann.get("id")}' + (f' of {img["file_name"]}' if img else '')
         if img is None:
@@ -130,24 +202,20 @@ def check_coco(ann_file: Union[str, Path], img_dir: Union[str, Path], min_size: 
             continue
         if ann.get('category_id') not in cat_ids:
             report.add('unknown_category', f'{where} (category {ann.get("category_id")})')
-        bbox = ann.get('bbox')
-        if not (isinstance(bbox, list) and len(bbox) == 4):
-            report.add('degenerate_box', f'{where} (bbox {bbox!r})')
-            continue
-        x, y, w, h = bbox
+        x, y, w, h = ann['bbox']
         if w <= 0 or h <= 0:
             report.add('degenerate_box', f'{where} (bbox {bbox})')
         elif x < -1 or y < -1 or x + w > img['width'] + 1 or y + h > img['height'] + 1:
             report.add('box_outside_image', f'{where} (bbox {bbox}, image {img["width"]}x{img["height"]})')
 
-    paths = [img_dir / img['file_name'] for img in coco['images']]
+    paths = [img_dir / img['file_name'] for img in valid['images']]
     if workers > 0:
         with ProcessPoolExecutor(workers) as pool:
             results = pool.map(inspect_image, paths, chunksize=16)
             results = list(_progress(results, len(paths), progress))
     else:
         results = [inspect_image(p) for p in _progress(paths, len(paths), progress)]
-    for img, (size, kinds) in zip(coco['images'], results):
+    for img, (size, kinds) in zip(valid['images'], results):
         for kind in kinds:
             report.add(kind, img['file_name'])
         if size is None:
@@ -158,6 +226,19 @@ def check_coco(ann_file: Union[str, Path], img_dir: Union[str, Path], min_size: 
         if min(size) < min_size:
             report.add('small_image', f'{img["file_name"]} ({size[1]}x{size[0]})')
     return report, coco
+
+
+def read_coco_json(path: Union[str, Path]):
+    """The parsed json file.
+
+    Raises:
+        DatasetError: the file is missing, unreadable or not json (names the file and position).
+    """
+    try:
+        with open(path, 'rb') as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetError(f'{path}: not a readable json file ({err})') from err
 
 
 def _progress(items, total: int, enabled: bool):

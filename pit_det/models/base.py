@@ -1,5 +1,5 @@
 """What the PiT and ViT backbones share: pretrained loading and stage freezing."""
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 from mmengine.model import BaseModule
 from timm.layers import trunc_normal_
@@ -24,12 +24,15 @@ class TransformerBackbone(BaseModule):
     """
 
     checkpoint_filter: Callable[[StateDict], StateDict]
+    # Parameter-name prefixes of layers added for detection, which ImageNet files lack: they keep
+    # their own initialisation when a pretrained file does not have them.
+    detection_layers: Tuple[str, ...] = ()
 
     def init_weights(self) -> None:
         """Load ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` with pit-det's strict,
         code-free loader; other ``init_cfg`` types go to mmengine."""
         if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            load_pretrained(self, self.init_cfg['checkpoint'], type(self).checkpoint_filter)
+            load_pretrained(self, self.init_cfg['checkpoint'], type(self).checkpoint_filter, self.detection_layers)
             self._is_init = True
         else:
             super().init_weights()

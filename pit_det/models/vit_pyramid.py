@@ -37,6 +37,8 @@ class ViTPyramid(ViT):
         out_strides: ``patch_size / scale_factors[i]`` for each output.
     """
 
+    detection_layers = ('resample.',)  # ImageNet ViT files have no resamplers
+
     def __init__(self, scale_factors: Sequence[float] = (2.0, 1.0, 0.5), **kwargs) -> None:
         super().__init__(**kwargs)
         if len(scale_factors) != len(self.out_indices):
