@@ -66,9 +66,29 @@ def test_block_statistics_excludes_prefix_tokens_and_chunks():
 @pytest.mark.parametrize('cfg,num_layers', [(dict(type='PiT', arch='ti'), 11),
                                             (dict(type='ViT', arch='ti', out_indices=(11,)), 11)])
 def test_analyze_backbone_gives_one_value_per_layer(cfg, num_layers):
-    res = analyze_backbone(MODELS.build(cfg), torch.randn(1, 3, 64, 96))
+    backbone = MODELS.build(cfg)
+    images = torch.randn(2, 3, 64, 96)
+    res = analyze_backbone(backbone, images)
     assert len(res['entropy']) == len(res['distance']) == num_layers  # last block skipped
-    assert all(0 < e and 0 < d < math.sqrt(2) for e, d in zip(res['entropy'], res['distance']))
+    # Block 0 recomputed from first principles in float64, without chunks: its input tokens, the
+    # spatial ones only, softmax(q k^T / sqrt(d)), -sum p log p and sum p |x_q - x_k| on the grid.
+    blk = backbone.transformers[0].blocks[0] if cfg['type'] == 'PiT' else backbone.blocks[0]
+    seen = {}
+    hook = blk.attn.register_forward_hook(lambda m, a, o: seen.setdefault('x', a[0]))
+    with torch.no_grad():
+        h, w = backbone.eval()(images)[0].shape[-2:]
+    hook.remove()
+    x = seen['x'].double()
+    B, N, C = x.shape
+    heads = blk.attn.num_heads
+    qkv = torch.nn.functional.linear(x, blk.attn.qkv.weight.double(), blk.attn.qkv.bias.double())
+    q, k = qkv.reshape(B, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4)[:2, :, :, backbone.num_tokens:]
+    p = (q @ k.transpose(-2, -1) / math.sqrt(C // heads)).softmax(-1)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing='ij')
+    pos = torch.stack([(xs.flatten() + 0.5) / w, (ys.flatten() + 0.5) / h], 1)
+    assert p.shape[-1] == h * w
+    assert res['entropy'][0] == pytest.approx(-(p * p.log()).sum(-1).mean().item(), rel=1e-5)
+    assert res['distance'][0] == pytest.approx((p * torch.cdist(pos, pos)).sum(-1).mean().item(), rel=1e-5)
     if cfg['type'] == 'PiT':
         assert res['stage'] == [0, 0] + [1] * 6 + [2] * 3
 

@@ -1,6 +1,4 @@
 """Every supported weight-file layout loads through init_cfg and reproduces timm's features."""
-import re
-
 import pytest
 import timm
 import torch
@@ -10,39 +8,22 @@ import pit_det  # noqa: F401
 from pit_det.checkpoint import CheckpointError, load_pretrained, read_state_dict
 from pit_det.models import pit as pit_module
 
+from weight_files import perturbed, to_official_pit, write
+
 
 @pytest.fixture(scope='module')
 def timm_pit():
-    return _perturbed(timm.create_model('pit_s_224', pretrained=False))
+    return perturbed(timm.create_model('pit_s_224', pretrained=False))
 
 
 @pytest.fixture(scope='module')
 def timm_pit_distilled():
-    return _perturbed(timm.create_model('pit_s_distilled_224', pretrained=False))
+    return perturbed(timm.create_model('pit_s_distilled_224', pretrained=False))
 
 
 @pytest.fixture(scope='module')
 def timm_deit():
-    return _perturbed(timm.create_model('deit_small_patch16_224', pretrained=False))
-
-
-def _perturbed(model):
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model.eval()
-
-
-def to_official_pit(state: dict) -> dict:
-    """timm >= 0.9 PiT keys -> naver-ai/pit keys (``pools.N`` is the pooling after stage N)."""
-    return {re.sub(r'^transformers\.(\d+)\.pool\.', lambda m: f'pools.{int(m.group(1)) - 1}.', k): v
-            for k, v in state.items()}
-
-
-def to_old_timm_pit(state: dict) -> dict:
-    """timm >= 0.9 PiT keys -> timm < 0.9 keys (pooling stored at the end of the previous stage)."""
-    return {re.sub(r'^transformers\.(\d+)\.pool\.', lambda m: f'transformers.{int(m.group(1)) - 1}.pool.', k): v
-            for k, v in state.items()}
+    return perturbed(timm.create_model('deit_small_patch16_224', pretrained=False))
 
 
 def _features_of(cfg: dict, path, x: torch.Tensor):
@@ -61,25 +42,11 @@ def _assert_same(got, expected):
 X = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize('layout', ['official', 'official_wrapped', 'timm', 'timm_old', 'safetensors'])
+@pytest.mark.parametrize('layout', ['pit_official', 'pit_official_wrapped', 'timm', 'timm_old_pit', 'safetensors'])
 def test_pit_checkpoint_layouts(tmp_path, timm_pit, layout):
     state = timm_pit.state_dict()
     assert 'transformers.1.pool.conv.weight' in state and state['pos_embed'].shape == (1, 144, 27, 27)
-    path = tmp_path / 'pit.pth'
-    if layout == 'official':
-        official = to_official_pit(state)
-        assert 'pools.0.conv.weight' in official and 'head.weight' in official
-        torch.save(official, path)
-    elif layout == 'official_wrapped':
-        torch.save({'model': to_official_pit(state), 'epoch': 300}, path)
-    elif layout == 'timm':
-        torch.save(state, path)
-    elif layout == 'timm_old':
-        torch.save(to_old_timm_pit(state), path)
-    else:
-        from safetensors.torch import save_file
-        path = tmp_path / 'model.safetensors'
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    path = write(state, layout, tmp_path)
     with torch.no_grad():
         expected = timm_pit.forward_intermediates(X, indices=[0, 1, 2], intermediates_only=True)
     _assert_same(_features_of(dict(type='PiT', arch='s'), path, X), expected)
@@ -100,14 +67,12 @@ def test_pit_official_distilled(tmp_path, timm_pit_distilled):
 @pytest.mark.parametrize('layout', ['deit_official', 'timm', 'mmengine_detector'])
 def test_vit_checkpoint_layouts(tmp_path, timm_deit, layout):
     state = timm_deit.state_dict()
-    path = tmp_path / 'deit.pth'
-    if layout == 'deit_official':  # facebookresearch/deit releases wrap the weights in 'model'
-        torch.save({'model': state, 'optimizer': {}, 'epoch': 299}, path)
-    elif layout == 'timm':
-        torch.save(state, path)
-    else:  # a detector checkpoint: backbone weights under 'backbone.' in 'state_dict'
+    if layout == 'mmengine_detector':  # backbone weights under 'backbone.' in 'state_dict'
+        path = tmp_path / 'detector.pth'
         torch.save({'meta': {}, 'state_dict': {**{f'backbone.{k}': v for k, v in state.items()},
                                                'bbox_head.fc.weight': torch.zeros(3)}}, path)
+    else:
+        path = write(state, layout, tmp_path)
     with torch.no_grad():
         expected = timm_deit.forward_intermediates(X, indices=[1, 7, 11], norm=False, intermediates_only=True)
     _assert_same(_features_of(dict(type='ViT', arch='s'), path, X), expected)

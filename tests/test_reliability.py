@@ -3,6 +3,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -114,8 +115,8 @@ def test_unreadable_images_are_bounded(tmp_path):
 
 
 def test_pad_to_min_size():
-    out = PadToMinSize(16).transform({'img': np.ones((10, 40, 3), np.uint8)})
-    assert out['img'].shape == (16, 40, 3) and out['img_shape'] == (16, 40)
+    out = PadToMinSize(16).transform({'img': np.ones((10, 40, 3), np.uint8), 'img_shape': (10, 40)})
+    assert out['img'].shape == (16, 40, 3) and out['pad_shape'] == (16, 40) and out['img_shape'] == (10, 40)
     assert out['img'][10:].sum() == 0 and out['img'][:10].min() == 1
     same = np.ones((20, 20, 3), np.uint8)
     assert PadToMinSize(16).transform({'img': same})['img'] is same
@@ -138,6 +139,20 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     (tmp_path / 'epoch_2.pth').write_bytes(before[:100])
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
     assert find_resumable_checkpoint(str(tmp_path)) == str(target)
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o002, 0o077])
+def test_checkpoints_get_the_mode_a_plain_save_gives(tmp_path, umask):
+    """Shared cluster storage: the group must be able to read checkpoints when the umask says so."""
+    old = os.umask(umask)
+    try:
+        torch.save({'w': torch.ones(1)}, tmp_path / 'plain.pth')
+        AtomicLocalBackend().put(b'bytes', tmp_path / 'epoch_1.pth')
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / 'epoch_1.pth').stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / 'plain.pth').stat().st_mode) == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth', 'plain.pth']
 
 
 def test_non_finite_loss_stops_with_a_checkpoint(tmp_path):

@@ -1,8 +1,33 @@
-"""Prove the installed stack works: imports, one CPU forward of mmcv's deformable attention, and
-pit-det's C++ kernel built (first run: about 20 s, then cached) and equal to mmcv's."""
+"""Prove the installed stack works: imports, one CPU forward of mmcv's deformable attention,
+pit-det's C++ kernel built (first run: about 20 s, then cached) and equal to mmcv's, and with a CUDA
+GPU, mmcv's CUDA kernel equal to the CPU result."""
 import time
 
 import torch
+
+
+class SetupError(RuntimeError):
+    pass
+
+
+def check_cuda_ops(attn, inputs: dict, expected: torch.Tensor) -> str:
+    """With a CUDA GPU visible: mmcv must have its CUDA ops, and its deformable attention on CUDA
+    must equal the CPU result. Returns what was checked."""
+    if not torch.cuda.is_available():
+        return 'no CUDA GPU'
+    from mmcv.ops import get_compiling_cuda_version
+    if get_compiling_cuda_version() == 'not available':
+        raise SetupError(
+            'torch sees a CUDA GPU but mmcv was built without CUDA ops, so every detector would fail on '
+            'the GPU. Install the CUDA toolkit (nvcc) matching torch.version.cuda='
+            f'{torch.version.cuda}, set CUDA_HOME, and run the set-up again: the CUDA variant of mmcv '
+            'is then built and cached apart from the CPU one (tools/mmcv_variant.py). To stay on CPU, '
+            'hide the GPU with CUDA_VISIBLE_DEVICES=.')
+    cuda = {k: v.cuda() for k, v in inputs.items()}
+    out = attn.cuda()(**cuda).cpu()
+    attn.cpu()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    return f'CUDA ops (built for CUDA {get_compiling_cuda_version()}) equal to CPU on {torch.cuda.get_device_name()}'
 
 
 def main() -> None:
@@ -27,19 +52,24 @@ def main() -> None:
     value = torch.randn(1, num_value, 32)
     query = torch.randn(1, 5, 32)
     ref = torch.rand(1, 5, 2, 2)
-    out = attn(query, value=value, reference_points=ref, spatial_shapes=shapes, level_start_index=start)
+    inputs = dict(query=query, value=value, reference_points=ref, spatial_shapes=shapes, level_start_index=start)
+    out = attn(**inputs)
     assert out.shape == (1, 5, 32) and torch.isfinite(out).all(), out.shape
+    cuda = check_cuda_ops(attn, inputs, out)
 
     from pit_det.models import set_msda_impl
     set_msda_impl(attn, 'fast')  # compiles the kernel now rather than inside the first training run
-    fast = attn(query, value=value, reference_points=ref, spatial_shapes=shapes, level_start_index=start)
+    fast = attn(**inputs)
     torch.testing.assert_close(fast, out, atol=1e-5, rtol=1e-5)
     print(
         f"self-check OK in {time.time() - t0:.1f}s: torch {torch.__version__}, torchvision {torchvision.__version__}, "
         f"mmcv {mmcv.__version__} (ops), mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, "
-        f"timm {timm.__version__}, pit_det {pit_det.__version__} (C++ deformable attention kernel built)"
+        f"timm {timm.__version__}, pit_det {pit_det.__version__} (C++ deformable attention kernel built); {cuda}"
     )
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SetupError as err:
+        raise SystemExit(f'self-check FAILED: {err}')

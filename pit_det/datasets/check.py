@@ -177,15 +177,17 @@ def check_coco(ann_file: Union[str, Path], img_dir: Union[str, Path], min_size: 
     if problem:
         raise DatasetError(f'{ann_file}: {problem}')
     report = Report()
-    valid = {}
+    valid = {field: [] for field in SCHEMA}
+    malformed_ids = {field: set() for field in SCHEMA}  # reported once, not again by their annotations
     for field in SCHEMA:
-        valid[field] = []
         for i, entry in enumerate(coco[field]):
             problems = entry_problems(field, i, entry)
             for kind, example in problems:
                 report.add(kind, example)
             if not problems:
                 valid[field].append(entry)
+            elif isinstance(entry, dict) and isinstance(entry.get('id'), int):
+                malformed_ids[field].add(entry['id'])
     for field, kind in (('images', 'duplicate_image_id'), ('annotations', 'duplicate_annotation_id'),
                         ('categories', 'duplicate_category_id')):
         for item_id, n in Counter(item['id'] for item in valid[field]).items():
@@ -198,9 +200,10 @@ def check_coco(ann_file: Union[str, Path], img_dir: Union[str, Path], min_size: 
         img = images.get(ann.get('image_id'))
         where = f'annotation {ann.get("id")}' + (f' of {img["file_name"]}' if img else '')
         if img is None:
-            report.add('unknown_image', f'{where} (image id {ann.get("image_id")})')
+            if ann['image_id'] not in malformed_ids['images']:
+                report.add('unknown_image', f'{where} (image id {ann.get("image_id")})')
             continue
-        if ann.get('category_id') not in cat_ids:
+        if ann['category_id'] not in cat_ids | malformed_ids['categories']:
             report.add('unknown_category', f'{where} (category {ann.get("category_id")})')
         x, y, w, h = ann['bbox']
         if w <= 0 or h <= 0:

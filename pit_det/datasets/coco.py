@@ -31,6 +31,11 @@ class ValidatedCOCO(COCO):
             raise DatasetError(
                 f'{annotation_file}: {len(problems)} malformed entries ({dict(Counter(k for k, _ in problems))}), e.g.\n'
                 f'  {examples}\nFix them, or list all with: python tools/check_dataset.py {annotation_file} IMAGE_DIR')
+        for field in SCHEMA:  # pycocotools would keep the last of each, mmdet asserts on annotations
+            duplicates = [i for i, n in Counter(e['id'] for e in self.dataset[field]).items() if n > 1]
+            if duplicates:
+                raise DatasetError(f'{annotation_file}: {len(duplicates)} ids used more than once in {field!r}, '
+                                   f'e.g. {duplicates[:5]}')
         self.createIndex()
         # What mmdet's COCO.__init__ sets after pycocotools' own.
         self.img_ann_map, self.cat_img_map = self.imgToAnns, self.catToImgs
@@ -45,22 +50,29 @@ class CheckedCocoDataset(CocoDataset):
     * mmdet silently discards boxes with zero or negative width / height, zero area, no overlap
       with the image, or a category not among the config's ``metainfo.classes``. Each dropped box
       is counted, and one warning lists how many and the first few, categories by name.
-    * When the config's class names match none of the json's, or a split's boxes are all dropped,
-      the data set is an error before training starts: it names both lists of class names and the
-      fix. (mmdet would train on no boxes and crash in evaluation, mmdet issue #10208.) Training
-      on a deliberate subset of the json's classes stays possible.
+    * When the config's class names match none of the json's, or every box of a split has a
+      category outside them, the data set is an error before training starts: it names both lists
+      of class names and the fix (mmdet would train on no boxes and crash in evaluation, mmdet
+      issue #10208). Training on a deliberate subset of the json's classes stays possible. A split
+      whose boxes are all unusable for other reasons is an error too.
     """
 
-    COCOAPI = ValidatedCOCO
+    def COCOAPI(self, annotation_file: str) -> ValidatedCOCO:  # noqa: N802  mmdet calls self.COCOAPI(path)
+        """mmdet reads the annotations through this and deletes the api once loaded; the json's
+        category names are kept for the class-name check."""
+        coco = ValidatedCOCO(annotation_file)
+        self._json_classes = [c['name'] for c in coco.dataset['categories']]
+        return coco
 
     def load_data_list(self) -> List[dict]:
         self._dropped: List[str] = []
-        self._num_boxes = 0
+        self._num_boxes = self._num_unknown_category = 0
         data_list = super().load_data_list()
-        classes = list(self.metainfo['classes'])
-        json_names = [c['name'] for c in self.coco.dataset['categories']]
-        if not self.cat_ids or (self._num_boxes and len(self._dropped) == self._num_boxes):
-            raise DatasetError(self._class_mismatch_message(classes, json_names))
+        if not self.cat_ids or (self._num_boxes and self._num_unknown_category == self._num_boxes):
+            raise DatasetError(self._class_mismatch_message(list(self.metainfo['classes']), self._json_classes))
+        if self._num_boxes and len(self._dropped) == self._num_boxes:
+            raise DatasetError(f'{self.ann_file}: all {self._num_boxes} boxes are unusable, e.g. '
+                               f'{"; ".join(self._dropped[:3])}. List them with tools/check_dataset.py.')
         if self._dropped:
             print_log(f'{self.ann_file}: dropped {len(self._dropped)} of {self._num_boxes} boxes, e.g. '
                       f'{"; ".join(self._dropped[:5])}', logger='current', level=30)
@@ -71,16 +83,22 @@ class CheckedCocoDataset(CocoDataset):
             return repr(names[:12])[:-1] + (f', ... ({len(names)} in all)]' if len(names) > 12 else ']')
 
         what = ('none of the config\'s class names is among its categories' if not self.cat_ids
-                else f'all {self._num_boxes} of its boxes were dropped (e.g. {self._dropped[0]})')
-        names = ','.join(json_names)
+                else f'all {self._num_boxes} of its boxes have categories outside metainfo.classes')
+        fix = ''
+        if not any(c in name for name in json_names for c in ' ,\'"[]()'):  # what --cfg-options can spell
+            names = ','.join(json_names)
+            fix = ('  --cfg-options ' + ' '.join(f'{loader}.dataset.metainfo.classes="[{names}]"' for loader in
+                                             ('train_dataloader', 'val_dataloader', 'test_dataloader'))
+                   + f' model.bbox_head.num_classes={len(json_names)}\nor in a config:\n')
         return (f'{self.ann_file}: {what}.\n'
-                f'  categories in the json:       {show(json_names)}\n'
-                f'  config metainfo.classes:      {show(classes)}\n'
-                'Train on the json\'s classes with\n'
-                f'  --cfg-options train_dataloader.dataset.metainfo.classes="[{names}]" '
-                f'val_dataloader.dataset.metainfo.classes="[{names}]" '
-                f'test_dataloader.dataset.metainfo.classes="[{names}]" model.bbox_head.num_classes={len(json_names)}\n'
-                'or a config that sets metainfo = dict(classes=(...)) in each dataset and model.bbox_head.num_classes.')
+                f'  categories in the json:  {show(json_names)}\n'
+                f'  config metainfo.classes: {show(classes)}\n'
+                'Train on the json\'s classes with\n' + fix +
+                f'  metainfo = dict(classes={tuple(json_names)!r})\n'
+                '  train_dataloader = dict(dataset=dict(metainfo=metainfo))\n'
+                '  val_dataloader = dict(dataset=dict(metainfo=metainfo))\n'
+                '  test_dataloader = val_dataloader\n'
+                f'  model = dict(bbox_head=dict(num_classes={len(json_names)}))')
 
     def parse_data_info(self, raw_data_info: dict) -> Union[dict, List[dict]]:
         img_info = raw_data_info['raw_img_info']
@@ -95,6 +113,7 @@ class CheckedCocoDataset(CocoDataset):
                 self._dropped.append(f'annotation {ann.get("id")} of {img_info["file_name"]}: degenerate '
                                      f'or outside the image, bbox {ann["bbox"]}')
             elif ann['category_id'] not in self.cat_ids:
+                self._num_unknown_category += 1
                 name = self.coco.cats.get(ann['category_id'], {}).get('name')
                 self._dropped.append(f'annotation {ann.get("id")} of {img_info["file_name"]}: category '
                                      f'{ann["category_id"]} ({name!r}) not in metainfo.classes')

@@ -114,7 +114,7 @@ def make_split(root: Union[str, Path], split: str, num_images: int, seed: int,
         name = f'{image_id:06d}.png'
         cv2.imwrite(str(img_dir / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         images.append(dict(id=image_id, file_name=name, height=h, width=w))
-    coco = dict(images=images, annotations=annotations, categories=CATEGORIES,
+    coco = dict(images=images, annotations=annotations, categories=[dict(c) for c in CATEGORIES],
                 info=dict(description=f'pit-det toy set, split {split}, seed {seed}'))
     with open(root / 'annotations' / f'instances_{split}2017.json', 'w') as f:
         json.dump(coco, f)

@@ -59,7 +59,11 @@ class PadToMinSize(BaseTransform):
     """Zero-pad the image on the bottom / right to at least ``min_size`` pixels a side
     (transformer backbones need one full patch); boxes are unaffected.
 
-    Required keys: ``img``. Modified keys: ``img``, ``img_shape``.
+    As mmdet's ``Pad``, ``img_shape`` keeps the image's own size and ``pad_shape`` records the
+    padded one: Deformable DETR masks the padding out of attention, and predictions are clipped to
+    the image, not to the padding.
+
+    Required keys: ``img``. Modified keys: ``img``. Added keys: ``pad_shape``.
     """
 
     def __init__(self, min_size: int = 16) -> None:
@@ -72,7 +76,7 @@ class PadToMinSize(BaseTransform):
             return results
         pad = ((0, max(0, self.min_size - h)), (0, max(0, self.min_size - w))) + ((0, 0),) * (img.ndim - 2)
         results['img'] = np.pad(img, pad)
-        results['img_shape'] = results['img'].shape[:2]
+        results['pad_shape'] = results['img'].shape[:2]
         return results
 
     def __repr__(self) -> str:

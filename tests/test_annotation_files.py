@@ -1,0 +1,160 @@
+"""Malformed annotation files and class names that do not match the config: a message naming the
+file, entry and field (or the class names and the fix), never a traceback, in the checker, the
+dataset and the training tool."""
+import copy
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mmdet.registry import DATASETS
+
+import pit_det  # noqa: F401  registers the dataset
+from pit_det.datasets.check import check_coco
+from pit_det.datasets.toy import make_split
+from pit_det.errors import DatasetError
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
+ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+TOY_CLASSES = ('rectangle', 'ellipse', 'triangle')
+
+
+# (name, how the json is broken, problem kind, text the message must hold: entry and field)
+ENTRY_CASES = [
+    ('nan_box', lambda c: c['annotations'][0]['bbox'].__setitem__(2, float('nan')), 'non_finite_box',
+     "annotations[0] (id 1): field 'bbox' [", 'nan'),
+    ('inf_box', lambda c: c['annotations'][1]['bbox'].__setitem__(0, float('inf')), 'non_finite_box',
+     "annotations[1] (id 2): field 'bbox'", 'inf'),
+    ('string_in_box', lambda c: c['annotations'][0]['bbox'].__setitem__(1, '12'), 'non_numeric_box',
+     "annotations[0] (id 1): field 'bbox'", "'12'"),
+    ('three_numbers', lambda c: c['annotations'][0]['bbox'].pop(), 'wrong_type',
+     "annotations[0] (id 1): field 'bbox' must hold 4 numbers", ''),
+    ('no_bbox', lambda c: c['annotations'][2].pop('bbox'), 'missing_field',
+     "annotations[2] (id 3): field 'bbox' missing", ''),
+    ('no_annotation_id', lambda c: c['annotations'][0].pop('id'), 'missing_field',
+     "annotations[0]: field 'id' missing", ''),
+    ('no_file_name', lambda c: c['images'][3].pop('file_name'), 'missing_field',
+     "images[3] (id 4): field 'file_name' missing", ''),
+    ('string_image_id', lambda c: c['images'][0].__setitem__('id', '1'), 'wrong_type',
+     "images[0] (id '1'): field 'id' must be int, got str", ''),
+    ('no_category_name', lambda c: c['categories'][1].pop('name'), 'missing_field',
+     "categories[1] (id 2): field 'name' missing", ''),
+    ('annotation_not_object', lambda c: c['annotations'].__setitem__(0, [1, 2, 3, 4]), 'wrong_type',
+     'annotations[0]: an object expected, got list', ''),
+]
+TOP_CASES = [
+    ('no_images', lambda c: c.pop('images'), "field 'images' missing"),
+    ('annotations_dict', lambda c: c.__setitem__('annotations', {}), "field 'annotations' must be a list, got dict"),
+]
+
+
+def _write_case(tmp_path: Path, breaker) -> Path:
+    coco = make_split(tmp_path, 'val', 6, seed=3)
+    assert len(coco['annotations']) >= 3 and coco['annotations'][0]['id'] == 1
+    breaker(coco)
+    path = tmp_path / 'annotations' / 'instances_val2017.json'
+    # allow_nan: Python's json writes NaN / Infinity, as tools that produce such files do.
+    path.write_text(json.dumps(coco, allow_nan=True))
+    return path
+
+
+def _build_dataset(path: Path, classes=TOY_CLASSES):
+    return DATASETS.build(dict(type='CheckedCocoDataset', ann_file=str(path), data_root='',
+                               data_prefix=dict(img=str(path.parents[1] / 'val2017') + '/'),
+                               metainfo=dict(classes=classes), pipeline=[], test_mode=True))
+
+
+@pytest.mark.parametrize('name,breaker,kind,where,value', ENTRY_CASES, ids=[c[0] for c in ENTRY_CASES])
+def test_malformed_entries_are_named_by_checker_and_dataset(tmp_path, name, breaker, kind, where, value):
+    path = _write_case(tmp_path, breaker)
+    report, _ = check_coco(path, tmp_path / 'val2017')
+    assert report.counts[kind] == 1 and report.num_errors == 1, dict(report.counts)
+    (example,) = report.examples[kind]
+    assert example.startswith(where) and value in example
+    with pytest.raises(DatasetError) as err:
+        _build_dataset(path)
+    message = str(err.value)
+    assert message.startswith(f'{path}: 1 malformed entries') and where in message and 'check_dataset.py' in message
+
+
+@pytest.mark.parametrize('name,breaker,text', TOP_CASES, ids=[c[0] for c in TOP_CASES])
+def test_files_that_are_not_coco_are_named(tmp_path, name, breaker, text):
+    path = _write_case(tmp_path, breaker)
+    for call in (lambda: check_coco(path, tmp_path), lambda: _build_dataset(path)):
+        with pytest.raises(DatasetError, match=re.escape(f'{path}: {text}')):
+            call()
+
+
+@pytest.mark.parametrize('content,text', [('{"images": [', 'not a readable json file (Expecting value: line 1'),
+                                          ('', 'not a readable json file'), ('[1, 2]', 'the file must hold a json object, got list')])
+def test_unparsable_json_is_named(tmp_path, content, text):
+    path = tmp_path / 'broken.json'
+    path.write_text(content)
+    for call in (lambda: check_coco(path, tmp_path), lambda: _build_dataset(path)):
+        with pytest.raises(DatasetError, match=re.escape(f'{path}: {text}')):
+            call()
+
+
+def test_checker_tool_lists_every_problem_without_traceback(tmp_path):
+    def several(coco):
+        coco['annotations'][0]['bbox'][2] = float('nan')
+        coco['annotations'][1]['bbox'][0] = float('-inf')
+        coco['annotations'][2].pop('bbox')
+        coco['annotations'][3]['bbox'][3] = 'wide'
+    path = _write_case(tmp_path, several)
+    proc = subprocess.run([sys.executable, 'tools/check_dataset.py', path, tmp_path / 'val2017'], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
+    assert '4 errors, 0 warnings' in proc.stdout
+    assert 'ERROR non_finite_box: 2' in proc.stdout and 'ERROR non_numeric_box: 1' in proc.stdout
+    assert "annotations[0] (id 1): field 'bbox' [" in proc.stdout and "-inf" in proc.stdout
+    assert "annotations[2] (id 3): field 'bbox' missing" in proc.stdout and "'wide'" in proc.stdout
+    (tmp_path / 'bad.json').write_text('{"images": [')
+    proc = subprocess.run([sys.executable, 'tools/check_dataset.py', tmp_path / 'bad.json', tmp_path], cwd=ROOT,
+                          env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert proc.stderr.startswith(f'error: {tmp_path / "bad.json"}: not a readable json file'), proc.stderr
+
+
+def test_partial_class_mismatch_warns_by_name(tmp_path, mm_log):
+    coco = make_split(tmp_path, 'val', 12, seed=4)
+    coco['categories'][2]['name'] = 'hexagon'  # triangle boxes now belong to a class the config lacks
+    path = tmp_path / 'annotations' / 'instances_val2017.json'
+    path.write_text(json.dumps(coco))
+    dataset = _build_dataset(path)
+    num_dropped = sum(a['category_id'] == 3 for a in coco['annotations'])
+    assert 0 < num_dropped < len(coco['annotations'])
+    assert sum(len(d['instances']) for d in dataset) == len(coco['annotations']) - num_dropped
+    out = '\n'.join(mm_log)
+    assert f'dropped {num_dropped} of {len(coco["annotations"])} boxes' in out and "category 3 ('hexagon')" in out
+    # A deliberate subset of the json's classes trains on that subset, no error.
+    assert len(_build_dataset(path, classes=('rectangle',)).cat_ids) == 1
+
+
+@pytest.mark.slow
+def test_train_stops_before_training_on_foreign_class_names_and_the_fix_works(tmp_path):
+    """mmdet#10208: a json whose class names are not the config's. pit-det stops before the first
+    iteration naming both lists and the fix; the printed fix then trains and evaluates."""
+    for split, n, seed in (('train', 8, 0), ('val', 4, 1)):
+        coco = make_split(tmp_path, split, n, seed=seed)
+        for cat, name in zip(coco['categories'], ('car', 'bicycle', 'kite')):
+            cat['name'] = name
+        (tmp_path / f'annotations/instances_{split}2017.json').write_text(json.dumps(coco))
+    work = tmp_path / 'work'
+    train = [sys.executable, 'tools/train.py', str(TOY), '--work-dir', str(work), '--data-root', str(tmp_path),
+             '--cfg-options', 'train_cfg.max_epochs=1']
+    proc = subprocess.run(train, cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert "none of the config's class names is among its categories" in proc.stderr
+    assert "['car', 'bicycle', 'kite']" in proc.stderr and "['rectangle', 'ellipse', 'triangle']" in proc.stderr
+    assert 'Epoch(train)' not in proc.stdout + proc.stderr  # stopped before training
+    fix = re.search(r'--cfg-options (.*)', proc.stderr).group(1)
+    fixed = subprocess.run([*train, *shlex.split(fix)], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    log = fixed.stdout + fixed.stderr
+    assert fixed.returncode == 0, log[-3000:]
+    assert 'dropped' not in log and re.search(r'coco/bbox_mAP: [0-9.]+', log)

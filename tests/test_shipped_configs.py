@@ -1,0 +1,62 @@
+"""Each Table 5 config as shipped (its own init_cfg, only the weight file's path moved with
+--cfg-options as the README says) loads every weight-file layout promised for it."""
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torchvision
+from mmdet.registry import MODELS
+
+from pit_det.runtime import install_checkpoint_loader, load_config
+
+from weight_files import perturbed, write
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# config -> (timm model whose weights are written, layouts promised in the README / config)
+PROMISED = {
+    'pit_s': ('pit_s_224', ['pit_official', 'pit_official_wrapped', 'timm', 'safetensors']),
+    'vit_s': ('deit_small_patch16_224', ['deit_official', 'timm', 'safetensors']),
+    'vit_s_pyramid': ('deit_small_patch16_224', ['deit_official', 'timm', 'safetensors']),
+    'r50': ('torchvision_resnet50', ['torchvision']),
+}
+CASES = [(name, layout) for name, (_, layouts) in PROMISED.items() for layout in layouts]
+
+
+@pytest.fixture(scope='module')
+def source_states():
+    """timm-layout (torchvision for ResNet-50) random weights, one set per source model."""
+    torch.manual_seed(0)
+    states = {'pit_s_224': perturbed(timm.create_model('pit_s_224')).state_dict(),
+              'deit_small_patch16_224': perturbed(timm.create_model('deit_small_patch16_224')).state_dict(),
+              'torchvision_resnet50': perturbed(torchvision.models.resnet50()).state_dict()}
+    return states
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name,layout', CASES)
+def test_shipped_config_loads_promised_weights(tmp_path, source_states, name, layout, mm_log):
+    source = PROMISED[name][0]
+    path = write(source_states[source], layout, tmp_path)
+    cfg = load_config(str(ROOT / f'configs/deformable_detr_{name}.py'),
+                      cfg_options={'model.backbone.init_cfg.checkpoint': str(path)})
+    assert cfg.model.backbone.init_cfg.type == 'Pretrained'  # the config's own init_cfg, not the test's
+    install_checkpoint_loader([])  # as tools/train.py does
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+
+    loaded = model.backbone.state_dict()
+    expected = source_states[source]
+    compared = [k for k in loaded if k in expected]
+    for k in compared:
+        assert torch.equal(loaded[k], expected[k]), k
+    not_in_file = sorted(set(loaded) - set(expected))
+    if name == 'r50':  # mmdet's ResNet has torchvision's names; only the classifier is unused
+        assert not_in_file == [] and set(expected) - set(loaded) == {'fc.weight', 'fc.bias'}
+    elif name == 'vit_s_pyramid':  # the resamplers are new for detection and keep their init
+        assert not_in_file == ['resample.0.bias', 'resample.0.weight']
+        assert any('2 not in it keep their own init (added for detection)' in m for m in mm_log)
+    else:
+        assert not_in_file == []
+    assert len(compared) > 100
