@@ -17,11 +17,14 @@ class DatasetError(PitDetError):
 
 
 def run_tool(main: Callable[[], Optional[int]]) -> int:
-    """Run a tool's ``main``: a :class:`PitDetError` is printed as ``error: <message>`` on stderr
-    with exit code 1, since its message already says what is wrong; other errors keep their
-    traceback (they are bugs)."""
+    """Run a tool's ``main`` and return its exit code (``main``'s, when it returns an int, else 0).
+
+    A :class:`PitDetError` is printed as ``error: <message>`` on stderr with exit code 1, since its
+    message already says what is wrong; other errors keep their traceback (they are bugs).
+    """
     try:
-        return main() or 0
+        code = main()
     except PitDetError as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
+    return code if isinstance(code, int) else 0

@@ -205,7 +205,8 @@ def check_coco(ann_file: Union[str, Path], img_dir: Union[str, Path], min_size: 
             continue
         if ann['category_id'] not in cat_ids | malformed_ids['categories']:
             report.add('unknown_category', f'{where} (category {ann.get("category_id")})')
-        x, y, w, h = ann['bbox']
+        bbox = ann['bbox']
+        x, y, w, h = bbox
         if w <= 0 or h <= 0:
             report.add('degenerate_box', f'{where} (bbox {bbox})')
         elif x < -1 or y < -1 or x + w > img['width'] + 1 or y + h > img['height'] + 1:
