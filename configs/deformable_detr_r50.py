@@ -52,7 +52,11 @@ test_pipeline = [
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 
-train_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root, pipeline=train_pipeline))
+# Each sample's augmentation is seeded from (seed, epoch, index), so that a resumed run repeats the
+# interrupted one with mmdet's 2 persistent workers (pit_det/datasets/sampler.py).
+train_dataloader = dict(
+    sampler=dict(type='SeededSampler', shuffle=True),  # mmdet: DefaultSampler
+    dataset=dict(type=dataset_type, data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
@@ -61,6 +65,6 @@ test_evaluator = val_evaluator
 # Keep the best checkpoint by val AP besides the last ones (mmdet keeps every epoch).
 default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=3, save_best='coco/bbox_mAP', rule='greater'))
 
-# Stop at the first non-finite loss (saving the state for inspection), and store the random
-# number generator states in checkpoints so that a resumed run matches an uninterrupted one.
+# Stop at the first non-finite loss (saving the state for inspection), and keep the random number
+# streams of a resumed run those of an uninterrupted one (pit_det/hooks.py).
 custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='RNGStateHook')]

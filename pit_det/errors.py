@@ -19,12 +19,13 @@ class DatasetError(PitDetError):
 def run_tool(main: Callable[[], Optional[int]]) -> int:
     """Run a tool's ``main`` and return its exit code (``main``'s, when it returns an int, else 0).
 
-    A :class:`PitDetError` is printed as ``error: <message>`` on stderr with exit code 1, since its
-    message already says what is wrong; other errors keep their traceback (they are bugs).
+    A :class:`PitDetError` or ``FileNotFoundError`` is printed as ``error: <message>`` on stderr
+    with exit code 1, since its message already names the input and what is wrong; other errors
+    keep their traceback (they are bugs).
     """
     try:
         code = main()
-    except PitDetError as err:
+    except (PitDetError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     return code if isinstance(code, int) else 0

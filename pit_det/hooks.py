@@ -56,11 +56,24 @@ class NonFiniteLossHook(Hook):
 
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Store the Python, numpy and torch random states in every checkpoint and restore them
-    on resume, so a resumed run draws the same dropout masks and augmentations as an
-    uninterrupted one (mmengine restores model, optimizer, schedule and data order only)."""
+    """Make a resumed run draw the same random numbers as an uninterrupted one (mmengine restores
+    model, optimizer, schedule and data order only).
+
+    * The training process's Python, numpy and torch random states (dropout) are stored in every
+      checkpoint and restored on resume.
+    * Each dataloader gets a generator of its own, seeded with the run's seed: torch's DataLoader
+      draws its workers' base seed from the global generator whenever it creates an iterator
+      (every epoch, only the first epoch with persistent workers, every validation), and a resumed
+      run creates them at other points than the uninterrupted one.
+    * The augmentations are seeded per sample by :class:`~pit_det.datasets.SeededSampler`.
+    """
 
     priority = 'VERY_LOW'
+
+    def before_train(self, runner) -> None:
+        loaders = [runner.train_dataloader] + ([runner.val_loop.dataloader] if runner.val_loop is not None else [])
+        for loader in loaders:
+            loader.generator = torch.Generator().manual_seed(runner.seed)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         # Tensors and plain Python values only, so checkpoints stay readable with weights_only=True.

@@ -18,7 +18,7 @@ from pit_det.datasets.check import ERRORS, check_coco
 from pit_det.datasets.toy import make_split
 from pit_det.datasets.transforms import PadToMinSize, SafeLoadImageFromFile
 from pit_det.errors import DatasetError
-from pit_det.runtime import AtomicLocalBackend, find_resumable_checkpoint
+from pit_det.checkpoint import AtomicLocalBackend, find_resumable_checkpoint, safe_torch_load
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
@@ -205,7 +205,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     # Same seed, same data order, restored RNG: the resumed run is the uninterrupted run. Stated
     # tolerance: weights within 1e-5 (CPU kernels are deterministic for a fixed thread count),
     # mAP equal.
-    a = torch.load(tmp_path / 'clean/epoch_2.pth', map_location='cpu', weights_only=False)['state_dict']
-    b = torch.load(work / 'epoch_2.pth', map_location='cpu', weights_only=False)['state_dict']
+    a = safe_torch_load(tmp_path / 'clean/epoch_2.pth', map_location='cpu')['state_dict']
+    b = safe_torch_load(work / 'epoch_2.pth', map_location='cpu')['state_dict']
     assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-5
     assert _final_metric(log) == _final_metric(clean.stdout + clean.stderr)

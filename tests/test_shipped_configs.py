@@ -8,7 +8,7 @@ import torch
 import torchvision
 from mmdet.registry import MODELS
 
-from pit_det.runtime import install_checkpoint_loader, load_config
+from pit_det.runtime import load_config
 
 from weight_files import perturbed, write
 
@@ -42,7 +42,6 @@ def test_shipped_config_loads_promised_weights(tmp_path, source_states, name, la
     cfg = load_config(str(ROOT / f'configs/deformable_detr_{name}.py'),
                       cfg_options={'model.backbone.init_cfg.checkpoint': str(path)})
     assert cfg.model.backbone.init_cfg.type == 'Pretrained'  # the config's own init_cfg, not the test's
-    install_checkpoint_loader([])  # as tools/train.py does
     model = MODELS.build(cfg.model)
     model.init_weights()
 

@@ -10,6 +10,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from pit_det.checkpoint import safe_torch_load
 from pit_det.datasets import make_toy_coco
 from pit_det.datasets.toy import make_split
 
@@ -105,15 +106,24 @@ def test_demo_draws_one_picture_per_input(tiny_toy, trained_toy, tmp_path):
     assert det['name'] in ('rectangle', 'ellipse', 'triangle') and len(det['bbox']) == 4
 
 
-def test_resume_after_first_checkpoint(tiny_toy, tmp_path):
+def test_plain_mmengine_checkpoint_evaluates_and_resumes(tiny_toy, tmp_path):
+    """A checkpoint as plain mmdet 3.3 / mmengine 0.10.7 write it (``custom_hooks=[]``: none of
+    pit-det's hooks, so no random states; the bytes are torch.save's either way) is read
+    weights-only by tools/test.py and by --resume, which then continues the run."""
     work = tmp_path / 'work'
-    run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--cfg-options', *FAST])
-    assert (work / 'epoch_1.pth').is_file() and not (work / 'epoch_2.pth').exists()
+    run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--cfg-options', *FAST, 'custom_hooks=[]'])
+    first = safe_torch_load(work / 'epoch_1.pth')
+    assert 'rng_state' not in first['meta'] and type(first['message_hub']['log_scalars']['train/loss']).__name__ == \
+        'HistoryBuffer'
+    out = tmp_path / 'eval'
+    run(['tools/test.py', TOY, work / 'epoch_1.pth', '--work-dir', tmp_path / 'test', '--out-dir', out,
+         '--data-root', tiny_toy])
+    assert 'coco/bbox_mAP' in json.loads((out / 'metrics.json').read_text())
     proc = run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--resume',
                 '--cfg-options', *FAST, 'train_cfg.max_epochs=2', 'default_hooks.checkpoint.interval=1'])
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 1' in log, log[-3000:]
-    ckpt = torch.load(work / 'epoch_2.pth', map_location='cpu', weights_only=False)
+    ckpt = safe_torch_load(work / 'epoch_2.pth', map_location='cpu')
     assert ckpt['meta']['epoch'] == 2 and ckpt['meta']['iter'] == 4
 
 
@@ -125,5 +135,5 @@ def test_torchrun_two_processes_on_cpu(tiny_toy, tmp_path):
         '--cfg-options', *FAST, 'train_dataloader.batch_size=2'], timeout=600)
     log = proc.stdout + proc.stderr
     assert 'Distributed launcher: pytorch' in log or 'world_size: 2' in log or 'distributed: True' in log, log[-3000:]
-    ckpt = torch.load(work / 'epoch_1.pth', map_location='cpu', weights_only=False)
+    ckpt = safe_torch_load(work / 'epoch_1.pth', map_location='cpu')
     assert ckpt['meta']['iter'] == 2  # 8 images / (2 processes x 2 per process)

@@ -15,8 +15,8 @@ from mmdet.apis import inference_detector, init_detector
 from mmdet.registry import VISUALIZERS
 from tqdm import tqdm
 
+import pit_det  # noqa: F401  checkpoints are read weights-only (pit_det.checkpoint)
 from pit_det.errors import run_tool
-from pit_det.runtime import install_checkpoint_loader
 
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.webp'}
 
@@ -35,7 +35,6 @@ def main() -> None:
     files = [src] if src.is_file() else sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f'no images found at {src}')
-    install_checkpoint_loader([])  # the checkpoint is read with weights_only=True
     model = init_detector(args.config, args.checkpoint, device=args.device,
                           cfg_options={'model.backbone.init_cfg': None})
     visualizer = VISUALIZERS.build(model.cfg.visualizer)

@@ -17,7 +17,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 from pit_det.errors import run_tool
-from pit_det.runtime import install_checkpoint_loader, load_config
+from pit_det.runtime import load_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,8 +50,7 @@ def main() -> None:
     if args.show_dir:
         hook = cfg.default_hooks.visualization
         hook.update(draw=True, test_out_dir=args.show_dir, score_thr=args.score_thr)
-    # A checkpoint given to evaluate is read with weights_only=True (see pit_det.runtime).
-    install_checkpoint_loader([])
+    # The checkpoint is read weights-only (pit_det.checkpoint, installed when pit_det is imported).
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     if is_main_process():

@@ -14,9 +14,9 @@ from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from pit_det.checkpoint import checkpoint_seed, find_resumable_checkpoint
 from pit_det.errors import run_tool
-from pit_det.runtime import (find_resumable_checkpoint, install_atomic_checkpoint_writes, install_checkpoint_loader,
-                             load_config)
+from pit_det.runtime import load_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,6 +55,11 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.resume, cfg.load_from = latest is not None, latest
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    if cfg.get('resume') and cfg.get('randomness', {}).get('seed') is None:
+        # Without a fixed seed mmengine draws one per run, and the samplers it builds before
+        # resuming would shuffle with it; the checkpoint's seed keeps the resumed run's data
+        # order and augmentations those of the interrupted run.
+        cfg.randomness = dict(cfg.get('randomness', {}), seed=checkpoint_seed(cfg.load_from))
     return cfg
 
 
@@ -62,9 +67,8 @@ def main() -> None:
     args = parse_args()
     setup_cache_size_limit_of_dynamo()
     cfg = build_config(args)
-    # Only this run's own checkpoints may need full unpickling (see pit_det.runtime).
-    install_checkpoint_loader([cfg.work_dir, cfg.load_from if cfg.get('resume') else None])
-    install_atomic_checkpoint_writes()
+    # Every checkpoint, the run's own on resume included, is read weights-only and written
+    # atomically (pit_det.checkpoint, installed in mmengine when pit_det is imported).
     runner = Runner.from_cfg(cfg)
     runner.train()
 

@@ -9,6 +9,7 @@ from mmengine.logging import print_log
 
 from ..errors import DatasetError
 from .check import SCHEMA, entry_problems, read_coco_json, top_level_problem
+from .sampler import SeededIndex, seeded_generators
 
 
 class ValidatedCOCO(COCO):
@@ -56,6 +57,16 @@ class CheckedCocoDataset(CocoDataset):
       issue #10208). Training on a deliberate subset of the json's classes stays possible. A split
       whose boxes are all unusable for other reasons is an error too.
     """
+
+    accepts_seeded_indices = True  # see SeededSampler
+
+    def __getitem__(self, idx: int) -> dict:
+        """``dataset[index]``; a :class:`SeededIndex` from :class:`SeededSampler` runs the pipeline
+        (and the refetch after an unreadable image) under generators seeded with its seed."""
+        if not isinstance(idx, SeededIndex):
+            return super().__getitem__(idx)
+        with seeded_generators(idx.seed):
+            return super().__getitem__(int(idx))
 
     def COCOAPI(self, annotation_file: str) -> ValidatedCOCO:  # noqa: N802  mmdet calls self.COCOAPI(path)
         """mmdet reads the annotations through this and deletes the api once loaded; the json's

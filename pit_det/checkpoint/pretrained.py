@@ -1,0 +1,48 @@
+"""Strict loading of pretrained backbone weights (ImageNet files or a detector's ``backbone.*``)."""
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+from mmengine.logging import print_log
+from torch import nn
+
+from ..errors import CheckpointError
+from .reading import StateDict, read_state_dict
+
+
+def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
+    """Keep only keys under ``prefix`` (e.g. ``'backbone.'`` of a detector) without it;
+    the state dict is returned unchanged when no key has the prefix."""
+    if not any(k.startswith(prefix) for k in state_dict):
+        return state_dict
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_pretrained(model: nn.Module, path: Union[str, Path],
+                    filter_fn: Callable[[StateDict], StateDict],
+                    keep_init: Sequence[str] = (), logger: Optional[str] = 'current') -> None:
+    """Load backbone weights from ``path`` through ``filter_fn`` into ``model``.
+
+    Every parameter and buffer of ``model`` must be present, except those under a
+    ``keep_init`` prefix (layers the detection backbone adds on top of the ImageNet
+    model): those keep their own initialisation when absent, and the log names them.
+    Other missing keys are an error naming them. Keys the model does not use are logged.
+
+    Raises:
+        CheckpointError: missing keys or mismatched shapes, each named.
+    """
+    state = filter_fn(strip_prefix(read_state_dict(path), 'backbone.'))
+    own = model.state_dict()
+    absent = sorted(set(own) - set(state))
+    kept = [k for k in absent if k.startswith(tuple(keep_init))]
+    missing = [k for k in absent if k not in kept]
+    if missing:
+        raise CheckpointError(f'{path}: {len(missing)} backbone weights missing from the checkpoint: {missing}')
+    unexpected = sorted(set(state) - set(own))
+    bad_shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
+                  for k in own if k in state and state[k].shape != own[k].shape]
+    if bad_shapes:
+        raise CheckpointError(f'{path}: shape mismatch (wrong arch, or distilled flag?): {bad_shapes}')
+    model.load_state_dict({k: state[k] for k in own if k in state}, strict=not kept)
+    print_log(f'loaded {len(own) - len(kept)} tensors from {path}'
+              + (f'; {len(kept)} not in it keep their own init (added for detection): {kept}' if kept else '')
+              + (f'; ignored {len(unexpected)} unused keys: {unexpected}' if unexpected else ''), logger=logger)

@@ -1,0 +1,152 @@
+"""Reading weight files and checkpoints without running code from them.
+
+Every file, pretrained weights and the run's own checkpoints alike, is read with
+``torch.load(..., weights_only=True)``: tensors, plain containers, numbers and strings, and the few
+plain-data classes in :data:`SAFE_GLOBALS`. Nothing is fully unpickled, so a crafted file cannot
+run code, whether it is downloaded, dropped into a work dir or named by ``last_checkpoint``.
+
+mmengine checkpoints pickle their message hub's ``HistoryBuffer`` objects (with their statistics
+methods as ``getattr(HistoryBuffer, 'mean')``) and numpy arrays and scalars. The buffers are read
+into inert :class:`_HistoryBufferRecord` stand-ins, whose ``getattr`` may only name a statistics
+method, and then rebuilt through ``HistoryBuffer``'s public constructor from their numbers alone:
+none of mmengine's code runs on the file's data, and the class's shared state is left alone.
+"""
+import collections
+import pickle
+import re
+from pathlib import Path
+from typing import Dict, List, Union
+
+import numpy as np
+import torch
+from mmengine.config import ConfigDict
+from mmengine.logging import HistoryBuffer
+
+from ..errors import CheckpointError
+
+_np_core = getattr(np, '_core', None) or np.core  # numpy 2 renamed np.core
+
+StateDict = Dict[str, torch.Tensor]
+
+
+class _HistoryBufferRecord:
+    """What a pickled mmengine ``HistoryBuffer`` holds, as inert data: ``max_length``,
+    ``_log_history``, ``_count_history`` and ``statistics_methods``."""
+
+
+def _statistics_method(owner, name):
+    """Stands in for ``getattr`` while unpickling: only ``getattr(HistoryBuffer, <identifier>)``,
+    which mmengine pickles for the buffer's statistics methods, and it returns the name only."""
+    if owner is not _HistoryBufferRecord or not isinstance(name, str) or not name.isidentifier():
+        raise pickle.UnpicklingError(f'getattr({owner!r}, {name!r}) is not allowed')
+    return name
+
+
+def _empty_bytes(*args) -> bytes:
+    """Stands in for ``bytes`` while unpickling: pickle protocol 2 writes ``b''`` as ``bytes()``,
+    which an empty numpy array (an empty ``HistoryBuffer``) needs; with arguments it is refused."""
+    if args:
+        raise pickle.UnpicklingError(f'bytes{args!r} is not allowed')
+    return b''
+
+
+_NUMPY_DTYPES = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+                 np.float16, np.float32, np.float64)
+
+# Plain-data globals found in mmengine / mmdet checkpoints: the message hub, numpy arrays and
+# scalars in meta and runtime info (under numpy 2 and numpy 1 names), ``Counter`` milestones of
+# the schedulers, ``ConfigDict``.
+SAFE_GLOBALS: List = [
+    collections.Counter, ConfigDict, np.ndarray, np.dtype, _np_core.multiarray._reconstruct,
+    _np_core.multiarray.scalar, *(type(np.dtype(t)) for t in _NUMPY_DTYPES),
+    (_np_core.multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
+    (_np_core.multiarray.scalar, 'numpy.core.multiarray.scalar'),
+    (_HistoryBufferRecord, 'mmengine.logging.history_buffer.HistoryBuffer'),
+    (_statistics_method, '__builtin__.getattr'), (_statistics_method, 'builtins.getattr'),
+    (_empty_bytes, '__builtin__.bytes'), (_empty_bytes, 'builtins.bytes'),
+]
+
+
+def safe_torch_load(path: Union[str, Path], map_location=None, **kwargs):
+    """``torch.load(weights_only=True)`` with :data:`SAFE_GLOBALS` allowed; message-hub records
+    are rebuilt into real ``HistoryBuffer`` objects.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file needs a global beyond the allowlist (named, with the file), or
+            is not a readable PyTorch file.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f'checkpoint file not found: {path}')
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            obj = torch.load(path, map_location=map_location, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as err:
+        # torch wraps the reason in boilerplate about its weights_only default; keep the reason.
+        found = re.search(r'GLOBAL ([\w.]+)', str(err))
+        reasons = [line for line in str(err).splitlines()
+                   if line.strip() and not line.startswith(('Weights only load failed', 'Please file an issue',
+                                                            'Check the documentation'))]
+        what = f'the global {found.group(1)}' if found else (reasons or [str(err)])[0]
+        raise CheckpointError(
+            f'{path}: refused: it needs {what}, which is not on pit-det\'s allowlist of plain data '
+            f'(tensors, numbers, strings, containers, numpy arrays, mmengine\'s message hub); '
+            f'unpickling it could run code. If the file is yours, load it where you trust it and '
+            f're-save plain tensors: torch.save(model.state_dict(), ...).') from err
+    except Exception as err:  # zip / EOF / magic-number errors from a corrupt or foreign file
+        raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({err})') from err
+    return _rebuild_history_buffers(obj, path)
+
+
+def _rebuild_history_buffers(obj, path, depth: int = 0):
+    """``obj`` with every :class:`_HistoryBufferRecord` replaced by a ``HistoryBuffer`` built
+    from its numbers (containers are walked; tensors are left alone)."""
+    if isinstance(obj, _HistoryBufferRecord):
+        state = vars(obj)
+        logs, counts, max_length = (state.get(k) for k in ('_log_history', '_count_history', 'max_length'))
+        if not (isinstance(logs, np.ndarray) and isinstance(counts, np.ndarray) and isinstance(max_length, int)
+                and logs.dtype.kind in 'biuf' and counts.dtype.kind in 'biuf'):
+            raise CheckpointError(f'{path}: a message-hub HistoryBuffer holds something other than numbers')
+        return HistoryBuffer(logs.tolist(), counts.tolist(), max_length)
+    if depth > 16 or isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            obj[key] = _rebuild_history_buffers(value, path, depth + 1)
+    elif isinstance(obj, list):
+        obj[:] = [_rebuild_history_buffers(v, path, depth + 1) for v in obj]
+    return obj
+
+
+def load_checkpoint_file(filename: str, map_location=None) -> dict:
+    """mmengine's loader for local files (``CheckpointLoader``, prefix ''), made safe: used for
+    ``load_from``, ``--resume``, ``init_cfg`` and mmdet's ``init_detector`` alike."""
+    return safe_torch_load(str(Path(filename).expanduser()), map_location=map_location)
+
+
+def read_state_dict(path: Union[str, Path]) -> StateDict:
+    """Read a weight file (``.pth``/``.pt``/``.bin`` pickle or ``.safetensors``) safely.
+
+    Wrappers used by common trainers are removed: ``{'model': ...}`` (DeiT, PiT),
+    ``{'state_dict': ...}`` (mmengine, Lightning) and ``{'module': ...}``, and the
+    ``module.`` prefix left by DistributedDataParallel.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointError: the file is not a weight file or carries pickled code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint file not found: {path}')
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        obj = load_file(str(path))
+    else:
+        obj = safe_torch_load(path, map_location='cpu')
+    for wrapper in ('state_dict', 'model', 'module'):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f'{path}: expected a dict of tensors, got {type(obj).__name__}')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in obj.items()}

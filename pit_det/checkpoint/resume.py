@@ -1,0 +1,52 @@
+"""Which checkpoint ``--resume`` continues from, and the seed it was trained with."""
+import os
+import os.path as osp
+import re
+import zipfile
+from typing import Optional
+
+from ..errors import CheckpointError
+from .reading import safe_torch_load
+
+
+def _is_complete_checkpoint(path: str) -> bool:
+    """A torch checkpoint is a zip archive; a truncated or foreign file has no central directory."""
+    return osp.isfile(path) and zipfile.is_zipfile(path)
+
+
+def _inside(path: str, folder: str) -> bool:
+    real, root = osp.realpath(path), osp.realpath(folder)
+    return real == root or real.startswith(root + os.sep)
+
+
+def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` (no path) continues from: the file named in the work dir's
+    ``last_checkpoint`` when it is complete, else the newest complete ``epoch_*.pth`` /
+    ``iter_*.pth`` of the work dir; None when there is none.
+
+    Raises:
+        CheckpointError: ``last_checkpoint`` names a file outside the work dir (links resolved).
+            A work dir is where a crafted file would be planted; the run trusts no pointer out of it.
+    """
+    record = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(record):
+        with open(record) as f:
+            named = f.read().strip()
+        if named and not _inside(named, work_dir):
+            raise CheckpointError(
+                f'{record} names {named}, which is outside the work dir {work_dir}; refusing to resume from '
+                f'it. To continue from that file, pass it explicitly: --resume {named}')
+        if named and _is_complete_checkpoint(named):
+            return named
+    candidates = [osp.join(work_dir, f) for f in os.listdir(work_dir) if re.fullmatch(r'(epoch|iter)_\d+\.pth', f)] \
+        if osp.isdir(work_dir) else []
+    candidates = sorted((c for c in candidates if _is_complete_checkpoint(c)), key=osp.getmtime)
+    return candidates[-1] if candidates else None
+
+
+def checkpoint_seed(path: str) -> Optional[int]:
+    """The random seed the checkpoint's run used (``meta.seed``), or None. Read weights-only and
+    memory-mapped, so the tensors are not loaded."""
+    meta = safe_torch_load(path, map_location='cpu', mmap=True).get('meta', {})
+    seed = meta.get('seed') if isinstance(meta, dict) else None
+    return int(seed) if seed is not None else None
