@@ -1,8 +1,11 @@
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 from mmengine.logging import MMLogger
+
+from pit_det.datasets.toy import make_split
 
 
 @pytest.fixture(autouse=True)
@@ -21,3 +24,12 @@ def mm_log():
     logger.addHandler(handler)
     yield messages
     logger.removeHandler(handler)
+
+
+@pytest.fixture(scope='session')
+def tiny_toy(tmp_path_factory) -> Path:
+    """A toy COCO set of 8 training and 4 validation images, shared by the end-to-end tests."""
+    root = tmp_path_factory.mktemp('toy')
+    make_split(root, 'train', 8, seed=0)
+    make_split(root, 'val', 4, seed=1)
+    return root

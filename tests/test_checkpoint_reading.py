@@ -1,8 +1,6 @@
 """No file runs code: every checkpoint, the run's own included, is read weights-only; mmengine's
 message hub is rebuilt from plain numbers; the resume lookup trusts no pointer out of the work dir."""
-import io
 import os
-import pickle
 import zipfile
 from collections import Counter
 from pathlib import Path

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from pit_det.datasets.toy import make_split
-
 from test_checkpoint_reading import crafted_checkpoint, mmengine_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,14 +13,6 @@ TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope='module')
-def toy(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp('toy')
-    make_split(root, 'train', 4, seed=0)
-    make_split(root, 'val', 2, seed=1)
-    return root
 
 
 def _tool(*args) -> subprocess.CompletedProcess:
@@ -60,8 +50,8 @@ def _where(place: str, tmp_path: Path, toy: Path):
 
 @pytest.mark.parametrize('place', ['resume_path', 'last_checkpoint', 'dropped_in_work_dir', 'test', 'demo',
                                    'load_from'])
-def test_crafted_checkpoint_is_refused_and_named(tmp_path, toy, place):
-    command, evil, marker = _where(place, tmp_path, toy)
+def test_crafted_checkpoint_is_refused_and_named(tmp_path, tiny_toy, place):
+    command, evil, marker = _where(place, tmp_path, tiny_toy)
     proc = _tool(*command)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
@@ -69,12 +59,12 @@ def test_crafted_checkpoint_is_refused_and_named(tmp_path, toy, place):
     assert not marker.exists()
 
 
-def test_last_checkpoint_out_of_the_work_dir_names_both(tmp_path, toy):
+def test_last_checkpoint_out_of_the_work_dir_names_both(tmp_path, tiny_toy):
     work = tmp_path / 'work'
     work.mkdir()
     elsewhere = tmp_path / 'epoch_9.pth'
     mmengine_checkpoint(elsewhere)
     (work / 'last_checkpoint').write_text(str(elsewhere))
-    proc = _tool('tools/train.py', TOY, '--work-dir', work, '--data-root', toy, '--resume')
+    proc = _tool('tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--resume')
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
     assert f'error: {work}/last_checkpoint names {elsewhere}, which is outside the work dir {work}' in proc.stderr

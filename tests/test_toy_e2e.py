@@ -6,13 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from pit_det.checkpoint import safe_torch_load
 from pit_det.datasets import make_toy_coco
-from pit_det.datasets.toy import make_split
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
@@ -28,14 +26,6 @@ def run(args, **kwargs) -> subprocess.CompletedProcess:
                           **kwargs)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
-
-
-@pytest.fixture(scope='module')
-def tiny_toy(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp('toy')
-    make_split(root, 'train', 8, seed=0)
-    make_split(root, 'val', 4, seed=1)
-    return root
 
 
 def test_generator_is_deterministic_and_varied(tmp_path):
