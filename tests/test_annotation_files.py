@@ -100,6 +100,7 @@ def test_unparsable_json_is_named(tmp_path, content, text):
             call()
 
 
+@pytest.mark.slow
 def test_checker_tool_lists_every_problem_without_traceback(tmp_path):
     def several(coco):
         coco['annotations'][0]['bbox'][2] = float('nan')

@@ -93,6 +93,7 @@ def test_analyze_backbone_gives_one_value_per_layer(cfg, num_layers):
         assert res['stage'] == [0, 0] + [1] * 6 + [2] * 3
 
 
+@pytest.mark.slow
 def test_tool_end_to_end(tmp_path):
     images = tmp_path / 'images'
     images.mkdir()

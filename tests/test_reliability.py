@@ -63,6 +63,7 @@ def make_defective_set(root: Path, with_duplicates: bool) -> dict:
     return expected
 
 
+@pytest.mark.slow
 def test_checker_finds_every_defect(tmp_path):
     expected = make_defective_set(tmp_path, with_duplicates=True)
     report, _ = check_coco(tmp_path / 'annotations/instances_train2017.json', tmp_path / 'train2017')
@@ -75,6 +76,7 @@ def test_checker_finds_every_defect(tmp_path):
     assert 'warning small_image: 1' in proc.stdout and '000008.png (12x10)' in proc.stdout
 
 
+@pytest.mark.slow
 def test_checker_passes_a_clean_set_and_names_a_broken_json(tmp_path):
     make_split(tmp_path, 'val', 6, seed=2)
     proc = subprocess.run([sys.executable, 'tools/check_dataset.py', tmp_path / 'annotations/instances_val2017.json',
@@ -86,6 +88,7 @@ def test_checker_passes_a_clean_set_and_names_a_broken_json(tmp_path):
         check_coco(bad, tmp_path)
 
 
+@pytest.mark.slow
 def test_training_over_bad_data_skips_and_reports(tmp_path):
     make_defective_set(tmp_path, with_duplicates=False)
     make_split(tmp_path, 'val', 4, seed=1)
@@ -156,6 +159,7 @@ def test_checkpoints_get_the_mode_a_plain_save_gives(tmp_path, umask):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth', 'plain.pth']
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_a_checkpoint(tmp_path):
     make_split(tmp_path, 'train', 8, seed=0)
     make_split(tmp_path, 'val', 4, seed=1)

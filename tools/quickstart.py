@@ -21,7 +21,9 @@ CONFIG = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 
 def run(cmd: list) -> None:
     print('$', ' '.join(str(c) for c in cmd), flush=True)
-    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT)
+    code = subprocess.run([str(c) for c in cmd], cwd=ROOT).returncode
+    if code:  # the tool has printed what went wrong; no second traceback on top of it
+        sys.exit(f'quick start stopped: {Path(str(cmd[1])).name} exited with {code} (its message is above)')
 
 
 def main() -> None:
