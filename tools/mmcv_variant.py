@@ -1,9 +1,8 @@
 """Which mmcv ops variant `tools/setup_env.sh` builds on this machine, and the cache key of its wheel.
 
 mmcv 2.1.0 ships no wheel for torch 2.13, so the set-up compiles it. A machine whose torch sees a
-CUDA GPU needs the CUDA ops (else every detector falls back to nothing: mmcv's deformable attention
-has no CPU path on CUDA tensors), compiled for the visible GPUs' architectures only: a build for
-every architecture takes hours. A Slurm login node without GPU can ask for the compute nodes'
+CUDA GPU needs the CUDA ops (without them mmcv's deformable attention cannot run on the GPU),
+compiled for the visible GPUs' architectures only: a build for every architecture takes hours. A Slurm login node without GPU can ask for the compute nodes'
 architectures with ``PIT_DET_CUDA_ARCHS="8.0;9.0"``.
 
 Run by the set-up inside the new venv (after torch is installed); prints bash assignments to eval:
