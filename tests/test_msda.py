@@ -190,12 +190,13 @@ def test_detector_fast_equals_stock_predict_and_training_gradients():
 
 
 def test_without_a_compiler_auto_falls_back_and_fast_says_why(monkeypatch):
-    from pit_det.ops import ms_deform_attn as ops
+    from pit_det import ops
+    from pit_det.ops import extension
 
     def no_compiler(verbose=False):
         raise ops.ExtensionUnavailable('could not build the pit-det CPU kernel: g++ not found')
 
-    monkeypatch.setattr(ops, 'load_extension', no_compiler)
+    monkeypatch.setattr(extension, 'load_extension', no_compiler)
     ops.extension_available.cache_clear()
     try:
         with pytest.warns(UserWarning, match='g\\+\\+ not found'):
