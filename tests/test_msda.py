@@ -60,6 +60,30 @@ def test_fast_equals_stock_forward_and_gradients(levels, dtype, head_dim):
         assert (a - b).abs().max().item() <= TOL[dtype]['atol'] * scale, name
 
 
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('head_dim', [8, 32])
+def test_low_precision_values_are_read_natively_and_accumulated_in_fp32(dtype, head_dim):
+    """bf16 / fp16 values in, the same dtype out, fp32 inside: the output and value gradient equal
+    the fp32 kernel's on the same (rounded) values, rounded once; the location and weight gradients
+    (fp32) equal it exactly. Against fp32 inputs, the error is bounded by bf16 rounding."""
+    value, shapes, starts, loc, attn = random_inputs(LEVELS[0], D=head_dim, dtype=torch.float32)
+    low = value.to(dtype)
+    runs = {}
+    for name, v in (('low', low), ('fp32_of_low', low.float()), ('fp32', value)):
+        inputs = [v.clone().requires_grad_(), loc.clone().requires_grad_(), attn.clone().requires_grad_()]
+        out = multi_scale_deformable_attn(inputs[0], shapes, starts, inputs[1], inputs[2], impl='fast')
+        grad = torch.cos(torch.arange(out.numel(), dtype=torch.float32)).view_as(out).to(dtype)  # as bf16 arrives
+        out.backward(grad.to(out.dtype))
+        runs[name] = [out.detach()] + [t.grad for t in inputs]
+    (out, g_value, g_loc, g_attn), (ref, r_value, r_loc, r_attn) = runs['low'], runs['fp32_of_low']
+    assert out.dtype == g_value.dtype == dtype and g_loc.dtype == g_attn.dtype == torch.float32
+    assert torch.equal(out, ref.to(dtype)) and torch.equal(g_value, r_value.to(dtype))
+    assert torch.equal(g_loc, r_loc) and torch.equal(g_attn, r_attn)
+    # Rounding the values (half an ulp each) and the output: weights sum to 1 over the samples.
+    eps = torch.finfo(dtype).eps
+    assert (out.float() - runs['fp32'][0]).abs().max() <= eps * value.abs().max()
+
+
 @pytest.mark.parametrize('head_dim', [8, 32])
 def test_fast_kernel_is_identical_across_thread_counts(head_dim):
     """Forward splits queries, backward splits (batch, head): no sum depends on the thread count."""

@@ -63,12 +63,12 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_sta
                                                           sampling_locations, attention_weights, im2col_step)
         return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
     dtype = value.dtype
-    if dtype not in (torch.float32, torch.float64):  # bf16 / fp16 under autocast: compute in fp32
-        value, sampling_locations, attention_weights = (
-            t.float() for t in (value, sampling_locations, attention_weights))
-    else:
-        sampling_locations = sampling_locations.to(dtype)
-        attention_weights = attention_weights.to(dtype)
+    if value.is_cuda and dtype not in (torch.float32, torch.float64):  # mmcv's CUDA kernel: fp32 / fp64 only
+        value = value.float()
+    # The kernels accumulate in fp32 (fp64 for fp64 values) and take locations and weights in it;
+    # on CPU bf16 / fp16 values are read as they are.
+    compute = torch.promote_types(value.dtype, torch.float32)
+    sampling_locations, attention_weights = sampling_locations.to(compute), attention_weights.to(compute)
     out = ms_deform_attn(value.contiguous(), spatial_shapes.long().contiguous(), level_start_index.long().contiguous(),
                          sampling_locations.contiguous(), attention_weights.contiguous(), im2col_step)
     return out.to(dtype)

@@ -17,8 +17,15 @@
 //   sampling_locations  (B, Q, M, L, P, 2)  (x, y) in [0, 1]
 //   attention_weights   (B, Q, M, L, P)
 //   output              (B, Q, M * D)
+//
+// dtypes: value, output and grad_value are float64, float32, bfloat16 or float16; everything is
+// computed and accumulated in the "op math" type (float for bfloat16 / float16), in which the
+// sampling locations and attention weights also come: bfloat16 locations would be off by up to
+// half a pixel on a 100-pixel map. Low-precision values are read and converted on the fly, never
+// copied to float32.
 #include <torch/extension.h>
 
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -69,48 +76,51 @@ struct Corners {
 // S * D values (700 KB for PiT-S at 400 x 667) that stays in cache while that head is swept.
 // kD > 0 fixes the channels per head at compile time (32 in every Deformable DETR config:
 // 256 channels / 8 heads), so the accumulator lives in vector registers.
-template <typename scalar_t, int kD>
+template <typename scalar_t, int kD, typename acc_t = at::opmath_type<scalar_t>>
 void forward_kernel(const scalar_t* __restrict__ value_t, const int64_t* shapes,
-                    const int64_t* starts, const scalar_t* __restrict__ loc,
-                    const scalar_t* __restrict__ attn, scalar_t* __restrict__ out, Dims d) {
+                    const int64_t* starts, const acc_t* __restrict__ loc,
+                    const acc_t* __restrict__ attn, scalar_t* __restrict__ out, Dims d) {
   const int64_t D = kD > 0 ? kD : d.D;
   const int64_t chunk = 64;  // queries per task
   const int64_t chunks = (d.Q + chunk - 1) / chunk;
   at::parallel_for(0, d.B * d.M * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> buffer(kD > 0 ? 0 : D);
+    std::vector<acc_t> buffer(kD > 0 ? 0 : D);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bm = task / chunks, b = bm / d.M, m = bm % d.M;
       const int64_t q_end = std::min(d.Q, (task % chunks + 1) * chunk);
       for (int64_t q = (task % chunks) * chunk; q < q_end; ++q) {
         const int64_t bq = b * d.Q + q;
-        scalar_t fixed[kD > 0 ? kD : 1];
-        scalar_t* acc = kD > 0 ? fixed : buffer.data();
+        acc_t fixed[kD > 0 ? kD : 1];
+        acc_t* acc = kD > 0 ? fixed : buffer.data();
         for (int64_t ch = 0; ch < D; ++ch) acc[ch] = 0;
         int64_t s = (bq * d.M + m) * d.L * d.P;  // first sample of this (query, head)
         for (int64_t l = 0; l < d.L; ++l) {
           const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
           const scalar_t* v = value_t + (bm * d.S + starts[l]) * D;
           for (int64_t p = 0; p < d.P; ++p, ++s) {
-            const Corners<scalar_t> c(loc[2 * s], loc[2 * s + 1], H, W);
+            const Corners<acc_t> c(loc[2 * s], loc[2 * s + 1], H, W);
             if (!c.any) continue;
             for (int k = 0; k < 4; ++k) {
               if (!c.valid[k]) continue;
-              const scalar_t w = attn[s] * c.weight[k];
+              const acc_t w = attn[s] * c.weight[k];
               const scalar_t* vk = v + c.offset[k] * D;
-              for (int64_t ch = 0; ch < D; ++ch) acc[ch] += w * vk[ch];
+              for (int64_t ch = 0; ch < D; ++ch) acc[ch] += w * static_cast<acc_t>(vk[ch]);
             }
           }
         }
-        std::copy(acc, acc + D, out + (bq * d.M + m) * D);
+        scalar_t* o = out + (bq * d.M + m) * D;
+        for (int64_t ch = 0; ch < D; ++ch) o[ch] = static_cast<scalar_t>(acc[ch]);
       }
     }
   });
 }
 
-template <typename scalar_t>
+// grad_value is accumulated in acc_t (a float32 buffer for bfloat16 / float16 values: summing
+// thousands of queries' contributions in bfloat16 would lose most of them).
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 void backward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t* starts,
-                     const scalar_t* loc, const scalar_t* attn, const scalar_t* grad_out,
-                     scalar_t* grad_value, scalar_t* grad_loc, scalar_t* grad_attn, Dims d) {
+                     const acc_t* loc, const acc_t* attn, const scalar_t* grad_out,
+                     acc_t* grad_value, acc_t* grad_loc, acc_t* grad_attn, Dims d) {
   const int64_t pixel_stride = d.M * d.D;
   // Each (batch, head) owns a disjoint slice of grad_value, so threads split on it and the
   // scatter needs no atomics.
@@ -125,21 +135,22 @@ void backward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t
           const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
           const int64_t base = ((b * d.S + starts[l]) * d.M + m) * d.D;
           for (int64_t p = 0; p < d.P; ++p, ++s) {
-            const Corners<scalar_t> c(loc[2 * s], loc[2 * s + 1], H, W);
+            const Corners<acc_t> c(loc[2 * s], loc[2 * s + 1], H, W);
             grad_attn[s] = 0;
             grad_loc[2 * s] = 0;
             grad_loc[2 * s + 1] = 0;
             if (!c.any) continue;
-            scalar_t ga = 0, gx = 0, gy = 0;
+            acc_t ga = 0, gx = 0, gy = 0;
             for (int k = 0; k < 4; ++k) {
               if (!c.valid[k]) continue;
               const scalar_t* vk = value + base + c.offset[k] * pixel_stride;
-              scalar_t* gvk = grad_value + base + c.offset[k] * pixel_stride;
-              const scalar_t w = attn[s] * c.weight[k];
-              scalar_t dot = 0;
+              acc_t* gvk = grad_value + base + c.offset[k] * pixel_stride;
+              const acc_t w = attn[s] * c.weight[k];
+              acc_t dot = 0;
               for (int64_t ch = 0; ch < d.D; ++ch) {
-                dot += g[ch] * vk[ch];
-                gvk[ch] += w * g[ch];
+                const acc_t gc = static_cast<acc_t>(g[ch]);
+                dot += gc * static_cast<acc_t>(vk[ch]);
+                gvk[ch] += w * gc;
               }
               ga += c.weight[k] * dot;
               gx += c.dweight_dx[k] * dot;
@@ -172,8 +183,10 @@ Dims check(const at::Tensor& value, const at::Tensor& shapes, const at::Tensor& 
   TORCH_CHECK(shapes.dim() == 2 && shapes.size(0) == d.L && shapes.size(1) == 2 &&
                   starts.numel() == d.L,
               "spatial_shapes must be (L, 2) and level_start_index (L,) with L = ", d.L);
-  TORCH_CHECK(value.scalar_type() == loc.scalar_type() && value.scalar_type() == attn.scalar_type(),
-              "value, sampling_locations and attention_weights must share a dtype");
+  const auto compute = at::toOpMathType(value.scalar_type());
+  TORCH_CHECK(loc.scalar_type() == compute && attn.scalar_type() == compute,
+              "sampling_locations and attention_weights must be ", compute, " for ", value.scalar_type(),
+              " values, got ", loc.scalar_type(), " and ", attn.scalar_type());
   TORCH_CHECK(value.is_contiguous() && shapes.is_contiguous() && starts.is_contiguous() &&
                   loc.is_contiguous() && attn.is_contiguous(),
               "ms_deform_attn_cpu expects contiguous tensors");
@@ -193,10 +206,11 @@ at::Tensor ms_deform_attn_forward(const at::Tensor& value, const at::Tensor& sha
   const Dims d = check(value, shapes, starts, loc, attn);
   auto out = at::empty({d.B, d.Q, d.M * d.D}, value.options());
   const auto value_t = value.permute({0, 2, 1, 3}).contiguous();
-  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, value.scalar_type(), "ms_deform_attn_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     auto kernel = d.D == 32 ? forward_kernel<scalar_t, 32> : forward_kernel<scalar_t, 0>;
     kernel(value_t.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-           loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), d);
+           loc.data_ptr<acc_t>(), attn.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), d);
   });
   return out;
 }
@@ -209,17 +223,18 @@ std::vector<at::Tensor> ms_deform_attn_backward(const at::Tensor& value, const a
   TORCH_CHECK(grad_out.is_contiguous() && grad_out.scalar_type() == value.scalar_type() &&
                   grad_out.numel() == d.B * d.Q * d.M * d.D,
               "grad_output must be a contiguous (B, Q, M * D) tensor");
-  auto grad_value = at::zeros_like(value);
+  auto grad_value = at::zeros(value.sizes(), value.options().dtype(loc.scalar_type()));
   auto grad_loc = at::empty_like(loc);
   auto grad_attn = at::empty_like(attn);
-  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, value.scalar_type(), "ms_deform_attn_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     backward_kernel<scalar_t>(value.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(),
-                              starts.data_ptr<int64_t>(), loc.data_ptr<scalar_t>(),
-                              attn.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
-                              grad_value.data_ptr<scalar_t>(), grad_loc.data_ptr<scalar_t>(),
-                              grad_attn.data_ptr<scalar_t>(), d);
+                              starts.data_ptr<int64_t>(), loc.data_ptr<acc_t>(),
+                              attn.data_ptr<acc_t>(), grad_out.data_ptr<scalar_t>(),
+                              grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(),
+                              grad_attn.data_ptr<acc_t>(), d);
   });
-  return {grad_value, grad_loc, grad_attn};
+  return {grad_value.to(value.scalar_type()), grad_loc, grad_attn};
 }
 
 }  // namespace
