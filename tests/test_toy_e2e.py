@@ -83,6 +83,22 @@ def test_train_then_evaluate_matches_pycocotools(tiny_toy, trained_toy, tmp_path
     assert len(pictures) == 4
 
 
+def test_evaluate_in_bf16(tiny_toy, trained_toy, tmp_path):
+    """tools/test.py --bf16 runs the model under bf16 autocast (the scores move by bf16 rounding;
+    an autocast that mmengine's loop switches off would leave them identical), writes float32
+    detections and gives COCO metrics."""
+    ckpt = (trained_toy / 'last_checkpoint').read_text().strip()
+    dets = {}
+    for precision in ('fp32', 'bf16'):
+        out = tmp_path / precision
+        run(['tools/test.py', TOY, ckpt, '--work-dir', tmp_path / 'work', '--out-dir', out, '--data-root', tiny_toy,
+             *(['--bf16'] if precision == 'bf16' else [])])
+        assert 'coco/bbox_mAP' in json.loads((out / 'metrics.json').read_text())
+        dets[precision] = json.loads((out / 'detections.bbox.json').read_text())
+    assert len(dets['bf16']) == len(dets['fp32']) == 4 * 100
+    assert [d['score'] for d in dets['bf16']] != [d['score'] for d in dets['fp32']]
+
+
 def test_demo_draws_one_picture_per_input(tiny_toy, trained_toy, tmp_path):
     ckpt = (trained_toy / 'last_checkpoint').read_text().strip()
     out = tmp_path / 'demo'

@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument('--work-dir', default='work_dirs/quickstart')
     parser.add_argument('--data-root', default='data/toy_coco')
     parser.add_argument('--epochs', type=int, help='override the toy schedule length')
+    parser.add_argument('--bf16', action='store_true', help='evaluate under bfloat16 autocast')
     args = parser.parse_args()
     work_dir = (ROOT / args.work_dir).resolve()
     t0 = time.time()
@@ -49,7 +50,7 @@ def main() -> None:
 
     print('[3/3] COCO evaluation of the trained model on the toy val split, with pictures', flush=True)
     run([sys.executable, 'tools/test.py', CONFIG, checkpoint, '--work-dir', work_dir / 'test',
-         '--out-dir', work_dir, '--data-root', args.data_root, '--show-dir', 'pictures'])
+         '--out-dir', work_dir, '--data-root', args.data_root, '--show-dir', 'pictures', *(['--bf16'] if args.bf16 else [])])
 
     before = json.loads((work_dir / 'metrics_before_train.json').read_text())
     after = json.loads((work_dir / 'metrics.json').read_text())

@@ -1,7 +1,8 @@
 """Evaluate a detector checkpoint with COCO bbox metrics (AP, AP50, AP75, APs/m/l).
 
 Writes ``<out-dir>/metrics.json`` and the detections in COCO result format
-``<out-dir>/detections.bbox.json``; ``--show-dir`` draws the detections on the images.
+``<out-dir>/detections.bbox.json``; ``--show-dir`` draws the detections on the images; ``--bf16``
+runs the model under bfloat16 autocast.
 
 Example:
     python tools/test.py configs/deformable_detr_pit_s.py work_dirs/deformable_detr_pit_s/epoch_50.pth
@@ -11,6 +12,8 @@ import json
 import os
 import os.path as osp
 import sys
+
+import torch
 
 from mmengine.config import DictAction
 from mmengine.dist import is_main_process
@@ -29,6 +32,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--data-root', help='COCO-layout data root overriding the config')
     parser.add_argument('--show-dir', help='draw detections into this folder (under the work dir)')
     parser.add_argument('--score-thr', type=float, default=0.3, help='score threshold for --show-dir')
+    parser.add_argument('--bf16', action='store_true',
+                        help='run the model under bfloat16 autocast (CPU or GPU); data and metrics stay as they are')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -51,6 +56,11 @@ def main() -> None:
         hook = cfg.default_hooks.visualization
         hook.update(draw=True, test_out_dir=args.show_dir, score_thr=args.score_thr)
     # The checkpoint is read weights-only (pit_det.checkpoint, installed when pit_det is imported).
+    if args.bf16:
+        # mmengine's TestLoop autocasts each iteration when fp16=True (an autocast around it would
+        # be switched off inside): to bf16 on CPU, to the autocast dtype set here on CUDA.
+        cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+        torch.set_autocast_dtype('cuda', torch.bfloat16)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     if is_main_process():

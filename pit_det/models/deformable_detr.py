@@ -3,6 +3,7 @@ any size."""
 from contextlib import contextmanager
 from typing import Dict, Iterator, Tuple
 
+import torch
 from mmdet.models.detectors import DeformableDETR
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
@@ -58,13 +59,18 @@ class PitDeformableDETR(DeformableDETR):
 
     def predict(self, batch_inputs: Tensor, batch_data_samples: SampleList, rescale: bool = True) -> SampleList:
         """mmdet's ``DetectionTransformer.predict``, with the head's ``max_per_img`` capped at the
-        number of (query, class) candidates, which a batch of few queries can undercut."""
+        number of (query, class) candidates, which a batch of few queries can undercut, and the
+        head in fp32 under autocast."""
         img_feats = self.extract_feat(batch_inputs)
         head_inputs = self.forward_transformer(img_feats, batch_data_samples)
         # hidden_states: (num_decoder_layers, B, num_queries_used, C)
         candidates = head_inputs['hidden_states'].shape[2] * self.bbox_head.cls_out_channels
         test_cfg = self.bbox_head.test_cfg
         cap = min(test_cfg.get('max_per_img', candidates), candidates)
-        with _attribute(self.bbox_head, 'test_cfg', {**test_cfg, 'max_per_img': cap}):
+        # Under autocast the head (class and box branches, box decoding) still runs in fp32: bf16
+        # boxes would be off by pixels at image scale, and COCO tools cannot read bf16.
+        head_inputs = {k: [t.float() for t in v] if isinstance(v, list) else v.float() for k, v in head_inputs.items()}
+        with _attribute(self.bbox_head, 'test_cfg', {**test_cfg, 'max_per_img': cap}), \
+                torch.autocast(batch_inputs.device.type, enabled=False):
             results = self.bbox_head.predict(**head_inputs, rescale=rescale, batch_data_samples=batch_data_samples)
         return self.add_pred_to_datasample(batch_data_samples, results)
