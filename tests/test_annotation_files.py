@@ -1,7 +1,6 @@
 """Malformed annotation files and class names that do not match the config: a message naming the
 file, entry and field (or the class names and the fix), never a traceback, in the checker, the
 dataset and the training tool."""
-import copy
 import json
 import os
 import re
