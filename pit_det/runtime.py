@@ -47,6 +47,19 @@ def setup_cpu_distributed(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def shutdown_distributed() -> None:
+    """Destroy the process group, if any, before the interpreter exits.
+
+    mmengine never destroys the group it (or :func:`setup_cpu_distributed`) created. Left to
+    the interpreter's teardown, gloo's worker threads are destroyed while still joinable and
+    the process aborts ("terminate called without an active exception", SIGABRT) after the
+    run has finished, and torchrun then reports the whole run as failed.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank tears down while another still talks to it
+        torch.distributed.destroy_process_group()
+
+
 def load_config(path: str, launcher: str = 'none', cfg_options: Optional[dict] = None,
                 data_root: Optional[str] = None, work_dir: Optional[str] = None) -> Config:
     """The config as the tools use it: command-line overrides merged, data root moved,

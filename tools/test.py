@@ -20,7 +20,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 from pit_det.errors import run_tool
-from pit_det.runtime import load_config
+from pit_det.runtime import load_config, shutdown_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -70,6 +70,7 @@ def main() -> None:
         print(f'detections: {osp.join(out_dir, "detections.bbox.json")}')
         if args.show_dir:
             print(f'pictures: {osp.join(runner.log_dir, args.show_dir)}')
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

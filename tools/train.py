@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 
 from pit_det.checkpoint import checkpoint_seed, find_resumable_checkpoint
 from pit_det.errors import run_tool
-from pit_det.runtime import load_config
+from pit_det.runtime import load_config, shutdown_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,6 +71,7 @@ def main() -> None:
     # atomically (pit_det.checkpoint, installed in mmengine when pit_det is imported).
     runner = Runner.from_cfg(cfg)
     runner.train()
+    shutdown_distributed()
 
 
 if __name__ == '__main__':
