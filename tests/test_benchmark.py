@@ -54,33 +54,62 @@ def test_summarize():
 
 
 @pytest.mark.slow
-def test_benchmark_tool_smoke(tmp_path):
-    """The tool on CPU on a small input: both kernels timed, same detections, JSON and plot."""
+def run_tool(tmp_path, *args) -> tuple:
     out = tmp_path / 'bench.json'
     proc = subprocess.run([sys.executable, 'tools/benchmark_latency.py', 'configs/deformable_detr_pit_s.py',
-                           '--shape', '160', '208', '--iters', '2', '--warmup', '1', '--threads', '1',
-                           '--profile', '3', '--out', str(out), '--plot'],
+                           '--shape', '160', '208', '--threads', '1', '--out', str(out), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(out.read_text())
-    assert report['environment']['threads'] == 1 and report['environment']['shape'] == [160, 208]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_benchmark_tool_smoke(tmp_path):
+    """The tool on CPU on a small input: both kernels in fp32 and bf16 side by side, same
+    detections across kernels, JSON and plot."""
+    report, stdout = run_tool(tmp_path, '--iters', '2', '--warmup', '1', '--profile', '3', '--plot', '--bf16')
+    env = report['environment']
+    assert env['threads'] == 1 and env['shape'] == [160, 208] and env['dtypes'] == ['fp32', 'bf16']
     # A 2-core CPU: tens to hundreds of GFLOP/s; a unit slip (GFLOP/s as TFLOP/s) lands outside.
-    assert 0.005 < report['environment']['matmul_tflops'] < 50
-    stock, fast = report['results']
-    assert (stock['impl'], fast['impl']) == ('stock', 'fast')
+    assert set(env['matmul_tflops']) == {'fp32', 'bf16'}
+    assert all(0.005 < rate < 50 for rate in env['matmul_tflops'].values())
+    rows = report['results']
+    assert [(r['impl'], r['dtype'], r['compiled']) for r in rows] == [
+        ('stock', 'fp32', False), ('fast', 'fp32', False), ('stock', 'bf16', False), ('fast', 'bf16', False)]
+    stock, fast, stock_bf16, fast_bf16 = rows
     assert stock['params'] == fast['params'] and stock['params']['total'] > stock['params']['backbone'] > 0
     # PiT-S at 160 x 208: 12 deformable attention calls (6 encoder + 6 decoder) counted analytically.
     assert fast['flops']['total'] == fast['flops']['counted'] + fast['flops']['msda_analytic']
     assert fast['flops']['msda_analytic'] > 0 and 0 < fast['flops']['backbone'] < fast['flops']['counted']
-    assert fast['vs_stock']['max_box_diff'] <= 1e-4 and fast['vs_stock']['max_score_diff'] <= 1e-4
-    assert fast['vs_stock']['labels_equal']
-    assert fast['speedup_vs_stock'] == pytest.approx(stock['latency']['median_ms'] / fast['latency']['median_ms'])
-    for row in (stock, fast):
+    assert 'reference' not in stock and fast['reference'] == 'stock fp32' == fast_bf16['reference']
+    assert fast['vs_reference']['max_box_diff'] <= 1e-4 and fast['vs_reference']['max_score_diff'] <= 1e-4
+    assert fast['vs_reference']['labels_equal']
+    # bf16 keeps about 3 significant digits: scores within 0.05 of fp32, yet not identical to them.
+    for row in (stock_bf16, fast_bf16):
+        assert 0 < row['vs_reference']['max_score_diff'] < 0.05
+    for row in rows[1:]:
+        assert row['speedup'] == pytest.approx(stock['latency']['median_ms'] / row['latency']['median_ms'])
+    for row in rows:
         rate = row['flops']['total'] / (row['latency']['median_ms'] / 1e3)
         assert row['achieved_tflops'] == pytest.approx(rate / 1e12)
-        assert row['share_of_matmul_rate'] == pytest.approx(rate / (report['environment']['matmul_tflops'] * 1e12))
-    for row in (stock, fast):
+        assert row['share_of_matmul_rate'] == pytest.approx(rate / (env['matmul_tflops'][row['dtype']] * 1e12))
         assert row['latency']['iters'] == 2 and row['latency']['median_ms'] > 0 and row['peak_mib'] > 0
-        assert len(row['top_ops']) == 3
+        assert row['backbone_latency']['iters'] == 2 and len(row['top_ops']) == 3
     assert (tmp_path / 'bench.png').stat().st_size > 0
-    assert 'speed-up' in proc.stdout and 'pit_s' in proc.stdout
+    assert 'speed-up' in stdout and 'fast bf16' in stdout
+
+
+@pytest.mark.slow
+def test_benchmark_compile_rows(tmp_path):
+    """--compile: an inductor-compiled row beside each eager one, its compile time apart from
+    its latency, the same detections as eager (one encoder and decoder layer keep compiling short)."""
+    report, stdout = run_tool(tmp_path, '--iters', '1', '--warmup', '1', '--no-flops', '--msda-impl', 'fast',
+                              '--compile', '--cfg-options', 'model.encoder.num_layers=1', 'model.decoder.num_layers=1')
+    eager, compiled = report['results']
+    assert (eager['compiled'], compiled['compiled']) == (False, True) and report['environment']['compile_mode'] == 'default'
+    assert compiled['compile_s'] > compiled['latency']['median_ms'] / 1e3 > 0 and 'compile_s' not in eager
+    assert compiled['backbone_latency'] is None
+    # mmdet's detector code splits test_step into several graphs; eager rows have none.
+    assert compiled['graphs'] >= 1 and compiled['graph_breaks'] >= 0 and 'graphs' not in eager
+    assert compiled['reference'] == 'fast fp32' and compiled['vs_reference']['labels_equal']
+    assert compiled['vs_reference']['max_box_diff'] <= 1e-3 and compiled['vs_reference']['max_score_diff'] <= 1e-5
+    assert 'fast fp32 compiled' in stdout

@@ -1,14 +1,19 @@
 """Single-image latency, memory, parameters and FLOPs of detectors, side by side (PiT Table 5).
 
 Each config is built with seeded random weights and run on one random-noise image (400 x 667 by
-default, batch 1). For every deformable-attention kernel asked for (``--msda-impl``; on CPU both
-mmcv's stock one and pit-det's fast one by default) it times ``test_step`` and the backbone
-alone, records peak memory, and checks that the detections equal the first kernel's. Counting
+default, batch 1). For every precision (``--dtype``, ``--bf16``), deformable-attention kernel
+(``--msda-impl``; on CPU mmcv's stock one and pit-det's fast one by default) and, with
+``--compile``, eager and ``torch.compile``d ``test_step``, it times ``test_step`` (and the
+backbone alone, eager), records peak memory, and compares the detections with the detector's
+first variant. The 2048^3 matmul rate of each precision is measured in the same run. Counting
 conventions are in ``pit_det/benchmark.py``.
 
 Examples:
     python tools/benchmark_latency.py configs/deformable_detr_{r50,vit_s,pit_s}.py --threads 2
-    python tools/benchmark_latency.py configs/deformable_detr_pit_s.py --device cuda --bf16 --plot
+    python tools/benchmark_latency.py configs/deformable_detr_{r50,vit_s,pit_s}.py --threads 2 \
+        --msda-impl fast --bf16 --compile               # fp32 / bf16 x eager / inductor
+    python tools/benchmark_latency.py configs/deformable_detr_pit_s.py --device cuda --bf16 \
+        --compile --compile-mode reduce-overhead        # CUDA graphs
 """
 import argparse
 import json
@@ -19,6 +24,7 @@ import warnings
 
 import torch
 from mmengine.config import DictAction
+from torch._dynamo.utils import counters
 from tqdm import tqdm
 
 from pit_det import benchmark as bm
@@ -38,11 +44,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='input image size (default: 400 667, half-resolution COCO)')
     parser.add_argument('--device', default=None, help="'cpu' or 'cuda' (default: cuda if available)")
     parser.add_argument('--threads', type=int, help='CPU threads (torch.set_num_threads)')
-    precision = parser.add_mutually_exclusive_group()
-    precision.add_argument('--fp16', action='store_true', help='autocast to float16')
-    precision.add_argument('--bf16', action='store_true', help='autocast to bfloat16')
+    parser.add_argument('--dtype', nargs='+', choices=list(bm.DTYPES), default=['fp32'],
+                        help='precisions to measure, in this order: fp32, or autocast to bf16 / fp16 (default: fp32)')
+    parser.add_argument('--bf16', action='store_true', help='shorthand for --dtype fp32 bf16 (side by side)')
+    parser.add_argument('--fp16', action='store_true', help='shorthand for --dtype fp32 fp16 (side by side)')
     parser.add_argument('--msda-impl', nargs='+', choices=['stock', 'fast', 'auto'], default=['stock', 'fast'],
                         help='deformable-attention kernels to measure, in this order (default: stock fast)')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time torch.compile(test_step) (inductor) beside eager; compile time reported apart')
+    parser.add_argument('--compile-mode', default='default', choices=['default', 'reduce-overhead', 'max-autotune'],
+                        help="torch.compile mode ('reduce-overhead': CUDA graphs on GPU)")
     parser.add_argument('--warmup', type=int, default=3, help='untimed calls first (default: 3)')
     parser.add_argument('--iters', type=int, default=20, help='timed calls (default: 20)')
     parser.add_argument('--no-flops', action='store_true', help='skip the FLOP count')
@@ -54,92 +65,138 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='draw latency against parameters and FLOPs (default file: next to --out)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
                         help='config overrides applied to every config, e.g. model.num_queries=100')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag in ('bf16', 'fp16'):
+        if getattr(args, flag):
+            args.dtype = ['fp32', flag] if args.dtype == ['fp32'] else [*args.dtype, flag]
+    args.dtype = list(dict.fromkeys(args.dtype))
+    return args
 
 
 def label(config: str) -> str:
     return osp.splitext(osp.basename(config))[0].replace('deformable_detr_', '')
 
 
+def variant(row: dict) -> str:
+    """'fast bf16 compiled': kernel, precision and eager / compiled of a result row."""
+    return f"{row['impl']} {row['dtype']}" + (' compiled' if row['compiled'] else '')
+
+
+def check_dtypes(device: str, dtypes: list) -> None:
+    if 'fp16' in dtypes and not device.startswith('cuda'):
+        # CPUs without native fp16 arithmetic emulate it: PiT-S at 160 x 208 ran > 10 minutes here.
+        raise SystemExit('--fp16 is for GPUs; on CPU use --bf16 (or fp32, the default)')
+    if 'bf16' in dtypes and device.startswith('cuda') and not torch.cuda.is_bf16_supported():
+        raise SystemExit(f'--bf16: {torch.cuda.get_device_name()} has no bfloat16 support; use --fp16')
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    dtype = 'bf16' if args.bf16 else 'fp16' if args.fp16 else 'fp32'
-    if dtype == 'fp16' and not device.startswith('cuda'):
-        # CPUs without native fp16 arithmetic emulate it: PiT-S at 160 x 208 ran > 10 minutes here.
-        raise SystemExit('--fp16 is for GPUs; on CPU use --bf16 (or fp32, the default)')
-    if dtype == 'bf16' and device.startswith('cuda') and not torch.cuda.is_bf16_supported():
-        raise SystemExit(f'--bf16: {torch.cuda.get_device_name()} has no bfloat16 support; use --fp16')
+    check_dtypes(device, args.dtype)
     env = bm.environment(device)
     env['keep_freed_memory'] = bm.keep_freed_memory() if args.keep_freed_memory else False
-    env.update(dtype=dtype, shape=args.shape, warmup=args.warmup, iters=args.iters,
+    env.update(dtypes=args.dtype, shape=args.shape, warmup=args.warmup, iters=args.iters,
+               compile_mode=args.compile_mode if args.compile else None,
                command=' '.join([osp.basename(sys.executable), *sys.argv]))
-    env['matmul_tflops'] = bm.matmul_rate(device, dtype) / 1e12
-    print(f"device {device} ({env.get('gpu', env['cpu'])}), {env['threads']} threads, {dtype}, "
-          f"image {args.shape[0]} x {args.shape[1]}, 2048^3 matmul {env['matmul_tflops'] * 1e3:.0f} GFLOP/s"
+    # The practical peak of each precision, measured in this run beside the models.
+    env['matmul_tflops'] = {dtype: bm.matmul_rate(device, dtype) / 1e12 for dtype in args.dtype}
+    print(f"device {device} ({env.get('gpu', env['cpu'])}), {env['threads']} threads, "
+          f"image {args.shape[0]} x {args.shape[1]}, 2048^3 matmul "
+          + ', '.join(f'{dtype} {rate * 1e3:.0f} GFLOP/s' for dtype, rate in env['matmul_tflops'].items())
           + (', freed memory kept (mallopt)' if env['keep_freed_memory'] else ''),
           flush=True)
 
     impls = [resolve_impl(i) for i in args.msda_impl]
+    modes = [False, True] if args.compile else [False]
     rows = []
-    steps = len(args.configs) * len(impls) * 2 * args.iters
+    steps = len(args.configs) * len(impls) * len(args.dtype) * sum(args.iters * (1 if c else 2) for c in modes)
     with tqdm(total=steps, desc='timing', unit='call', disable=None, file=sys.stderr) as bar:
         for config in args.configs:
-            model = bm.build_detector(config, args.cfg_options).to(device)
-            data = bm.to_device(bm.make_sample(*args.shape), device)
-            image = model.data_preprocessor(data, False)['inputs']
-            params = bm.count_params(model)
-            flops = None
-            if not args.no_flops:
-                flops = bm.count_flops(model, lambda: model.test_step(data))
-                flops['backbone'] = bm.count_flops(model.backbone, lambda: model.backbone(image))['total']
-            reference = None
-            for impl in impls:
-                set_msda_impl(model, impl)
-                bar.set_postfix_str(f'{label(config)} {impl}')
-                with torch.no_grad(), bm.autocast(device, dtype):
-                    step = lambda: model.test_step(data)  # noqa: E731
-                    with bm.peak_memory(device) as memory:
-                        latency = bm.time_calls(step, args.warmup, args.iters, device, bar.update)
-                    backbone = bm.time_calls(lambda: model.backbone(image), args.warmup, args.iters, device,
-                                             bar.update)
-                    dets = bm.detections(step())
-                    top_ops = bm.profile_top_ops(step, args.profile) if args.profile else None
-                row = dict(config=config, model=label(config), impl=impl, params=params, flops=flops,
-                           latency=bm.summarize(latency), backbone_latency=bm.summarize(backbone), **memory)
-                if flops:
-                    rate = flops['total'] / (row['latency']['median_ms'] / 1e3)
-                    row['achieved_tflops'] = rate / 1e12
-                    row['share_of_matmul_rate'] = rate / (env['matmul_tflops'] * 1e12)
-                if reference is None:  # the first kernel measured is what the others are held to
-                    reference = (row, dets)
-                else:
-                    ref_row, ref_dets = reference
-                    row['vs_' + ref_row['impl']] = bm.compare_detections(dets, ref_dets)
-                    row['speedup_vs_' + ref_row['impl']] = ref_row['latency']['median_ms'] / row['latency']['median_ms']
-                if top_ops:
-                    row['top_ops'] = top_ops
-                rows.append(row)
-            del model
+            rows += benchmark_config(config, impls, modes, device, env, args, bar)
     return dict(environment=env, results=rows)
 
 
+def benchmark_config(config: str, impls: list, modes: list, device: str, env: dict, args: argparse.Namespace,
+                     bar: tqdm) -> list:
+    """One result row per precision x kernel x eager / compiled of one detector."""
+    model = bm.build_detector(config, args.cfg_options).to(device)
+    data = bm.to_device(bm.make_sample(*args.shape), device)
+    image = model.data_preprocessor(data, False)['inputs']
+    params = bm.count_params(model)
+    flops = None
+    if not args.no_flops:
+        flops = bm.count_flops(model, lambda: model.test_step(data))
+        flops['backbone'] = bm.count_flops(model.backbone, lambda: model.backbone(image))['total']
+    rows, reference = [], None
+    for dtype in args.dtype:
+        for impl in impls:
+            set_msda_impl(model, impl)
+            for compiled in modes:
+                row = dict(config=config, model=label(config), impl=impl, dtype=dtype, compiled=compiled,
+                           params=params, flops=flops)
+                bar.set_postfix_str(f'{label(config)} {variant(row)}')
+                row.update(measure(model, data, image, device, dtype, compiled, args, bar.update))
+                dets = row.pop('detections')
+                if flops:
+                    rate = flops['total'] / (row['latency']['median_ms'] / 1e3)
+                    row['achieved_tflops'] = rate / 1e12
+                    row['share_of_matmul_rate'] = rate / (env['matmul_tflops'][dtype] * 1e12)
+                if reference is None:  # the model's first variant is what the others are held to
+                    reference = (row, dets)
+                else:
+                    ref_row, ref_dets = reference
+                    row['reference'] = variant(ref_row)
+                    row['vs_reference'] = bm.compare_detections(dets, ref_dets)
+                    row['speedup'] = ref_row['latency']['median_ms'] / row['latency']['median_ms']
+                rows.append(row)
+    return rows
+
+
+def measure(model, data: dict, image, device: str, dtype: str, compiled: bool, args: argparse.Namespace,
+            progress) -> dict:
+    """Latency (and, eager, the backbone's), peak memory and detections of one variant."""
+    step = lambda: model.test_step(data)  # noqa: E731
+    result = {}
+    with torch.no_grad(), bm.autocast(device, dtype):
+        if compiled:
+            torch._dynamo.reset()  # a fresh compile per variant: its time is measured, no cache limit hit
+            counters.clear()
+            fn = torch.compile(model.test_step, mode=None if args.compile_mode == 'default' else args.compile_mode)
+            step = lambda: fn(data)  # noqa: E731
+            # The first call traces, generates and compiles the kernels, then runs once.
+            result['compile_s'] = bm.time_calls(step, 0, 1, device)[0]
+            result['graphs'] = counters['stats']['unique_graphs']
+            result['graph_breaks'] = sum(counters['graph_break'].values())
+        with bm.peak_memory(device) as memory:
+            latency = bm.time_calls(step, args.warmup, args.iters, device, progress)
+        result.update(latency=bm.summarize(latency), **memory)
+        result['backbone_latency'] = None if compiled else bm.summarize(
+            bm.time_calls(lambda: model.backbone(image), args.warmup, args.iters, device, progress))
+        result['detections'] = bm.detections(step())
+        if args.profile:
+            result['top_ops'] = bm.profile_top_ops(step, args.profile)
+    return result
+
+
 def print_table(report: dict) -> None:
-    header = (f"{'model':<16}{'msda':<7}{'params M':>9}{'GFLOPs':>8}{'bb GFLOPs':>10}{'median ms':>10}{'p90 ms':>8}{'img/s':>7}"
-              f"{'backbone ms':>12}{'peak MiB':>9}{'GFLOP/s':>8}{'% mm':>6}{'speed-up':>9}  same dets")
+    header = (f"{'model':<12}{'variant':<22}{'params M':>9}{'GFLOPs':>8}{'bb GFLOPs':>10}{'median ms':>10}"
+              f"{'p90 ms':>8}{'img/s':>7}{'backbone ms':>12}{'peak MiB':>9}{'GFLOP/s':>8}{'% mm':>6}"
+              f"{'compile s':>10}{'speed-up':>9}  detections vs first row")
     print(header)
     print('-' * len(header))
+    nan = float('nan')
     for r in report['results']:
-        lat, f = r['latency'], r['flops']
-        speedup = next((v for k, v in r.items() if k.startswith('speedup_vs_')), None)
-        agree = next((v for k, v in r.items() if k.startswith('vs_')), None)
-        print(f"{r['model']:<16}{r['impl']:<7}{r['params']['total'] / 1e6:>9.2f}"
-              f"{(f['total'] / 1e9 if f else float('nan')):>8.1f}{(f['backbone'] / 1e9 if f else float('nan')):>10.1f}"
-              f"{lat['median_ms']:>10.1f}{lat['p90_ms']:>8.1f}"
-              f"{lat['images_per_s']:>7.2f}{r['backbone_latency']['median_ms']:>12.1f}{r['peak_mib']:>9.0f}"
-              f"{r.get('achieved_tflops', float('nan')) * 1e3:>8.0f}{r.get('share_of_matmul_rate', float('nan')) * 100:>6.0f}"
-              f"{(f'{speedup:.2f}x' if speedup else ''):>9}  "
+        lat, f, agree = r['latency'], r['flops'], r.get('vs_reference')
+        backbone = r['backbone_latency']['median_ms'] if r['backbone_latency'] else nan
+        speedup = f"{r['speedup']:.2f}x" if 'speedup' in r else ''
+        print(f"{r['model']:<12}{variant(r):<22}{r['params']['total'] / 1e6:>9.2f}"
+              f"{(f['total'] / 1e9 if f else nan):>8.1f}{(f['backbone'] / 1e9 if f else nan):>10.1f}"
+              f"{lat['median_ms']:>10.1f}{lat['p90_ms']:>8.1f}{lat['images_per_s']:>7.2f}{backbone:>12.1f}"
+              f"{r['peak_mib']:>9.0f}{r.get('achieved_tflops', nan) * 1e3:>8.0f}"
+              f"{r.get('share_of_matmul_rate', nan) * 100:>6.0f}{r.get('compile_s', nan):>10.1f}"
+              f"{speedup:>9}  "
               + (f"box {agree['max_box_diff']:.1e} px, score {agree['max_score_diff']:.1e}, labels "
                  f"{'equal' if agree['labels_equal'] else 'DIFFER'}" if agree else ''))
         for op in r.get('top_ops', []):
@@ -152,20 +209,20 @@ def plot(report: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     rows = [r for r in report['results'] if r['flops']]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, key, name in ((axes[0], 'params', 'parameters (M)'), (axes[1], 'flops', 'GFLOPs')):
-        for impl, marker in (('stock', 'o'), ('fast', 's')):
-            sel = [r for r in rows if r['impl'] == impl]
+    for ax, key, axis_name in ((axes[0], 'params', 'parameters (M)'), (axes[1], 'flops', 'GFLOPs')):
+        for i, name in enumerate(dict.fromkeys(variant(r) for r in rows)):
+            sel = [r for r in rows if variant(r) == name]
             xs = [r[key]['total'] / (1e6 if key == 'params' else 1e9) for r in sel]
             ys = [r['latency']['median_ms'] for r in sel]
-            ax.scatter(xs, ys, marker=marker, label=f'{impl} deformable attention')
+            ax.scatter(xs, ys, marker='osD^v<>p*'[i % 9], label=name)
             for x, y, r in zip(xs, ys, sel):
                 ax.annotate(r['model'], (x, y), textcoords='offset points', xytext=(4, 4), fontsize=8)
-        ax.set_xlabel(name)
+        ax.set_xlabel(axis_name)
         ax.grid(alpha=0.3)
     env = report['environment']
     axes[0].set_ylabel('median latency (ms)')
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{env.get('gpu', env['cpu'])}, {env['threads']} threads, {env['dtype']}, "
+    fig.suptitle(f"{env.get('gpu', env['cpu'])}, {env['threads']} threads, "
                  f"{env['shape'][0]} x {env['shape'][1]}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
