@@ -34,7 +34,7 @@ def build(config: str, **model_options):
 def encoder_tokens(model) -> list:
     """A list that receives the number of encoder tokens of each forward."""
     seen = []
-    model.encoder.register_forward_hook(lambda m, args, kwargs, out: seen.append(out.shape[1]), with_kwargs=True)
+    model.encoder.layers[-1].register_forward_hook(lambda m, args, kwargs, out: seen.append(out.shape[1]), with_kwargs=True)
     return seen
 
 
@@ -114,3 +114,36 @@ def test_normal_images_give_exactly_mmdets_results(tmp_path, name):
         (b,) = reference.eval().test_step(copy.deepcopy(data))
     for key in ('bboxes', 'scores', 'labels'):
         assert torch.equal(a.pred_instances[key], b.pred_instances[key]), key
+
+
+@pytest.mark.parametrize('name', ['pit_s', 'vit_s'])
+def test_padded_batches_give_exactly_mmdets_results_and_losses(tmp_path, name):
+    """Two images of different sizes in one batch: padding masks, valid ratios and masked
+    proposals go through pit-det's own ``pre_transformer`` / encoder / proposal code; the
+    detections and every loss equal mmdet's ``DeformableDETR`` bit for bit."""
+    cfg, ours = build(f'deformable_detr_{name}.py', msda_impl='stock')
+    mmdet_cfg = copy.deepcopy(cfg.model)
+    mmdet_cfg.pop('msda_impl')
+    mmdet_cfg.type = 'DeformableDETR'
+    reference = MODELS.build(mmdet_cfg)
+    reference.load_state_dict(ours.state_dict())
+    for pipeline, train in ((cfg.test_pipeline, False), (cfg.train_pipeline, True)):
+        np.random.seed(0)
+        packed = [sample(tmp_path, hw, pipeline) for hw in ((480, 640), (300, 520))]
+        data = dict(inputs=[p['inputs'] for p in packed], data_samples=[p['data_samples'] for p in packed])
+        if not train:
+            with torch.no_grad():
+                results = [m.eval().test_step(copy.deepcopy(data)) for m in (ours, reference)]
+            for a, b in zip(*results):
+                for key in ('bboxes', 'scores', 'labels'):
+                    assert torch.equal(a.pred_instances[key], b.pred_instances[key]), key
+            continue
+        losses = []
+        for m in (ours, reference):
+            batch = m.data_preprocessor(copy.deepcopy(data), True)
+            assert batch['inputs'].shape[-2:] != batch['data_samples'][1].img_shape  # padded: masks in use
+            torch.manual_seed(0)  # the same dropout masks
+            losses.append(m.train().loss(batch['inputs'], batch['data_samples']))
+        assert losses[0].keys() == losses[1].keys()
+        for key in losses[0]:
+            assert torch.equal(losses[0][key], losses[1][key]), key

@@ -1,12 +1,13 @@
 """mmdet's Deformable DETR with a selectable multi-scale deformable attention kernel, for images of
-any size."""
+any size, traceable by ``torch.export``."""
 from contextlib import contextmanager
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmdet.models.detectors import DeformableDETR
 from mmdet.registry import MODELS
-from mmdet.structures import SampleList
+from mmdet.structures import OptSampleList, SampleList
 from torch import Tensor
 
 from .msda import set_msda_impl
@@ -37,6 +38,11 @@ class PitDeformableDETR(DeformableDETR):
     ``min(max_per_img, N * num_classes)`` detections. Batches with at least ``num_queries`` tokens
     run exactly mmdet's code.
 
+    The level shapes travel as Python ints (``level_shapes``) beside mmdet's (L, 2) tensor, and
+    everything that needs them as numbers (reference points, proposals, the pure-PyTorch
+    ``grid_sample`` kernel) reads the ints: mmdet reads the tensor's values, which
+    ``torch.export`` cannot trace (they are data, not shapes). The results are mmdet's, bit for bit.
+
     Args:
         msda_impl: 'auto' (pit-det's CPU kernel when it builds, else mmcv's), 'fast' (pit-det's
             CPU kernel, an error if it cannot be built) or 'stock' (mmcv's code unchanged).
@@ -49,13 +55,75 @@ class PitDeformableDETR(DeformableDETR):
         super().__init__(*args, **kwargs)
         set_msda_impl(self, msda_impl)
 
-    def pre_decoder(self, memory: Tensor, memory_mask: Tensor, spatial_shapes: Tensor) -> Tuple[Dict, Dict]:
-        """mmdet's, taking ``min(num_queries, N)`` proposals from ``memory`` (B, N, C)."""
+    def pre_transformer(self, mlvl_feats: Tuple[Tensor], batch_data_samples: OptSampleList = None
+                        ) -> Tuple[Dict, Dict]:
+        """mmdet's (padding masks, position and level embeddings, flattening), with the level
+        shapes also as Python ints: both dicts carry ``level_shapes``, [(H_l, W_l)]."""
+        batch_size = mlvl_feats[0].shape[0]
+        input_h, input_w = batch_data_samples[0].batch_input_shape
+        img_shapes = [sample.img_shape for sample in batch_data_samples]
+        if all(h == input_h and w == input_w for h, w in img_shapes):  # no padding: no masks (as mmdet)
+            masks = [None] * len(mlvl_feats)
+            pos_embeds = [self.positional_encoding(None, input=feat) for feat in mlvl_feats]
+        else:
+            mask = mlvl_feats[0].new_ones((batch_size, input_h, input_w))  # 1 = padding
+            for i, (h, w) in enumerate(img_shapes):
+                mask[i, :h, :w] = 0
+            masks = [F.interpolate(mask[None], size=feat.shape[-2:]).to(torch.bool)[0] for feat in mlvl_feats]
+            pos_embeds = [self.positional_encoding(m) for m in masks]
+
+        level_shapes = [tuple(feat.shape[-2:]) for feat in mlvl_feats]
+        # (B, C, H_l, W_l) -> (B, H_l * W_l, C), concatenated over levels: (B, S, C)
+        feat_flatten = torch.cat([feat.flatten(2).transpose(1, 2) for feat in mlvl_feats], 1)
+        pos_flatten = torch.cat([pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
+                                 for lvl, pos in enumerate(pos_embeds)], 1)
+        mask_flatten = None if masks[0] is None else torch.cat([m.flatten(1) for m in masks], 1)  # (B, S)
+        spatial_shapes = level_shapes_tensor(level_shapes, feat_flatten.device)  # (L, 2)
+        level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
+        if masks[0] is None:
+            valid_ratios = mlvl_feats[0].new_ones(batch_size, len(mlvl_feats), 2)
+        else:
+            valid_ratios = torch.stack([self.get_valid_ratio(m) for m in masks], 1)  # (B, L, 2)
+        levels = dict(spatial_shapes=spatial_shapes, level_start_index=level_start_index,
+                      valid_ratios=valid_ratios, level_shapes=level_shapes)
+        encoder_inputs = dict(feat=feat_flatten, feat_mask=mask_flatten, feat_pos=pos_flatten, **levels)
+        decoder_inputs = dict(memory_mask=mask_flatten, **levels)
+        return encoder_inputs, decoder_inputs
+
+    def forward_encoder(self, feat: Tensor, feat_mask: Optional[Tensor], feat_pos: Tensor, spatial_shapes: Tensor,
+                        level_start_index: Tensor, valid_ratios: Tensor,
+                        level_shapes: List[Tuple[int, int]]) -> Dict:
+        """mmdet's encoder (``DeformableDetrTransformerEncoder.forward``), its reference points
+        computed from ``level_shapes``; the layers get ``level_shapes`` too."""
+        reference_points = encoder_reference_points(level_shapes, valid_ratios)
+        memory = feat
+        for layer in self.encoder.layers:
+            memory = layer(query=memory, query_pos=feat_pos, key_padding_mask=feat_mask,
+                           spatial_shapes=spatial_shapes, level_start_index=level_start_index,
+                           valid_ratios=valid_ratios, reference_points=reference_points, level_shapes=level_shapes)
+        return dict(memory=memory, memory_mask=feat_mask, spatial_shapes=spatial_shapes, level_shapes=level_shapes)
+
+    def pre_decoder(self, memory: Tensor, memory_mask: Optional[Tensor], spatial_shapes: Tensor,
+                    level_shapes: List[Tuple[int, int]]) -> Tuple[Dict, Dict]:
+        """mmdet's, with the proposals built from ``level_shapes``, taking ``min(num_queries, N)``
+        proposals from ``memory`` (B, N, C)."""
+        # mmdet's gen_encoder_output_proposals takes (H, W) pairs as a tensor or as ints.
         num_tokens = memory.shape[1]
         if not self.as_two_stage or num_tokens >= self.num_queries:
-            return super().pre_decoder(memory, memory_mask, spatial_shapes)
+            return super().pre_decoder(memory, memory_mask, level_shapes)
         with _attribute(self, 'num_queries', num_tokens):
-            return super().pre_decoder(memory, memory_mask, spatial_shapes)
+            return super().pre_decoder(memory, memory_mask, level_shapes)
+
+    def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor, memory_mask: Optional[Tensor],
+                        reference_points: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                        valid_ratios: Tensor, level_shapes: List[Tuple[int, int]]) -> Dict:
+        """mmdet's, the cross-attention layers also getting ``level_shapes``."""
+        inter_states, inter_references = self.decoder(
+            query=query, value=memory, query_pos=query_pos, key_padding_mask=memory_mask,
+            reference_points=reference_points, spatial_shapes=spatial_shapes, level_start_index=level_start_index,
+            valid_ratios=valid_ratios, reg_branches=self.bbox_head.reg_branches if self.with_box_refine else None,
+            level_shapes=level_shapes)
+        return dict(hidden_states=inter_states, references=[reference_points, *inter_references])
 
     def predict(self, batch_inputs: Tensor, batch_data_samples: SampleList, rescale: bool = True) -> SampleList:
         """mmdet's ``DetectionTransformer.predict``, with the head's ``max_per_img`` capped at the
@@ -74,3 +142,25 @@ class PitDeformableDETR(DeformableDETR):
                 torch.autocast(batch_inputs.device.type, enabled=False):
             results = self.bbox_head.predict(**head_inputs, rescale=rescale, batch_data_samples=batch_data_samples)
         return self.add_pred_to_datasample(batch_data_samples, results)
+
+
+def level_shapes_tensor(level_shapes: List[Tuple[int, int]], device: torch.device) -> Tensor:
+    """[(H_l, W_l)] -> (L, 2) int64, built so that symbolic sizes stay symbolic under
+    ``torch.export`` (``torch.tensor`` would freeze them to the example's)."""
+    return torch.stack([torch.stack([torch.scalar_tensor(n, dtype=torch.int64, device=device) for n in hw])
+                        for hw in level_shapes])
+
+
+def encoder_reference_points(level_shapes: List[Tuple[int, int]], valid_ratios: Tensor) -> Tensor:
+    """mmdet's ``get_encoder_reference_points`` from Python sizes: every pixel centre of every
+    level, normalised, (B, S, L, 2). ``arange(n) + 0.5`` is mmdet's ``linspace(0.5, n - 0.5, n)``
+    exactly (all values are exact in fp32) and traces with symbolic n."""
+    points = []
+    for lvl, (h, w) in enumerate(level_shapes):
+        ref_y, ref_x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=valid_ratios.device) + 0.5,
+                                      torch.arange(w, dtype=torch.float32, device=valid_ratios.device) + 0.5,
+                                      indexing='ij')
+        ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
+        ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
+        points.append(torch.stack((ref_x, ref_y), -1))
+    return torch.cat(points, 1)[:, :, None] * valid_ratios[:, None]
