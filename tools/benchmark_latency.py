@@ -30,7 +30,7 @@ from tqdm import tqdm
 from pit_det import benchmark as bm
 from pit_det.errors import run_tool
 from pit_det.models import set_msda_impl
-from pit_det.ops import resolve_impl
+from pit_det.ops import IMPLS, resolve_impl
 
 # Noise from mmdet 3.3 / mmengine 0.10.7 internals, nothing this tool can change.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='precisions to measure, in this order: fp32, or autocast to bf16 / fp16 (default: fp32)')
     parser.add_argument('--bf16', action='store_true', help='shorthand for --dtype fp32 bf16 (side by side)')
     parser.add_argument('--fp16', action='store_true', help='shorthand for --dtype fp32 fp16 (side by side)')
-    parser.add_argument('--msda-impl', nargs='+', choices=['stock', 'fast', 'auto'], default=['stock', 'fast'],
+    parser.add_argument('--msda-impl', nargs='+', choices=list(IMPLS), default=['stock', 'fast'],
                         help='deformable-attention kernels to measure, in this order (default: stock fast)')
     parser.add_argument('--compile', action='store_true',
                         help='also time torch.compile(test_step) (inductor) beside eager; compile time reported apart')

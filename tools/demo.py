@@ -2,21 +2,22 @@
 
     python tools/demo.py IMAGE_OR_FOLDER CONFIG CHECKPOINT --out DIR [--score-thr 0.3]
 
-Writes DIR/<image name>.png with boxes, class names and scores (mmdet's visualizer) and
-DIR/detections.json with every detection above the threshold (boxes as x1, y1, x2, y2 pixels).
+Writes DIR/<image name>.png with boxes, class names and scores (``pit_det_deploy.draw``, the
+picture ``tools/onnx_demo.py`` draws too) and DIR/detections.json with every detection above the
+threshold (boxes as x1, y1, x2, y2 pixels).
 """
 import argparse
 import json
 import sys
 from pathlib import Path
 
-import mmcv
+import cv2
 from mmdet.apis import inference_detector, init_detector
-from mmdet.registry import VISUALIZERS
 from tqdm import tqdm
 
 import pit_det  # noqa: F401  checkpoints are read weights-only (pit_det.checkpoint)
 from pit_det.errors import run_tool
+from pit_det_deploy import draw_detections
 
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.webp'}
 
@@ -37,20 +38,19 @@ def main() -> None:
         raise FileNotFoundError(f'no images found at {src}')
     model = init_detector(args.config, args.checkpoint, device=args.device,
                           cfg_options={'model.backbone.init_cfg': None})
-    visualizer = VISUALIZERS.build(model.cfg.visualizer)
-    visualizer.dataset_meta = model.dataset_meta
     classes = model.dataset_meta['classes']
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for path in tqdm(files, desc='images', unit='img'):
-        img = mmcv.imread(str(path), channel_order='rgb')
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, as mmdet's loader reads it
         if img is None:
             raise OSError(f'cannot read image {path}')
-        result = inference_detector(model, str(path))
-        visualizer.add_datasample(path.stem, img, data_sample=result, draw_gt=False, show=False,
-                                  pred_score_thr=args.score_thr, out_file=str(out / f'{path.stem}.png'))
-        pred = result.pred_instances[result.pred_instances.scores >= args.score_thr]
+        result = inference_detector(model, str(path))  # the test pipeline, its loader included
+        pred = result.pred_instances.cpu()
+        cv2.imwrite(str(out / f'{path.stem}.png'), draw_detections(
+            img, pred.bboxes.numpy(), pred.scores.numpy(), pred.labels.numpy(), classes, args.score_thr))
+        pred = pred[pred.scores >= args.score_thr]
         records.append(dict(file=str(path), detections=[
             dict(bbox=[round(v, 2) for v in box.tolist()], score=round(float(score), 4), label=int(label),
                  name=classes[int(label)])

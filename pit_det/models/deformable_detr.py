@@ -45,8 +45,9 @@ class PitDeformableDETR(DeformableDETR):
 
     Args:
         msda_impl: 'auto' (pit-det's CPU kernel when it builds, else mmcv's), 'fast' (pit-det's
-            CPU kernel, an error if it cannot be built) or 'stock' (mmcv's code unchanged).
-            On GPU every choice runs mmcv's CUDA kernel. ``set_msda_impl(model, impl)``
+            CPU kernel, an error if it cannot be built), 'stock' (mmcv's code unchanged) or
+            'grid_sample' (mmcv's pure-PyTorch code on every device, for ONNX export). On GPU
+            all but 'grid_sample' run mmcv's CUDA kernel. ``set_msda_impl(model, impl)``
             switches a built model.
         **kwargs: ``DeformableDETR``'s arguments.
     """
@@ -107,12 +108,50 @@ class PitDeformableDETR(DeformableDETR):
                     level_shapes: List[Tuple[int, int]]) -> Tuple[Dict, Dict]:
         """mmdet's, with the proposals built from ``level_shapes``, taking ``min(num_queries, N)``
         proposals from ``memory`` (B, N, C)."""
-        # mmdet's gen_encoder_output_proposals takes (H, W) pairs as a tensor or as ints.
+        # mmdet's pre_decoder hands these to gen_encoder_output_proposals (pit-det's, below).
         num_tokens = memory.shape[1]
         if not self.as_two_stage or num_tokens >= self.num_queries:
             return super().pre_decoder(memory, memory_mask, level_shapes)
         with _attribute(self, 'num_queries', num_tokens):
             return super().pre_decoder(memory, memory_mask, level_shapes)
+
+    def gen_encoder_output_proposals(self, memory: Tensor, memory_mask: Optional[Tensor],
+                                     spatial_shapes: List[Tuple[int, int]]) -> Tuple[Tensor, Tensor]:
+        """mmdet's, from the level shapes as Python ints (what :meth:`pre_decoder` hands mmdet's
+        ``pre_decoder``): a box (cx, cy, 0.05 * 2^l, same) at every pixel of every level,
+        ``arange`` for mmdet's ``linspace`` (the same values), symbolic sizes kept symbolic.
+
+        Returns:
+            memory (B, S, C) transformed for the first-stage head, and the proposals (B, S, 4)
+            as logits (inverse sigmoid; +inf where invalid or padding).
+        """
+        bs = memory.shape[0]
+        proposals, start = [], 0
+        for lvl, (h, w) in enumerate(spatial_shapes):
+            if memory_mask is not None:
+                mask = memory_mask[:, start:start + h * w].view(bs, h, w, 1)
+                valid_h = (~mask[:, :, 0, 0]).sum(1).unsqueeze(-1)
+                valid_w = (~mask[:, 0, :, 0]).sum(1).unsqueeze(-1)
+                scale = torch.cat([valid_w, valid_h], 1).view(bs, 1, 1, 2)
+            else:
+                scale = level_shapes_tensor([(w, h)], memory.device).to(memory.dtype).view(1, 1, 1, 2)
+            grid_y, grid_x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=memory.device),
+                                            torch.arange(w, dtype=torch.float32, device=memory.device),
+                                            indexing='ij')
+            grid = torch.cat([grid_x.unsqueeze(-1), grid_y.unsqueeze(-1)], -1)  # (h, w, 2) as (x, y)
+            grid = (grid.unsqueeze(0).expand(bs, -1, -1, -1) + 0.5) / scale
+            wh = torch.ones_like(grid) * 0.05 * (2.0**lvl)
+            proposals.append(torch.cat((grid, wh), -1).view(bs, -1, 4))
+            start += h * w
+        proposals = torch.cat(proposals, 1)
+        valid = ((proposals > 0.01) & (proposals < 0.99)).sum(-1, keepdim=True) == proposals.shape[-1]
+        proposals = torch.log(proposals / (1 - proposals))
+        if memory_mask is not None:
+            proposals = proposals.masked_fill(memory_mask.unsqueeze(-1), float('inf'))
+            memory = memory.masked_fill(memory_mask.unsqueeze(-1), float(0))
+        proposals = proposals.masked_fill(~valid, float('inf'))
+        memory = memory.masked_fill(~valid, float(0))
+        return self.memory_trans_norm(self.memory_trans_fc(memory)), proposals
 
     def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor, memory_mask: Optional[Tensor],
                         reference_points: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,

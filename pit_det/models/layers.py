@@ -87,8 +87,5 @@ def pad_to_grid(x: torch.Tensor, patch_size: int, stride: int) -> torch.Tensor:
     H, W = x.shape[-2:]
     if H < patch_size or W < patch_size:
         raise ValueError(f'input of {H}x{W} pixels is smaller than one {patch_size}x{patch_size} patch')
-    pad_h = -(H - patch_size) % stride
-    pad_w = -(W - patch_size) % stride
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h))
-    return x
+    # Padding by 0 is a copy, not a branch: the graph stays the same for every size (torch.export).
+    return F.pad(x, (0, -(W - patch_size) % stride, 0, -(H - patch_size) % stride))

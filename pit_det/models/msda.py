@@ -4,7 +4,7 @@ mmdet builds ``MultiScaleDeformableAttention`` directly inside its Deformable DE
 through a registry, so ``set_msda_impl`` switches existing modules to this subclass in place:
 same parameters, same state-dict keys, only ``forward`` differs.
 """
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
@@ -27,7 +27,7 @@ class MSDeformAttn(MultiScaleDeformableAttention):
                 identity: Optional[Tensor] = None, query_pos: Optional[Tensor] = None,
                 key_padding_mask: Optional[Tensor] = None, reference_points: Optional[Tensor] = None,
                 spatial_shapes: Optional[Tensor] = None, level_start_index: Optional[Tensor] = None,
-                **kwargs) -> Tensor:
+                level_shapes: Optional[List[Tuple[int, int]]] = None, **kwargs) -> Tensor:
         """
         Args:
             query: (B, Q, C) if ``batch_first`` else (Q, B, C).
@@ -38,6 +38,7 @@ class MSDeformAttn(MultiScaleDeformableAttention):
             reference_points: (B, Q, L, 2) normalised points, or (B, Q, L, 4) boxes (cx, cy, w, h).
             spatial_shapes: (L, 2) int64 (H_l, W_l).
             level_start_index: (L,) int64.
+            level_shapes: ``spatial_shapes`` as Python ints, for the 'grid_sample' kernel.
 
         Returns:
             Same shape as ``query``.
@@ -82,7 +83,8 @@ class MSDeformAttn(MultiScaleDeformableAttention):
         locations = locations.view(B, Q, M, L, P, 2)
 
         output = multi_scale_deformable_attn(value, spatial_shapes, level_start_index, locations,
-                                             weights, impl=self.impl, im2col_step=self.im2col_step)
+                                             weights, impl=self.impl, im2col_step=self.im2col_step,
+                                             level_shapes=level_shapes)
         output = self.output_proj(output)
         if not self.batch_first:
             output = output.transpose(0, 1)
@@ -93,11 +95,11 @@ def set_msda_impl(model: nn.Module, impl: str) -> int:
     """Switches every multi-scale deformable attention in ``model`` to kernel ``impl``.
 
     'stock' gives the modules back mmcv's own class and forward, so the stock path is mmcv's code
-    unchanged; 'fast' makes them ``MSDeformAttn`` with pit-det's kernel.
+    unchanged; 'fast' and 'grid_sample' make them ``MSDeformAttn`` with that kernel.
 
     Args:
         model: any module; its ``MultiScaleDeformableAttention`` submodules are switched in place.
-        impl: 'auto', 'fast' or 'stock'; 'auto' is resolved here, once.
+        impl: 'auto', 'fast', 'stock' or 'grid_sample'; 'auto' is resolved here, once.
 
     Returns:
         How many modules were switched.

@@ -1,6 +1,6 @@
 """Multi-scale deformable attention: which kernel runs (the dispatcher), and its FLOP count.
 
-Three implementations compute the same function (Deformable DETR, arXiv 2010.04159, Eq. 3):
+Four implementations compute the same function (Deformable DETR, arXiv 2010.04159, Eq. 3):
 
 * ``'stock'``: what mmcv 2.1 runs, its CUDA kernel on GPU and the pure-PyTorch
   ``multi_scale_deformable_attn_pytorch`` (grid_sample per level, stack, multiply, sum) on CPU.
@@ -8,9 +8,14 @@ Three implementations compute the same function (Deformable DETR, arXiv 2010.041
   on CPU pit-det's C++ kernel, which samples, weights and sums in one pass without the large
   intermediates; on GPU mmcv's CUDA kernel. Unlike mmcv's, it stays inside ``torch.compile`` and
   ``torch.export`` graphs.
+* ``'grid_sample'``: mmcv's pure-PyTorch ``multi_scale_deformable_attn_pytorch`` on every
+  device, given the level shapes as Python ints: standard ops only (``grid_sample`` becomes ONNX
+  GridSample), so that exported models run anywhere; slow.
 * ``'auto'``: ``'fast'`` when the C++ kernel can be built here (:mod:`.extension`), else
   ``'stock'`` with a warning.
 """
+from typing import List, Optional, Tuple
+
 import torch
 from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
                                               multi_scale_deformable_attn_pytorch)
@@ -19,7 +24,7 @@ from torch import Tensor
 from . import extension
 from .ms_deform_attn_op import ms_deform_attn
 
-IMPLS = ('auto', 'fast', 'stock')
+IMPLS = ('auto', 'fast', 'stock', 'grid_sample')
 
 
 def resolve_impl(impl: str) -> str:
@@ -40,7 +45,8 @@ def resolve_impl(impl: str) -> str:
 
 def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                                 sampling_locations: Tensor, attention_weights: Tensor,
-                                impl: str = 'fast', im2col_step: int = 64) -> Tensor:
+                                impl: str = 'fast', im2col_step: int = 64,
+                                level_shapes: Optional[List[Tuple[int, int]]] = None) -> Tensor:
     """Samples each level at the given locations and sums the samples with attention weights.
 
     Args:
@@ -49,14 +55,20 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_sta
         level_start_index: (L,) int64, where each level starts in S.
         sampling_locations: (B, Q, M, L, P, 2) normalised (x, y); pixel centres at (i + 0.5) / W.
         attention_weights: (B, Q, M, L, P), already normalised over L * P.
-        impl: 'fast', 'stock' or 'auto' (see the module docstring).
+        impl: 'fast', 'stock', 'grid_sample' or 'auto' (see the module docstring).
         im2col_step: batch chunk of mmcv's CUDA kernel.
+        level_shapes: ``spatial_shapes`` as Python ints, [(H_l, W_l)]; 'grid_sample' reads these
+            (taken from ``spatial_shapes`` when not given), the other kernels the tensor.
 
     Returns:
         (B, Q, M * D); samples outside a map read zero (grid_sample's zero padding).
     """
-    if impl not in ('fast', 'stock'):  # 'fast' is checked by its kernel; compiled graphs never see this
+    if impl not in ('fast', 'stock', 'grid_sample'):  # 'fast' is checked by its kernel
         impl = resolve_impl(impl)
+    if impl == 'grid_sample':
+        if level_shapes is None:
+            level_shapes = [tuple(hw) for hw in spatial_shapes.tolist()]
+        return multi_scale_deformable_attn_pytorch(value, level_shapes, sampling_locations, attention_weights)
     if impl == 'stock':
         if value.is_cuda:
             return MultiScaleDeformableAttnFunction.apply(value, spatial_shapes, level_start_index,

@@ -1,0 +1,57 @@
+"""An exported detector in onnxruntime: an image in, detections in the image's pixels out."""
+import json
+from typing import List, Tuple
+
+import numpy as np
+
+from .preprocess import prepare, rescale_size
+
+
+class OnnxDetector:
+    """A model written by ``tools/export.py`` and the preprocessing stored in its metadata.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: onnxruntime intra-op threads (0: its default).
+
+    Raises:
+        ValueError: the file is not a pit-det export (no ``pit_det`` metadata).
+    """
+
+    def __init__(self, path: str, threads: int = 0) -> None:
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if 'pit_det' not in meta:
+            raise ValueError(f'{path}: no pit_det metadata; export the model with tools/export.py')
+        self.info = json.loads(meta['pit_det'])
+        self.classes: List[str] = self.info['classes']
+
+    def input_size_problem(self, height: int, width: int) -> str:
+        """Why an (height, width) network input does not fit this model; '' if it does."""
+        info = self.info
+        if not info['dynamic']:
+            if [height, width] != info['input_shape']:
+                return (f"the model takes {info['input_shape'][0]} x {info['input_shape'][1]} inputs only and this "
+                        f'image resizes to {height} x {width}; export it with --dynamic')
+        elif not (info['min_size'] <= height <= info['max_size'] and info['min_size'] <= width <= info['max_size']):
+            return (f'this image resizes to {height} x {width}, outside the model\'s input range '
+                    f"{info['min_size']}..{info['max_size']} per side")
+        return ''
+
+    def __call__(self, image_bgr: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 BGR -> boxes (k, 4) x1 y1 x2 y2 in its pixels, scores (k,), labels (k,).
+
+        Raises:
+            ValueError: the resized image does not fit the model's input size, saying why.
+        """
+        h, w = image_bgr.shape[:2]
+        new_w, new_h = rescale_size(w, h, self.info['preprocess']['resize_scale'])
+        problem = self.input_size_problem(new_h, new_w)
+        if problem:
+            raise ValueError(problem)
+        x, (w_scale, h_scale) = prepare(image_bgr, self.info['preprocess'])
+        boxes, scores, labels = self.session.run(None, {'image': x})
+        return boxes[0] / np.array([w_scale, h_scale, w_scale, h_scale], np.float32), scores[0], labels[0]

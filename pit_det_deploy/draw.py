@@ -1,0 +1,36 @@
+"""The detection picture of ``tools/demo.py`` and ``tools/onnx_demo.py``: boxes, class names and
+scores over the image, in OpenCV alone so that a PyTorch-free service draws the same."""
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+
+def color(label: int) -> tuple:
+    """A fixed, well-spread BGR colour per class."""
+    hsv = np.uint8([[[(label * 47) % 180, 200, 255]]])  # OpenCV hues span 0..179
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
+
+
+def draw_detections(image_bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                    classes: Sequence[str], score_thr: float = 0.3) -> np.ndarray:
+    """A copy of ``image_bgr`` with every detection scoring at least ``score_thr`` drawn on it.
+
+    Args:
+        image_bgr: (H, W, 3) uint8.
+        boxes: (k, 4) x1, y1, x2, y2 in the image's pixels; scores (k,); labels (k,) into ``classes``.
+    """
+    out = image_bgr.copy()
+    scale = max(0.35, min(out.shape[:2]) / 600)  # legible on small and large images
+    for box, score, label in sorted(zip(boxes, scores, labels), key=lambda d: d[1]):  # best on top
+        if score < score_thr:
+            continue
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        c = color(int(label))
+        cv2.rectangle(out, (x1, y1), (x2, y2), c, max(1, int(round(2 * scale))))
+        text = f'{classes[int(label)]} {float(score):.2f}'
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        y = max(th + base, y1)
+        cv2.rectangle(out, (x1, y - th - base), (x1 + tw, y), c, -1)
+        cv2.putText(out, text, (x1, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return out

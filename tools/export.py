@@ -1,0 +1,58 @@
+"""Export a trained detector to ONNX, with its post-processing, for onnxruntime.
+
+    python tools/export.py CONFIG CHECKPOINT --out model.onnx [--shape H W] [--dynamic] [--opset 18]
+
+The graph takes a normalised image (1, 3, H, W) and returns ``boxes`` (1, k, 4; x1, y1, x2, y2 in
+input pixels), ``scores`` (1, k) and ``labels`` (1, k). The test pipeline's resize and
+normalisation, and the class names, are stored in the model's metadata (``pit_det``, JSON), which
+``tools/onnx_demo.py`` / ``pit_det_deploy`` read. Deformable attention is exported as standard ONNX
+ops (GridSample, opset >= 16). Without ``--dynamic`` the model takes exactly ``--shape`` inputs;
+with it, any height and width within the range it prints.
+"""
+import argparse
+import sys
+
+import torch
+
+from pit_det.errors import run_tool
+from pit_det.export import build_detector, classes_of, export_onnx, preprocessing_of
+from pit_det.runtime import load_config
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('--out', required=True, help='the .onnx file to write')
+    parser.add_argument('--shape', nargs=2, type=int, metavar=('H', 'W'),
+                        help="example input size (default: the test resize of a 4:3 image, e.g. 400 x 533)")
+    parser.add_argument('--dynamic', action='store_true', help='any input height and width within a range')
+    parser.add_argument('--min-size', type=int, help='--dynamic: smallest side (default: the smallest that gives '
+                        'the encoder num_queries tokens)')
+    parser.add_argument('--opset', type=int, default=18, help='ONNX opset (>= 16; default 18)')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    options = dict(kv.split('=', 1) for kv in args.cfg_options)
+    cfg = load_config(args.config, cfg_options=options or None)
+    detector = build_detector(cfg, args.checkpoint)
+    preprocess = preprocessing_of(cfg)
+    if args.shape:
+        h, w = args.shape
+    else:  # a 4:3 landscape image through the test resize
+        from pit_det_deploy.preprocess import rescale_size
+        w, h = rescale_size(640, 480, preprocess['resize_scale'])
+    image = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    info = export_onnx(detector, image, args.out, dynamic=args.dynamic, opset=args.opset, min_size=args.min_size,
+                       metadata=dict(preprocess=preprocess, classes=classes_of(cfg, args.checkpoint),
+                                     config=args.config))
+    size = (f"any {info['min_size']}..{info['max_size']} x {info['min_size']}..{info['max_size']}" if args.dynamic
+            else f'{h} x {w}')
+    print(f'wrote {args.out}: inputs {size}, opset {args.opset}, {len(info["classes"])} classes')
+
+
+if __name__ == '__main__':
+    sys.exit(run_tool(main))

@@ -1,0 +1,69 @@
+"""Run an exported detector with onnxruntime alone (no PyTorch, no OpenMMLab) and draw it.
+
+    python tools/onnx_demo.py IMAGE_OR_FOLDER model.onnx --out DIR [--score-thr 0.3]
+
+Writes the picture ``tools/demo.py`` writes (DIR/<image name>.png) and DIR/detections.json.
+Needs only onnxruntime, numpy and OpenCV, with this repository's ``pit_det_deploy`` package
+importable (installed with pit-det, or run from the repository root).
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+
+from pit_det_deploy import OnnxDetector, draw_detections
+
+IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.webp'}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('inputs', help='an image file or a folder of images')
+    parser.add_argument('model', help='.onnx file written by tools/export.py')
+    parser.add_argument('--out', required=True, help='output folder')
+    parser.add_argument('--score-thr', type=float, default=0.3)
+    parser.add_argument('--threads', type=int, default=0, help='onnxruntime threads (default: its own choice)')
+    args = parser.parse_args(argv)
+    try:
+        src = Path(args.inputs)
+        if not src.exists():
+            raise FileNotFoundError(f'no such image or folder: {src}')
+        files = [src] if src.is_file() else sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f'no images found at {src}')
+        if not Path(args.model).is_file():
+            raise FileNotFoundError(f'no such model file: {args.model}')
+        try:
+            detector = OnnxDetector(args.model, threads=args.threads)
+        except Exception as e:  # onnxruntime's own errors on files that are no ONNX model
+            raise ValueError(f'{args.model}: cannot load as an ONNX model: {e}') from None
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        records = []
+        for path in files:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise ValueError(f'cannot read image {path}')
+            try:
+                boxes, scores, labels = detector(image)
+            except ValueError as e:
+                raise ValueError(f'{path}: {e}') from None
+            cv2.imwrite(str(out / f'{path.stem}.png'),
+                        draw_detections(image, boxes, scores, labels, detector.classes, args.score_thr))
+            keep = scores >= args.score_thr
+            records.append(dict(file=str(path), detections=[
+                dict(bbox=[round(float(v), 2) for v in box], score=round(float(score), 4), label=int(label),
+                     name=detector.classes[int(label)])
+                for box, score, label in zip(boxes[keep], scores[keep], labels[keep])]))
+    except (OSError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    (out / 'detections.json').write_text(json.dumps(records, indent=2))
+    print(f'wrote {len(files)} pictures and detections.json to {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
