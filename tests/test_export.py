@@ -1,0 +1,195 @@
+"""Export: torch.export programs (custom op kept) and ONNX models run by onnxruntime, against the
+PyTorch detectors they come from; tools/export.py, tools/onnx_demo.py and their errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from mmdet.structures import DetDataSample
+from mmengine.config import Config
+
+from pit_det import benchmark as bm
+from pit_det.datasets.toy import make_split
+from pit_det.export import DetectorCore, export_onnx, export_program
+from pit_det.models import set_msda_impl
+from weight_files import perturbed
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
+# onnxruntime computes in fp32 like PyTorch, summing in other orders. Measured on random-weight
+# PiT-S / ViT-S / R50 at 256 x 320: boxes up to 1.3e-4 px (4e-7 of the image side, a few fp32
+# ulps of the normalised box the head predicts), scores up to 1.2e-7 (1 ulp near 1).
+BOX_TOL_PER_PX, SCORE_TOL = 1e-6, 1e-6
+
+
+def run(args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          **kwargs)
+
+
+def predict(model, image: torch.Tensor):
+    """mmdet's predict on an unpadded normalised batch, boxes in its pixels (no rescale)."""
+    hw = tuple(image.shape[-2:])
+    sample = DetDataSample(metainfo=dict(batch_input_shape=hw, img_shape=hw, ori_shape=hw))
+    with torch.no_grad():
+        pred = model.predict(image, [sample], rescale=False)[0].pred_instances
+    return pred.bboxes.numpy(), pred.scores.numpy(), pred.labels.numpy()
+
+
+def assert_same_detections(onnx_out, torch_out, size: int):
+    """Same detections in the same order; boxes within ``BOX_TOL_PER_PX`` of the image's longer side."""
+    boxes, scores, labels = (x[0] if x.ndim > 1 and x.shape[0] == 1 else x for x in onnx_out)
+    ref_boxes, ref_scores, ref_labels = torch_out
+    assert boxes.shape == ref_boxes.shape and len(boxes) > 0
+    assert np.abs(boxes - ref_boxes).max() <= BOX_TOL_PER_PX * size
+    assert np.abs(scores - ref_scores).max() <= SCORE_TOL
+    assert np.array_equal(labels, ref_labels)
+
+
+def image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope='module')
+def pit_s():
+    return perturbed(bm.build_detector(str(ROOT / 'configs/deformable_detr_pit_s.py'), None))
+
+
+def test_export_program_keeps_the_op_and_equals_eager(pit_s):
+    """torch.export of backbone + transformer + head on CPU: all 12 deformable attention calls are
+    the custom op in the graph, and the program computes exactly what eager does."""
+    x = image(160, 208)
+    program = export_program(pit_s, x, msda_impl='fast')
+    ops = [n for n in program.graph.nodes if n.target == torch.ops.pit_det.ms_deform_attn.default]
+    assert len(ops) == 12
+    with torch.no_grad():
+        logits, boxes = program.module()(x)
+        ref_logits, ref_boxes = DetectorCore(pit_s)(x)
+    assert logits.shape == (1, 300, 80) and boxes.shape == (1, 300, 4)
+    assert torch.equal(logits, ref_logits) and torch.equal(boxes, ref_boxes)
+
+
+def test_dynamic_export_program_equals_eager_on_other_sizes(pit_s):
+    program = export_program(pit_s, image(320, 416), msda_impl='fast', postprocess=True, dynamic=True)
+    for h, w in ((288, 352), (400, 533)):
+        x = image(h, w, seed=h)
+        with torch.no_grad():
+            out = program.module()(x)
+        assert_same_detections([t.numpy() for t in out], predict(pit_s, x), max(h, w))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['pit_s', 'vit_s', 'r50'])
+def test_onnx_equals_pytorch(tmp_path, name):
+    """Random-weight Table 5 detectors: onnxruntime's detections equal mmdet's predict to fp32
+    rounding, with deformable attention as ONNX GridSample and no custom op."""
+    model = perturbed(bm.build_detector(str(ROOT / f'configs/deformable_detr_{name}.py'), None))
+    x = image(256, 320)
+    path = tmp_path / f'{name}.onnx'
+    export_onnx(model, x, str(path))
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    assert 'GridSample' in ops and {n.domain for n in onnx.load(str(path)).graph.node} <= {''}
+    set_msda_impl(model, 'grid_sample')  # the exported kernel (fast vs it: tests/test_msda.py)
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    assert_same_detections(session.run(None, {'image': x.numpy()}), predict(model, x), 320)
+
+
+# The end-to-end part: a toy checkpoint as tools/train.py writes it, exported by the tool.
+
+@pytest.fixture(scope='module')
+def toy(tmp_path_factory):
+    """A toy-config checkpoint (random weights, mmengine's layout with dataset_meta), its dynamic
+    ONNX export by tools/export.py, and two toy images of different sizes."""
+    root = tmp_path_factory.mktemp('toy_export')
+    model = perturbed(bm.build_detector(str(TOY), None))
+    classes = Config.fromfile(str(TOY)).metainfo['classes']
+    ckpt = root / 'epoch_1.pth'
+    torch.save(dict(meta=dict(epoch=1, dataset_meta=dict(classes=classes)), state_dict=model.state_dict()), ckpt)
+    proc = run(['tools/export.py', TOY, ckpt, '--out', root / 'toy.onnx', '--dynamic'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    make_split(root / 'data', 'val', 2, seed=3)
+    images = sorted((root / 'data/val2017').iterdir())
+    return dict(root=root, model=model, checkpoint=ckpt, onnx=root / 'toy.onnx', images=images, stdout=proc.stdout)
+
+
+@pytest.mark.slow
+def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy):
+    info = json.loads(onnx.load(str(toy['onnx']), load_external_data=False).metadata_props[0].value)
+    assert info['dynamic'] and info['input_shape'] == [96, 128] and info['classes'] == ['rectangle', 'ellipse',
+                                                                                       'triangle']
+    assert f"any {info['min_size']}..4096" in toy['stdout']
+    set_msda_impl(toy['model'], 'grid_sample')
+    session = ort.InferenceSession(str(toy['onnx']), providers=['CPUExecutionProvider'])
+    for h, w in ((128, 80), (72, 128)):
+        x = image(h, w, seed=w)
+        assert_same_detections(session.run(None, {'image': x.numpy()}), predict(toy['model'], x), max(h, w))
+
+
+def blocked_run(script: str, *args) -> subprocess.CompletedProcess:
+    """``script`` with torch and OpenMMLab made unimportable: a runtime without them."""
+    code = ("import runpy, sys\n"
+            "for name in ('torch', 'torchvision', 'mmcv', 'mmdet', 'mmengine', 'pit_det', 'timm'):\n"
+            "    sys.modules[name] = None\n"
+            f"sys.argv = {[script, *map(str, args)]!r}\n"
+            f"runpy.run_path({script!r}, run_name='__main__')\n")
+    return subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_onnx_demo_draws_what_demo_draws_without_torch(toy, tmp_path):
+    """tools/onnx_demo.py runs with onnxruntime, numpy and OpenCV only (torch and OpenMMLab
+    unimportable), and writes the picture and detections tools/demo.py writes."""
+    folder = toy['images'][0].parent  # both tools take a folder: one run each for both images
+    onnx_out, torch_out = tmp_path / 'onnx', tmp_path / 'torch'
+    proc = blocked_run('tools/onnx_demo.py', folder, toy['onnx'], '--out', onnx_out, '--score-thr', '0')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(['tools/demo.py', folder, TOY, toy['checkpoint'], '--out', torch_out, '--score-thr', '0'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads((d / 'detections.json').read_text()) for d in (onnx_out, torch_out)]
+    assert [r['file'] for r in records[0]] == [r['file'] for r in records[1]] == [str(p) for p in toy['images']]
+    for ours, theirs in zip(*records):
+        assert len(ours['detections']) == len(theirs['detections']) == 100  # score threshold 0: all of them
+        for a, b in zip(ours['detections'], theirs['detections']):
+            assert (a['label'], a['name']) == (b['label'], b['name']) and abs(a['score'] - b['score']) <= 1e-4
+            assert np.abs(np.subtract(a['bbox'], b['bbox'])).max() <= 0.011  # rounded to 0.01 px in the file
+    for image_path in toy['images']:
+        picture, reference = (cv2.imread(str(d / f'{image_path.stem}.png')) for d in (onnx_out, torch_out))
+        assert picture.shape == reference.shape == cv2.imread(str(image_path)).shape
+        assert np.array_equal(picture, reference)
+        assert (picture != cv2.imread(str(image_path))).any()  # something was drawn
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_named(toy, tmp_path):
+    # A checkpoint of another detector: the weights that do not fit are named, with both files.
+    r50 = tmp_path / 'r50.pth'
+    torch.save(bm.build_detector(str(ROOT / 'configs/deformable_detr_r50.py'), None).state_dict(), r50)
+    proc = run(['tools/export.py', TOY, r50, '--out', tmp_path / 'x.onnx'])
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert f'error: {r50} does not match {TOY}' in proc.stderr and 'backbone.' in proc.stderr
+    assert not (tmp_path / 'x.onnx').exists()
+    # An opset without GridSample.
+    proc = run(['tools/export.py', TOY, toy['checkpoint'], '--out', tmp_path / 'x.onnx', '--opset', '15'])
+    assert proc.returncode == 1 and 'error: opset 15 is not supported' in proc.stderr
+    # Something that is not an ONNX model.
+    fake = tmp_path / 'model.onnx'
+    fake.write_text('not a model')
+    proc = blocked_run('tools/onnx_demo.py', toy['images'][0], fake, '--out', tmp_path / 'o')
+    assert proc.returncode == 1 and f'error: {fake}: cannot load as an ONNX model' in proc.stderr
+    # A static model and an image that resizes to another size.
+    static = tmp_path / 'static.onnx'
+    proc = run(['tools/export.py', TOY, toy['checkpoint'], '--out', static, '--shape', '64', '64'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = blocked_run('tools/onnx_demo.py', toy['images'][0], static, '--out', tmp_path / 'o')
+    assert proc.returncode == 1 and 'takes 64 x 64 inputs only' in proc.stderr and '--dynamic' in proc.stderr
+    # A strip that resizes below the dynamic model's range (PyTorch handles it; the graph does not).
+    strip = tmp_path / 'strip.png'
+    cv2.imwrite(str(strip), np.full((20, 2000, 3), 128, np.uint8))
+    proc = blocked_run('tools/onnx_demo.py', strip, toy['onnx'], '--out', tmp_path / 'o')
+    assert proc.returncode == 1 and 'outside the model\'s input range' in proc.stderr and str(strip) in proc.stderr
