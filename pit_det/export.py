@@ -203,7 +203,7 @@ def export_onnx(detector: nn.Module, image: Tensor, path: str, dynamic: bool = F
         # ('sigmoid_1_min_1' is not ... output of a previous node); onnxruntime optimises at load.
         program = torch.onnx.export(module, (image,), dynamo=True, opset_version=opset, dynamic_shapes=shapes,
                                     input_names=['image'], output_names=['boxes', 'scores', 'labels'],
-                                    optimize=False)
+                                    optimize=False, verbose=False)
     model = program.model_proto
     onnx.helper.set_model_props(model, {'pit_det': json.dumps(info)})
     onnx.save(model, path)

@@ -20,6 +20,8 @@ import json
 import os
 import os.path as osp
 import sys
+import tempfile
+import time
 import warnings
 
 import torch
@@ -54,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='also time torch.compile(test_step) (inductor) beside eager; compile time reported apart')
     parser.add_argument('--compile-mode', default='default', choices=['default', 'reduce-overhead', 'max-autotune'],
                         help="torch.compile mode ('reduce-overhead': CUDA graphs on GPU)")
+    parser.add_argument('--onnx', action='store_true',
+                        help='also export each detector (tools/export.py\'s graph) and time it in onnxruntime (CPU)')
     parser.add_argument('--warmup', type=int, default=3, help='untimed calls first (default: 3)')
     parser.add_argument('--iters', type=int, default=20, help='timed calls (default: 20)')
     parser.add_argument('--no-flops', action='store_true', help='skip the FLOP count')
@@ -79,6 +83,8 @@ def label(config: str) -> str:
 
 def variant(row: dict) -> str:
     """'fast bf16 compiled': kernel, precision and eager / compiled of a result row."""
+    if row['impl'] == 'onnxruntime':
+        return f"onnxruntime {row['dtype']}"
     return f"{row['impl']} {row['dtype']}" + (' compiled' if row['compiled'] else '')
 
 
@@ -111,7 +117,8 @@ def run(args: argparse.Namespace) -> dict:
     impls = [resolve_impl(i) for i in args.msda_impl]
     modes = [False, True] if args.compile else [False]
     rows = []
-    steps = len(args.configs) * len(impls) * len(args.dtype) * sum(args.iters * (1 if c else 2) for c in modes)
+    steps = len(args.configs) * (len(impls) * len(args.dtype) * sum(args.iters * (1 if c else 2) for c in modes)
+                                 + args.iters * args.onnx)
     with tqdm(total=steps, desc='timing', unit='call', disable=None, file=sys.stderr) as bar:
         for config in args.configs:
             rows += benchmark_config(config, impls, modes, device, env, args, bar)
@@ -138,19 +145,28 @@ def benchmark_config(config: str, impls: list, modes: list, device: str, env: di
                            params=params, flops=flops)
                 bar.set_postfix_str(f'{label(config)} {variant(row)}')
                 row.update(measure(model, data, image, device, dtype, compiled, args, bar.update))
-                dets = row.pop('detections')
-                if flops:
-                    rate = flops['total'] / (row['latency']['median_ms'] / 1e3)
-                    row['achieved_tflops'] = rate / 1e12
-                    row['share_of_matmul_rate'] = rate / (env['matmul_tflops'][dtype] * 1e12)
-                if reference is None:  # the model's first variant is what the others are held to
-                    reference = (row, dets)
-                else:
-                    ref_row, ref_dets = reference
-                    row['reference'] = variant(ref_row)
-                    row['vs_reference'] = bm.compare_detections(dets, ref_dets)
-                    row['speedup'] = ref_row['latency']['median_ms'] / row['latency']['median_ms']
                 rows.append(row)
+    if args.onnx:
+        row = dict(config=config, model=label(config), impl='onnxruntime', dtype='fp32', compiled=False,
+                   params=params, flops=flops)
+        bar.set_postfix_str(f'{label(config)} onnxruntime')
+        row.update(measure_onnx(model, image, args, bar.update))
+        rows.append(row)
+    reference = None
+    for row in rows:
+        dets = row.pop('detections')
+        if flops:
+            rate = flops['total'] / (row['latency']['median_ms'] / 1e3)
+            row['achieved_tflops'] = rate / 1e12
+            if row['dtype'] in env['matmul_tflops']:
+                row['share_of_matmul_rate'] = rate / (env['matmul_tflops'][row['dtype']] * 1e12)
+        if reference is None:  # the model's first variant is what the others are held to
+            reference = (row, dets)
+        else:
+            ref_row, ref_dets = reference
+            row['reference'] = variant(ref_row)
+            row['vs_reference'] = bm.compare_detections(dets, ref_dets)
+            row['speedup'] = ref_row['latency']['median_ms'] / row['latency']['median_ms']
     return rows
 
 
@@ -180,6 +196,31 @@ def measure(model, data: dict, image, device: str, dtype: str, compiled: bool, a
     return result
 
 
+def measure_onnx(model, image, args: argparse.Namespace, progress) -> dict:
+    """The detector exported as ``tools/export.py`` does (static, at this input size) and run by
+    onnxruntime on CPU with as many threads as torch: latency (from the normalised image: the
+    normalisation, about 1 ms, is outside the graph), export time, detections."""
+    import onnxruntime as ort
+    from pit_det.export import export_onnx
+    impl = next(m.impl for m in model.modules() if hasattr(m, 'impl'))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'model.onnx')
+        t0 = time.perf_counter()
+        export_onnx(model, image.cpu(), path)
+        export_s = time.perf_counter() - t0
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    set_msda_impl(model, impl)  # export switched the model to its grid_sample kernel
+    feed = {'image': image.cpu().numpy()}
+    step = lambda: session.run(None, feed)  # noqa: E731
+    with bm.peak_memory('cpu') as memory:
+        latency = bm.time_calls(step, args.warmup, args.iters, 'cpu', progress)
+    boxes, scores, labels = step()
+    return dict(latency=bm.summarize(latency), backbone_latency=None, export_s=export_s, **memory,
+                detections=(torch.from_numpy(boxes[0]), torch.from_numpy(scores[0]), torch.from_numpy(labels[0])))
+
+
 def print_table(report: dict) -> None:
     header = (f"{'model':<12}{'variant':<22}{'params M':>9}{'GFLOPs':>8}{'bb GFLOPs':>10}{'median ms':>10}"
               f"{'p90 ms':>8}{'img/s':>7}{'backbone ms':>12}{'peak MiB':>9}{'GFLOP/s':>8}{'% mm':>6}"
@@ -195,7 +236,7 @@ def print_table(report: dict) -> None:
               f"{(f['total'] / 1e9 if f else nan):>8.1f}{(f['backbone'] / 1e9 if f else nan):>10.1f}"
               f"{lat['median_ms']:>10.1f}{lat['p90_ms']:>8.1f}{lat['images_per_s']:>7.2f}{backbone:>12.1f}"
               f"{r['peak_mib']:>9.0f}{r.get('achieved_tflops', nan) * 1e3:>8.0f}"
-              f"{r.get('share_of_matmul_rate', nan) * 100:>6.0f}{r.get('compile_s', nan):>10.1f}"
+              f"{r.get('share_of_matmul_rate', nan) * 100:>6.0f}{r.get('compile_s', r.get('export_s', nan)):>10.1f}"
               f"{speedup:>9}  "
               + (f"box {agree['max_box_diff']:.1e} px, score {agree['max_score_diff']:.1e}, labels "
                  f"{'equal' if agree['labels_equal'] else 'DIFFER'}" if agree else ''))
