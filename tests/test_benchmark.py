@@ -1,4 +1,5 @@
 """tools/benchmark_latency.py and its counting conventions (pit_det/benchmark.py)."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -54,6 +55,31 @@ def test_summarize():
 
 
 @pytest.mark.slow
+def _benchmark_tool():
+    spec = importlib.util.spec_from_file_location('benchmark_latency', ROOT / 'tools/benchmark_latency.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_precision_flags_and_their_gpu_checks(monkeypatch):
+    """--bf16 / --fp16 put the low precision beside fp32; fp16 is refused on CPU and bf16 on a
+    GPU without it (the CUDA branch, checked with torch's capability query stubbed)."""
+    tool = _benchmark_tool()
+    assert tool.parse_args(['x.py', '--bf16']).dtype == ['fp32', 'bf16']
+    assert tool.parse_args(['x.py', '--dtype', 'bf16']).dtype == ['bf16']
+    assert tool.parse_args(['x.py', '--dtype', 'bf16', '--bf16']).dtype == ['bf16']
+    assert tool.parse_args(['x.py', '--fp16', '--bf16']).dtype == ['fp32', 'bf16', 'fp16']
+    with pytest.raises(SystemExit, match='--fp16 is for GPUs'):
+        tool.check_dtypes('cpu', ['fp32', 'fp16'])
+    tool.check_dtypes('cpu', ['fp32', 'bf16'])
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a, **k: 'Tesla V100')
+    with pytest.raises(SystemExit, match='Tesla V100 has no bfloat16 support'):
+        tool.check_dtypes('cuda', ['bf16'])
+    tool.check_dtypes('cuda', ['fp32', 'fp16'])
+
+
 def run_tool(tmp_path, *args) -> tuple:
     out = tmp_path / 'bench.json'
     proc = subprocess.run([sys.executable, 'tools/benchmark_latency.py', 'configs/deformable_detr_pit_s.py',
