@@ -22,6 +22,7 @@ class OnnxDetector:
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # errors only: not its notes on constants it cannot fold
         self.session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
         meta = self.session.get_modelmeta().custom_metadata_map
         if 'pit_det' not in meta:

@@ -210,6 +210,7 @@ def measure_onnx(model, image, args: argparse.Namespace, progress) -> dict:
         export_s = time.perf_counter() - t0
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
+        options.log_severity_level = 3
         session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     set_msda_impl(model, impl)  # export switched the model to its grid_sample kernel
     feed = {'image': image.cpu().numpy()}
