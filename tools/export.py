@@ -13,6 +13,7 @@ import argparse
 import sys
 
 import torch
+from mmengine.config import DictAction
 
 from pit_det.errors import run_tool
 from pit_det.export import build_detector, classes_of, export_onnx, preprocessing_of
@@ -30,14 +31,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--min-size', type=int, help='--dynamic: smallest side (default: the smallest that gives '
                         'the encoder num_queries tokens)')
     parser.add_argument('--opset', type=int, default=18, help='ONNX opset (>= 16; default 18)')
-    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='config overrides, e.g. model.num_queries=100')
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    options = dict(kv.split('=', 1) for kv in args.cfg_options)
-    cfg = load_config(args.config, cfg_options=options or None)
+    cfg = load_config(args.config, cfg_options=args.cfg_options)
     detector = build_detector(cfg, args.checkpoint)
     preprocess = preprocessing_of(cfg)
     if args.shape:
