@@ -1,9 +1,27 @@
 """The detection picture of ``tools/demo.py`` and ``tools/onnx_demo.py``: boxes, class names and
 scores over the image, in OpenCV alone so that a PyTorch-free service draws the same."""
-from typing import Sequence
+from pathlib import Path
+from typing import List, Sequence
 
 import cv2
 import numpy as np
+
+
+IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.webp'}
+
+
+def image_files(src: Path) -> List[Path]:
+    """``src`` itself if it is a file, else the images in the folder ``src``, sorted.
+
+    Raises:
+        FileNotFoundError: ``src`` does not exist, or is a folder without images; names it.
+    """
+    if not src.exists():
+        raise FileNotFoundError(f'no such image or folder: {src}')
+    files = [src] if src.is_file() else sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f'no images found at {src}')
+    return files
 
 
 def color(label: int) -> tuple:

@@ -99,14 +99,21 @@ def test_few_classes_and_tokens_give_fewer_detections(tmp_path):
     assert tokens == [29] and len(result.pred_instances) == 29 * 3 and (result.pred_instances.labels < 3).all()
 
 
-@pytest.mark.parametrize('name', ['pit_s', 'r50'])
-def test_normal_images_give_exactly_mmdets_results(tmp_path, name):
+def with_mmdet_reference(name: str):
+    """The shipped config, pit-det's detector (stock kernel) and mmdet's own ``DeformableDETR``
+    with the same weights."""
     cfg, ours = build(f'deformable_detr_{name}.py', msda_impl='stock')
     mmdet_cfg = copy.deepcopy(cfg.model)
     mmdet_cfg.pop('msda_impl')
     mmdet_cfg.type = 'DeformableDETR'
     reference = MODELS.build(mmdet_cfg)
     reference.load_state_dict(ours.state_dict())
+    return cfg, ours, reference
+
+
+@pytest.mark.parametrize('name', ['pit_s', 'r50'])
+def test_normal_images_give_exactly_mmdets_results(tmp_path, name):
+    cfg, ours, reference = with_mmdet_reference(name)
     packed = sample(tmp_path, (480, 640), cfg.test_pipeline)  # 400 x 533 after the test resize
     data = dict(inputs=[packed['inputs']], data_samples=[packed['data_samples']])
     with torch.no_grad():
@@ -121,12 +128,7 @@ def test_padded_batches_give_exactly_mmdets_results_and_losses(tmp_path, name):
     """Two images of different sizes in one batch: padding masks, valid ratios and masked
     proposals go through pit-det's own ``pre_transformer`` / encoder / proposal code; the
     detections and every loss equal mmdet's ``DeformableDETR`` bit for bit."""
-    cfg, ours = build(f'deformable_detr_{name}.py', msda_impl='stock')
-    mmdet_cfg = copy.deepcopy(cfg.model)
-    mmdet_cfg.pop('msda_impl')
-    mmdet_cfg.type = 'DeformableDETR'
-    reference = MODELS.build(mmdet_cfg)
-    reference.load_state_dict(ours.state_dict())
+    cfg, ours, reference = with_mmdet_reference(name)
     for pipeline, train in ((cfg.test_pipeline, False), (cfg.train_pipeline, True)):
         np.random.seed(0)
         packed = [sample(tmp_path, hw, pipeline) for hw in ((480, 640), (300, 520))]

@@ -202,7 +202,6 @@ def measure_onnx(model, image, args: argparse.Namespace, progress) -> dict:
     normalisation, about 1 ms, is outside the graph), export time, detections."""
     import onnxruntime as ort
     from pit_det.export import export_onnx
-    impl = next(m.impl for m in model.modules() if hasattr(m, 'impl'))
     with tempfile.TemporaryDirectory() as tmp:
         path = osp.join(tmp, 'model.onnx')
         t0 = time.perf_counter()
@@ -212,7 +211,6 @@ def measure_onnx(model, image, args: argparse.Namespace, progress) -> dict:
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3
         session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-    set_msda_impl(model, impl)  # export switched the model to its grid_sample kernel
     feed = {'image': image.cpu().numpy()}
     step = lambda: session.run(None, feed)  # noqa: E731
     with bm.peak_memory('cpu') as memory:

@@ -17,10 +17,7 @@ from tqdm import tqdm
 
 import pit_det  # noqa: F401  checkpoints are read weights-only (pit_det.checkpoint)
 from pit_det.errors import run_tool
-from pit_det_deploy import draw_detections
-
-IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.webp'}
-
+from pit_det_deploy import draw_detections, image_files
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,10 +29,7 @@ def main() -> None:
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args()
 
-    src = Path(args.inputs)
-    files = [src] if src.is_file() else sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f'no images found at {src}')
+    files = image_files(Path(args.inputs))
     model = init_detector(args.config, args.checkpoint, device=args.device,
                           cfg_options={'model.backbone.init_cfg': None})
     classes = model.dataset_meta['classes']

@@ -13,10 +13,7 @@ from pathlib import Path
 
 import cv2
 
-from pit_det_deploy import OnnxDetector, draw_detections
-
-IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.webp'}
-
+from pit_det_deploy import OnnxDetector, draw_detections, image_files
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,12 +24,7 @@ def main(argv=None) -> int:
     parser.add_argument('--threads', type=int, default=0, help='onnxruntime threads (default: its own choice)')
     args = parser.parse_args(argv)
     try:
-        src = Path(args.inputs)
-        if not src.exists():
-            raise FileNotFoundError(f'no such image or folder: {src}')
-        files = [src] if src.is_file() else sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise FileNotFoundError(f'no images found at {src}')
+        files = image_files(Path(args.inputs))
         if not Path(args.model).is_file():
             raise FileNotFoundError(f'no such model file: {args.model}')
         try:

@@ -3,6 +3,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import PitDetError
+from ..models import msda_impl_as
 from .wrappers import exportable
 
 
@@ -12,10 +13,9 @@ def export_program(detector: nn.Module, image: Tensor, msda_impl: str = 'fast', 
 
     With ``msda_impl='fast'`` deformable attention is the custom op ``pit_det::ms_deform_attn``.
     """
-    module = exportable(detector, msda_impl, postprocess)
-    with torch.no_grad():
-        return torch.export.export(module, (image,), dynamic_shapes=dynamic_image_shapes() if dynamic else None,
-                                   strict=False)
+    with torch.no_grad(), msda_impl_as(detector, msda_impl):
+        return torch.export.export(exportable(detector, postprocess), (image,), strict=False,
+                                   dynamic_shapes=dynamic_image_shapes() if dynamic else None)
 
 
 def dynamic_image_shapes(min_size: int = 256, max_size: int = 4096) -> tuple:

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import PitDetError
+from ..models import msda_impl_as
 from .program import dynamic_image_shapes, min_dynamic_size
 from .wrappers import exportable
 
@@ -23,7 +24,6 @@ def export_onnx(detector: nn.Module, image: Tensor, path: str, dynamic: bool = F
     import onnx
     if opset < 16:
         raise PitDetError(f'opset {opset} is not supported: deformable attention needs GridSample (opset >= 16)')
-    module = exportable(detector, 'grid_sample', postprocess=True)
     H, W = image.shape[-2:]
     info = dict(metadata or {}, input_shape=[H, W], dynamic=dynamic, opset=opset)
     shapes = None
@@ -31,10 +31,11 @@ def export_onnx(detector: nn.Module, image: Tensor, path: str, dynamic: bool = F
         info['min_size'] = min_size or min_dynamic_size(detector)
         info['max_size'] = 4096
         shapes = dynamic_image_shapes(info['min_size'], info['max_size'])
-    with torch.no_grad():
+    with torch.no_grad(), msda_impl_as(detector, 'grid_sample'):
         # onnxscript's graph optimiser (0.7.2) left a dangling input in these graphs
         # ('sigmoid_1_min_1' is not ... output of a previous node); onnxruntime optimises at load.
-        program = torch.onnx.export(module, (image,), dynamo=True, opset_version=opset, dynamic_shapes=shapes,
+        program = torch.onnx.export(exportable(detector), (image,), dynamo=True, opset_version=opset,
+                                    dynamic_shapes=shapes,
                                     input_names=['image'], output_names=['boxes', 'scores', 'labels'],
                                     optimize=False, verbose=False)
     model = program.model_proto

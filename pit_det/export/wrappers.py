@@ -7,7 +7,6 @@ import torch
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from torch import Tensor, nn
 
-from ..models import set_msda_impl
 
 
 class DetectorCore(nn.Module):
@@ -76,7 +75,6 @@ class DetectorWithPostprocess(DetectorCore):
         return boxes, scores, labels
 
 
-def exportable(detector: nn.Module, msda_impl: str, postprocess: bool = True) -> nn.Module:
-    """``detector`` in eval mode with ``msda_impl``, wrapped for export."""
-    set_msda_impl(detector.eval(), msda_impl)
-    return (DetectorWithPostprocess if postprocess else DetectorCore)(detector).eval()
+def exportable(detector: nn.Module, postprocess: bool = True) -> nn.Module:
+    """``detector`` in eval mode, wrapped for export."""
+    return (DetectorWithPostprocess if postprocess else DetectorCore)(detector.eval()).eval()

@@ -1,7 +1,7 @@
 from .deformable_detr import PitDeformableDETR
-from .msda import MSDeformAttn, set_msda_impl
+from .msda import MSDeformAttn, msda_impl_as, set_msda_impl
 from .pit import PiT
 from .vit import ViT
 from .vit_pyramid import ViTPyramid
 
-__all__ = ['MSDeformAttn', 'PiT', 'PitDeformableDETR', 'ViT', 'ViTPyramid', 'set_msda_impl']
+__all__ = ['MSDeformAttn', 'PiT', 'PitDeformableDETR', 'ViT', 'ViTPyramid', 'msda_impl_as', 'set_msda_impl']

@@ -4,7 +4,8 @@ mmdet builds ``MultiScaleDeformableAttention`` directly inside its Deformable DE
 through a registry, so ``set_msda_impl`` switches existing modules to this subclass in place:
 same parameters, same state-dict keys, only ``forward`` differs.
 """
-from typing import List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
@@ -112,3 +113,21 @@ def set_msda_impl(model: nn.Module, impl: str) -> int:
             module.impl = impl
             count += 1
     return count
+
+
+@contextmanager
+def msda_impl_as(model: nn.Module, impl: str) -> Iterator[None]:
+    """:func:`set_msda_impl` for the duration of the block; every module gets its own kernel back
+    after it (export switches a detector to the traceable kernel without changing it for good)."""
+    saved = [(m, m.__class__, m.__dict__.get('impl')) for m in model.modules()
+             if isinstance(m, MultiScaleDeformableAttention)]
+    set_msda_impl(model, impl)
+    try:
+        yield
+    finally:
+        for module, cls, own in saved:
+            module.__class__ = cls
+            if own is None:
+                module.__dict__.pop('impl', None)
+            else:
+                module.impl = own
