@@ -136,6 +136,34 @@ def test_partial_class_mismatch_warns_by_name(tmp_path, mm_log):
     assert len(_build_dataset(path, classes=('rectangle',)).cat_ids) == 1
 
 
+@pytest.mark.parametrize('num_in_config_classes,stops', [(1, True), (3, False)])
+def test_nearly_all_boxes_of_foreign_classes_stop_unless_a_deliberate_subset(tmp_path, num_in_config_classes,
+                                                                            stops):
+    """A json with one class name in common with the config ('rectangle'), whose other boxes are
+    'car' or 'kite': 1 or 3 of its boxes are rectangles. With one (above 90% foreign) the toy config
+    is refused, naming both lists; the config of just 'rectangle', a subset of the json's names,
+    trains on that one either way."""
+    coco = make_split(tmp_path, 'val', 12, seed=5)
+    for cat, name in zip(coco['categories'], ('rectangle', 'car', 'kite')):
+        cat['name'] = name
+    for i, ann in enumerate(coco['annotations']):
+        ann['category_id'] = 1 if i < num_in_config_classes else 2 + i % 2
+    n = len(coco['annotations'])
+    assert (n - 1) / n >= 0.9 > (n - 3) / n  # the two cases on either side of the limit
+    path = tmp_path / 'annotations' / 'instances_val2017.json'
+    path.write_text(json.dumps(coco))
+    if stops:
+        with pytest.raises(DatasetError) as err:
+            _build_dataset(path)
+        message = str(err.value)
+        assert message.startswith(f'{path}: {n - 1} of its {n} boxes have categories outside metainfo.classes, '
+                                  "and 2 of the config's class names are not among its categories")
+        assert "['rectangle', 'car', 'kite']" in message and "['rectangle', 'ellipse', 'triangle']" in message
+    else:
+        assert sum(len(d['instances']) for d in _build_dataset(path)) == 3
+    assert sum(len(d['instances']) for d in _build_dataset(path, classes=('rectangle',))) == num_in_config_classes
+
+
 @pytest.mark.slow
 def test_train_stops_before_training_on_foreign_class_names_and_the_fix_works(tmp_path):
     """mmdet#10208: a json whose class names are not the config's. pit-det stops before the first

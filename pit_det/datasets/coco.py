@@ -52,13 +52,17 @@ class CheckedCocoDataset(CocoDataset):
       with the image, or a category not among the config's ``metainfo.classes``. Each dropped box
       is counted, and one warning lists how many and the first few, categories by name.
     * When the config's class names match none of the json's, or every box of a split has a
-      category outside them, the data set is an error before training starts: it names both lists
-      of class names and the fix (mmdet would train on no boxes and crash in evaluation, mmdet
+      category outside them, or 90% of its boxes do while some of the config's class names are not
+      in the json (a config for other data with a name in common by chance), the data set is an
+      error before training starts: it names both lists of class names and the fix (mmdet would train on no boxes and crash in evaluation, mmdet
       issue #10208). Training on a deliberate subset of the json's classes stays possible. A split
       whose boxes are all unusable for other reasons is an error too.
     """
 
     accepts_seeded_indices = True  # see SeededSampler
+    # A split that would lose this share of its boxes to categories outside a config whose class
+    # names are not all in the json stops before training (mmdet#10208 with one name in common).
+    FOREIGN_CLASS_LIMIT = 0.9
 
     def __getitem__(self, idx: int) -> dict:
         """``dataset[index]``; a :class:`SeededIndex` from :class:`SeededSampler` runs the pipeline
@@ -79,7 +83,7 @@ class CheckedCocoDataset(CocoDataset):
         self._dropped: List[str] = []
         self._num_boxes = self._num_unknown_category = 0
         data_list = super().load_data_list()
-        if not self.cat_ids or (self._num_boxes and self._num_unknown_category == self._num_boxes):
+        if not self.cat_ids or self._mostly_foreign_classes():
             raise DatasetError(self._class_mismatch_message(list(self.metainfo['classes']), self._json_classes))
         if self._num_boxes and len(self._dropped) == self._num_boxes:
             raise DatasetError(f'{self.ann_file}: all {self._num_boxes} boxes are unusable, e.g. '
@@ -89,12 +93,30 @@ class CheckedCocoDataset(CocoDataset):
                       f'{"; ".join(self._dropped[:5])}', logger='current', level=30)
         return data_list
 
+    def _mostly_foreign_classes(self) -> bool:
+        """Every box, or at least :attr:`FOREIGN_CLASS_LIMIT` of them, has a category outside the
+        config's classes while some of the config's class names are not in the json: a mismatch (a
+        config for other data), not a deliberate subset, whose names would all be in the json."""
+        if not self._num_boxes:
+            return False
+        foreign = self._num_unknown_category / self._num_boxes
+        if foreign == 1:
+            return True
+        missing = set(self.metainfo['classes']) - set(self._json_classes)
+        return bool(missing) and foreign >= self.FOREIGN_CLASS_LIMIT
+
     def _class_mismatch_message(self, classes: List[str], json_names: List[str]) -> str:
         def show(names: List[str]) -> str:
             return repr(names[:12])[:-1] + (f', ... ({len(names)} in all)]' if len(names) > 12 else ']')
 
-        what = ('none of the config\'s class names is among its categories' if not self.cat_ids
-                else f'all {self._num_boxes} of its boxes have categories outside metainfo.classes')
+        if not self.cat_ids:
+            what = 'none of the config\'s class names is among its categories'
+        elif self._num_unknown_category == self._num_boxes:
+            what = f'all {self._num_boxes} of its boxes have categories outside metainfo.classes'
+        else:
+            what = (f'{self._num_unknown_category} of its {self._num_boxes} boxes have categories outside '
+                    f'metainfo.classes, and {len(set(classes) - set(json_names))} of the config\'s class names '
+                    'are not among its categories')
         fix = ''
         if not any(c in name for name in json_names for c in ' ,\'"[]()'):  # what --cfg-options can spell
             names = ','.join(json_names)
