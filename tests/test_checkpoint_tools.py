@@ -43,13 +43,15 @@ def _where(place: str, tmp_path: Path, toy: Path):
         return ['tools/test.py', TOY, evil, '--work-dir', work, '--data-root', toy], evil, marker
     if place == 'demo':
         return ['tools/demo.py', toy / 'val2017', TOY, evil, '--out', tmp_path / 'demo'], evil, marker
+    if place == 'export':
+        return ['tools/export.py', TOY, evil, '--out', tmp_path / 'model.onnx'], evil, marker
     if place == 'load_from':
         return [*train, f'load_from={evil}'], evil, marker
     raise ValueError(place)
 
 
 @pytest.mark.parametrize('place', ['resume_path', 'last_checkpoint', 'dropped_in_work_dir', 'test', 'demo',
-                                   'load_from'])
+                                   'export', 'load_from'])
 def test_crafted_checkpoint_is_refused_and_named(tmp_path, tiny_toy, place):
     command, evil, marker = _where(place, tmp_path, tiny_toy)
     proc = _tool(*command)
