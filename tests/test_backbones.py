@@ -44,7 +44,7 @@ def test_pit_matches_timm(name, distilled):
     assert len(got) == 3
     for e, g in zip(expected, got):
         assert g.shape == e.shape
-        torch.testing.assert_close(g, e, atol=1e-4, rtol=0)
+        torch.testing.assert_close(g, e, atol=0, rtol=0)  # timm's ops in timm's order: bit for bit
 
 
 @pytest.mark.parametrize('name,distilled', [('deit_small_patch16_224', False),
@@ -61,7 +61,7 @@ def test_vit_matches_timm(name, distilled):
     assert len(got) == 3
     for e, g in zip(expected, got):
         assert g.shape == e.shape == (2, 384, 14, 14)
-        torch.testing.assert_close(g, e, atol=1e-4, rtol=0)
+        torch.testing.assert_close(g, e, atol=0, rtol=0)  # timm's ops in timm's order: bit for bit
 
 
 def test_pit_s_declares_channels_and_strides():
@@ -158,9 +158,10 @@ def test_activation_checkpointing_is_exact(cfg):
     for model in (plain, cp):
         out = model(x)
         sum(o.sum() for o in out).backward()
-        grads.append({n: p.grad for n, p in model.named_parameters()})
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[1].keys() == grads[0].keys() and len(grads[0]) > 10
     for n in grads[0]:
-        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-5, rtol=1e-4)
+        assert torch.equal(grads[1][n], grads[0][n]), n  # recomputation repeats the same ops
 
 
 @pytest.mark.parametrize('type_', ['PiT', 'ViT'])

@@ -152,10 +152,12 @@ def test_module_fast_equals_mmcv_module(batch_first, ref_dims):
         (out * torch.cos(out)).sum().backward()
         outs.append(out.detach())
     assert outs[0].shape == query.shape
-    torch.testing.assert_close(outs[1], outs[0], atol=1e-4, rtol=1e-4)
+    # fp32 through the projections around the kernel: measured 7.2e-7 on outputs of magnitude 3.7
+    # (a few ulps), gradients within 5.6e-7 of each parameter's largest.
+    torch.testing.assert_close(outs[1], outs[0], **TOL[torch.float32])
     for (name, p_stock), p_fast in zip(stock.named_parameters(), fast.parameters()):
         scale = max(1.0, p_stock.grad.abs().max().item())
-        assert (p_fast.grad - p_stock.grad).abs().max().item() <= 1e-3 * scale, name
+        assert (p_fast.grad - p_stock.grad).abs().max().item() <= TOL[torch.float32]['atol'] * scale, name
 
 
 def test_set_msda_impl_round_trip_and_errors():
@@ -169,8 +171,8 @@ def test_set_msda_impl_round_trip_and_errors():
 
 
 def test_detector_fast_equals_stock_predict_and_training_gradients():
-    """PiT-S Deformable DETR (refine + two-stage), same weights: detections within 1e-4 and the
-    training gradients of every parameter within 1e-3 (relative to the largest)."""
+    """PiT-S Deformable DETR (refine + two-stage), same weights: boxes within 1e-4 px, scores within
+    1e-6 and the training gradients of every parameter within 2e-4 of the largest."""
     from test_detectors import build_detector, load, make_batch
 
     torch.manual_seed(0)
@@ -204,13 +206,15 @@ def test_detector_fast_equals_stock_predict_and_training_gradients():
         sum(v for k, v in losses.items() if 'loss' in k).backward()
         grads[impl] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         model.eval()
-    torch.testing.assert_close(preds['fast'][0], preds['stock'][0], atol=1e-4, rtol=0)
-    torch.testing.assert_close(preds['fast'][1], preds['stock'][1], atol=1e-4, rtol=0)
+    # Measured: boxes (up to 208 px) equal, scores within 4.8e-8; gradients within 9.7e-5 of the
+    # largest (the decoder FFN's, after 6 layers of fp32 rounding from the kernels' different sums).
+    torch.testing.assert_close(preds['fast'][0], preds['stock'][0], atol=1e-4, rtol=0)  # ~7 ulps at 208 px
+    torch.testing.assert_close(preds['fast'][1], preds['stock'][1], atol=1e-6, rtol=0)
     assert torch.equal(preds['fast'][2], preds['stock'][2])
     assert grads['fast'].keys() == grads['stock'].keys() and len(grads['stock']) > 100
     scale = max(g.abs().max().item() for g in grads['stock'].values())
     for name, g in grads['stock'].items():
-        assert (grads['fast'][name] - g).abs().max().item() <= 1e-3 * scale, name
+        assert (grads['fast'][name] - g).abs().max().item() <= 2e-4 * scale, name
     # 'grid_sample' is mmcv's CPU code fed Python level shapes: the same detections as 'stock';
     # gradients sum in another order through pit-det's location code (measured 1.1e-7 of the
     # largest gradient: fp32 rounding).
