@@ -107,7 +107,8 @@ def test_benchmark_tool_smoke(tmp_path):
     assert fast['flops']['total'] == fast['flops']['counted'] + fast['flops']['msda_analytic']
     assert fast['flops']['msda_analytic'] > 0 and 0 < fast['flops']['backbone'] < fast['flops']['counted']
     assert 'reference' not in stock and fast['reference'] == 'stock fp32' == fast_bf16['reference']
-    assert fast['vs_reference']['max_box_diff'] <= 1e-4 and fast['vs_reference']['max_score_diff'] <= 1e-4
+    # fp32 rounding of two kernels (measured: boxes equal, scores 5.2e-8): 1e-6 of the side, 1e-6.
+    assert fast['vs_reference']['max_box_diff'] <= 1e-6 * 208 and fast['vs_reference']['max_score_diff'] <= 1e-6
     assert fast['vs_reference']['labels_equal']
     # bf16 keeps about 3 significant digits: scores within 0.05 of fp32, yet not identical to them.
     for row in (stock_bf16, fast_bf16):
@@ -140,8 +141,10 @@ def test_benchmark_compile_and_onnxruntime_rows(tmp_path):
     assert (eager['compiled'], compiled['compiled']) == (False, True) and report['environment']['compile_mode'] == 'default'
     assert compiled['compile_s'] > compiled['latency']['median_ms'] / 1e3 > 0 and 'compile_s' not in eager
     assert compiled['backbone_latency'] is None
-    # mmdet's detector code splits test_step into several graphs; eager rows have none.
-    assert compiled['graphs'] >= 1 and compiled['graph_breaks'] >= 0 and 'graphs' not in eager
+    # test_step: mmengine's data preprocessor (stack_batch) breaks the graph 3 times; predict itself
+    # is one graph (tests/test_msda_op.py). Eager rows have no graphs.
+    assert (compiled['graphs'], compiled['graph_breaks']) == (4, 3) and 'graphs' not in eager
     assert compiled['reference'] == 'fast fp32' and compiled['vs_reference']['labels_equal']
-    assert compiled['vs_reference']['max_box_diff'] <= 1e-3 and compiled['vs_reference']['max_score_diff'] <= 1e-5
+    # Inductor fuses and reorders fp32 sums (measured 1.5e-5 px, scores 4.1e-8).
+    assert compiled['vs_reference']['max_box_diff'] <= 1e-6 * 208 and compiled['vs_reference']['max_score_diff'] <= 1e-6
     assert 'fast fp32 compiled' in stdout
