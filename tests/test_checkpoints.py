@@ -108,7 +108,7 @@ def test_pickle_with_code_is_refused(tmp_path, capsys):
     path = tmp_path / 'evil.pth'
     torch.save({'pos_embed': torch.zeros(1), 'payload': _Payload()}, path)
     capsys.readouterr()
-    with pytest.raises(CheckpointError, match='refused: it needs the global print') as err:
+    with pytest.raises(CheckpointError, match='refused: it needs the global builtins.print,') as err:
         read_state_dict(path)
     assert str(path) in str(err.value)
     assert 'this would have run' not in capsys.readouterr().out

@@ -93,6 +93,10 @@ if [[ -z "$MMCV_WHEEL" ]]; then
     # pip's own tail is its subprocess shim; the reason is in the build's error lines.
     log "mmcv build FAILED (exit $rc). The lines that say why (full log: $BUILD_LOG):"
     grep -E -A3 'Traceback|Error|error:|FAILED' "$BUILD_LOG" | grep -v '^--$' | tail -n 40 >&2
+    # The first Python exception of the log is the cause (e.g. "ModuleNotFoundError: No module
+    # named 'pkg_resources'"); what pip prints after it is its own reaction.
+    REASON="$(grep -m1 -E '^\s*[A-Za-z_.]*(Error|Exception): ' "$BUILD_LOG" | sed -E 's/^\s+//' || true)"
+    [[ -n "$REASON" ]] && log "mmcv build FAILED because: $REASON"
     exit 1
   fi
   mv "$TMP_WHEELS"/mmcv-*.whl "$WHEEL_DIR"/

@@ -87,7 +87,9 @@ def safe_torch_load(path: Union[str, Path], map_location=None, **kwargs):
         reasons = [line for line in str(err).splitlines()
                    if line.strip() and not line.startswith(('Weights only load failed', 'Please file an issue',
                                                             'Check the documentation'))]
-        what = f'the global {found.group(1)}' if found else (reasons or [str(err)])[0]
+        name = found.group(1) if found else ''
+        name = name if '.' in name else f'builtins.{name}'  # torch 2.6 names it builtins.print, 2.13 print
+        what = f'the global {name}' if found else (reasons or [str(err)])[0]
         raise CheckpointError(
             f'{path}: refused: it needs {what}, which is not on pit-det\'s allowlist of plain data '
             f'(tensors, numbers, strings, containers, numpy arrays, mmengine\'s message hub); '
