@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # config -> (timm model whose weights are written, layouts promised in the README / config)
 PROMISED = {
-    'pit_s': ('pit_s_224', ['pit_official', 'pit_official_wrapped', 'timm', 'safetensors']),
+    'pit_s': ('pit_s_224', ['pit_official', 'pit_official_wrapped', 'timm', 'timm_old_pit', 'safetensors']),
     'vit_s': ('deit_small_patch16_224', ['deit_official', 'timm', 'safetensors']),
     'vit_s_pyramid': ('deit_small_patch16_224', ['deit_official', 'timm', 'safetensors']),
     'r50': ('torchvision_resnet50', ['torchvision']),
