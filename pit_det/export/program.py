@@ -6,6 +6,26 @@ from ..errors import PitDetError
 from ..models import msda_impl_as
 from .wrappers import exportable
 
+# The oldest torch each export was measured to run on (tests/test_export.py, onnxscript 0.7.2);
+# training, evaluation and resume run from torch 2.6 (pyproject.toml). In 2.6 the ONNX exporter
+# fails on ResNet-50's batch norm. Up to 2.10.0 torch.export's shape solver cannot prove the guards
+# that the padded sizes of a free height and width put on the shipped detectors; 2.13 can (2.11
+# and 2.12 were not tried).
+MIN_TORCH = {'static': (2, 7), 'dynamic': (2, 13)}
+
+
+def require_torch_for_export(dynamic: bool) -> None:
+    """Raises:
+        PitDetError: this torch is older than :data:`MIN_TORCH` for the export asked for, naming
+            both versions (an old torch fails deep in its exporter instead)."""
+    kind = 'dynamic' if dynamic else 'static'
+    have = tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2])
+    if have < MIN_TORCH[kind]:
+        need = '.'.join(map(str, MIN_TORCH[kind]))
+        raise PitDetError(f'{"a dynamic" if dynamic else "an"} export needs torch >= {need}; this is torch '
+                          f'{torch.__version__} (training, evaluation and inference run on it). Install the '
+                          f'torch of tools/constraints.txt, or export where it is installed.')
+
 
 def export_program(detector: nn.Module, image: Tensor, msda_impl: str = 'fast', postprocess: bool = False,
                    dynamic: bool = False) -> torch.export.ExportedProgram:
@@ -13,6 +33,7 @@ def export_program(detector: nn.Module, image: Tensor, msda_impl: str = 'fast', 
 
     With ``msda_impl='fast'`` deformable attention is the custom op ``pit_det::ms_deform_attn``.
     """
+    require_torch_for_export(dynamic)
     with torch.no_grad(), msda_impl_as(detector, msda_impl):
         return torch.export.export(exportable(detector, postprocess), (image,), strict=False,
                                    dynamic_shapes=dynamic_image_shapes() if dynamic else None)

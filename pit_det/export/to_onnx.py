@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..errors import PitDetError
 from ..models import msda_impl_as
-from .program import dynamic_image_shapes, min_dynamic_size
+from .program import dynamic_image_shapes, min_dynamic_size, require_torch_for_export
 from .wrappers import exportable
 
 
@@ -19,9 +19,10 @@ def export_onnx(detector: nn.Module, image: Tensor, path: str, dynamic: bool = F
     (``pit_det`` key, JSON): input range and whatever ``metadata`` adds.
 
     Raises:
-        PitDetError: ``opset`` below 16 (no GridSample) or a failed export, naming the cause.
+        PitDetError: ``opset`` below 16 (no GridSample), or a torch too old for the export.
     """
     import onnx
+    require_torch_for_export(dynamic)
     if opset < 16:
         raise PitDetError(f'opset {opset} is not supported: deformable attention needs GridSample (opset >= 16)')
     H, W = image.shape[-2:]
