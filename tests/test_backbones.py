@@ -184,3 +184,16 @@ def test_bad_out_indices_and_frozen_stages():
         MODELS.build(dict(type='ViT', arch='ti', out_indices=(12,)))
     with pytest.raises(ValueError, match='frozen_stages'):
         MODELS.build(dict(type='PiT', arch='ti', frozen_stages=4))
+
+
+@pytest.mark.parametrize('h,w', [(6, 8), (7, 9), (1, 5), (13, 2)])
+def test_halving_pool_equals_ceil_mode_max_pooling(h, w):
+    """The pyramid's 0.5x resampler pads odd sides with -inf instead of ceil_mode (which a
+    dynamic torch.export cannot trace): the same maxima, shapes and gradients."""
+    from pit_det.models.vit_pyramid import HalveMaxPool
+
+    x = torch.randn(2, 3, h, w, requires_grad=True)
+    ours, ref = HalveMaxPool()(x), torch.nn.MaxPool2d(2, 2, ceil_mode=True)(x)
+    assert ours.shape == ref.shape == (2, 3, -(-h // 2), -(-w // 2)) and torch.equal(ours, ref)
+    g = torch.randn_like(ref)
+    assert torch.equal(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0])

@@ -8,9 +8,9 @@ from .wrappers import exportable
 
 # The oldest torch each export was measured to run on (tests/test_export.py, onnxscript 0.7.2);
 # training, evaluation and resume run from torch 2.6 (pyproject.toml). In 2.6 the ONNX exporter
-# fails on ResNet-50's batch norm. Up to 2.10.0 torch.export's shape solver cannot prove the guards
-# that the padded sizes of a free height and width put on the shipped detectors; 2.13 can (2.11
-# and 2.12 were not tried).
+# fails on ResNet-50's batch norm. Up to 2.12.1 torch.export's shape solver cannot prove the guards
+# that the padded sizes of a free height and width put on the shipped detectors (2.12.1: R50; 2.10.0
+# and 2.7.1: PiT-S too); 2.13 can (2.11 was not tried).
 MIN_TORCH = {'static': (2, 7), 'dynamic': (2, 13)}
 
 

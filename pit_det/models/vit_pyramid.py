@@ -9,10 +9,26 @@ stride 8 / 16 / 32 pyramid like PiT's stages.
 from typing import Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import nn
 
 from .vit import ViT
+
+
+class HalveMaxPool(nn.Module):
+    """2 x 2 max-pooling with stride 2 that keeps a last odd row / column, as
+    ``MaxPool2d(2, 2, ceil_mode=True)`` does: (B, C, h, w) -> (B, C, ceil(h / 2), ceil(w / 2)).
+
+    The odd side is padded with -inf instead: the same maxima, and ``torch.export`` of a free
+    height and width does not meet ceil_mode's output-size rule, which its shape solver (torch
+    2.13) cannot prove for every size.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, w % 2, 0, h % 2), value=float('-inf'))
+        return F.max_pool2d(x, kernel_size=2, stride=2)
 
 
 def _resampler(dim: int, factor: float) -> nn.Module:
@@ -21,7 +37,7 @@ def _resampler(dim: int, factor: float) -> nn.Module:
     if factor == 1.0:
         return nn.Identity()
     if factor == 0.5:
-        return nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
+        return HalveMaxPool()
     raise ValueError(f'scale factor {factor!r} not supported; use 2.0, 1.0 or 0.5')
 
 
