@@ -1,6 +1,7 @@
 """``torch.export`` of a detector, pit-det's deformable-attention op kept in the graph."""
 import torch
 from torch import Tensor, nn
+from torch.torch_version import TorchVersion
 
 from ..errors import PitDetError
 from ..models import msda_impl_as
@@ -19,8 +20,7 @@ def require_torch_for_export(dynamic: bool) -> None:
         PitDetError: this torch is older than :data:`MIN_TORCH` for the export asked for, naming
             both versions (an old torch fails deep in its exporter instead)."""
     kind = 'dynamic' if dynamic else 'static'
-    have = tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2])
-    if have < MIN_TORCH[kind]:
+    if TorchVersion(torch.__version__) < MIN_TORCH[kind]:
         need = '.'.join(map(str, MIN_TORCH[kind]))
         raise PitDetError(f'{"a dynamic" if dynamic else "an"} export needs torch >= {need}; this is torch '
                           f'{torch.__version__} (training, evaluation and inference run on it). Install the '
