@@ -13,7 +13,6 @@ Conventions:
   dtype and threads: how far the model is from the hardware's practical limit.
 """
 import logging
-import os
 import platform
 import statistics
 import time
@@ -30,6 +29,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .ops import msda_flops
+from .precision import cpu_info
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -241,23 +241,36 @@ def profile_top_ops(fn: Callable[[], object], top: int = 12) -> List[Dict[str, f
 
 
 def environment(device: str) -> Dict[str, object]:
-    """Device, threads and versions: what a latency figure means nothing without."""
+    """Device, threads and versions: what a latency figure means nothing without.
+
+    On CPU: the model, the vector ISA torch's kernels use, and whether bf16 / fp16 are native
+    (``pit_det.precision``); a figure holds for that processor class and thread count only.
+    """
     import mmcv
     import mmdet
+    cpu = cpu_info()
     info = dict(device=device, torch=torch.__version__, mmcv=mmcv.__version__, mmdet=mmdet.__version__,
-                threads=torch.get_num_threads(), cpu=_cpu_name(), python=platform.python_version(),
-                date=time.strftime('%Y-%m-%d %H:%M %Z'))
+                onnxruntime=_version('onnxruntime'), openvino=_version('openvino'),
+                threads=torch.get_num_threads(), cpu=cpu.model, cpu_isa=cpu.isa, cpu_cores=cpu.cores,
+                cpu_native_bf16=cpu.native('bf16'), cpu_native_fp16=cpu.native('fp16'),
+                python=platform.python_version(), date=time.strftime('%Y-%m-%d %H:%M %Z'))
     if device.startswith('cuda'):
         info['gpu'] = torch.cuda.get_device_name()
     return info
 
 
-def _cpu_name() -> str:
+def describe_environment(env: Dict[str, object]) -> str:
+    """One header line naming the hardware and versions of ``environment(...)``."""
+    cpu = (f"{env['cpu']} ({env['cpu_isa']}, {'native' if env['cpu_native_bf16'] else 'no native'} bf16, "
+           f"{env['cpu_cores']} cores)")
+    where = f"{env['gpu']}, host {cpu}" if env.get('gpu') else cpu
+    versions = ', '.join(f'{k} {env[k]}' for k in ('torch', 'mmcv', 'onnxruntime', 'openvino') if env.get(k))
+    return f"{env['device']}: {where}; {env['threads']} threads; {versions}"
+
+
+def _version(package: str) -> Optional[str]:
+    from importlib.metadata import PackageNotFoundError, version
     try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical cores)"
-    except OSError:
-        pass
-    return f'{platform.processor() or platform.machine()} ({os.cpu_count()} logical cores)'
+        return version(package)
+    except PackageNotFoundError:
+        return None

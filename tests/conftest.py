@@ -1,4 +1,11 @@
 import logging
+import os
+
+# The suite runs on CPU. pit-det's Triton kernels are checked there by Triton's interpreter, which
+# must be chosen before Triton is first imported: Triton's own library functions (tl.sum, ...)
+# are wrapped for the interpreter or for the GPU at that moment.
+os.environ.setdefault('TRITON_INTERPRET', '1')
+
 from pathlib import Path
 
 import pytest

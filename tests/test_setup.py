@@ -24,20 +24,32 @@ variant = _tool('mmcv_variant')
 
 def test_cpu_variant():
     plan = variant.plan('py311', '2.13.0', '13.0', [], None)
-    assert plan == {'tag': 'py311-torch2.13.0-cpu', 'env': {'MMCV_WITH_OPS': '1'}}
+    assert plan == {'tag': 'py311-torch2.13.0-cpu', 'env': {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0'}, 'note': ''}
 
 
 def test_cuda_variant_builds_for_the_visible_architectures_only(tmp_path):
     nvcc = tmp_path / 'cuda' / 'bin' / 'nvcc'
     plan = variant.plan('py311', '2.13.0+cu130', '13.0', ['9.0', '8.0', '9.0'], str(nvcc))
     assert plan['tag'] == 'py311-torch2.13.0_cu130-cuda8.0_9.0'
-    assert plan['env'] == {'MMCV_WITH_OPS': '1', 'FORCE_CUDA': '1', 'TORCH_CUDA_ARCH_LIST': '8.0;9.0',
+    assert plan['env'] == {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0', 'FORCE_CUDA': '1', 'TORCH_CUDA_ARCH_LIST': '8.0;9.0',
                            'CUDA_HOME': str(tmp_path / 'cuda')}
 
 
-def test_cuda_without_nvcc_or_with_cpu_torch_names_the_fix():
-    with pytest.raises(variant.VariantError, match=r'nvcc was not found.*CUDA 13.0 toolkit.*CUDA_VISIBLE_DEVICES='):
-        variant.plan('py311', '2.13.0', '13.0', ['9.0'], None)
+def test_cuda_without_nvcc_builds_cpu_ops_and_runs_triton():
+    plan = variant.plan('py311', '2.13.0', '13.0', ['9.0'], None)
+    assert plan['tag'] == 'py311-torch2.13.0-cpu'  # the same wheel as a CPU machine's
+    assert plan['env']['CUDA_VISIBLE_DEVICES'] == '' and 'FORCE_CUDA' not in plan['env']
+    assert "mmcv's CPU ops only; on the GPU deformable attention runs in pit-det's Triton kernel" in plan['note']
+    assert 'install the CUDA 13.0 toolkit, set CUDA_HOME' in plan['note']
+
+
+def test_no_debug_info_keeps_pythons_other_flags():
+    assert variant.no_debug_info('-Wsign-compare -DNDEBUG -g -fwrapv -O3 -Wall') == \
+        '-Wsign-compare -DNDEBUG -fwrapv -O3 -Wall -g0'
+    assert variant.no_debug_info('-O2 -ggdb3') == '-O2 -g0'
+
+
+def test_cpu_torch_asked_for_gpus_names_the_fix():
     with pytest.raises(variant.VariantError, match='CPU-only build'):
         variant.plan('py311', '2.13.0+cpu', None, ['9.0'], '/usr/bin/nvcc')
 
@@ -61,10 +73,45 @@ def test_setup_dry_run_prints_the_cuda_build(tmp_path):
     assert not (tmp_path / 'cache').exists()  # a dry run builds and writes nothing
 
 
-def test_self_check_refuses_cpu_only_mmcv_with_a_gpu(monkeypatch):
+def test_self_check_uses_triton_where_mmcv_has_no_cuda_ops(monkeypatch):
+    """A GPU with mmcv's CPU ops only (the no-nvcc set-up): the self-check runs deformable
+    attention in the Triton kernel and compares it with the CPU result. The branch runs here on CPU
+    tensors under Triton's interpreter; a wrong expected result fails it."""
     self_check = _tool('self_check')
     import mmcv.ops
+    from mmcv.ops import MultiScaleDeformableAttention
+
+    from pit_det.ops import ms_deform_attn_op
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a: 'NVIDIA H200')
     monkeypatch.setattr(mmcv.ops, 'get_compiling_cuda_version', lambda: 'not available')
-    with pytest.raises(self_check.SetupError, match=r'without CUDA ops.*nvcc.*CUDA_VISIBLE_DEVICES='):
-        self_check.check_cuda_ops(None, {}, torch.zeros(1))
+    ms_deform_attn_op.cuda_kernel.cache_clear()
+    try:
+        attn = MultiScaleDeformableAttention(embed_dims=16, num_heads=2, num_levels=2, num_points=2,
+                                             batch_first=True).eval()
+        shapes = torch.tensor([[6, 8], [3, 4]])
+        inputs = dict(query=torch.randn(1, 5, 16), value=torch.randn(1, 60, 16), reference_points=torch.rand(1, 5, 2, 2),
+                      spatial_shapes=shapes, level_start_index=torch.tensor([0, 48]))
+        expected = attn(**inputs)
+        said = self_check.check_cuda_ops(attn, inputs, expected, device='cpu')
+        assert said.startswith('Triton kernel equal to CPU on NVIDIA H200 (mmcv has no CUDA ops')
+        with pytest.raises(AssertionError):
+            self_check.check_cuda_ops(attn, inputs, expected + 1e-3, device='cpu')
+    finally:
+        ms_deform_attn_op.cuda_kernel.cache_clear()
+
+
+def test_setup_dry_run_without_nvcc_builds_cpu_ops_for_triton(tmp_path):
+    """A GPU machine without nvcc (asked for Hopper GPUs; PIT_DET_NVCC=none hides any toolkit this
+    machine has): the set-up says it builds mmcv's CPU ops with the GPUs hidden and that Triton runs
+    deformable attention."""
+    env = {k: v for k, v in os.environ.items() if k not in ('CUDA_HOME', 'CUDA_PATH')}
+    env.update(PIT_DET_VENV=sys.prefix, PIT_DET_SETUP_DRY_RUN='1', PIT_DET_CUDA_ARCHS='9.0',
+               PIT_DET_CACHE=str(tmp_path / 'cache'), PIT_DET_NVCC='none')
+    proc = subprocess.run(['bash', 'tools/setup_env.sh'], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "building mmcv's CPU ops only; on the GPU deformable attention runs in pit-det's Triton kernel" in proc.stdout
+    command = proc.stdout.split('build command:')[1]
+    assert 'CUDA_VISIBLE_DEVICES= ' in command and 'FORCE_CUDA' not in command and 'MMCV_WITH_OPS=1' in command
+    assert '-cpu, wheel cache' in proc.stdout

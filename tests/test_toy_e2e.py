@@ -11,6 +11,7 @@ from pycocotools.cocoeval import COCOeval
 
 from pit_det.checkpoint import safe_torch_load
 from pit_det.datasets import make_toy_coco
+from pit_det.precision import native_dtypes
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
@@ -86,8 +87,14 @@ def test_train_then_evaluate_matches_pycocotools(tiny_toy, trained_toy, tmp_path
 def test_evaluate_in_bf16(tiny_toy, trained_toy, tmp_path):
     """tools/test.py --bf16 runs the model under bf16 autocast (the scores move by bf16 rounding;
     an autocast that mmengine's loop switches off would leave them identical), writes float32
-    detections and gives COCO metrics."""
+    detections and gives COCO metrics. On a CPU without native bf16 it is refused instead (both
+    branches with the capability stubbed: test_precision.py)."""
     ckpt = (trained_toy / 'last_checkpoint').read_text().strip()
+    if 'bf16' not in native_dtypes('cpu'):
+        proc = subprocess.run([sys.executable, 'tools/test.py', TOY, ckpt, '--data-root', tiny_toy, '--bf16',
+                               '--work-dir', tmp_path / 'work'], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 1 and 'would be emulated' in proc.stderr and 'Traceback' not in proc.stderr
+        return
     dets = {}
     for precision in ('fp32', 'bf16'):
         out = tmp_path / precision

@@ -33,6 +33,7 @@ from pit_det import benchmark as bm
 from pit_det.errors import run_tool
 from pit_det.models import set_msda_impl
 from pit_det.ops import IMPLS, resolve_impl
+from pit_det.precision import check_precision
 
 # Noise from mmdet 3.3 / mmengine 0.10.7 internals, nothing this tool can change.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
@@ -89,11 +90,8 @@ def variant(row: dict) -> str:
 
 
 def check_dtypes(device: str, dtypes: list) -> None:
-    if 'fp16' in dtypes and not device.startswith('cuda'):
-        # CPUs without native fp16 arithmetic emulate it: PiT-S at 160 x 208 ran > 10 minutes here.
-        raise SystemExit('--fp16 is for GPUs; on CPU use --bf16 (or fp32, the default)')
-    if 'bf16' in dtypes and device.startswith('cuda') and not torch.cuda.is_bf16_supported():
-        raise SystemExit(f'--bf16: {torch.cuda.get_device_name()} has no bfloat16 support; use --fp16')
+    """Low precisions run only where the device has them natively (``pit_det.precision``)."""
+    check_precision(device, dtypes, [osp.basename(sys.executable), *sys.argv])
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -108,8 +106,8 @@ def run(args: argparse.Namespace) -> dict:
                command=' '.join([osp.basename(sys.executable), *sys.argv]))
     # The practical peak of each precision, measured in this run beside the models.
     env['matmul_tflops'] = {dtype: bm.matmul_rate(device, dtype) / 1e12 for dtype in args.dtype}
-    print(f"device {device} ({env.get('gpu', env['cpu'])}), {env['threads']} threads, "
-          f"image {args.shape[0]} x {args.shape[1]}, 2048^3 matmul "
+    print(bm.describe_environment(env))
+    print(f"image {args.shape[0]} x {args.shape[1]}, 2048^3 matmul "
           + ', '.join(f'{dtype} {rate * 1e3:.0f} GFLOP/s' for dtype, rate in env['matmul_tflops'].items())
           + (', freed memory kept (mallopt)' if env['keep_freed_memory'] else ''),
           flush=True)

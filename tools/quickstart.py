@@ -13,7 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from pit_det.datasets import make_toy_coco
+from pit_det.errors import run_tool
+from pit_det.precision import check_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
@@ -31,9 +35,11 @@ def main() -> None:
     parser.add_argument('--work-dir', default='work_dirs/quickstart')
     parser.add_argument('--data-root', default='data/toy_coco')
     parser.add_argument('--epochs', type=int, help='override the toy schedule length')
-    parser.add_argument('--bf16', action='store_true', help='evaluate under bfloat16 autocast')
+    parser.add_argument('--bf16', action='store_true', help='evaluate under bfloat16 autocast (where the processor has native bf16)')
     args = parser.parse_args()
     work_dir = (ROOT / args.work_dir).resolve()
+    if args.bf16:  # refused up front, not after the training, when the CPU would emulate it
+        check_precision('cuda' if torch.cuda.is_available() else 'cpu', ['bf16'], sys.argv)
     t0 = time.time()
 
     print(f'[1/3] toy dataset in {args.data_root}', flush=True)
@@ -65,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

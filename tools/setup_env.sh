@@ -8,13 +8,17 @@
 #   * Every pip call runs under tools/constraints.txt, so no step moves a package an earlier step
 #     needed (installing torch alone would lift setuptools to 84, which has no pkg_resources).
 #   * torch 2.13.0 from the registry (the CUDA build; it runs on CPU).
-#   * mmcv 2.1.0 built from source WITH its compiled ops (mmdet 3.3.0 requires mmcv < 2.2.0, and
-#     Deformable DETR needs MultiScaleDeformableAttention): 6-9 min on 2 cores. With a visible
-#     CUDA GPU and nvcc, the CUDA ops are built for those GPUs' architectures (tools/mmcv_variant.py).
+#   * mmcv 2.1.0 built from source WITH its compiled ops (mmdet 3.3.0 requires mmcv < 2.2.0 and
+#     imports mmcv.ops), without debug info and with every core: about 4.5 min on 2 cores of a
+#     Xeon with AVX-512. With a visible CUDA GPU and nvcc, the CUDA ops are built for those GPUs'
+#     architectures; with a GPU but no nvcc, the CPU ops only, and deformable attention runs in
+#     pit-det's Triton kernel (tools/mmcv_variant.py).
 #     The wheel is cached in $PIT_DET_CACHE (default ~/.cache/pit-det) keyed by Python, torch and
 #     variant; pip's own cache is bypassed for it, so an empty $PIT_DET_CACHE means a real build.
 #   * mmengine 0.10.7, mmdet 3.3.0, timm, pycocotools, pytest: see pyproject.toml.
 #
+# PIT_DET_NVCC=none builds mmcv's CPU ops only even where nvcc exists (GPUs then use the Triton
+# kernel); PIT_DET_NVCC=PATH names the nvcc to use.
 # PIT_DET_SETUP_DRY_RUN=1 prints the mmcv variant and build command this machine would use (the
 # venv must already have torch) and exits without building.
 set -euo pipefail
@@ -62,7 +66,8 @@ if [[ "$DRY_RUN" != 1 ]]; then
 fi
 
 VARIANT="$("$PY" "$ROOT/tools/mmcv_variant.py")" || exit 1
-eval "$VARIANT"  # sets MMCV_TAG and the MMCV_BUILD_ENV array
+eval "$VARIANT"  # sets MMCV_TAG, the MMCV_BUILD_ENV array and MMCV_NOTE
+if [[ -n "$MMCV_NOTE" ]]; then log "$MMCV_NOTE"; fi
 WHEEL_DIR="$CACHE/wheels/$MMCV_TAG"
 MMCV_VERSION="$(sed -n 's/^mmcv==\([0-9.]*\).*/\1/p' "$CONSTRAINTS")"
 # MMCV_WITH_OPS=1 compiles the ops; --no-build-isolation builds against the torch installed above
@@ -80,7 +85,7 @@ mkdir -p "$WHEEL_DIR"
 MMCV_WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
 if [[ -z "$MMCV_WHEEL" ]]; then
   BUILD_LOG="$WHEEL_DIR/mmcv-build.log"
-  log "building mmcv $MMCV_VERSION ops ($MMCV_TAG; 6-9 min on 2 cores): ${MMCV_BUILD_ENV[*]}; log: $BUILD_LOG"
+  log "building mmcv $MMCV_VERSION's C++ ops once ($MMCV_TAG; about 4.5 min on 2 cores, longer on older CPUs), cached in $WHEEL_DIR: ${MMCV_BUILD_ENV[*]}; log: $BUILD_LOG"
   TMP_WHEELS="$(mktemp -d)"
   # Progress: ninja prints "[k/N]" for each compiled file; we echo those lines.
   set +e

@@ -20,6 +20,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 from pit_det.errors import run_tool
+from pit_det.precision import check_precision
 from pit_det.runtime import load_config, shutdown_distributed
 
 
@@ -33,7 +34,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--show-dir', help='draw detections into this folder (under the work dir)')
     parser.add_argument('--score-thr', type=float, default=0.3, help='score threshold for --show-dir')
     parser.add_argument('--bf16', action='store_true',
-                        help='run the model under bfloat16 autocast (CPU or GPU); data and metrics stay as they are')
+                        help='run the model under bfloat16 autocast (GPUs with bf16, CPUs with native bf16 '
+                        'instructions; refused elsewhere); data and metrics stay as they are')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -44,6 +46,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.bf16:  # before anything is built: an emulated bf16 is refused with the fp32 command
+        check_precision('cuda' if torch.cuda.is_available() else 'cpu', ['bf16'], sys.argv)
     cfg = load_config(args.config, args.launcher, args.cfg_options, args.data_root, args.work_dir)
     cfg.load_from = args.checkpoint
     # The backbone's own pretrained file is irrelevant here: the checkpoint holds all weights.

@@ -6,8 +6,11 @@ Four implementations compute the same function (Deformable DETR, arXiv 2010.0415
   ``multi_scale_deformable_attn_pytorch`` (grid_sample per level, stack, multiply, sum) on CPU.
 * ``'fast'``: the custom op ``torch.ops.pit_det.ms_deform_attn`` (:mod:`.ms_deform_attn_op`):
   on CPU pit-det's C++ kernel, which samples, weights and sums in one pass without the large
-  intermediates; on GPU mmcv's CUDA kernel. Unlike mmcv's, it stays inside ``torch.compile`` and
-  ``torch.export`` graphs.
+  intermediates; on GPU mmcv's CUDA kernel when mmcv was built with CUDA ops, else pit-det's
+  Triton kernel. Unlike mmcv's, it stays inside ``torch.compile`` and ``torch.export`` graphs.
+* ``'triton'``: pit-det's Triton kernel (:mod:`.ms_deform_attn_triton`) on every device: CUDA,
+  or CPU under Triton's interpreter (``TRITON_INTERPRET=1``; slow, for tests). It reads bf16 and
+  fp16 values natively, where mmcv's CUDA kernel needs fp32.
 * ``'grid_sample'``: mmcv's pure-PyTorch ``multi_scale_deformable_attn_pytorch`` on every
   device, given the level shapes as Python ints: standard ops only (``grid_sample`` becomes ONNX
   GridSample), so that exported models run anywhere; slow.
@@ -22,9 +25,10 @@ from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
 from torch import Tensor
 
 from . import extension
-from .ms_deform_attn_op import ms_deform_attn
+from .ms_deform_attn_op import cuda_kernel, ms_deform_attn
+from .ms_deform_attn_triton import ms_deform_attn_triton
 
-IMPLS = ('auto', 'fast', 'stock', 'grid_sample')
+IMPLS = ('auto', 'fast', 'stock', 'grid_sample', 'triton')
 
 
 def resolve_impl(impl: str) -> str:
@@ -55,7 +59,7 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_sta
         level_start_index: (L,) int64, where each level starts in S.
         sampling_locations: (B, Q, M, L, P, 2) normalised (x, y); pixel centres at (i + 0.5) / W.
         attention_weights: (B, Q, M, L, P), already normalised over L * P.
-        impl: 'fast', 'stock', 'grid_sample' or 'auto' (see the module docstring).
+        impl: 'fast', 'stock', 'grid_sample', 'triton' or 'auto' (see the module docstring).
         im2col_step: batch chunk of mmcv's CUDA kernel.
         level_shapes: ``spatial_shapes`` as Python ints, [(H_l, W_l)]; 'grid_sample' reads these
             (taken from ``spatial_shapes`` when not given), the other kernels the tensor.
@@ -63,7 +67,7 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_sta
     Returns:
         (B, Q, M * D); samples outside a map read zero (grid_sample's zero padding).
     """
-    if impl not in ('fast', 'stock', 'grid_sample'):  # 'fast' is checked by its kernel
+    if impl not in ('fast', 'stock', 'grid_sample', 'triton'):  # 'fast' / 'triton' are checked by their kernels
         impl = resolve_impl(impl)
     if impl == 'grid_sample':
         if level_shapes is None:
@@ -75,12 +79,15 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_sta
                                                           sampling_locations, attention_weights, im2col_step)
         return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
     dtype = value.dtype
-    if value.is_cuda and dtype not in (torch.float32, torch.float64):  # mmcv's CUDA kernel: fp32 / fp64 only
-        value = value.float()
+    if impl == 'fast' and value.is_cuda and cuda_kernel() == 'mmcv' and dtype not in (torch.float32, torch.float64):
+        value = value.float()  # mmcv's CUDA kernel: fp32 / fp64 only
     # The kernels accumulate in fp32 (fp64 for fp64 values) and take locations and weights in it;
-    # on CPU bf16 / fp16 values are read as they are.
+    # on CPU and in Triton bf16 / fp16 values are read as they are.
     compute = torch.promote_types(value.dtype, torch.float32)
     sampling_locations, attention_weights = sampling_locations.to(compute), attention_weights.to(compute)
+    if impl == 'triton':
+        return ms_deform_attn_triton(value, spatial_shapes.long(), level_start_index.long(), sampling_locations,
+                                     attention_weights)
     out = ms_deform_attn(value.contiguous(), spatial_shapes.long().contiguous(), level_start_index.long().contiguous(),
                          sampling_locations.contiguous(), attention_weights.contiguous(), im2col_step)
     return out.to(dtype)

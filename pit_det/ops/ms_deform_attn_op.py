@@ -6,15 +6,34 @@ breaks the graph there (mmcv#3290) and ``torch.export`` cannot trace it. Registe
 for tracing) and autograd, the op stays inside compiled and exported graphs:
 
 * CPU: pit-det's C++ kernel (:mod:`pit_det.ops.extension`);
-* CUDA: mmcv's CUDA kernel (``mmcv._ext.ms_deform_attn_forward`` / ``_backward``);
+* CUDA: mmcv's CUDA kernel (``mmcv._ext.ms_deform_attn_forward`` / ``_backward``) when mmcv was
+  built with CUDA ops, else pit-det's Triton kernel (:mod:`.ms_deform_attn_triton`), so that a GPU
+  machine without ``nvcc`` needs only mmcv's CPU build (:func:`cuda_kernel`);
 * backward: the op ``pit_det::ms_deform_attn_backward``, registered the same way.
 """
+from functools import lru_cache
 from typing import Tuple
 
 import torch
 from torch import Tensor
 
+from . import ms_deform_attn_triton as triton_kernel
 from .extension import load_extension
+
+
+@lru_cache(maxsize=None)
+def cuda_kernel() -> str:
+    """``'mmcv'`` when mmcv was built with CUDA ops, else ``'triton'``: the kernel of
+    ``pit_det::ms_deform_attn`` on CUDA tensors.
+
+    Neither has been timed against the other on a GPU yet, so the choice only follows the build:
+    a CUDA build of mmcv is taken as the user's intent, and Triton serves every other GPU set-up.
+    """
+    try:
+        from mmcv.ops import get_compiling_cuda_version
+        return 'triton' if get_compiling_cuda_version() == 'not available' else 'mmcv'
+    except ImportError:
+        return 'triton'
 
 
 def _mmcv_ext():
@@ -38,6 +57,8 @@ def _forward_cpu(value, spatial_shapes, level_start_index, sampling_locations, a
 
 @ms_deform_attn.register_kernel('cuda')
 def _forward_cuda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
+    if cuda_kernel() == 'triton':
+        return triton_kernel.forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     return _mmcv_ext().ms_deform_attn_forward(value, spatial_shapes, level_start_index, sampling_locations,
                                              attention_weights, im2col_step=im2col_step)
 
@@ -68,6 +89,9 @@ def _backward_cpu(value, spatial_shapes, level_start_index, sampling_locations, 
 @ms_deform_attn_backward.register_kernel('cuda')
 def _backward_cuda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output,
                    im2col_step):
+    if cuda_kernel() == 'triton':
+        return triton_kernel.backward(value, spatial_shapes, level_start_index, sampling_locations,
+                                      attention_weights, grad_output)
     grads = torch.zeros_like(value), torch.zeros_like(sampling_locations), torch.zeros_like(attention_weights)
     _mmcv_ext().ms_deform_attn_backward(value, spatial_shapes, level_start_index, sampling_locations,
                                         attention_weights, grad_output, *grads, im2col_step=im2col_step)

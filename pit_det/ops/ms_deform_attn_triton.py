@@ -1,0 +1,249 @@
+"""Multi-scale deformable attention in Triton, forward and backward: pit-det's GPU kernel that
+needs no CUDA build.
+
+``pit_det.ops.ms_deform_attn_triton`` is a ``torch.library`` custom op with a fake kernel and
+autograd, so it stays inside ``torch.compile`` graphs. It runs on CUDA tensors, and on CPU tensors
+under Triton's interpreter (``TRITON_INTERPRET=1``), which is how the test suite checks it on
+machines without a GPU.
+
+Semantics are those of the C++ CPU kernel (``csrc/ms_deform_attn_cpu.cpp``) and of mmcv's CUDA
+kernel: ``grid_sample(align_corners=False, padding_mode='zeros')`` sampling, pixel centres at
+``(i + 0.5) / size``, and at a pixel centre the one-sided derivative towards the next pixel.
+
+Precision: values are read as fp32, bf16 or fp16 (fp64 too) and converted on the fly; sampling
+locations and attention weights come in fp32 (fp64 for fp64 values), every sum is in that type,
+and the value gradient is accumulated in an fp32 buffer with atomics (bf16 atomics would drop
+most of thousands of queries' contributions), then cast to the value's dtype.
+
+Layout per program: ``BLOCK_Q`` queries x the channels of one (batch, head). For each level and
+point it computes the four bilinear corners of every query at once and gathers ``BLOCK_Q`` rows
+of ``D`` channels per corner.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Callable, Tuple
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - torch without Triton (e.g. the CPU-only wheel)
+    triton = tl = None
+
+BLOCK_Q = 32  # queries per program: a (32, D) accumulator; large enough for the interpreter too
+
+
+class TritonUnavailable(RuntimeError):
+    """Triton cannot run these tensors here; the message says why and what to do."""
+
+
+def _forward_kernel(value, shapes, starts, loc, attn, out, S, Q,
+                    M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
+                    BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
+    bm = tl.program_id(1).to(tl.int64)
+    b, m = bm // M, bm % M
+    q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ch = tl.arange(0, BLOCK_D)
+    q_ok, ch_ok = q < Q, ch < D
+    acc = tl.zeros((BLOCK, BLOCK_D), ACC)
+    first = ((b * Q + q) * M + m) * (L * P)  # (BLOCK,) first sample of each (query, head)
+    for lvl in tl.static_range(L):
+        H = tl.load(shapes + 2 * lvl)
+        W = tl.load(shapes + 2 * lvl + 1)
+        start = tl.load(starts + lvl)
+        for pt in tl.static_range(P):
+            s = first + lvl * P + pt
+            a = tl.load(attn + s, mask=q_ok, other=0.0)
+            x = tl.load(loc + 2 * s, mask=q_ok, other=0.0) * W - 0.5  # pixel units, centres on integers
+            y = tl.load(loc + 2 * s + 1, mask=q_ok, other=0.0) * H - 0.5
+            inside = q_ok & (x > -1) & (y > -1) & (x < W) & (y < H)  # False for NaN too
+            x = tl.where(inside, x, 0.0)  # keeps the integer conversion below defined
+            y = tl.where(inside, y, 0.0)
+            x0, y0 = tl.floor(x), tl.floor(y)
+            fx, fy = x - x0, y - y0
+            for dy in tl.static_range(2):
+                for dx in tl.static_range(2):
+                    xi = x0.to(tl.int64) + dx
+                    yi = y0.to(tl.int64) + dy
+                    ok = inside & (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
+                    w = a * (fx * dx + (1 - fx) * (1 - dx)) * (fy * dy + (1 - fy) * (1 - dy))
+                    row = ((b * S + start + yi * W + xi) * M + m) * D  # value is (B, S, M, D)
+                    v = tl.load(value + row[:, None] + ch[None, :], mask=ok[:, None] & ch_ok[None, :], other=0.0)
+                    acc += w[:, None] * v.to(ACC)
+    dst = ((b * Q + q) * M + m) * D  # out is (B, Q, M * D)
+    tl.store(out + dst[:, None] + ch[None, :], acc.to(out.dtype.element_ty), mask=q_ok[:, None] & ch_ok[None, :])
+
+
+def _backward_kernel(value, shapes, starts, loc, attn, grad_out, grad_value, grad_loc, grad_attn, S, Q,
+                     M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
+                     BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
+    bm = tl.program_id(1).to(tl.int64)
+    b, m = bm // M, bm % M
+    q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ch = tl.arange(0, BLOCK_D)
+    q_ok, ch_ok = q < Q, ch < D
+    src = ((b * Q + q) * M + m) * D
+    g = tl.load(grad_out + src[:, None] + ch[None, :], mask=q_ok[:, None] & ch_ok[None, :], other=0.0).to(ACC)
+    first = ((b * Q + q) * M + m) * (L * P)
+    for lvl in tl.static_range(L):
+        H = tl.load(shapes + 2 * lvl)
+        W = tl.load(shapes + 2 * lvl + 1)
+        start = tl.load(starts + lvl)
+        for pt in tl.static_range(P):
+            s = first + lvl * P + pt
+            a = tl.load(attn + s, mask=q_ok, other=0.0)
+            x = tl.load(loc + 2 * s, mask=q_ok, other=0.0) * W - 0.5
+            y = tl.load(loc + 2 * s + 1, mask=q_ok, other=0.0) * H - 0.5
+            inside = q_ok & (x > -1) & (y > -1) & (x < W) & (y < H)
+            x = tl.where(inside, x, 0.0)
+            y = tl.where(inside, y, 0.0)
+            x0, y0 = tl.floor(x), tl.floor(y)
+            fx, fy = x - x0, y - y0
+            grad_a = tl.zeros((BLOCK,), ACC)
+            grad_x = tl.zeros((BLOCK,), ACC)
+            grad_y = tl.zeros((BLOCK,), ACC)
+            for dy in tl.static_range(2):
+                for dx in tl.static_range(2):
+                    xi = x0.to(tl.int64) + dx
+                    yi = y0.to(tl.int64) + dy
+                    ok = inside & (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
+                    wx = fx * dx + (1 - fx) * (1 - dx)
+                    wy = fy * dy + (1 - fy) * (1 - dy)
+                    row = ((b * S + start + yi * W + xi) * M + m) * D
+                    mask = ok[:, None] & ch_ok[None, :]
+                    v = tl.load(value + row[:, None] + ch[None, :], mask=mask, other=0.0).to(ACC)
+                    dot = tl.sum(g * v, axis=1)  # d loss / d (this corner's weight)
+                    grad_a += wx * wy * dot
+                    grad_x += (2 * dx - 1) * wy * dot  # d wx / dx is -1 for the left corner, +1 right
+                    grad_y += (2 * dy - 1) * wx * dot
+                    tl.atomic_add(grad_value + row[:, None] + ch[None, :], (a * wx * wy)[:, None] * g, mask=mask)
+            tl.store(grad_attn + s, grad_a, mask=q_ok)
+            tl.store(grad_loc + 2 * s, a * grad_x * W, mask=q_ok)  # x = loc_x * W - 0.5
+            tl.store(grad_loc + 2 * s + 1, a * grad_y * H, mask=q_ok)
+
+
+@lru_cache(maxsize=None)
+def _kernel(fn: Callable, interpret: bool):
+    """``fn`` compiled for the GPU, or wrapped for Triton's interpreter (CPU tensors)."""
+    if interpret:
+        from triton.runtime.interpreter import InterpretedFunction
+        return InterpretedFunction(fn)
+    return triton.jit(fn)
+
+
+def _interpret(t: Tensor) -> bool:
+    """Whether ``t``'s kernel runs in the interpreter: CPU tensors under ``TRITON_INTERPRET=1``."""
+    if triton is None:
+        raise TritonUnavailable('Triton is not installed (it ships with the CUDA builds of torch)')
+    if t.is_cuda:
+        return False
+    if t.device.type == 'cpu' and os.environ.get('TRITON_INTERPRET') == '1':
+        return True
+    raise TritonUnavailable(f'the Triton deformable-attention kernel runs on CUDA tensors, or on CPU tensors under '
+                            f"Triton's interpreter (TRITON_INTERPRET=1 set before Python starts; slow, for tests), "
+                            f'not on {t.device}')
+
+
+def _launch(fn: Callable, value: Tensor, sampling_locations: Tensor, *args) -> None:
+    batch, num_value, heads, channels = value.shape
+    _, num_query, _, levels, points, _ = sampling_locations.shape
+    acc = tl.float64 if value.dtype == torch.float64 else tl.float32
+    grid = (triton.cdiv(num_query, BLOCK_Q), batch * heads)
+    _kernel(fn, _interpret(value))[grid](*args, num_value, num_query, M=heads, D=channels, L=levels, P=points,
+                                         BLOCK=BLOCK_Q, BLOCK_D=triton.next_power_of_2(channels), ACC=acc)
+
+
+def _check(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
+           attention_weights: Tensor) -> None:
+    compute = torch.promote_types(value.dtype, torch.float32)
+    if value.dim() != 4 or sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
+        raise ValueError(f'value must be (B, S, M, D) and sampling_locations (B, Q, M, L, P, 2), got '
+                         f'{tuple(value.shape)} and {tuple(sampling_locations.shape)}')
+    if attention_weights.shape != sampling_locations.shape[:-1]:
+        raise ValueError(f'attention_weights {tuple(attention_weights.shape)} do not match sampling_locations '
+                         f'{tuple(sampling_locations.shape)}')
+    if sampling_locations.dtype != compute or attention_weights.dtype != compute:
+        raise ValueError(f'sampling_locations and attention_weights must be {compute} for {value.dtype} values, '
+                         f'got {sampling_locations.dtype} and {attention_weights.dtype}')
+    if spatial_shapes.dtype != torch.int64 or level_start_index.dtype != torch.int64:
+        raise ValueError('spatial_shapes and level_start_index must be int64')
+
+
+def forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
+            attention_weights: Tensor) -> Tensor:
+    """The kernel itself (no autograd); contract of :func:`ms_deform_attn_triton`."""
+    _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    value, sampling_locations, attention_weights = (t.contiguous() for t in
+                                                    (value, sampling_locations, attention_weights))
+    batch, _, heads, channels = value.shape
+    out = value.new_empty(batch, sampling_locations.shape[1], heads * channels)
+    _launch(_forward_kernel, value, sampling_locations, value, spatial_shapes.contiguous(),
+            level_start_index.contiguous(), sampling_locations, attention_weights, out)
+    return out
+
+
+def backward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
+             attention_weights: Tensor, grad_output: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients for value, sampling_locations and attention_weights (no autograd)."""
+    _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    value, sampling_locations, attention_weights, grad_output = (
+        t.contiguous() for t in (value, sampling_locations, attention_weights, grad_output))
+    grad_value = torch.zeros_like(value, dtype=torch.promote_types(value.dtype, torch.float32))
+    grad_loc = torch.empty_like(sampling_locations)
+    grad_attn = torch.empty_like(attention_weights)
+    _launch(_backward_kernel, value, sampling_locations, value, spatial_shapes.contiguous(),
+            level_start_index.contiguous(), sampling_locations, attention_weights, grad_output, grad_value, grad_loc,
+            grad_attn)
+    return grad_value.to(value.dtype), grad_loc, grad_attn
+
+
+@torch.library.custom_op('pit_det::ms_deform_attn_triton', mutates_args=())
+def ms_deform_attn_triton(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                          sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """Multi-scale deformable attention by the Triton kernel.
+
+    Args:
+        value: (B, S, M, D) fp32, bf16, fp16 or fp64; S = sum of H_l * W_l.
+        spatial_shapes: (L, 2) int64, (H_l, W_l).
+        level_start_index: (L,) int64.
+        sampling_locations: (B, Q, M, L, P, 2) normalised (x, y), fp32 (fp64 for fp64 values).
+        attention_weights: (B, Q, M, L, P), same dtype as the locations.
+
+    Returns:
+        (B, Q, M * D) in value's dtype. CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
+    """
+    return forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+
+@ms_deform_attn_triton.register_fake
+def _forward_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    batch, _, heads, channels = value.shape
+    return value.new_empty(batch, sampling_locations.shape[1], heads * channels)
+
+
+@torch.library.custom_op('pit_det::ms_deform_attn_triton_backward', mutates_args=())
+def ms_deform_attn_triton_backward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                                   sampling_locations: Tensor, attention_weights: Tensor,
+                                   grad_output: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    return backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output)
+
+
+@ms_deform_attn_triton_backward.register_fake
+def _backward_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output):
+    return torch.empty_like(value), torch.empty_like(sampling_locations), torch.empty_like(attention_weights)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad_output: Tensor):
+    grad_value, grad_loc, grad_attn = ms_deform_attn_triton_backward(*ctx.saved_tensors, grad_output)
+    return grad_value, None, None, grad_loc, grad_attn
+
+
+ms_deform_attn_triton.register_autograd(_backward, setup_context=_setup_context)

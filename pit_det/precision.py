@@ -1,0 +1,159 @@
+"""Which precisions the hardware runs well, decided from what torch reports of it.
+
+bf16 and fp16 autocast on a CPU without native instructions for them are emulated, and the
+detector then runs tens to hundreds of times slower than in fp32 (a 2048^3 matmul on an AMD EPYC
+Zen 3, AVX2 only: 112 GFLOP/s in fp32, 0.3 GFLOP/s in bf16). So a low precision the processor
+lacks is refused, naming the processor, what it lacks and the fp32 command, instead of running
+slowly without a word. ``PIT_DET_ALLOW_EMULATED=1`` runs it anyway (for numerics, not speed).
+
+Native means:
+    bf16 on x86: ``avx512_bf16`` or ``amx_bf16``; on Arm: ``bf16`` or ``sve_bf16``.
+    fp16 on x86: ``avx512_fp16`` or ``amx_fp16``; on Arm: ``fp16_arith``.
+    On CUDA: ``torch.cuda.is_bf16_supported()`` for bf16; fp16 always.
+
+The features come from ``torch.cpu.get_capabilities()`` (torch >= 2.13), else from the flags of
+``/proc/cpuinfo`` (the same names, as Linux spells them).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import torch
+
+from .errors import PitDetError
+
+NATIVE = {
+    'bf16': ('avx512_bf16', 'amx_bf16', 'bf16', 'sve_bf16'),
+    'fp16': ('avx512_fp16', 'amx_fp16', 'fp16_arith'),
+}
+# Linux's /proc/cpuinfo names where they differ from torch's (Arm's 'fphp' is fp16 arithmetic).
+_LINUX_NAMES = {'fphp': 'fp16_arith', 'svebf16': 'sve_bf16'}
+ALLOW_EMULATED = 'PIT_DET_ALLOW_EMULATED'
+CPUINFO = '/proc/cpuinfo'
+
+
+class PrecisionError(PitDetError):
+    """A precision the device cannot run natively; the message names the device and the fix."""
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What a CPU figure means nothing without.
+
+    Args:
+        model: the processor's name, e.g. ``'AMD EPYC 7B13'``.
+        isa: the vector instruction set torch's kernels use (``get_cpu_capability()``: ``'AVX2'``,
+            ``'AVX512'``, ...).
+        features: the precision-related features the CPU has (names as in ``NATIVE``).
+        cores: logical cores.
+    """
+    model: str
+    isa: str
+    features: frozenset = field(default_factory=frozenset)
+    cores: int = 1
+
+    def native(self, dtype: str) -> bool:
+        return dtype == 'fp32' or any(f in self.features for f in NATIVE[dtype])
+
+    def describe(self) -> str:
+        """``'AMD EPYC 7B13 (AVX2, no native bf16, 2 cores)'``."""
+        native = [d for d in ('bf16', 'fp16') if self.native(d)]
+        low = 'native ' + ' / '.join(native) if native else 'no native bf16 or fp16'
+        return f'{self.model} ({self.isa}, {low}, {self.cores} cores)'
+
+
+def _capabilities() -> Dict[str, object]:
+    """torch's view of the CPU's features; from /proc/cpuinfo where torch has no such query."""
+    caps = getattr(torch.cpu, 'get_capabilities', None)
+    if caps is not None:
+        return dict(caps())
+    found: Dict[str, object] = {}
+    try:
+        with open(CPUINFO) as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                if key.strip() in ('flags', 'Features'):
+                    found.update({_LINUX_NAMES.get(flag, flag): True for flag in value.split()})
+                elif key.strip() == 'model name' and 'cpu_name' not in found:
+                    found['cpu_name'] = value.strip()
+    except OSError:
+        pass
+    return found
+
+
+def _model_name(caps: Dict[str, object]) -> str:
+    # /proc/cpuinfo's name is the full one ('AMD EPYC 7B13 64-Core Processor'); torch's is shorter.
+    try:
+        with open(CPUINFO) as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return str(caps.get('cpu_name') or platform.processor() or platform.machine())
+
+
+def cpu_info() -> CpuInfo:
+    caps = _capabilities()
+    features = frozenset(name for names in NATIVE.values() for name in names if caps.get(name))
+    return CpuInfo(model=_model_name(caps), isa=torch.backends.cpu.get_cpu_capability(), features=features,
+                   cores=os.cpu_count() or 1)
+
+
+def device_name(device: str) -> str:
+    """The processor or GPU a figure was measured on, in words."""
+    if device.startswith('cuda'):
+        return torch.cuda.get_device_name(torch.device(device))
+    return cpu_info().describe()
+
+
+def native_dtypes(device: str, cpu: Optional[CpuInfo] = None) -> List[str]:
+    """The precisions ``device`` runs natively, fp32 first."""
+    if device.startswith('cuda'):
+        return ['fp32', *(['bf16'] if torch.cuda.is_bf16_supported() else []), 'fp16']
+    cpu = cpu or cpu_info()
+    return [d for d in ('fp32', 'bf16', 'fp16') if cpu.native(d)]
+
+
+def without_low_precision(argv: Sequence[str]) -> str:
+    """The command line ``argv`` in fp32: ``--bf16`` / ``--fp16`` / ``--amp`` and low-precision
+    ``--dtype`` values dropped."""
+    out = [a for a in argv if a not in ('--bf16', '--fp16', '--amp', 'bf16', 'fp16')]
+    # A --dtype whose values were all low precision goes too.
+    out = [a for i, a in enumerate(out) if a != '--dtype' or (i + 1 < len(out) and not out[i + 1].startswith('-'))]
+    return ' '.join(shlex.quote(a) for a in out)
+
+
+def check_precision(device: str, dtypes: Iterable[str], argv: Optional[Sequence[str]] = None,
+                    cpu: Optional[CpuInfo] = None) -> None:
+    """Raise ``PrecisionError`` when a precision in ``dtypes`` would be emulated on ``device``.
+
+    Args:
+        device: ``'cpu'`` or ``'cuda[:N]'``.
+        dtypes: e.g. ``['fp32', 'bf16']``.
+        argv: the command line, to print its fp32 form in the message (``['python', 'tools/x.py', ...]``).
+        cpu: the CPU to decide for (default: this one); tests pass a stand-in.
+    """
+    low = [d for d in dtypes if d != 'fp32']
+    if not low:
+        return
+    if device.startswith('cuda'):
+        if 'bf16' in low and not torch.cuda.is_bf16_supported():
+            raise PrecisionError(f'bf16: {torch.cuda.get_device_name()} has no bfloat16 support; use fp16')
+        return
+    cpu = cpu or cpu_info()
+    missing = [d for d in low if not cpu.native(d)]
+    if not missing or os.environ.get(ALLOW_EMULATED) == '1':
+        return
+    names = ' / '.join(missing)
+    lacks = ', '.join(f'{d}: none of {" / ".join(NATIVE[d])}' for d in missing)
+    fp32 = f' In fp32: {without_low_precision(argv)}.' if argv else ' Run in fp32 (drop the flag).'
+    raise PrecisionError(
+        f'{names} on this CPU, {cpu.model} ({cpu.isa}), would be emulated: it has no native {names} '
+        f'instructions ({lacks}), and emulated {names} runs tens to hundreds of times slower than fp32 '
+        f'(2048^3 matmul on a Zen 3: 112 GFLOP/s fp32, 0.3 GFLOP/s bf16).{fp32} '
+        f'To run it anyway, for numerics rather than speed: {ALLOW_EMULATED}=1.')
