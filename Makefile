@@ -3,7 +3,7 @@
 VENV ?= $(or $(PIT_DET_VENV),.venv)
 PY := $(VENV)/bin/python
 
-.PHONY: env demo test
+.PHONY: env demo test lint
 env:
 	PIT_DET_VENV=$(VENV) bash tools/setup_env.sh
 
@@ -12,3 +12,6 @@ demo: env
 
 test: env
 	$(PY) -m pytest -q
+
+lint: env
+	$(VENV)/bin/ruff check .

@@ -65,6 +65,7 @@ test_evaluator = val_evaluator
 # Keep the best checkpoint by val AP besides the last ones (mmdet keeps every epoch).
 default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=3, save_best='coco/bbox_mAP', rule='greater'))
 
-# Stop at the first non-finite loss (saving the state for inspection), and keep the random number
-# streams of a resumed run those of an uninterrupted one (pit_det/hooks.py).
-custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='RNGStateHook')]
+# Stop at the first non-finite loss (saving the state for inspection), keep the random number
+# streams of a resumed run those of an uninterrupted one, and draw a progress bar with the ETA and
+# the loss on a terminal (pit_det/hooks.py).
+custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='RNGStateHook'), dict(type='ProgressBarHook')]

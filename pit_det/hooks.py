@@ -2,10 +2,10 @@
 import json
 import os.path as osp
 import random
+from typing import Optional
 
 import numpy as np
 import torch
-
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 
@@ -91,3 +91,42 @@ class RNGStateHook(Hook):
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         torch.set_rng_state(state['torch'])
         runner.logger.info('restored the random number generator states of the checkpoint')
+
+
+@HOOKS.register_module()
+class ProgressBarHook(Hook):
+    """A progress bar of the whole training run on stderr: iteration, elapsed time, ETA and the
+    latest loss, as tqdm draws it. Only where stderr is a terminal (``disable=None``), on rank 0;
+    mmengine's log lines are written as before, to the log file and the console.
+
+    Args:
+        smoothing: tqdm's rate smoothing (0: average over the run, 1: last iteration only).
+        disable: None: draw only on a terminal; False: always; True: never.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self, smoothing: float = 0.1, disable: Optional[bool] = None) -> None:
+        self.smoothing, self.disable = smoothing, disable
+        self.bar = None
+
+    def before_train(self, runner) -> None:
+        if runner.rank != 0:
+            return
+        from tqdm import tqdm
+        self.bar = tqdm(total=runner.max_iters, initial=runner.iter, desc='training', unit='it',
+                        smoothing=self.smoothing, disable=self.disable, dynamic_ncols=True)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self.bar is None:
+            return
+        loss = (outputs or {}).get('loss')
+        if loss is not None:
+            self.bar.set_postfix_str(f'epoch {runner.epoch + 1}/{runner.max_epochs} loss {float(loss):.3f}',
+                                     refresh=False)
+        self.bar.update(1)
+
+    def after_train(self, runner) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

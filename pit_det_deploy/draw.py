@@ -6,7 +6,6 @@ from typing import List, Sequence
 import cv2
 import numpy as np
 
-
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.webp'}
 
 
@@ -52,3 +51,14 @@ def draw_detections(image_bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray
         cv2.rectangle(out, (x1, y - th - base), (x1 + tw, y), c, -1)
         cv2.putText(out, text, (x1, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return out
+
+
+def detection_record(path: Path, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                     classes: Sequence[str], score_thr: float) -> dict:
+    """One image's entry of the ``detections.json`` both demos write: the detections at or above
+    ``score_thr``, boxes (x1, y1, x2, y2) in pixels to 0.01, scores to 1e-4."""
+    keep = np.asarray(scores) >= score_thr
+    return dict(file=str(path), detections=[
+        dict(bbox=[round(float(v), 2) for v in box], score=round(float(score), 4), label=int(label),
+             name=classes[int(label)])
+        for box, score, label in zip(np.asarray(boxes)[keep], np.asarray(scores)[keep], np.asarray(labels)[keep])])

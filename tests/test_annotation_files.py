@@ -90,7 +90,8 @@ def test_files_that_are_not_coco_are_named(tmp_path, name, breaker, text):
 
 
 @pytest.mark.parametrize('content,text', [('{"images": [', 'not a readable json file (Expecting value: line 1'),
-                                          ('', 'not a readable json file'), ('[1, 2]', 'the file must hold a json object, got list')])
+                                          ('', 'not a readable json file'),
+                                          ('[1, 2]', 'the file must hold a json object, got list')])
 def test_unparsable_json_is_named(tmp_path, content, text):
     path = tmp_path / 'broken.json'
     path.write_text(content)

@@ -14,6 +14,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import pit_det  # noqa: F401  registers the transforms and the detector
+from pit_det.models import build_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ['r50', 'pit_s', 'vit_s', 'vit_s_pyramid']
@@ -23,18 +24,16 @@ ODD_SIZES = [(20, 2000), (2000, 20), (12, 5000), (8, 8), (300, 12)]  # (height, 
 
 def build(config: str, **model_options):
     cfg = Config.fromfile(str(ROOT / 'configs' / config))
-    # Random weights: loading the shipped init_cfg is tested in test_shipped_configs.py.
-    cfg.model.backbone.init_cfg = None
     cfg.model.update(model_options)
-    model = MODELS.build(copy.deepcopy(cfg.model))  # mmdet's __init__ edits the head's config in place
-    model.init_weights()
-    return cfg, model
+    # Random weights: loading the shipped init_cfg is tested in test_shipped_configs.py.
+    return cfg, build_detector(cfg).train()
 
 
 def encoder_tokens(model) -> list:
     """A list that receives the number of encoder tokens of each forward."""
     seen = []
-    model.encoder.layers[-1].register_forward_hook(lambda m, args, kwargs, out: seen.append(out.shape[1]), with_kwargs=True)
+    model.encoder.layers[-1].register_forward_hook(lambda m, args, kwargs, out: seen.append(out.shape[1]),
+                                                   with_kwargs=True)
     return seen
 
 

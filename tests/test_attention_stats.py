@@ -12,8 +12,13 @@ import torch
 from mmdet.registry import MODELS
 
 import pit_det  # noqa: F401
-from pit_det.attention_stats import (analyze_backbone, attention_distance, attention_entropy, block_statistics,
-                                     token_positions)
+from pit_det.attention_stats import (
+    analyze_backbone,
+    attention_distance,
+    attention_entropy,
+    block_statistics,
+    token_positions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

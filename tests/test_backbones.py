@@ -148,7 +148,8 @@ def test_frozen_stages_get_no_gradient(cfg, frozen_prefixes):
         assert (p.grad is None) == frozen, name
 
 
-@pytest.mark.parametrize('cfg', [dict(type='PiT', arch='ti', drop_rate=0.0), dict(type='ViT', arch='ti', out_indices=(2,))])
+@pytest.mark.parametrize('cfg', [dict(type='PiT', arch='ti', drop_rate=0.0),
+                                 dict(type='ViT', arch='ti', out_indices=(2,))])
 def test_activation_checkpointing_is_exact(cfg):
     x = torch.randn(1, 3, 64, 80)
     plain = MODELS.build(cfg).train()

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_checkpoint_reading import crafted_checkpoint, mmengine_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

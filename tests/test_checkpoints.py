@@ -3,12 +3,11 @@ import pytest
 import timm
 import torch
 from mmdet.registry import MODELS
+from weight_files import perturbed, to_official_pit, write
 
 import pit_det  # noqa: F401
 from pit_det.checkpoint import CheckpointError, load_pretrained, read_state_dict
 from pit_det.models import pit as pit_module
-
-from weight_files import perturbed, to_official_pit, write
 
 
 @pytest.fixture(scope='module')

@@ -9,6 +9,7 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 import pit_det  # noqa: F401
+from pit_det import models
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 NAMES = ['r50', 'pit_s', 'vit_s', 'vit_s_pyramid']
@@ -19,10 +20,8 @@ def load(name: str) -> Config:
 
 
 def build_detector(cfg: Config):
-    cfg.model.backbone.init_cfg = None  # no pretrained files on test machines
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    return model
+    """Random weights (no pretrained files on test machines), in training mode."""
+    return models.build_detector(cfg).train()
 
 
 def make_batch(model, num_boxes, hw=(160, 208)):

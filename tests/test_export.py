@@ -14,13 +14,13 @@ import pytest
 import torch
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
+from weight_files import perturbed
 
 from pit_det import benchmark as bm
 from pit_det.datasets.toy import make_split
 from pit_det.errors import PitDetError
 from pit_det.export import MIN_TORCH, DetectorCore, export_onnx, export_program, require_torch_for_export
 from pit_det.models import set_msda_impl
-from weight_files import perturbed
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
@@ -180,8 +180,9 @@ def test_onnx_demo_draws_what_demo_draws_without_torch(toy, tmp_path):
         assert (picture != cv2.imread(str(image_path))).any()  # something was drawn
 
 
-@pytest.mark.parametrize('version,static_ok,dynamic_ok', [('2.6.0+cu124', False, False), ('2.7.1', True, False),
-                                                            ('2.12.1+cu130', True, False), (torch.__version__, True, True)])
+@pytest.mark.parametrize('version,static_ok,dynamic_ok', [
+    ('2.6.0+cu124', False, False), ('2.7.1', True, False), ('2.12.1+cu130', True, False),
+    (torch.__version__, True, True)])
 def test_exports_name_the_torch_they_need(monkeypatch, tmp_path, version, static_ok, dynamic_ok):
     """torch 2.6 fails in its ONNX exporter and 2.12.1 in the dynamic-shape solver, deep inside
     torch (measured with this file's tests); an export on them stops first, naming the versions."""

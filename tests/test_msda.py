@@ -107,7 +107,7 @@ def test_fast_kernel_is_identical_across_thread_counts(head_dim):
 def test_fast_kernel_gradcheck(head_dim):
     value, shapes, starts, loc, attn = random_inputs([(4, 5), (2, 3)], B=1, Q=3, M=2, D=head_dim, P=2)
     inputs = [t.requires_grad_() for t in (value, loc, attn)]
-    fn = lambda v, l, a: multi_scale_deformable_attn(v, shapes, starts, l, a, impl='fast')  # noqa: E731
+    fn = lambda v, loc, a: multi_scale_deformable_attn(v, shapes, starts, loc, a, impl='fast')  # noqa: E731
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
 
 

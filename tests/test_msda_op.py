@@ -3,12 +3,11 @@ implementation, autograd, and the op inside torch.compile and torch.export graph
 import pytest
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
+from test_msda import LEVELS, random_inputs
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from pit_det.models import set_msda_impl
 from pit_det.ops import ms_deform_attn
-
-from test_msda import LEVELS, random_inputs
 
 OPS = ('pit_det::ms_deform_attn', 'pit_det::ms_deform_attn_backward')
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+from test_msda import LEVELS, random_inputs
 
 from pit_det.ops import TritonUnavailable, ms_deform_attn_triton, multi_scale_deformable_attn
-from test_msda import LEVELS, random_inputs
 
 # Measured largest differences from the C++ kernel (outputs; gradients relative to their largest
 # value), the same terms summed in another order: see test_fp32_and_fp64_equal_the_cpp_kernel.
@@ -106,8 +106,8 @@ def test_module_path_and_compiled_graph_without_break():
     assert_equal_within(run('fast', value, shapes, starts, loc, attn), eager, TOL[torch.float32])
 
     @torch.compile(fullgraph=True, backend='aot_eager')
-    def step(v, l, a):
-        return multi_scale_deformable_attn(v * 1.0, shapes, starts, l, a, impl='triton')
+    def step(v, loc, a):
+        return multi_scale_deformable_attn(v * 1.0, shapes, starts, loc, a, impl='triton')
 
     inputs = [t.clone().requires_grad_() for t in (value, loc, attn)]
     out = step(*inputs)

@@ -112,7 +112,6 @@ def _tool(name: str):
 @pytest.mark.parametrize('tool, args', [
     ('tools/test.py', ['configs/toy/deformable_detr_pit_s_toy.py', 'ckpt.pth', '--bf16', '--work-dir', 'work']),
     ('tools/quickstart.py', ['--bf16', '--work-dir', 'work', '--data-root', 'data']),
-    ('tools/train.py', ['configs/toy/deformable_detr_pit_s_toy.py', '--amp', '--work-dir', 'work']),
     ('tools/benchmark_latency.py', ['configs/deformable_detr_pit_s.py', '--bf16', '--out', 'work/bench.json']),
 ])
 def test_tools_refuse_emulated_bf16_before_doing_anything(tool, args, monkeypatch, capsys, tmp_path):
@@ -127,6 +126,16 @@ def test_tools_refuse_emulated_bf16_before_doing_anything(tool, args, monkeypatc
     err = capsys.readouterr().err
     assert err.startswith('error: bf16 on this CPU, AMD EPYC 7B13 64-Core Processor (AVX2), would be emulated')
     fp32 = err.split('In fp32: ')[1].split('. To run it anyway')[0]
-    assert fp32 == ' '.join(a for a in [tool, *args] if a not in ('--bf16', '--amp')) if tool != \
-        'tools/benchmark_latency.py' else fp32.endswith(' '.join(a for a in [tool, *args] if a != '--bf16'))
+    assert fp32.endswith(' '.join(a for a in [tool, *args] if a != '--bf16'))
     assert list(tmp_path.iterdir()) == []  # no work dir, no data: refused before anything ran
+
+
+def test_training_with_amp_on_cpu_is_refused_with_the_fp32_command(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    config = str(ROOT / 'configs/toy/deformable_detr_pit_s_toy.py')
+    monkeypatch.setattr(sys, 'argv', ['tools/train.py', config, '--amp', '--work-dir', str(tmp_path / 'work')])
+    assert run_tool(_tool('tools/train.py').main) == 1
+    err = capsys.readouterr().err
+    assert "AmpOptimWrapper trains in mixed precision on GPUs only" in err
+    assert err.rstrip().endswith(f'train in fp32: tools/train.py {config} --work-dir {tmp_path / "work"}')
+    assert list(tmp_path.iterdir()) == []

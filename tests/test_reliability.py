@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from pit_det.checkpoint import AtomicLocalBackend, checkpoint_seed, find_resumable_checkpoint, safe_torch_load
 from pit_det.datasets.check import ERRORS, check_coco
 from pit_det.datasets.toy import make_split
 from pit_det.datasets.transforms import PadToMinSize, SafeLoadImageFromFile
 from pit_det.errors import DatasetError
-from pit_det.checkpoint import AtomicLocalBackend, checkpoint_seed, find_resumable_checkpoint, safe_torch_load
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
@@ -94,8 +94,9 @@ def test_training_over_bad_data_skips_and_reports(tmp_path):
     make_split(tmp_path, 'val', 4, seed=1)
     val_dir = tmp_path / 'val2017'
     os.remove(next(val_dir.glob('*.png')))  # an unreadable image at evaluation time too
-    proc = subprocess.run([sys.executable, 'tools/train.py', TOY, '--work-dir', tmp_path / 'work', '--data-root', tmp_path,
-                           '--cfg-options', 'train_cfg.max_epochs=1'], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, 'tools/train.py', TOY, '--work-dir', tmp_path / 'work',
+                           '--data-root', tmp_path, '--cfg-options', 'train_cfg.max_epochs=1'],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert re.search(r'unreadable image \S+000001\.png .*skipped', log)  # missing

@@ -24,14 +24,16 @@ variant = _tool('mmcv_variant')
 
 def test_cpu_variant():
     plan = variant.plan('py311', '2.13.0', '13.0', [], None)
-    assert plan == {'tag': 'py311-torch2.13.0-cpu', 'env': {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0'}, 'note': ''}
+    assert plan == {'tag': 'py311-torch2.13.0-cpu', 'note': '',
+                    'env': {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0'}}
 
 
 def test_cuda_variant_builds_for_the_visible_architectures_only(tmp_path):
     nvcc = tmp_path / 'cuda' / 'bin' / 'nvcc'
     plan = variant.plan('py311', '2.13.0+cu130', '13.0', ['9.0', '8.0', '9.0'], str(nvcc))
     assert plan['tag'] == 'py311-torch2.13.0_cu130-cuda8.0_9.0'
-    assert plan['env'] == {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0', 'FORCE_CUDA': '1', 'TORCH_CUDA_ARCH_LIST': '8.0;9.0',
+    assert plan['env'] == {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0', 'FORCE_CUDA': '1',
+                           'TORCH_CUDA_ARCH_LIST': '8.0;9.0',
                            'CUDA_HOME': str(tmp_path / 'cuda')}
 
 
@@ -91,7 +93,8 @@ def test_self_check_uses_triton_where_mmcv_has_no_cuda_ops(monkeypatch):
         attn = MultiScaleDeformableAttention(embed_dims=16, num_heads=2, num_levels=2, num_points=2,
                                              batch_first=True).eval()
         shapes = torch.tensor([[6, 8], [3, 4]])
-        inputs = dict(query=torch.randn(1, 5, 16), value=torch.randn(1, 60, 16), reference_points=torch.rand(1, 5, 2, 2),
+        inputs = dict(query=torch.randn(1, 5, 16), value=torch.randn(1, 60, 16),
+                      reference_points=torch.rand(1, 5, 2, 2),
                       spatial_shapes=shapes, level_start_index=torch.tensor([0, 48]))
         expected = attn(**inputs)
         said = self_check.check_cuda_ops(attn, inputs, expected, device='cpu')
@@ -111,7 +114,8 @@ def test_setup_dry_run_without_nvcc_builds_cpu_ops_for_triton(tmp_path):
                PIT_DET_CACHE=str(tmp_path / 'cache'), PIT_DET_NVCC='none')
     proc = subprocess.run(['bash', 'tools/setup_env.sh'], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "building mmcv's CPU ops only; on the GPU deformable attention runs in pit-det's Triton kernel" in proc.stdout
+    assert ("building mmcv's CPU ops only; on the GPU deformable attention runs in pit-det's Triton kernel"
+            in proc.stdout)
     command = proc.stdout.split('build command:')[1]
     assert 'CUDA_VISIBLE_DEVICES= ' in command and 'FORCE_CUDA' not in command and 'MMCV_WITH_OPS=1' in command
     assert '-cpu, wheel cache' in proc.stdout

@@ -7,10 +7,9 @@ import timm
 import torch
 import torchvision
 from mmdet.registry import MODELS
+from weight_files import perturbed, write
 
 from pit_det.runtime import load_config
-
-from weight_files import perturbed, write
 
 ROOT = Path(__file__).resolve().parents[1]
 

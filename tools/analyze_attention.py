@@ -29,9 +29,9 @@ from pit_det.checkpoint import load_pretrained
 from pit_det.errors import run_tool
 from pit_det.models import pit as pit_module
 from pit_det.models import vit as vit_module
+from pit_det_deploy import image_files
 
 MEAN, STD = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])
-IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.webp'}
 
 
 def build_backbone(spec: str) -> torch.nn.Module:
@@ -39,7 +39,8 @@ def build_backbone(spec: str) -> torch.nn.Module:
     name, _, source = spec.partition('=')
     kind, _, arch = name.partition('_')
     if kind == 'pit':
-        model, filter_fn = MODELS.build(dict(type='PiT', arch=arch, out_indices=(0, 1, 2))), pit_module.checkpoint_filter_fn
+        model = MODELS.build(dict(type='PiT', arch=arch, out_indices=(0, 1, 2)))
+        filter_fn = pit_module.checkpoint_filter_fn
     elif kind == 'vit':
         model, filter_fn = MODELS.build(dict(type='ViT', arch=arch, out_indices=(11,))), vit_module.checkpoint_filter_fn
     else:
@@ -55,7 +56,7 @@ def list_images(args: argparse.Namespace) -> List[Path]:
         with open(ann) as f:
             files = [Path(img_dir) / im['file_name'] for im in json.load(f)['images']]
     else:
-        files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(Path(args.images))
     if not files:
         raise FileNotFoundError(f'no images found in {args.coco or args.images}')
     return files[:args.num_images]

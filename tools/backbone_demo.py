@@ -43,8 +43,10 @@ def main() -> None:
             rand_pit, rand_vit = _random_checkpoints(Path(tmp))
             pit_path, vit_path = pit_path or rand_pit, vit_path or rand_vit
         x = torch.randn(1, 3, *args.size)
-        for name, cfg in [('PiT-S', dict(type='PiT', arch='s', init_cfg=dict(type='Pretrained', checkpoint=str(pit_path)))),
-                          ('ViT-S', dict(type='ViT', arch='s', init_cfg=dict(type='Pretrained', checkpoint=str(vit_path))))]:
+        for name, cfg in [('PiT-S', dict(type='PiT', arch='s',
+                                         init_cfg=dict(type='Pretrained', checkpoint=str(pit_path)))),
+                          ('ViT-S', dict(type='ViT', arch='s',
+                                         init_cfg=dict(type='Pretrained', checkpoint=str(vit_path))))]:
             model = MODELS.build(cfg)
             model.init_weights()
             model.eval()

@@ -6,7 +6,7 @@ default, batch 1). For every precision (``--dtype``, ``--bf16``), deformable-att
 ``--compile``, eager and ``torch.compile``d ``test_step``, it times ``test_step`` (and the
 backbone alone, eager), records peak memory, and compares the detections with the detector's
 first variant. The 2048^3 matmul rate of each precision is measured in the same run. Counting
-conventions are in ``pit_det/benchmark.py``.
+conventions are in ``pit_det/benchmark/measure.py``; the method in ``pit_det/benchmark/runner.py``.
 
 Examples:
     python tools/benchmark_latency.py configs/deformable_detr_{r50,vit_s,pit_s}.py --threads 2
@@ -20,19 +20,16 @@ import json
 import os
 import os.path as osp
 import sys
-import tempfile
-import time
 import warnings
 
 import torch
 from mmengine.config import DictAction
-from torch._dynamo.utils import counters
 from tqdm import tqdm
 
 from pit_det import benchmark as bm
+from pit_det.benchmark import Settings, benchmark, variant
 from pit_det.errors import run_tool
-from pit_det.models import set_msda_impl
-from pit_det.ops import IMPLS, resolve_impl
+from pit_det.ops import IMPLS
 from pit_det.precision import check_precision
 
 # Noise from mmdet 3.3 / mmengine 0.10.7 internals, nothing this tool can change.
@@ -78,17 +75,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def label(config: str) -> str:
-    return osp.splitext(osp.basename(config))[0].replace('deformable_detr_', '')
-
-
-def variant(row: dict) -> str:
-    """'fast bf16 compiled': kernel, precision and eager / compiled of a result row."""
-    if row['impl'] == 'onnxruntime':
-        return f"onnxruntime {row['dtype']}"
-    return f"{row['impl']} {row['dtype']}" + (' compiled' if row['compiled'] else '')
-
-
 def check_dtypes(device: str, dtypes: list) -> None:
     """Low precisions run only where the device has them natively (``pit_det.precision``)."""
     check_precision(device, dtypes, [osp.basename(sys.executable), *sys.argv])
@@ -111,111 +97,16 @@ def run(args: argparse.Namespace) -> dict:
           + ', '.join(f'{dtype} {rate * 1e3:.0f} GFLOP/s' for dtype, rate in env['matmul_tflops'].items())
           + (', freed memory kept (mallopt)' if env['keep_freed_memory'] else ''),
           flush=True)
-
-    impls = [resolve_impl(i) for i in args.msda_impl]
-    modes = [False, True] if args.compile else [False]
-    rows = []
-    steps = len(args.configs) * (len(impls) * len(args.dtype) * sum(args.iters * (1 if c else 2) for c in modes)
-                                 + args.iters * args.onnx)
-    with tqdm(total=steps, desc='timing', unit='call', disable=None, file=sys.stderr) as bar:
-        for config in args.configs:
-            rows += benchmark_config(config, impls, modes, device, env, args, bar)
+    settings = Settings(dtypes=args.dtype, impls=args.msda_impl, shape=tuple(args.shape), device=device,
+                        warmup=args.warmup, iters=args.iters, compile=args.compile, compile_mode=args.compile_mode,
+                        onnx=args.onnx, flops=not args.no_flops, profile=args.profile, cfg_options=args.cfg_options)
+    with tqdm(total=settings.calls(len(args.configs)), desc='timing', unit='call', disable=None,
+              file=sys.stderr) as bar:
+        def progress(what: str, calls: int) -> None:
+            bar.set_postfix_str(what, refresh=False)
+            bar.update(calls)
+        rows = benchmark(args.configs, settings, env, progress)
     return dict(environment=env, results=rows)
-
-
-def benchmark_config(config: str, impls: list, modes: list, device: str, env: dict, args: argparse.Namespace,
-                     bar: tqdm) -> list:
-    """One result row per precision x kernel x eager / compiled of one detector."""
-    model = bm.build_detector(config, args.cfg_options).to(device)
-    data = bm.to_device(bm.make_sample(*args.shape), device)
-    image = model.data_preprocessor(data, False)['inputs']
-    params = bm.count_params(model)
-    flops = None
-    if not args.no_flops:
-        flops = bm.count_flops(model, lambda: model.test_step(data))
-        flops['backbone'] = bm.count_flops(model.backbone, lambda: model.backbone(image))['total']
-    rows, reference = [], None
-    for dtype in args.dtype:
-        for impl in impls:
-            set_msda_impl(model, impl)
-            for compiled in modes:
-                row = dict(config=config, model=label(config), impl=impl, dtype=dtype, compiled=compiled,
-                           params=params, flops=flops)
-                bar.set_postfix_str(f'{label(config)} {variant(row)}')
-                row.update(measure(model, data, image, device, dtype, compiled, args, bar.update))
-                rows.append(row)
-    if args.onnx:
-        row = dict(config=config, model=label(config), impl='onnxruntime', dtype='fp32', compiled=False,
-                   params=params, flops=flops)
-        bar.set_postfix_str(f'{label(config)} onnxruntime')
-        row.update(measure_onnx(model, image, args, bar.update))
-        rows.append(row)
-    reference = None
-    for row in rows:
-        dets = row.pop('detections')
-        if flops:
-            rate = flops['total'] / (row['latency']['median_ms'] / 1e3)
-            row['achieved_tflops'] = rate / 1e12
-            if row['dtype'] in env['matmul_tflops']:
-                row['share_of_matmul_rate'] = rate / (env['matmul_tflops'][row['dtype']] * 1e12)
-        if reference is None:  # the model's first variant is what the others are held to
-            reference = (row, dets)
-        else:
-            ref_row, ref_dets = reference
-            row['reference'] = variant(ref_row)
-            row['vs_reference'] = bm.compare_detections(dets, ref_dets)
-            row['speedup'] = ref_row['latency']['median_ms'] / row['latency']['median_ms']
-    return rows
-
-
-def measure(model, data: dict, image, device: str, dtype: str, compiled: bool, args: argparse.Namespace,
-            progress) -> dict:
-    """Latency (and, eager, the backbone's), peak memory and detections of one variant."""
-    step = lambda: model.test_step(data)  # noqa: E731
-    result = {}
-    with torch.no_grad(), bm.autocast(device, dtype):
-        if compiled:
-            torch._dynamo.reset()  # a fresh compile per variant: its time is measured, no cache limit hit
-            counters.clear()
-            fn = torch.compile(model.test_step, mode=None if args.compile_mode == 'default' else args.compile_mode)
-            step = lambda: fn(data)  # noqa: E731
-            # The first call traces, generates and compiles the kernels, then runs once.
-            result['compile_s'] = bm.time_calls(step, 0, 1, device)[0]
-            result['graphs'] = counters['stats']['unique_graphs']
-            result['graph_breaks'] = sum(counters['graph_break'].values())
-        with bm.peak_memory(device) as memory:
-            latency = bm.time_calls(step, args.warmup, args.iters, device, progress)
-        result.update(latency=bm.summarize(latency), **memory)
-        result['backbone_latency'] = None if compiled else bm.summarize(
-            bm.time_calls(lambda: model.backbone(image), args.warmup, args.iters, device, progress))
-        result['detections'] = bm.detections(step())
-        if args.profile:
-            result['top_ops'] = bm.profile_top_ops(step, args.profile)
-    return result
-
-
-def measure_onnx(model, image, args: argparse.Namespace, progress) -> dict:
-    """The detector exported as ``tools/export.py`` does (static, at this input size) and run by
-    onnxruntime on CPU with as many threads as torch: latency (from the normalised image: the
-    normalisation, about 1 ms, is outside the graph), export time, detections."""
-    import onnxruntime as ort
-    from pit_det.export import export_onnx
-    with tempfile.TemporaryDirectory() as tmp:
-        path = osp.join(tmp, 'model.onnx')
-        t0 = time.perf_counter()
-        export_onnx(model, image.cpu(), path)
-        export_s = time.perf_counter() - t0
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-    feed = {'image': image.cpu().numpy()}
-    step = lambda: session.run(None, feed)  # noqa: E731
-    with bm.peak_memory('cpu') as memory:
-        latency = bm.time_calls(step, args.warmup, args.iters, 'cpu', progress)
-    boxes, scores, labels = step()
-    return dict(latency=bm.summarize(latency), backbone_latency=None, export_s=export_s, **memory,
-                detections=(torch.from_numpy(boxes[0]), torch.from_numpy(scores[0]), torch.from_numpy(labels[0])))
 
 
 def print_table(report: dict) -> None:

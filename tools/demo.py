@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 import pit_det  # noqa: F401  checkpoints are read weights-only (pit_det.checkpoint)
 from pit_det.errors import run_tool
-from pit_det_deploy import draw_detections, image_files
+from pit_det_deploy import detection_record, draw_detections, image_files
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,11 +45,8 @@ def main() -> None:
         pred = result.pred_instances.cpu()
         cv2.imwrite(str(out / f'{path.stem}.png'), draw_detections(
             img, pred.bboxes.numpy(), pred.scores.numpy(), pred.labels.numpy(), classes, args.score_thr))
-        pred = pred[pred.scores >= args.score_thr]
-        records.append(dict(file=str(path), detections=[
-            dict(bbox=[round(v, 2) for v in box.tolist()], score=round(float(score), 4), label=int(label),
-                 name=classes[int(label)])
-            for box, score, label in zip(pred.bboxes, pred.scores, pred.labels)]))
+        records.append(detection_record(path, pred.bboxes.numpy(), pred.scores.numpy(), pred.labels.numpy(), classes,
+                                        args.score_thr))
     (out / 'detections.json').write_text(json.dumps(records, indent=2))
     print(f'wrote {len(files)} pictures and detections.json to {out}')
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import cv2
 
-from pit_det_deploy import OnnxDetector, draw_detections, image_files
+from pit_det_deploy import OnnxDetector, detection_record, draw_detections, image_files
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,11 +45,7 @@ def main(argv=None) -> int:
                 raise ValueError(f'{path}: {e}') from None
             cv2.imwrite(str(out / f'{path.stem}.png'),
                         draw_detections(image, boxes, scores, labels, detector.classes, args.score_thr))
-            keep = scores >= args.score_thr
-            records.append(dict(file=str(path), detections=[
-                dict(bbox=[round(float(v), 2) for v in box], score=round(float(score), 4), label=int(label),
-                     name=detector.classes[int(label)])
-                for box, score, label in zip(boxes[keep], scores[keep], labels[keep])]))
+            records.append(detection_record(path, boxes, scores, labels, detector.classes, args.score_thr))
     except (OSError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1

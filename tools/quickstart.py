@@ -17,7 +17,7 @@ import torch
 
 from pit_det.datasets import make_toy_coco
 from pit_det.errors import run_tool
-from pit_det.precision import check_precision
+from pit_det.precision import check_precision, device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument('--work-dir', default='work_dirs/quickstart')
     parser.add_argument('--data-root', default='data/toy_coco')
     parser.add_argument('--epochs', type=int, help='override the toy schedule length')
-    parser.add_argument('--bf16', action='store_true', help='evaluate under bfloat16 autocast (where the processor has native bf16)')
+    parser.add_argument('--bf16', action='store_true',
+                        help='evaluate under bfloat16 autocast (where the processor has native bf16)')
     args = parser.parse_args()
     work_dir = (ROOT / args.work_dir).resolve()
     if args.bf16:  # refused up front, not after the training, when the CPU would emulate it
@@ -56,12 +57,14 @@ def main() -> None:
 
     print('[3/3] COCO evaluation of the trained model on the toy val split, with pictures', flush=True)
     run([sys.executable, 'tools/test.py', CONFIG, checkpoint, '--work-dir', work_dir / 'test',
-         '--out-dir', work_dir, '--data-root', args.data_root, '--show-dir', 'pictures', *(['--bf16'] if args.bf16 else [])])
+         '--out-dir', work_dir, '--data-root', args.data_root, '--show-dir', 'pictures',
+         *(['--bf16'] if args.bf16 else [])])
 
     before = json.loads((work_dir / 'metrics_before_train.json').read_text())
     after = json.loads((work_dir / 'metrics.json').read_text())
     pictures = sorted((work_dir / 'test').glob('*/pictures'))
-    print('\n=== quick start done in %.1f min ===' % ((time.time() - t0) / 60))
+    print('\n=== quick start done in %.1f min on %s, %d threads ===' % (
+        (time.time() - t0) / 60, device_name('cuda' if torch.cuda.is_available() else 'cpu'), torch.get_num_threads()))
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75'):
         print(f'{key:<18} untrained {before[key]:.3f}   trained {after[key]:.3f}')
     print(f'checkpoint:  {checkpoint}')

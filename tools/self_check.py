@@ -34,19 +34,19 @@ def check_cuda_ops(attn, inputs: dict, expected: torch.Tensor, device: str = 'cu
         attn.cpu()
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     if kernel == 'mmcv':
-        return f'CUDA ops (built for CUDA {get_compiling_cuda_version()}) equal to CPU on {torch.cuda.get_device_name()}'
+        return (f'CUDA ops (built for CUDA {get_compiling_cuda_version()}) equal to CPU on '
+                f'{torch.cuda.get_device_name()}')
     return (f'Triton kernel equal to CPU on {torch.cuda.get_device_name()} (mmcv has no CUDA ops; '
             "for mmcv's CUDA kernel, install nvcc and run the set-up again)")
 
 
 def main() -> None:
     t0 = time.time()
-    import pkg_resources  # noqa: F401  mmengine imports it at run time (needs setuptools < 81)
-
     import mmcv
     import mmcv.ops  # noqa: F401  compiled ops must import, not mmcv-lite
     import mmdet
     import mmengine
+    import pkg_resources  # noqa: F401  mmengine imports it at run time (needs setuptools < 81)
     import timm
     import torchvision
     from mmcv.ops import MultiScaleDeformableAttention

@@ -14,7 +14,6 @@ import os.path as osp
 import sys
 
 import torch
-
 from mmengine.config import DictAction
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner

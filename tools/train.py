@@ -16,8 +16,8 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from pit_det.checkpoint import checkpoint_seed, find_resumable_checkpoint
-from pit_det.errors import run_tool
-from pit_det.precision import check_precision
+from pit_det.errors import PitDetError, run_tool
+from pit_det.precision import without_low_precision
 from pit_det.runtime import load_config, shutdown_distributed
 
 
@@ -45,9 +45,9 @@ def parse_args() -> argparse.Namespace:
 def build_config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config, args.launcher, args.cfg_options, args.data_root, args.work_dir)
     if args.amp:
-        # mmengine's AmpOptimWrapper autocasts to fp16 on CUDA and to bf16 on CPU.
-        cuda = torch.cuda.is_available()
-        check_precision('cuda' if cuda else 'cpu', ['fp16' if cuda else 'bf16'], sys.argv)
+        if not torch.cuda.is_available():  # AmpOptimWrapper asserts a GPU (mmengine 0.10.7)
+            raise PitDetError(f"--amp: mmengine's AmpOptimWrapper trains in mixed precision on GPUs only. On CPU, "
+                              f'train in fp32: {without_low_precision(sys.argv)}')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:

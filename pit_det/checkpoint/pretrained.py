@@ -6,6 +6,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from ..errors import CheckpointError
+from .compare import state_dict_mismatch
 from .reading import StateDict, read_state_dict
 
 
@@ -32,16 +33,14 @@ def load_pretrained(model: nn.Module, path: Union[str, Path],
     """
     state = filter_fn(strip_prefix(read_state_dict(path), 'backbone.'))
     own = model.state_dict()
-    absent = sorted(set(own) - set(state))
-    kept = [k for k in absent if k.startswith(tuple(keep_init))]
-    missing = [k for k in absent if k not in kept]
+    mismatch = state_dict_mismatch(own, state)
+    kept = [k for k in mismatch.missing if k.startswith(tuple(keep_init))]
+    missing = [k for k in mismatch.missing if k not in kept]
     if missing:
         raise CheckpointError(f'{path}: {len(missing)} backbone weights missing from the checkpoint: {missing}')
-    unexpected = sorted(set(state) - set(own))
-    bad_shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                  for k in own if k in state and state[k].shape != own[k].shape]
-    if bad_shapes:
-        raise CheckpointError(f'{path}: shape mismatch (wrong arch, or distilled flag?): {bad_shapes}')
+    unexpected = mismatch.unexpected
+    if mismatch.shapes:
+        raise CheckpointError(f'{path}: shape mismatch (wrong arch, or distilled flag?): {mismatch.shapes}')
     model.load_state_dict({k: state[k] for k in own if k in state}, strict=not kept)
     print_log(f'loaded {len(own) - len(kept)} tensors from {path}'
               + (f'; {len(kept)} not in it keep their own init (added for detection): {kept}' if kept else '')

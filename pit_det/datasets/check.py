@@ -177,8 +177,22 @@ def check_coco(ann_file: Union[str, Path], img_dir: Union[str, Path], min_size: 
     if problem:
         raise DatasetError(f'{ann_file}: {problem}')
     report = Report()
+    valid, malformed_ids = _check_entries(coco, report)
+    _check_references_and_boxes(valid, malformed_ids, report)
+    _check_image_files(valid['images'], img_dir, min_size, workers, progress, report)
+    return report, coco
+
+
+def duplicate_ids(entries: list) -> Dict[int, int]:
+    """``{id: count}`` of the ids used more than once among ``entries`` (dicts with an ``id``)."""
+    return {i: n for i, n in Counter(entry['id'] for entry in entries).items() if n > 1}
+
+
+def _check_entries(coco: dict, report: Report) -> Tuple[dict, dict]:
+    """Schema and unique ids. Returns the well-formed entries of each field, and the ids of the
+    malformed ones (reported here, not again by the annotations that refer to them)."""
     valid = {field: [] for field in SCHEMA}
-    malformed_ids = {field: set() for field in SCHEMA}  # reported once, not again by their annotations
+    malformed_ids = {field: set() for field in SCHEMA}
     for field in SCHEMA:
         for i, entry in enumerate(coco[field]):
             problems = entry_problems(field, i, entry)
@@ -190,12 +204,15 @@ def check_coco(ann_file: Union[str, Path], img_dir: Union[str, Path], min_size: 
                 malformed_ids[field].add(entry['id'])
     for field, kind in (('images', 'duplicate_image_id'), ('annotations', 'duplicate_annotation_id'),
                         ('categories', 'duplicate_category_id')):
-        for item_id, n in Counter(item['id'] for item in valid[field]).items():
-            if n > 1:
-                report.add(kind, f'id {item_id} x{n}')
+        for item_id, n in duplicate_ids(valid[field]).items():
+            report.add(kind, f'id {item_id} x{n}')
+    return valid, malformed_ids
+
+
+def _check_references_and_boxes(valid: dict, malformed_ids: dict, report: Report) -> None:
+    """Each annotation's image and category exist; its box has an area and lies in the image."""
     images = {img['id']: img for img in valid['images']}
     cat_ids = {c['id'] for c in valid['categories']}
-
     for ann in valid['annotations']:
         img = images.get(ann.get('image_id'))
         where = f'annotation {ann.get("id")}' + (f' of {img["file_name"]}' if img else '')
@@ -212,14 +229,17 @@ def check_coco(ann_file: Union[str, Path], img_dir: Union[str, Path], min_size: 
         elif x < -1 or y < -1 or x + w > img['width'] + 1 or y + h > img['height'] + 1:
             report.add('box_outside_image', f'{where} (bbox {bbox}, image {img["width"]}x{img["height"]})')
 
-    paths = [img_dir / img['file_name'] for img in valid['images']]
+
+def _check_image_files(images: list, img_dir: Path, min_size: int, workers: int, progress: bool,
+                       report: Report) -> None:
+    """Every image file decodes, has the json's size and at least ``min_size`` pixels a side."""
+    paths = [img_dir / img['file_name'] for img in images]
     if workers > 0:
         with ProcessPoolExecutor(workers) as pool:
-            results = pool.map(inspect_image, paths, chunksize=16)
-            results = list(_progress(results, len(paths), progress))
+            results = list(_progress(pool.map(inspect_image, paths, chunksize=16), len(paths), progress))
     else:
         results = [inspect_image(p) for p in _progress(paths, len(paths), progress)]
-    for img, (size, kinds) in zip(valid['images'], results):
+    for img, (size, kinds) in zip(images, results):
         for kind in kinds:
             report.add(kind, img['file_name'])
         if size is None:
@@ -229,7 +249,6 @@ def check_coco(ann_file: Union[str, Path], img_dir: Union[str, Path], min_size: 
                                         f'{img.get("width")}x{img.get("height")})')
         if min(size) < min_size:
             report.add('small_image', f'{img["file_name"]} ({size[1]}x{size[0]})')
-    return report, coco
 
 
 def read_coco_json(path: Union[str, Path]):

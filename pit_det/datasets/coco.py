@@ -8,7 +8,7 @@ from mmdet.registry import DATASETS
 from mmengine.logging import print_log
 
 from ..errors import DatasetError
-from .check import SCHEMA, entry_problems, read_coco_json, top_level_problem
+from .check import SCHEMA, duplicate_ids, entry_problems, read_coco_json, top_level_problem
 from .sampler import SeededIndex, seeded_generators
 
 
@@ -26,17 +26,19 @@ class ValidatedCOCO(COCO):
         problem = top_level_problem(self.dataset)
         if problem:
             raise DatasetError(f'{annotation_file}: {problem}')
-        problems = [p for field in SCHEMA for i, e in enumerate(self.dataset[field]) for p in entry_problems(field, i, e)]
+        problems = [p for field in SCHEMA for i, e in enumerate(self.dataset[field])
+                    for p in entry_problems(field, i, e)]
         if problems:
             examples = '\n  '.join(example for _, example in problems[:8])
             raise DatasetError(
-                f'{annotation_file}: {len(problems)} malformed entries ({dict(Counter(k for k, _ in problems))}), e.g.\n'
+                f'{annotation_file}: {len(problems)} malformed entries '
+                f'({dict(Counter(k for k, _ in problems))}), e.g.\n'
                 f'  {examples}\nFix them, or list all with: python tools/check_dataset.py {annotation_file} IMAGE_DIR')
         for field in SCHEMA:  # pycocotools would keep the last of each, mmdet asserts on annotations
-            duplicates = [i for i, n in Counter(e['id'] for e in self.dataset[field]).items() if n > 1]
+            duplicates = duplicate_ids(self.dataset[field])
             if duplicates:
                 raise DatasetError(f'{annotation_file}: {len(duplicates)} ids used more than once in {field!r}, '
-                                   f'e.g. {duplicates[:5]}')
+                                   f'e.g. {list(duplicates)[:5]}')
         self.createIndex()
         # What mmdet's COCO.__init__ sets after pycocotools' own.
         self.img_ann_map, self.cat_img_map = self.imgToAnns, self.catToImgs
@@ -54,9 +56,10 @@ class CheckedCocoDataset(CocoDataset):
     * When the config's class names match none of the json's, or every box of a split has a
       category outside them, or 90% of its boxes do while some of the config's class names are not
       in the json (a config for other data with a name in common by chance), the data set is an
-      error before training starts: it names both lists of class names and the fix (mmdet would train on no boxes and crash in evaluation, mmdet
-      issue #10208). Training on a deliberate subset of the json's classes stays possible. A split
-      whose boxes are all unusable for other reasons is an error too.
+      error before training starts: it names both lists of class names and the fix (mmdet would
+      train on no boxes and crash in evaluation, mmdet issue #10208). Training on a deliberate
+      subset of the json's classes stays possible. A split whose boxes are all unusable for other
+      reasons is an error too.
     """
 
     accepts_seeded_indices = True  # see SeededSampler

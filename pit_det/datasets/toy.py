@@ -69,8 +69,8 @@ def _draw(rng: np.random.Generator, img: np.ndarray, boxes: List[List[float]]) -
         cv2.rectangle(img, (x0, y0), (x0 + bw - 1, y0 + bh - 1), colour, thickness=-1)
     elif cat == 2:
         cv2.ellipse(img, (x0 + bw // 2, y0 + bh // 2), (bw // 2, bh // 2), 0, 0, 360, colour, thickness=-1)
-        box = [float(x0 + bw // 2 - bw // 2), float(y0 + bh // 2 - bh // 2), float(2 * (bw // 2) + 1),
-               float(2 * (bh // 2) + 1)]
+        # cv2.ellipse covers the centre +- the half axes: 2 * (bw // 2) + 1 pixels from x0.
+        box = [float(x0), float(y0), float(2 * (bw // 2) + 1), float(2 * (bh // 2) + 1)]
     else:  # apex on a random edge, so the triangle spans the whole box
         apex = int(rng.integers(4))
         if apex == 0:
@@ -131,7 +131,8 @@ def make_toy_coco(root: Union[str, Path] = 'data/toy_coco', num_train: int = 600
         if ann.is_file():
             with open(ann) as f:
                 info = json.load(f)
-            if len(info['images']) == num and info.get('info', {}).get('description', '').endswith(f'seed {split_seed}'):
+            description = info.get('info', {}).get('description', '')
+            if len(info['images']) == num and description.endswith(f'seed {split_seed}'):
                 continue
         make_split(root, split, num, split_seed)
     return root

@@ -1,40 +1,11 @@
-"""The trained detector to export, and what a runtime must know of it besides its weights."""
+"""What a runtime must know of an exported detector besides its weights (the detector itself:
+:func:`pit_det.models.build_detector`)."""
 from typing import Dict
 
-from mmdet.registry import MODELS
 from mmengine.config import Config
-from torch import nn
 
-from ..checkpoint import read_state_dict, safe_torch_load
-from ..errors import CheckpointError, PitDetError
-
-
-def build_detector(cfg: Config, checkpoint: str) -> nn.Module:
-    """The config's detector with every weight from ``checkpoint`` (read weights-only).
-
-    Raises:
-        CheckpointError: the checkpoint does not fit the config: missing or unexpected weights,
-            or shapes that differ, each named with both files.
-    """
-    model_cfg = cfg.model.copy()
-    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
-        model_cfg.backbone = dict(model_cfg.backbone, init_cfg=None)  # the checkpoint has every weight
-    detector = MODELS.build(model_cfg)
-    state = read_state_dict(checkpoint)
-    own = detector.state_dict()
-    problems = []
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs config {tuple(v.shape)}'
-              for k, v in own.items() if k in state and state[k].shape != v.shape]
-    for name, keys in (('missing from the checkpoint', missing), ('not in the model', unexpected),
-                       ('with other shapes', shapes)):
-        if keys:
-            problems.append(f'{len(keys)} weights {name}: {keys[:5]}' + (' ...' if len(keys) > 5 else ''))
-    if problems:
-        raise CheckpointError(f'{checkpoint} does not match {cfg.filename}: ' + '; '.join(problems))
-    detector.load_state_dict(state)
-    return detector.eval()
+from ..checkpoint import safe_torch_load
+from ..errors import PitDetError
 
 
 def classes_of(cfg: Config, checkpoint: str) -> list:

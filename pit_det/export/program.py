@@ -39,14 +39,18 @@ def export_program(detector: nn.Module, image: Tensor, msda_impl: str = 'fast', 
                                    dynamic_shapes=dynamic_image_shapes() if dynamic else None)
 
 
-def dynamic_image_shapes(min_size: int = 256, max_size: int = 4096) -> tuple:
+# The largest side a dynamic export accepts (the exported graph's guard, and its metadata).
+MAX_DYNAMIC_SIZE = 4096
+
+
+def dynamic_image_shapes(min_size: int = 256, max_size: int = MAX_DYNAMIC_SIZE) -> tuple:
     """Height and width free within [min_size, max_size]; batch 1. The lower bound keeps the
     encoder tokens above the shipped configs' 300 queries (so one graph covers the range)."""
     return ({2: torch.export.Dim('height', min=min_size, max=max_size),
              3: torch.export.Dim('width', min=min_size, max=max_size)},)
 
 
-def min_dynamic_size(detector: nn.Module, step: int = 32, max_size: int = 4096) -> int:
+def min_dynamic_size(detector: nn.Module, step: int = 32, max_size: int = MAX_DYNAMIC_SIZE) -> int:
     """Smallest square side (a multiple of ``step``) at which the detector's encoder gets at least
     ``num_queries`` tokens: below it prediction takes fewer queries (another graph)."""
     detector.eval()

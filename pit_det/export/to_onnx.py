@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..errors import PitDetError
 from ..models import msda_impl_as
-from .program import dynamic_image_shapes, min_dynamic_size, require_torch_for_export
+from .program import MAX_DYNAMIC_SIZE, dynamic_image_shapes, min_dynamic_size, require_torch_for_export
 from .wrappers import exportable
 
 
@@ -30,7 +30,7 @@ def export_onnx(detector: nn.Module, image: Tensor, path: str, dynamic: bool = F
     shapes = None
     if dynamic:
         info['min_size'] = min_size or min_dynamic_size(detector)
-        info['max_size'] = 4096
+        info['max_size'] = MAX_DYNAMIC_SIZE
         shapes = dynamic_image_shapes(info['min_size'], info['max_size'])
     with torch.no_grad(), msda_impl_as(detector, 'grid_sample'):
         # onnxscript's graph optimiser (0.7.2) left a dangling input in these graphs

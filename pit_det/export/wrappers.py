@@ -8,7 +8,6 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from torch import Tensor, nn
 
 
-
 class DetectorCore(nn.Module):
     """Backbone, neck, transformer and head of a Deformable DETR: (B, 3, H, W) -> raw outputs.
 

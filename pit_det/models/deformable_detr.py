@@ -44,11 +44,11 @@ class PitDeformableDETR(DeformableDETR):
     ``torch.export`` cannot trace (they are data, not shapes). The results are mmdet's, bit for bit.
 
     Args:
-        msda_impl: 'auto' (pit-det's CPU kernel when it builds, else mmcv's), 'fast' (pit-det's
-            CPU kernel, an error if it cannot be built), 'stock' (mmcv's code unchanged) or
-            'grid_sample' (mmcv's pure-PyTorch code on every device, for ONNX export). On GPU
-            all but 'grid_sample' run mmcv's CUDA kernel. ``set_msda_impl(model, impl)``
-            switches a built model.
+        msda_impl: 'auto' (pit-det's kernels when they build, else mmcv's), 'fast' (pit-det's
+            C++ kernel on CPU; on GPU mmcv's CUDA kernel when mmcv has CUDA ops, else pit-det's
+            Triton kernel), 'triton' (the Triton kernel), 'stock' (mmcv's code unchanged) or
+            'grid_sample' (mmcv's pure-PyTorch code on every device, for ONNX export); see
+            :mod:`pit_det.ops.ms_deform_attn`. ``set_msda_impl(model, impl)`` switches a built model.
         **kwargs: ``DeformableDETR``'s arguments.
     """
 
@@ -58,8 +58,9 @@ class PitDeformableDETR(DeformableDETR):
 
     def pre_transformer(self, mlvl_feats: Tuple[Tensor], batch_data_samples: OptSampleList = None
                         ) -> Tuple[Dict, Dict]:
-        """mmdet's (padding masks, position and level embeddings, flattening), with the level
-        shapes also as Python ints: both dicts carry ``level_shapes``, [(H_l, W_l)]."""
+        """Follows mmdet 3.3.0 ``DeformableDETR.pre_transformer`` (padding masks, position and level
+        embeddings, flattening); differs in also giving the level shapes as Python ints: both dicts
+        carry ``level_shapes``, [(H_l, W_l)], beside mmdet's (L, 2) ``spatial_shapes`` tensor."""
         batch_size = mlvl_feats[0].shape[0]
         input_h, input_w = batch_data_samples[0].batch_input_shape
         img_shapes = [sample.img_shape for sample in batch_data_samples]
@@ -94,8 +95,10 @@ class PitDeformableDETR(DeformableDETR):
     def forward_encoder(self, feat: Tensor, feat_mask: Optional[Tensor], feat_pos: Tensor, spatial_shapes: Tensor,
                         level_start_index: Tensor, valid_ratios: Tensor,
                         level_shapes: List[Tuple[int, int]]) -> Dict:
-        """mmdet's encoder (``DeformableDetrTransformerEncoder.forward``), its reference points
-        computed from ``level_shapes``; the layers get ``level_shapes`` too."""
+        """Follows mmdet 3.3.0 ``DeformableDETR.forward_encoder`` and
+        ``DeformableDetrTransformerEncoder.forward``; differs in computing the reference points from
+        ``level_shapes`` (traceable) and handing ``level_shapes`` to the layers, whose deformable
+        attention reads them for the 'grid_sample' kernel."""
         reference_points = encoder_reference_points(level_shapes, valid_ratios)
         memory = feat
         for layer in self.encoder.layers:
@@ -106,28 +109,55 @@ class PitDeformableDETR(DeformableDETR):
 
     def pre_decoder(self, memory: Tensor, memory_mask: Optional[Tensor], spatial_shapes: Tensor,
                     level_shapes: List[Tuple[int, int]]) -> Tuple[Dict, Dict]:
-        """mmdet's, with the proposals built from ``level_shapes``, taking ``min(num_queries, N)``
-        proposals from ``memory`` (B, N, C)."""
-        # mmdet's pre_decoder hands these to gen_encoder_output_proposals (pit-det's, below).
-        num_tokens = memory.shape[1]
-        if not self.as_two_stage or num_tokens >= self.num_queries:
-            return super().pre_decoder(memory, memory_mask, level_shapes)
-        with _attribute(self, 'num_queries', num_tokens):
-            return super().pre_decoder(memory, memory_mask, level_shapes)
+        """Follows mmdet 3.3.0 ``DeformableDETR.pre_decoder``, two-stage branch (the single-stage
+        one is mmdet's, called as is). It differs in two places:
 
-    def gen_encoder_output_proposals(self, memory: Tensor, memory_mask: Optional[Tensor],
-                                     spatial_shapes: List[Tuple[int, int]]) -> Tuple[Tensor, Tensor]:
-        """mmdet's, from the level shapes as Python ints (what :meth:`pre_decoder` hands mmdet's
-        ``pre_decoder``): a box (cx, cy, 0.05 * 2^l, same) at every pixel of every level,
-        ``arange`` for mmdet's ``linspace`` (the same values), symbolic sizes kept symbolic.
+        * the queries are the top ``min(num_queries, N)`` of the N encoder tokens (mmdet's ``topk``
+          fails for N < num_queries);
+        * the proposals come from ``level_shapes`` (Python ints, traceable), passed on under their
+          own name to :meth:`gen_encoder_output_proposals`.
+
+        Returns:
+            mmdet's ``decoder_inputs_dict`` and ``head_inputs_dict``.
+        """
+        if not self.as_two_stage:
+            return super().pre_decoder(memory, memory_mask, spatial_shapes)
+        batch_size, num_tokens, c = memory.shape
+        num_queries = min(self.num_queries, num_tokens)
+        output_memory, output_proposals = self.gen_encoder_output_proposals(memory, memory_mask, spatial_shapes,
+                                                                            level_shapes)
+        enc_outputs_class = self.bbox_head.cls_branches[self.decoder.num_layers](output_memory)
+        enc_outputs_coord_unact = self.bbox_head.reg_branches[self.decoder.num_layers](output_memory) + output_proposals
+        enc_outputs_coord = enc_outputs_coord_unact.sigmoid()
+        # As mmdet and the official code: the first class channel scores the tokens as foreground.
+        topk_proposals = torch.topk(enc_outputs_class[..., 0], num_queries, dim=1)[1]  # (B, num_queries)
+        topk_coords_unact = torch.gather(enc_outputs_coord_unact, 1, topk_proposals.unsqueeze(-1).repeat(1, 1, 4))
+        topk_coords_unact = topk_coords_unact.detach()
+        reference_points = topk_coords_unact.sigmoid()
+        pos_trans_out = self.pos_trans_norm(self.pos_trans_fc(self.get_proposal_pos_embed(topk_coords_unact)))
+        query_pos, query = torch.split(pos_trans_out, c, dim=2)
+        decoder_inputs_dict = dict(query=query, query_pos=query_pos, memory=memory, reference_points=reference_points)
+        head_inputs_dict = dict(enc_outputs_class=enc_outputs_class,
+                                enc_outputs_coord=enc_outputs_coord) if self.training else dict()
+        return decoder_inputs_dict, head_inputs_dict
+
+    def gen_encoder_output_proposals(self, memory: Tensor, memory_mask: Optional[Tensor], spatial_shapes: Tensor,
+                                     level_shapes: Optional[List[Tuple[int, int]]] = None) -> Tuple[Tensor, Tensor]:
+        """Follows mmdet 3.3.0 ``DeformableDETR.gen_encoder_output_proposals``: a box (cx, cy,
+        0.05 * 2^l, same) at every pixel of every level. It differs in reading the level sizes
+        from ``level_shapes`` (Python ints; from ``spatial_shapes`` when not given), which
+        ``torch.export`` keeps symbolic where mmdet's reads of the tensor's values would freeze
+        them, and in ``arange`` for mmdet's ``linspace`` (the same values).
 
         Returns:
             memory (B, S, C) transformed for the first-stage head, and the proposals (B, S, 4)
             as logits (inverse sigmoid; +inf where invalid or padding).
         """
+        if level_shapes is None:
+            level_shapes = [tuple(hw) for hw in spatial_shapes.tolist()]
         bs = memory.shape[0]
         proposals, start = [], 0
-        for lvl, (h, w) in enumerate(spatial_shapes):
+        for lvl, (h, w) in enumerate(level_shapes):
             if memory_mask is not None:
                 mask = memory_mask[:, start:start + h * w].view(bs, h, w, 1)
                 valid_h = (~mask[:, :, 0, 0]).sum(1).unsqueeze(-1)
@@ -156,7 +186,8 @@ class PitDeformableDETR(DeformableDETR):
     def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor, memory_mask: Optional[Tensor],
                         reference_points: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                         valid_ratios: Tensor, level_shapes: List[Tuple[int, int]]) -> Dict:
-        """mmdet's, the cross-attention layers also getting ``level_shapes``."""
+        """Follows mmdet 3.3.0 ``DeformableDETR.forward_decoder``; differs only in handing
+        ``level_shapes`` to the cross-attention layers."""
         inter_states, inter_references = self.decoder(
             query=query, value=memory, query_pos=query_pos, key_padding_mask=memory_mask,
             reference_points=reference_points, spatial_shapes=spatial_shapes, level_start_index=level_start_index,
@@ -165,9 +196,10 @@ class PitDeformableDETR(DeformableDETR):
         return dict(hidden_states=inter_states, references=[reference_points, *inter_references])
 
     def predict(self, batch_inputs: Tensor, batch_data_samples: SampleList, rescale: bool = True) -> SampleList:
-        """mmdet's ``DetectionTransformer.predict``, with the head's ``max_per_img`` capped at the
-        number of (query, class) candidates, which a batch of few queries can undercut, and the
-        head in fp32 under autocast."""
+        """Follows mmdet 3.3.0 ``DetectionTransformer.predict``; differs in capping the head's
+        ``max_per_img`` at the number of (query, class) candidates, which a batch of few queries
+        can undercut (mmdet's head reads it from ``test_cfg`` only, hence the temporary
+        ``test_cfg``), and in running the head in fp32 under autocast."""
         img_feats = self.extract_feat(batch_inputs)
         head_inputs = self.forward_transformer(img_feats, batch_data_samples)
         # hidden_states: (num_decoder_layers, B, num_queries_used, C)

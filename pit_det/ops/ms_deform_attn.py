@@ -20,8 +20,7 @@ Four implementations compute the same function (Deformable DETR, arXiv 2010.0415
 from typing import List, Optional, Tuple
 
 import torch
-from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
-                                              multi_scale_deformable_attn_pytorch)
+from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch
 from torch import Tensor
 
 from . import extension

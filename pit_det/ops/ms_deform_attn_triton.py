@@ -28,6 +28,8 @@ from typing import Callable, Tuple
 import torch
 from torch import Tensor
 
+from ..errors import PitDetError
+
 try:
     import triton
     import triton.language as tl
@@ -37,7 +39,7 @@ except ImportError:  # pragma: no cover - torch without Triton (e.g. the CPU-onl
 BLOCK_Q = 32  # queries per program: a (32, D) accumulator; large enough for the interpreter too
 
 
-class TritonUnavailable(RuntimeError):
+class TritonUnavailable(PitDetError):
     """Triton cannot run these tensors here; the message says why and what to do."""
 
 

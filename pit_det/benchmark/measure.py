@@ -12,7 +12,6 @@ Conventions:
 * Efficiency is FLOPs / latency against the measured rate of a large matmul on the same device,
   dtype and threads: how far the model is from the hardware's practical limit.
 """
-import logging
 import platform
 import statistics
 import time
@@ -21,40 +20,15 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
-from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
-from mmengine.config import Config
-from mmengine.logging import MMLogger
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .ops import msda_flops
-from .precision import cpu_info
+from ..models.build import build_detector  # noqa: F401  the benchmark's detectors: seeded random weights
+from ..ops import msda_flops
+from ..precision import cpu_info
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
-
-
-def build_detector(config: str, cfg_options: Optional[dict] = None, seed: int = 0) -> nn.Module:
-    """The config's detector with seeded random weights, in eval mode.
-
-    Pretrained files are not loaded (``init_cfg`` dropped): latency does not depend on the
-    weights, and a benchmark should not need ImageNet checkpoints on disk.
-    """
-    import pit_det  # noqa: F401  registers the backbones and detector
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    cfg.model.backbone.init_cfg = None
-    torch.manual_seed(seed)
-    model = MODELS.build(cfg.model)
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # init_weights logs every parameter's initialiser
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
-    return model.eval()
 
 
 def make_sample(height: int, width: int, seed: int = 0) -> dict:

@@ -1,0 +1,173 @@
+"""The latency benchmark's method (``tools/benchmark_latency.py`` keeps its arguments and its
+printing): detectors built from configs with seeded random weights, each timed per precision x
+deformable-attention kernel x eager / compiled (and onnxruntime), side by side in one run, each
+row's detections compared with the detector's first row. Conventions: :mod:`.measure`."""
+import os.path as osp
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch._dynamo.utils import counters
+
+from ..models import set_msda_impl
+from ..ops import resolve_impl
+from . import measure as bm
+
+
+@dataclass
+class Settings:
+    """What one benchmark run measures, and how.
+
+    Args:
+        dtypes: precisions, in order: 'fp32', 'bf16', 'fp16' (autocast).
+        impls: deformable-attention kernels, in order (``pit_det.ops.IMPLS``).
+        shape: input image (H, W).
+        device: 'cpu' or 'cuda'.
+        warmup, iters: untimed and timed calls.
+        compile: also a ``torch.compile(test_step)`` row beside each eager one.
+        compile_mode: torch.compile's mode ('default', 'reduce-overhead', 'max-autotune').
+        onnx: also the exported graph in onnxruntime (CPU).
+        flops: count FLOPs.
+        profile: record the N ops taking most time (0: none).
+        cfg_options: config overrides for every detector.
+    """
+    dtypes: Sequence[str] = ('fp32',)
+    impls: Sequence[str] = ('stock', 'fast')
+    shape: Tuple[int, int] = (400, 667)
+    device: str = 'cpu'
+    warmup: int = 3
+    iters: int = 20
+    compile: bool = False
+    compile_mode: str = 'default'
+    onnx: bool = False
+    flops: bool = True
+    profile: int = 0
+    cfg_options: dict = field(default_factory=dict)
+
+    def calls(self, num_configs: int) -> int:
+        """Timed calls in all (for a progress bar)."""
+        modes = [False, True] if self.compile else [False]
+        return num_configs * (len(self.impls) * len(self.dtypes) * sum(self.iters * (1 if c else 2) for c in modes)
+                              + self.iters * self.onnx)
+
+
+def label(config: str) -> str:
+    return osp.splitext(osp.basename(config))[0].replace('deformable_detr_', '')
+
+
+def variant(row: dict) -> str:
+    """'fast bf16 compiled': kernel, precision and eager / compiled of a result row."""
+    if row['impl'] == 'onnxruntime':
+        return f"onnxruntime {row['dtype']}"
+    return f"{row['impl']} {row['dtype']}" + (' compiled' if row['compiled'] else '')
+
+
+def benchmark(configs: Sequence[str], settings: Settings, env: dict,
+              progress: Optional[Callable[[str, int], None]] = None) -> List[dict]:
+    """Result rows of every detector in ``configs``; ``env`` is :func:`.measure.environment`'s,
+    with ``matmul_tflops`` per dtype. ``progress(what, calls_done)`` is called as calls are timed."""
+    impls = [resolve_impl(i) for i in settings.impls]
+    rows = []
+    for config in configs:
+        rows += benchmark_config(config, impls, settings, env, progress or (lambda what, n: None))
+    return rows
+
+
+def benchmark_config(config: str, impls: List[str], settings: Settings, env: dict,
+                     progress: Callable[[str, int], None]) -> List[dict]:
+    """One result row per precision x kernel x eager / compiled (and onnxruntime) of one detector."""
+    device = settings.device
+    model = bm.build_detector(config, cfg_options=settings.cfg_options).to(device)
+    data = bm.to_device(bm.make_sample(*settings.shape), device)
+    image = model.data_preprocessor(data, False)['inputs']
+    params = bm.count_params(model)
+    flops = None
+    if settings.flops:
+        flops = bm.count_flops(model, lambda: model.test_step(data))
+        flops['backbone'] = bm.count_flops(model.backbone, lambda: model.backbone(image))['total']
+    rows = []
+    for dtype in settings.dtypes:
+        for impl in impls:
+            set_msda_impl(model, impl)
+            for compiled in ([False, True] if settings.compile else [False]):
+                row = dict(config=config, model=label(config), impl=impl, dtype=dtype, compiled=compiled,
+                           params=params, flops=flops)
+                what = f'{label(config)} {variant(row)}'
+                row.update(measure(model, data, image, dtype, compiled, settings, lambda: progress(what, 1)))
+                rows.append(row)
+    if settings.onnx:
+        row = dict(config=config, model=label(config), impl='onnxruntime', dtype='fp32', compiled=False,
+                   params=params, flops=flops)
+        what = f'{label(config)} onnxruntime'
+        row.update(measure_onnx(model, image, settings, lambda: progress(what, 1)))
+        rows.append(row)
+    reference = None
+    for row in rows:
+        dets = row.pop('detections')
+        if flops:
+            rate = flops['total'] / (row['latency']['median_ms'] / 1e3)
+            row['achieved_tflops'] = rate / 1e12
+            if row['dtype'] in env['matmul_tflops']:
+                row['share_of_matmul_rate'] = rate / (env['matmul_tflops'][row['dtype']] * 1e12)
+        if reference is None:  # the model's first variant is what the others are held to
+            reference = (row, dets)
+        else:
+            ref_row, ref_dets = reference
+            row['reference'] = variant(ref_row)
+            row['vs_reference'] = bm.compare_detections(dets, ref_dets)
+            row['speedup'] = ref_row['latency']['median_ms'] / row['latency']['median_ms']
+    return rows
+
+
+def measure(model, data: dict, image, dtype: str, compiled: bool, settings: Settings, progress) -> dict:
+    """Latency (and, eager, the backbone's), peak memory and detections of one variant."""
+    device = settings.device
+    step = lambda: model.test_step(data)  # noqa: E731
+    result = {}
+    with torch.no_grad(), bm.autocast(device, dtype):
+        if compiled:
+            torch._dynamo.reset()  # a fresh compile per variant: its time is measured, no cache limit hit
+            counters.clear()
+            mode = None if settings.compile_mode == 'default' else settings.compile_mode
+            fn = torch.compile(model.test_step, mode=mode)
+            step = lambda: fn(data)  # noqa: E731
+            # The first call traces, generates and compiles the kernels, then runs once.
+            result['compile_s'] = bm.time_calls(step, 0, 1, device)[0]
+            result['graphs'] = counters['stats']['unique_graphs']
+            result['graph_breaks'] = sum(counters['graph_break'].values())
+        with bm.peak_memory(device) as memory:
+            latency = bm.time_calls(step, settings.warmup, settings.iters, device, progress)
+        result.update(latency=bm.summarize(latency), **memory)
+        result['backbone_latency'] = None if compiled else bm.summarize(
+            bm.time_calls(lambda: model.backbone(image), settings.warmup, settings.iters, device, progress))
+        result['detections'] = bm.detections(step())
+        if settings.profile:
+            result['top_ops'] = bm.profile_top_ops(step, settings.profile)
+    return result
+
+
+def measure_onnx(model, image, settings: Settings, progress) -> dict:
+    """The detector exported as ``tools/export.py`` does (static, at this input size) and run by
+    onnxruntime on CPU with as many threads as torch: latency (from the normalised image: the
+    normalisation, about 1 ms, is outside the graph), export time, detections."""
+    import onnxruntime as ort
+
+    from pit_det.export import export_onnx
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'model.onnx')
+        t0 = time.perf_counter()
+        export_onnx(model, image.cpu(), path)
+        export_s = time.perf_counter() - t0
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    feed = {'image': image.cpu().numpy()}
+    step = lambda: session.run(None, feed)  # noqa: E731
+    with bm.peak_memory('cpu') as memory:
+        latency = bm.time_calls(step, settings.warmup, settings.iters, 'cpu', progress)
+    boxes, scores, labels = step()
+    return dict(latency=bm.summarize(latency), backbone_latency=None, export_s=export_s, **memory,
+                detections=(torch.from_numpy(boxes[0]), torch.from_numpy(scores[0]), torch.from_numpy(labels[0])))

@@ -1,0 +1,58 @@
+"""The one way to build a detector from a config: seeded random weights, or every weight from a
+checkpoint."""
+import copy
+import logging
+from typing import Optional, Union
+
+import torch
+from mmdet.registry import MODELS
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from torch import nn
+
+from ..checkpoint import read_state_dict, state_dict_mismatch
+from ..errors import CheckpointError
+
+
+def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None,
+                   seed: int = 0) -> nn.Module:
+    """The config's detector, in eval mode.
+
+    Args:
+        config: config file or ``Config``.
+        checkpoint: a checkpoint holding every weight of the detector (read weights-only; a
+            mismatch is an error naming what differs). Without it: random weights, seeded
+            (mmdet's ``init_weights``), as latency and tests want them.
+        cfg_options: overrides merged into the config first, e.g. ``{'model.num_queries': 100}``.
+        seed: the seed of the random weights.
+
+    The backbone's pretrained ``init_cfg`` is never loaded: the checkpoint has every weight, and
+    random weights need no ImageNet files on disk.
+
+    Raises:
+        CheckpointError: the checkpoint does not fit the config.
+    """
+    import pit_det  # noqa: F401  registers the backbones and the detector
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    model_cfg = copy.deepcopy(cfg.model)  # mmdet's __init__ edits the head's config in place
+    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
+        model_cfg.backbone = dict(model_cfg.backbone, init_cfg=None)
+    torch.manual_seed(seed)
+    model = MODELS.build(model_cfg)
+    if checkpoint is None:
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel(logging.WARNING)  # init_weights logs every parameter's initialiser
+        try:
+            model.init_weights()
+        finally:
+            logger.setLevel(level)
+        return model.eval()
+    state = read_state_dict(checkpoint)
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if any(mismatch):
+        raise CheckpointError(f'{checkpoint} does not match {cfg.filename}: {mismatch.describe()}')
+    model.load_state_dict(state)
+    return model.eval()

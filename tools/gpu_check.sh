@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The GPU check on a machine with an NVIDIA GPU, a preinstalled torch with CUDA and Triton, and no
+# network: installs what is missing from a local folder of wheels, builds mmcv's CPU ops (every
+# core, no debug info; deformable attention on the GPU is pit-det's Triton kernel, so no nvcc
+# build), then runs tools/gpu_check.py. Target: under 8 minutes.
+#
+#   bash tools/gpu_check.sh --prepare [DIR]   # where pip reaches the registry: fetch the wheels (default .whl)
+#   bash tools/gpu_check.sh [OUT]             # on the GPU machine: results as JSON in OUT (default $OUT)
+#
+# PIT_DET_WHEELS (default .whl) holds the mmcv sdist and wheels of mmengine, mmdet, pycocotools
+# and their small dependencies for the GPU machine's Python (PIT_DET_GPU_PYTHON, default 3.12).
+# PIT_DET_GPU_CHECK_DRY_RUN=1 runs everything it can on CPU instead: the installs and the build
+# are printed, not run, and the checks run at toy sizes with Triton's interpreter (the suite's test).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WHEELS="${PIT_DET_WHEELS:-$ROOT/.whl}"
+PY="${PYTHON:-python3}"
+DRY="${PIT_DET_GPU_CHECK_DRY_RUN:-0}"
+# What the GPU machine lacks: OpenMMLab, pycocotools, and what they need beyond its image.
+PACKAGES=(mmengine==0.10.7 mmdet==3.3.0 pycocotools==2.0.11 addict==2.4.0 yapf==0.43.0 termcolor==3.3.0
+          terminaltables==3.1.10 shapely==2.2.0 platformdirs==4.14.9 setuptools==80.10.2)
+# setuptools < 81: mmcv's setup.py and mmengine import pkg_resources.
+log() { printf '[gpu check %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+if [[ "${1:-}" == --prepare ]]; then
+  DIR="${2:-$WHEELS}"
+  GPU_PY="${PIT_DET_GPU_PYTHON:-3.12}"
+  mkdir -p "$DIR"
+  PLATFORMS=()
+  for n in 17 24 27 28 31 34; do PLATFORMS+=(--platform "manylinux_2_${n}_x86_64"); done
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$GPU_PY" --implementation cp \
+    "${PLATFORMS[@]}" --platform manylinux2014_x86_64 -d "$DIR" "${PACKAGES[@]}"
+  "$PY" -m pip download -q --no-deps --no-binary=:all: --no-build-isolation -d "$DIR" mmcv==2.1.0 \
+    || "$PY" -m pip download -q --no-deps --no-binary=:all: -d "$DIR" mmcv==2.1.0
+  log "wheels for Python $GPU_PY in $DIR: $(ls "$DIR" | wc -l) files, $(du -sh "$DIR" | cut -f1)"
+  exit 0
+fi
+
+OUT="${1:-${OUT:-$ROOT/work_dirs/gpu_check}}"
+mkdir -p "$OUT"
+T0=$SECONDS
+SITE="${PIT_DET_GPU_SITE:-/tmp/pit-det-site}"
+INSTALL=("$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE")
+# mmcv's CPU ops only: the GPUs hidden from its setup.py, Python's flags without -g (tools/mmcv_variant.py).
+CFLAGS_FAST="$("$PY" -c "import sys, sysconfig; sys.path.insert(0, '$ROOT/tools'); import mmcv_variant; print(mmcv_variant.no_debug_info(sysconfig.get_config_var('CFLAGS') or '-O3'))")"
+BUILD=(env CUDA_VISIBLE_DEVICES= MMCV_WITH_OPS=1 "CFLAGS=$CFLAGS_FAST" "CXXFLAGS=$CFLAGS_FAST" MAX_JOBS="$(nproc)"
+       "$PY" -m pip wheel -q --no-index --no-deps --no-build-isolation -w "$SITE.wheels")
+if [[ "$DRY" == 1 ]]; then
+  log "dry run: would install $WHEELS/*.whl: ${INSTALL[*]}"
+  log "dry run: would build mmcv: ${BUILD[*]} $WHEELS/mmcv-2.1.0.tar.gz"
+  export TRITON_INTERPRET=1
+  exec "$PY" "$ROOT/tools/gpu_check.py" --dry-run --out "$OUT"
+fi
+
+log "installing $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS into $SITE"
+"${INSTALL[@]}" "$WHEELS"/*.whl
+export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+log "building mmcv 2.1.0's CPU ops with $(nproc) jobs (about 1 min on 16 cores)"
+"${BUILD[@]}" "$WHEELS"/mmcv-2.1.0.tar.gz > "$OUT/mmcv-build.log" 2>&1 \
+  || { tail -n 30 "$OUT/mmcv-build.log"; log "mmcv build FAILED (log: $OUT/mmcv-build.log)"; exit 1; }
+"${INSTALL[@]}" "$SITE.wheels"/mmcv-*.whl
+log "set-up done in $((SECONDS - T0)) s; running the checks"
+rc=0
+"$PY" "$ROOT/tools/gpu_check.py" --out "$OUT" || rc=$?
+log "done in $((SECONDS - T0)) s (exit $rc)"
+exit $rc
