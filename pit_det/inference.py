@@ -4,26 +4,27 @@ mmdet 3.3.0's ``DetInferencer._init_pipeline`` finds the test pipeline's image l
 name, ``'LoadImageFromFile'``, to swap in its ``InferencerLoader`` (which also takes arrays), and
 raises ``ValueError: LoadImageFromFile is not found in the test pipeline`` otherwise. pit-det's
 configs load images with ``SafeLoadImageFromFile`` (a subclass that survives unreadable files in
-long runs), so the lookup below also matches it. Only the lookup changes: mmdet's method does the
-swap, as for its own configs. ``init_detector`` / ``inference_detector`` need no change.
+long runs). Before mmdet's method runs, that entry becomes the plain ``LoadImageFromFile`` it
+extends (without its own two arguments), so mmdet's method does the swap as for its own configs.
+``init_detector`` / ``inference_detector`` need no change.
 """
-from typing import Tuple, Union
-
 from mmdet.apis import DetInferencer
+from mmengine.config import ConfigDict
 
 from .datasets.transforms import SafeLoadImageFromFile
 
 _LOADER_NAMES = ('SafeLoadImageFromFile', 'pit_det.SafeLoadImageFromFile', SafeLoadImageFromFile)
-_mmdet_get_transform_idx = DetInferencer._get_transform_idx
+_mmdet_init_pipeline = DetInferencer._init_pipeline
 
 
-def _get_transform_idx(self, pipeline_cfg, name: Union[str, Tuple[str, type]]) -> int:
-    """mmdet 3.3.0's lookup; where it looks for ``LoadImageFromFile`` and finds none, pit-det's
-    loader's index."""
-    index = _mmdet_get_transform_idx(self, pipeline_cfg, name)
-    if index == -1 and 'LoadImageFromFile' in name:
-        index = _mmdet_get_transform_idx(self, pipeline_cfg, _LOADER_NAMES)
-    return index
+def _init_pipeline(self, cfg: ConfigDict):
+    """mmdet 3.3.0's ``_init_pipeline``, after pit-det's loader is written as the one it extends."""
+    pipeline = cfg.test_dataloader.dataset.pipeline
+    for i, transform in enumerate(pipeline):
+        if transform['type'] in _LOADER_NAMES:
+            pipeline[i] = dict({k: v for k, v in transform.items() if k not in ('on_failure', 'max_failures')},
+                               type='LoadImageFromFile')
+    return _mmdet_init_pipeline(self, cfg)
 
 
-DetInferencer._get_transform_idx = _get_transform_idx
+DetInferencer._init_pipeline = _init_pipeline

@@ -6,17 +6,32 @@
 #   * backbone from random weights (no download possible) and therefore at full lr;
 #   * 50 queries instead of 300: at most 4 objects per image, and two-stage picks the queries
 #     among the encoder tokens, of which an 80 x 80 image has only 119;
-#   * schedule: 6 epochs (900 iterations), lr x0.1 after epoch 5, batch 4, validation only at
+#   * a recipe for a first result in minutes, measured on the toy set (val AP after training,
+#     seconds of training on a 2-core Xeon with AVX-512, 128 px images, batch 4):
+#       6 + 6 layers, dropout 0.1, 900 iterations (6 epochs)        AP 0.352   ~600 s
+#       6 + 6 layers, dropout 0.1, 450 iterations                   AP 0.208    289 s
+#       3 + 3 layers, dropout 0.1, 450 / 600 iterations             AP 0.213 / 0.217
+#       3 + 3 layers, dropout 0,   600 iterations (this config)     AP 0.291    217 s
+#     lr 4e-4 instead of 2e-4 lost AP (0.134 against 0.213, 3 + 3 layers, 450 iterations);
+#     - 3 encoder and 3 decoder layers (mmdet: 6 + 6): 0.42 against 0.65 s per iteration;
+#     - no dropout: a model trained for minutes from random weights does not overfit, and
+#       dropout slowed both its learning and its step (0.34 against 0.37 s);
+#     - fused AdamW (torch's single-kernel update; the default on CPU is a Python loop over the
+#       parameters): 0.37 against 0.42 s;
+#   * schedule: 4 epochs (600 iterations), lr x0.1 after epoch 3, batch 4, validation only at
 #     the end (and once before training), frequent logging.
 _base_ = '../deformable_detr_pit_s.py'
 
 data_root = 'data/toy_coco/'
 metainfo = dict(classes=('rectangle', 'ellipse', 'triangle'))
-max_epochs = 6
+max_epochs = 4
 
 model = dict(
     num_queries=50,
     backbone=dict(init_cfg=None),
+    encoder=dict(num_layers=3, layer_cfg=dict(self_attn_cfg=dict(dropout=0.0), ffn_cfg=dict(ffn_drop=0.0))),
+    decoder=dict(num_layers=3, layer_cfg=dict(self_attn_cfg=dict(dropout=0.0), cross_attn_cfg=dict(dropout=0.0),
+                                              ffn_cfg=dict(ffn_drop=0.0))),
     bbox_head=dict(num_classes=3))
 
 train_pipeline = [
@@ -48,9 +63,9 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=1.0)}))
+optim_wrapper = dict(optimizer=dict(fused=True), paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=1.0)}))
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-param_scheduler = [dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[5], gamma=0.1)]
+param_scheduler = [dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[3], gamma=0.1)]
 auto_scale_lr = dict(base_batch_size=4)
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=2, max_keep_ckpts=2, save_best=None))
 log_processor = dict(window_size=10)
