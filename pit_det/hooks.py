@@ -121,7 +121,8 @@ class ProgressBarHook(Hook):
         if self.bar is None:
             return
         loss = (outputs or {}).get('loss')
-        if loss is not None:
+        if loss is not None and not self.bar.disable:
+            loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
             self.bar.set_postfix_str(f'epoch {runner.epoch + 1}/{runner.max_epochs} loss {float(loss):.3f}',
                                      refresh=False)
         self.bar.update(1)

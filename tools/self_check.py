@@ -3,6 +3,7 @@ pit-det's C++ kernel built (first run: about 20 s, then cached) and equal to mmc
 GPU, the GPU kernel (mmcv's CUDA one, or pit-det's Triton one where mmcv has no CUDA ops) equal to
 the CPU result."""
 import time
+import warnings
 
 import torch
 
@@ -46,7 +47,9 @@ def main() -> None:
     import mmcv.ops  # noqa: F401  compiled ops must import, not mmcv-lite
     import mmdet
     import mmengine
-    import pkg_resources  # noqa: F401  mmengine imports it at run time (needs setuptools < 81)
+    with warnings.catch_warnings():  # its deprecation notice is setuptools', not an action for the user
+        warnings.simplefilter('ignore')
+        import pkg_resources  # noqa: F401  mmengine imports it at run time (needs setuptools < 81)
     import timm
     import torchvision
     from mmcv.ops import MultiScaleDeformableAttention

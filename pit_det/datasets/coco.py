@@ -137,20 +137,30 @@ class CheckedCocoDataset(CocoDataset):
                 f'  model = dict(bbox_head=dict(num_classes={len(json_names)}))')
 
     def parse_data_info(self, raw_data_info: dict) -> Union[dict, List[dict]]:
+        """mmdet 3.3.0's ``CocoDataset.parse_data_info``, and a record of each box it dropped and why.
+
+        Which boxes mmdet dropped is read from its result (its instances keep the raw order),
+        not re-derived from its rules; the reason is an unknown category, or else a degenerate
+        box or one outside the image (mmdet's other rules).
+        """
+        data_info = super().parse_data_info(raw_data_info)
         img_info = raw_data_info['raw_img_info']
+        instances = iter(data_info['instances'])
+        kept = next(instances, None)
         for ann in raw_data_info['raw_ann_info']:
-            if ann.get('ignore', False):
+            if ann.get('ignore', False):  # mmdet skips these without a word; so does pit-det
                 continue
             self._num_boxes += 1
             x1, y1, w, h = ann['bbox']
-            inter_w = max(0, min(x1 + w, img_info['width']) - max(x1, 0))
-            inter_h = max(0, min(y1 + h, img_info['height']) - max(y1, 0))
-            if inter_w * inter_h == 0 or ann.get('area', w * h) <= 0 or w < 1 or h < 1:
-                self._dropped.append(f'annotation {ann.get("id")} of {img_info["file_name"]}: degenerate '
-                                     f'or outside the image, bbox {ann["bbox"]}')
+            if kept is not None and kept['bbox'] == [x1, y1, x1 + w, y1 + h] and \
+                    kept['bbox_label'] == self.cat2label.get(ann['category_id']):
+                kept = next(instances, None)
             elif ann['category_id'] not in self.cat_ids:
                 self._num_unknown_category += 1
                 name = self.coco.cats.get(ann['category_id'], {}).get('name')
                 self._dropped.append(f'annotation {ann.get("id")} of {img_info["file_name"]}: category '
                                      f'{ann["category_id"]} ({name!r}) not in metainfo.classes')
-        return super().parse_data_info(raw_data_info)
+            else:
+                self._dropped.append(f'annotation {ann.get("id")} of {img_info["file_name"]}: degenerate '
+                                     f'or outside the image, bbox {ann["bbox"]}')
+        return data_info

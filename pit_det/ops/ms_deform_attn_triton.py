@@ -22,7 +22,6 @@ of ``D`` channels per corner.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from typing import Callable, Tuple
 
 import torch
@@ -36,6 +35,9 @@ try:
 except ImportError:  # pragma: no cover - torch without Triton (e.g. the CPU-only wheel)
     triton = tl = None
 
+# Triton chooses between the GPU compiler and its interpreter when ``triton.jit`` decorates: set
+# TRITON_INTERPRET=1 before Python starts to run these kernels on CPU tensors.
+_jit = triton.jit if triton is not None else (lambda fn: fn)
 BLOCK_Q = 32  # queries per program: a (32, D) accumulator; large enough for the interpreter too
 
 
@@ -43,6 +45,21 @@ class TritonUnavailable(PitDetError):
     """Triton cannot run these tensors here; the message says why and what to do."""
 
 
+@_jit
+def _sample(loc, attn, s, q_ok, H, W):
+    """One sample of each query: its attention weight, whether it lies on the map, the top-left
+    corner (x0, y0) of its bilinear neighbourhood in pixel units and its fractions (fx, fy)."""
+    a = tl.load(attn + s, mask=q_ok, other=0.0)
+    x = tl.load(loc + 2 * s, mask=q_ok, other=0.0) * W - 0.5  # pixel units, centres on integers
+    y = tl.load(loc + 2 * s + 1, mask=q_ok, other=0.0) * H - 0.5
+    inside = q_ok & (x > -1) & (y > -1) & (x < W) & (y < H)  # False for NaN too
+    x = tl.where(inside, x, 0.0)  # keeps the integer conversion of the corners defined
+    y = tl.where(inside, y, 0.0)
+    x0, y0 = tl.floor(x), tl.floor(y)
+    return a, inside, x0, y0, x - x0, y - y0
+
+
+@_jit
 def _forward_kernel(value, shapes, starts, loc, attn, out, S, Q,
                     M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
                     BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
@@ -59,14 +76,7 @@ def _forward_kernel(value, shapes, starts, loc, attn, out, S, Q,
         start = tl.load(starts + lvl)
         for pt in tl.static_range(P):
             s = first + lvl * P + pt
-            a = tl.load(attn + s, mask=q_ok, other=0.0)
-            x = tl.load(loc + 2 * s, mask=q_ok, other=0.0) * W - 0.5  # pixel units, centres on integers
-            y = tl.load(loc + 2 * s + 1, mask=q_ok, other=0.0) * H - 0.5
-            inside = q_ok & (x > -1) & (y > -1) & (x < W) & (y < H)  # False for NaN too
-            x = tl.where(inside, x, 0.0)  # keeps the integer conversion below defined
-            y = tl.where(inside, y, 0.0)
-            x0, y0 = tl.floor(x), tl.floor(y)
-            fx, fy = x - x0, y - y0
+            a, inside, x0, y0, fx, fy = _sample(loc, attn, s, q_ok, H, W)
             for dy in tl.static_range(2):
                 for dx in tl.static_range(2):
                     xi = x0.to(tl.int64) + dx
@@ -80,6 +90,7 @@ def _forward_kernel(value, shapes, starts, loc, attn, out, S, Q,
     tl.store(out + dst[:, None] + ch[None, :], acc.to(out.dtype.element_ty), mask=q_ok[:, None] & ch_ok[None, :])
 
 
+@_jit
 def _backward_kernel(value, shapes, starts, loc, attn, grad_out, grad_value, grad_loc, grad_attn, S, Q,
                      M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
                      BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
@@ -97,14 +108,7 @@ def _backward_kernel(value, shapes, starts, loc, attn, grad_out, grad_value, gra
         start = tl.load(starts + lvl)
         for pt in tl.static_range(P):
             s = first + lvl * P + pt
-            a = tl.load(attn + s, mask=q_ok, other=0.0)
-            x = tl.load(loc + 2 * s, mask=q_ok, other=0.0) * W - 0.5
-            y = tl.load(loc + 2 * s + 1, mask=q_ok, other=0.0) * H - 0.5
-            inside = q_ok & (x > -1) & (y > -1) & (x < W) & (y < H)
-            x = tl.where(inside, x, 0.0)
-            y = tl.where(inside, y, 0.0)
-            x0, y0 = tl.floor(x), tl.floor(y)
-            fx, fy = x - x0, y - y0
+            a, inside, x0, y0, fx, fy = _sample(loc, attn, s, q_ok, H, W)
             grad_a = tl.zeros((BLOCK,), ACC)
             grad_x = tl.zeros((BLOCK,), ACC)
             grad_y = tl.zeros((BLOCK,), ACC)
@@ -128,23 +132,12 @@ def _backward_kernel(value, shapes, starts, loc, attn, grad_out, grad_value, gra
             tl.store(grad_loc + 2 * s + 1, a * grad_y * H, mask=q_ok)
 
 
-@lru_cache(maxsize=None)
-def _kernel(fn: Callable, interpret: bool):
-    """``fn`` compiled for the GPU, or wrapped for Triton's interpreter (CPU tensors)."""
-    if interpret:
-        from triton.runtime.interpreter import InterpretedFunction
-        return InterpretedFunction(fn)
-    return triton.jit(fn)
-
-
-def _interpret(t: Tensor) -> bool:
-    """Whether ``t``'s kernel runs in the interpreter: CPU tensors under ``TRITON_INTERPRET=1``."""
+def _check_device(t: Tensor) -> None:
+    """CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1`` (Triton's interpreter)."""
     if triton is None:
         raise TritonUnavailable('Triton is not installed (it ships with the CUDA builds of torch)')
-    if t.is_cuda:
-        return False
-    if t.device.type == 'cpu' and os.environ.get('TRITON_INTERPRET') == '1':
-        return True
+    if t.is_cuda or (t.device.type == 'cpu' and os.environ.get('TRITON_INTERPRET') == '1'):
+        return
     raise TritonUnavailable(f'the Triton deformable-attention kernel runs on CUDA tensors, or on CPU tensors under '
                             f"Triton's interpreter (TRITON_INTERPRET=1 set before Python starts; slow, for tests), "
                             f'not on {t.device}')
@@ -154,8 +147,9 @@ def _launch(fn: Callable, value: Tensor, sampling_locations: Tensor, *args) -> N
     batch, num_value, heads, channels = value.shape
     _, num_query, _, levels, points, _ = sampling_locations.shape
     acc = tl.float64 if value.dtype == torch.float64 else tl.float32
+    _check_device(value)
     grid = (triton.cdiv(num_query, BLOCK_Q), batch * heads)
-    _kernel(fn, _interpret(value))[grid](*args, num_value, num_query, M=heads, D=channels, L=levels, P=points,
+    fn[grid](*args, num_value, num_query, M=heads, D=channels, L=levels, P=points,
                                          BLOCK=BLOCK_Q, BLOCK_D=triton.next_power_of_2(channels), ACC=acc)
 
 
