@@ -46,9 +46,23 @@ class TritonUnavailable(PitDetError):
 
 
 @_jit
-def _sample(loc, attn, s, q_ok, H, W):
-    """One sample of each query: its attention weight, whether it lies on the map, the top-left
-    corner (x0, y0) of its bilinear neighbourhood in pixel units and its fractions (fx, fy)."""
+def _program(Q, M: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's image b and head m, its BLOCK queries and BLOCK_D channels, and their masks."""
+    bm = tl.program_id(1).to(tl.int64)
+    q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ch = tl.arange(0, BLOCK_D)
+    return bm // M, bm % M, q, ch, q < Q, ch < D
+
+
+@_jit
+def _sample(shapes, starts, loc, attn, first, q_ok, lvl: tl.constexpr, pt: tl.constexpr, P: tl.constexpr):
+    """Point ``pt`` on level ``lvl`` of each query: the level's (H, W) and first token, the sample's
+    index, its attention weight, whether it lies on the map, the top-left corner (x0, y0) of its
+    bilinear neighbourhood in pixel units and its fractions (fx, fy)."""
+    H = tl.load(shapes + 2 * lvl)
+    W = tl.load(shapes + 2 * lvl + 1)
+    start = tl.load(starts + lvl)
+    s = first + lvl * P + pt
     a = tl.load(attn + s, mask=q_ok, other=0.0)
     x = tl.load(loc + 2 * s, mask=q_ok, other=0.0) * W - 0.5  # pixel units, centres on integers
     y = tl.load(loc + 2 * s + 1, mask=q_ok, other=0.0) * H - 0.5
@@ -56,36 +70,37 @@ def _sample(loc, attn, s, q_ok, H, W):
     x = tl.where(inside, x, 0.0)  # keeps the integer conversion of the corners defined
     y = tl.where(inside, y, 0.0)
     x0, y0 = tl.floor(x), tl.floor(y)
-    return a, inside, x0, y0, x - x0, y - y0
+    return H, W, start, s, a, inside, x0, y0, x - x0, y - y0
+
+
+@_jit
+def _corner(b, m, S, H, W, start, inside, x0, y0, fx, fy, dx: tl.constexpr, dy: tl.constexpr,
+            M: tl.constexpr, D: tl.constexpr):
+    """Corner (x0 + dx, y0 + dy): whether it lies on the map, its bilinear weights along x and y,
+    and the offset of its D channels in value, (B, S, M, D)."""
+    xi = x0.to(tl.int64) + dx
+    yi = y0.to(tl.int64) + dy
+    ok = inside & (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
+    wx = fx * dx + (1 - fx) * (1 - dx)
+    wy = fy * dy + (1 - fy) * (1 - dy)
+    return ok, wx, wy, ((b * S + start + yi * W + xi) * M + m) * D
 
 
 @_jit
 def _forward_kernel(value, shapes, starts, loc, attn, out, S, Q,
                     M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
                     BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
-    bm = tl.program_id(1).to(tl.int64)
-    b, m = bm // M, bm % M
-    q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    ch = tl.arange(0, BLOCK_D)
-    q_ok, ch_ok = q < Q, ch < D
+    b, m, q, ch, q_ok, ch_ok = _program(Q, M, D, BLOCK, BLOCK_D)
     acc = tl.zeros((BLOCK, BLOCK_D), ACC)
     first = ((b * Q + q) * M + m) * (L * P)  # (BLOCK,) first sample of each (query, head)
     for lvl in tl.static_range(L):
-        H = tl.load(shapes + 2 * lvl)
-        W = tl.load(shapes + 2 * lvl + 1)
-        start = tl.load(starts + lvl)
         for pt in tl.static_range(P):
-            s = first + lvl * P + pt
-            a, inside, x0, y0, fx, fy = _sample(loc, attn, s, q_ok, H, W)
+            H, W, start, s, a, inside, x0, y0, fx, fy = _sample(shapes, starts, loc, attn, first, q_ok, lvl, pt, P)
             for dy in tl.static_range(2):
                 for dx in tl.static_range(2):
-                    xi = x0.to(tl.int64) + dx
-                    yi = y0.to(tl.int64) + dy
-                    ok = inside & (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
-                    w = a * (fx * dx + (1 - fx) * (1 - dx)) * (fy * dy + (1 - fy) * (1 - dy))
-                    row = ((b * S + start + yi * W + xi) * M + m) * D  # value is (B, S, M, D)
+                    ok, wx, wy, row = _corner(b, m, S, H, W, start, inside, x0, y0, fx, fy, dx, dy, M, D)
                     v = tl.load(value + row[:, None] + ch[None, :], mask=ok[:, None] & ch_ok[None, :], other=0.0)
-                    acc += w[:, None] * v.to(ACC)
+                    acc += (a * wx * wy)[:, None] * v.to(ACC)
     dst = ((b * Q + q) * M + m) * D  # out is (B, Q, M * D)
     tl.store(out + dst[:, None] + ch[None, :], acc.to(out.dtype.element_ty), mask=q_ok[:, None] & ch_ok[None, :])
 
@@ -94,32 +109,19 @@ def _forward_kernel(value, shapes, starts, loc, attn, out, S, Q,
 def _backward_kernel(value, shapes, starts, loc, attn, grad_out, grad_value, grad_loc, grad_attn, S, Q,
                      M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
                      BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
-    bm = tl.program_id(1).to(tl.int64)
-    b, m = bm // M, bm % M
-    q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    ch = tl.arange(0, BLOCK_D)
-    q_ok, ch_ok = q < Q, ch < D
+    b, m, q, ch, q_ok, ch_ok = _program(Q, M, D, BLOCK, BLOCK_D)
     src = ((b * Q + q) * M + m) * D
     g = tl.load(grad_out + src[:, None] + ch[None, :], mask=q_ok[:, None] & ch_ok[None, :], other=0.0).to(ACC)
     first = ((b * Q + q) * M + m) * (L * P)
     for lvl in tl.static_range(L):
-        H = tl.load(shapes + 2 * lvl)
-        W = tl.load(shapes + 2 * lvl + 1)
-        start = tl.load(starts + lvl)
         for pt in tl.static_range(P):
-            s = first + lvl * P + pt
-            a, inside, x0, y0, fx, fy = _sample(loc, attn, s, q_ok, H, W)
+            H, W, start, s, a, inside, x0, y0, fx, fy = _sample(shapes, starts, loc, attn, first, q_ok, lvl, pt, P)
             grad_a = tl.zeros((BLOCK,), ACC)
             grad_x = tl.zeros((BLOCK,), ACC)
             grad_y = tl.zeros((BLOCK,), ACC)
             for dy in tl.static_range(2):
                 for dx in tl.static_range(2):
-                    xi = x0.to(tl.int64) + dx
-                    yi = y0.to(tl.int64) + dy
-                    ok = inside & (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
-                    wx = fx * dx + (1 - fx) * (1 - dx)
-                    wy = fy * dy + (1 - fy) * (1 - dy)
-                    row = ((b * S + start + yi * W + xi) * M + m) * D
+                    ok, wx, wy, row = _corner(b, m, S, H, W, start, inside, x0, y0, fx, fy, dx, dy, M, D)
                     mask = ok[:, None] & ch_ok[None, :]
                     v = tl.load(value + row[:, None] + ch[None, :], mask=mask, other=0.0).to(ACC)
                     dot = tl.sum(g * v, axis=1)  # d loss / d (this corner's weight)
