@@ -1,0 +1,152 @@
+"""PiT (arXiv 2103.16302) Table 5 assembled from pit-det's own results: AP, AP50 and AP75 from each
+detector's ``metrics.json`` (``tools/test.py``), parameters and latency from a benchmark JSON
+(``tools/benchmark_latency.py``), beside the paper's values and the deltas."""
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+# The paper's Table 5: COCO val2017 at half resolution, latency on a V100.
+PAPER = {
+    'r50': dict(name='ResNet-50', ap=41.5, ap50=60.5, ap75=44.3, params_m=41.0, latency_ms=49.7),
+    'vit_s': dict(name='ViT-S', ap=36.9, ap50=57.0, ap75=38.0, params_m=34.9, latency_ms=55.2),
+    'pit_s': dict(name='PiT-S', ap=39.4, ap50=58.8, ap75=41.5, params_m=36.6, latency_ms=46.9),
+}
+# pit-det's ViT-S with resampled 8 / 16 / 32 levels has no paper row.
+NAMES = {**{k: v['name'] for k, v in PAPER.items()}, 'vit_s_pyramid': 'ViT-S pyramid'}
+METRICS = {'ap': 'coco/bbox_mAP', 'ap50': 'coco/bbox_mAP_50', 'ap75': 'coco/bbox_mAP_75'}
+COLUMNS = ['ap', 'ap50', 'ap75', 'params_m', 'latency_ms']
+
+
+def find_metrics(path: Union[str, Path]) -> Optional[Path]:
+    """``path`` itself if it is a file, else the newest ``metrics.json`` under the folder ``path``."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    found = sorted(path.rglob('metrics.json'), key=lambda p: p.stat().st_mtime) if path.is_dir() else []
+    return found[-1] if found else None
+
+
+def detector_key(name_or_path: str) -> Optional[str]:
+    """'pit_s' for 'work_dirs/deformable_detr_pit_s/...' (the longest known name in it)."""
+    text = str(name_or_path).replace('-', '_').lower()
+    matches = [k for k in NAMES if k in text]
+    return max(matches, key=len) if matches else None
+
+
+def read_results(sources: Dict[str, Union[str, Path]], benchmark: Optional[Union[str, Path]] = None,
+                 variant: Optional[str] = None) -> List[dict]:
+    """One row per detector of ``sources`` (key -> work dir or metrics.json) and of the paper.
+
+    Args:
+        sources: e.g. ``{'pit_s': 'work_dirs/pit_s'}``.
+        benchmark: a ``tools/benchmark_latency.py`` JSON; its rows give params and latency.
+        variant: which benchmark row per detector, e.g. 'fast fp32' (default: the fastest eager
+            fp32 row).
+
+    Returns:
+        rows with ``key``, ``name``, pit-det's values (None where missing, with ``missing`` saying
+        why), the paper's, and the latency's ``measured_on``.
+    """
+    bench = json.loads(Path(benchmark).read_text()) if benchmark else None
+    keys = list(dict.fromkeys([*sources, *PAPER]))
+    rows = []
+    for key in keys:
+        row = dict(key=key, name=NAMES.get(key, key), ours={c: None for c in COLUMNS}, missing={},
+                   paper=PAPER.get(key))
+        if key in sources:
+            path = find_metrics(sources[key])
+            if path is None:
+                row['missing'].update({c: f'no metrics.json in {sources[key]}' for c in METRICS})
+            else:
+                metrics = json.loads(path.read_text())
+                for col, name in METRICS.items():
+                    if name in metrics:
+                        row['ours'][col] = 100 * float(metrics[name])
+                    else:
+                        row['missing'][col] = f'{path} has no {name}'
+        else:
+            row['missing'].update({c: 'not trained' for c in METRICS})
+        _benchmark_cells(row, bench, variant)
+        rows.append(row)
+    return rows
+
+
+def _benchmark_cells(row: dict, bench: Optional[dict], variant: Optional[str]) -> None:
+    if bench is None:
+        row['missing'].update(params_m='no benchmark JSON', latency_ms='no benchmark JSON')
+        return
+    candidates = [r for r in bench['results'] if detector_key(r['model']) == row['key'] and
+                  (f"{r['impl']} {r['dtype']}" + (' compiled' if r['compiled'] else '') == variant if variant
+                   else r['dtype'] == 'fp32' and not r['compiled'] and r['impl'] != 'onnxruntime')]
+    if not candidates:
+        why = f"no {variant or 'eager fp32'} row for {row['key']} in the benchmark JSON"
+        row['missing'].update(params_m=why, latency_ms=why)
+        return
+    best = min(candidates, key=lambda r: r['latency']['median_ms'])
+    env = bench['environment']
+    where = env.get('gpu') or f"{env['cpu']} ({env.get('cpu_isa', '?')}), {env['threads']} threads"
+    row['ours']['params_m'] = best['params']['total'] / 1e6
+    row['ours']['latency_ms'] = best['latency']['median_ms']
+    row['measured_on'] = f"{where}, {best['dtype']}, {best['impl']}, {env['shape'][0]} x {env['shape'][1]}"
+
+
+def _cell(value: Optional[float], paper: Optional[float], digits: int = 1) -> str:
+    if value is None:
+        return '-'
+    if paper is None:
+        return f'{value:.{digits}f}'
+    return f'{value:.{digits}f} ({value - paper:+.{digits}f})'
+
+
+def to_markdown(rows: List[dict]) -> str:
+    """The table: pit-det's value (delta to the paper) | the paper's value, per column; then
+    what each missing cell lacks and where the latency was measured."""
+    head = ['detector', 'AP', 'AP50', 'AP75', 'params (M)', 'latency (ms)']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for row in rows:
+        paper = row['paper'] or {}
+        cells = [f"{_cell(row['ours'][c], paper.get(c))} / {paper[c] if c in paper else '-'}" for c in COLUMNS]
+        lines.append(f"| {row['name']} | " + ' | '.join(cells) + ' |')
+    notes = ['', "Each cell: pit-det (difference to the paper) / the paper's Table 5 (COCO val2017, half "
+                 "resolution, V100 latency). A '-' is a value not measured:"]
+    for row in rows:
+        for col, why in row['missing'].items():
+            notes.append(f"- {row['name']} {col}: {why}")
+        if row.get('measured_on'):
+            notes.append(f"- {row['name']} latency measured on {row['measured_on']}")
+    return '\n'.join(lines + notes) + '\n'
+
+
+def to_csv(rows: List[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(['detector', *[f'{c}_pit_det' for c in COLUMNS], *[f'{c}_paper' for c in COLUMNS],
+                     'latency_measured_on', 'missing'])
+    for row in rows:
+        paper = row['paper'] or {}
+        writer.writerow([row['name'], *[row['ours'][c] for c in COLUMNS], *[paper.get(c) for c in COLUMNS],
+                         row.get('measured_on', ''), '; '.join(f'{c}: {w}' for c, w in row['missing'].items())])
+    return out.getvalue()
+
+
+def plot(rows: List[dict], path: Union[str, Path]) -> None:
+    """AP / AP50 / AP75 bars, pit-det's beside the paper's."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.5), sharey=True)
+    for ax, col in zip(axes, ['ap', 'ap50', 'ap75']):
+        names = [r['name'] for r in rows]
+        ours = [r['ours'][col] or 0.0 for r in rows]
+        paper = [(r['paper'] or {}).get(col, 0.0) for r in rows]
+        xs = range(len(rows))
+        ax.bar([x - 0.2 for x in xs], ours, 0.4, label='pit-det')
+        ax.bar([x + 0.2 for x in xs], paper, 0.4, label='paper')
+        ax.set_xticks(list(xs), names, rotation=20)
+        ax.set_title(col.upper())
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
