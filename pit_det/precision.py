@@ -1,8 +1,8 @@
 """Which precisions the hardware runs well, decided from what torch reports of it.
 
 bf16 and fp16 autocast on a CPU without native instructions for them are emulated, and the
-detector then runs tens to hundreds of times slower than in fp32 (a 2048^3 matmul on an AMD EPYC
-Zen 3, AVX2 only: 112 GFLOP/s in fp32, 0.3 GFLOP/s in bf16). So a low precision the processor
+detector then runs tens to hundreds of times slower than in fp32 (a user's AMD EPYC Zen 3, AVX2
+only, reported a 2048^3 matmul at 112 GFLOP/s in fp32 and 0.3 GFLOP/s in bf16). So a low precision the processor
 lacks is refused, naming the processor, what it lacks and the fp32 command, instead of running
 slowly without a word. ``PIT_DET_ALLOW_EMULATED=1`` runs it anyway (for numerics, not speed).
 
@@ -20,7 +20,7 @@ import os
 import platform
 import shlex
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -66,42 +66,36 @@ class CpuInfo:
         return f'{self.model} ({self.isa}, {low}, {self.cores} cores)'
 
 
-def _capabilities() -> Dict[str, object]:
-    """torch's view of the CPU's features; from /proc/cpuinfo where torch has no such query."""
-    caps = getattr(torch.cpu, 'get_capabilities', None)
-    if caps is not None:
-        return dict(caps())
-    found: Dict[str, object] = {}
+def _read_cpuinfo() -> Tuple[Optional[str], Dict[str, bool]]:
+    """The model name and the feature flags of ``/proc/cpuinfo`` (flags under torch's names)."""
+    model, flags = None, {}
     try:
         with open(CPUINFO) as f:
             for line in f:
                 key, _, value = line.partition(':')
                 if key.strip() in ('flags', 'Features'):
-                    found.update({_LINUX_NAMES.get(flag, flag): True for flag in value.split()})
-                elif key.strip() == 'model name' and 'cpu_name' not in found:
-                    found['cpu_name'] = value.strip()
+                    flags.update({_LINUX_NAMES.get(flag, flag): True for flag in value.split()})
+                elif key.strip() == 'model name' and model is None:
+                    model = value.strip()  # the full name ('AMD EPYC 7B13 64-Core Processor')
     except OSError:
         pass
-    return found
-
-
-def _model_name(caps: Dict[str, object]) -> str:
-    # /proc/cpuinfo's name is the full one ('AMD EPYC 7B13 64-Core Processor'); torch's is shorter.
-    try:
-        with open(CPUINFO) as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return str(caps.get('cpu_name') or platform.processor() or platform.machine())
+    return model, flags
 
 
 def cpu_info() -> CpuInfo:
-    caps = _capabilities()
+    model, flags = _read_cpuinfo()
+    # torch's view of the features where it has the query (torch >= 2.13), else Linux's flags.
+    get_capabilities = getattr(torch.cpu, 'get_capabilities', None)
+    caps = dict(get_capabilities()) if get_capabilities is not None else flags
     features = frozenset(name for names in NATIVE.values() for name in names if caps.get(name))
-    return CpuInfo(model=_model_name(caps), isa=torch.backends.cpu.get_cpu_capability(), features=features,
+    model = model or str(caps.get('cpu_name') or platform.processor() or platform.machine())
+    return CpuInfo(model=model, isa=torch.backends.cpu.get_cpu_capability(), features=features,
                    cores=os.cpu_count() or 1)
+
+
+def default_device() -> str:
+    """'cuda' where torch sees a GPU, else 'cpu': where the tools run by default."""
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
 def device_name(device: str) -> str:
@@ -138,16 +132,13 @@ def check_precision(device: str, dtypes: Iterable[str], argv: Optional[Sequence[
         argv: the command line, to print its fp32 form in the message (``['python', 'tools/x.py', ...]``).
         cpu: the CPU to decide for (default: this one); tests pass a stand-in.
     """
-    low = [d for d in dtypes if d != 'fp32']
-    if not low:
+    cpu = cpu or (None if device.startswith('cuda') else cpu_info())
+    missing = [d for d in dtypes if d not in native_dtypes(device, cpu)]
+    if not missing:
         return
-    if device.startswith('cuda'):
-        if 'bf16' in low and not torch.cuda.is_bf16_supported():
-            raise PrecisionError(f'bf16: {torch.cuda.get_device_name()} has no bfloat16 support; use fp16')
-        return
-    cpu = cpu or cpu_info()
-    missing = [d for d in low if not cpu.native(d)]
-    if not missing or os.environ.get(ALLOW_EMULATED) == '1':
+    if device.startswith('cuda'):  # only bf16 can be missing on a GPU
+        raise PrecisionError(f'bf16: {torch.cuda.get_device_name()} has no bfloat16 support; use fp16')
+    if os.environ.get(ALLOW_EMULATED) == '1':
         return
     names = ' / '.join(missing)
     lacks = ', '.join(f'{d}: none of {" / ".join(NATIVE[d])}' for d in missing)
@@ -155,5 +146,5 @@ def check_precision(device: str, dtypes: Iterable[str], argv: Optional[Sequence[
     raise PrecisionError(
         f'{names} on this CPU, {cpu.model} ({cpu.isa}), would be emulated: it has no native {names} '
         f'instructions ({lacks}), and emulated {names} runs tens to hundreds of times slower than fp32 '
-        f'(2048^3 matmul on a Zen 3: 112 GFLOP/s fp32, 0.3 GFLOP/s bf16).{fp32} '
+        f'(compare: python tools/benchmark_latency.py CONFIG --dtype fp32 {missing[0]}).{fp32} '
         f'To run it anyway, for numerics rather than speed: {ALLOW_EMULATED}=1.')

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
+from .benchmark.runner import variant as benchmark_variant
+
 # The paper's Table 5: COCO val2017 at half resolution, latency on a V100.
 PAPER = {
     'r50': dict(name='ResNet-50', ap=41.5, ap50=60.5, ap75=44.3, params_m=41.0, latency_ms=49.7),
@@ -78,7 +80,7 @@ def _benchmark_cells(row: dict, bench: Optional[dict], variant: Optional[str]) -
         row['missing'].update(params_m='no benchmark JSON', latency_ms='no benchmark JSON')
         return
     candidates = [r for r in bench['results'] if detector_key(r['model']) == row['key'] and
-                  (f"{r['impl']} {r['dtype']}" + (' compiled' if r['compiled'] else '') == variant if variant
+                  (benchmark_variant(r) == variant if variant
                    else r['dtype'] == 'fp32' and not r['compiled'] and r['impl'] != 'onnxruntime')]
     if not candidates:
         why = f"no {variant or 'eager fp32'} row for {row['key']} in the benchmark JSON"

@@ -30,7 +30,7 @@ from pit_det import benchmark as bm
 from pit_det.benchmark import Settings, benchmark, variant
 from pit_det.errors import run_tool
 from pit_det.ops import IMPLS
-from pit_det.precision import check_precision
+from pit_det.precision import check_precision, default_device
 
 # Noise from mmdet 3.3 / mmengine 0.10.7 internals, nothing this tool can change.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
@@ -83,7 +83,7 @@ def check_dtypes(device: str, dtypes: list) -> None:
 def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = args.device or default_device()
     check_dtypes(device, args.dtype)
     env = bm.environment(device)
     env['keep_freed_memory'] = bm.keep_freed_memory() if args.keep_freed_memory else False

@@ -54,7 +54,11 @@ def forward_backward(impl, value, shapes, starts, loc, attn, dtype=torch.float32
     inputs = [t.detach().clone().requires_grad_() for t in (value.to(dtype), loc, attn)]
     out = multi_scale_deformable_attn(inputs[0], shapes, starts, inputs[1], inputs[2], impl=impl)
     out.backward(torch.cos(torch.arange(out.numel(), device=out.device, dtype=torch.float32)).view_as(out).to(dtype))
-    return [t.detach().float().cpu() for t in (out, *(i.grad for i in inputs))]
+    return [out.detach(), *(i.grad for i in inputs)]
+
+
+def on_cpu(tensors) -> list:
+    return [t.float().cpu() for t in tensors]
 
 
 def check_kernel(device: str, dry_run: bool) -> dict:
@@ -64,8 +68,8 @@ def check_kernel(device: str, dry_run: bool) -> dict:
     inputs = msda_inputs(levels, batch, queries)
     result = dict(levels=levels, batch=batch, queries=queries, cuda_kernel=cuda_kernel(), device=device)
     for name, dtype in (('fp32', torch.float32), ('bf16', torch.bfloat16)):
-        cpu = forward_backward('fast', *inputs, dtype=dtype)
-        gpu = forward_backward('triton', *[t.to(device) for t in inputs], dtype=dtype)
+        cpu = on_cpu(forward_backward('fast', *inputs, dtype=dtype))
+        gpu = on_cpu(forward_backward('triton', *[t.to(device) for t in inputs], dtype=dtype))
         diffs = {k: (a - b).abs().max().item() / max(1.0, b.abs().max().item())
                  for k, a, b in zip(('out', 'grad_value', 'grad_loc', 'grad_attn'), gpu, cpu)}
         # fp32: summation order (and atomics) only; bf16: one rounding of the output and value grad.
@@ -140,7 +144,7 @@ def check_benchmark(out: Path, device: str, dry_run: bool) -> dict:
                    timeout=900)
         report = json.loads(path.read_text())
         result[name] = dict(header=proc.stdout.splitlines()[0], rows=[
-            dict(model=r['model'], variant=f"{r['impl']} {r['dtype']}{' compiled' if r['compiled'] else ''}",
+            dict(model=r['model'], variant=bm.variant(r),
                  median_ms=r['latency']['median_ms'], vs_reference=r.get('vs_reference')) for r in report['results']])
     result['ok'] = True
     return result

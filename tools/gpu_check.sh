@@ -41,9 +41,13 @@ mkdir -p "$OUT"
 T0=$SECONDS
 SITE="${PIT_DET_GPU_SITE:-/tmp/pit-det-site}"
 INSTALL=("$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE")
-# mmcv's CPU ops only: the GPUs hidden from its setup.py, Python's flags without -g (tools/mmcv_variant.py).
-CFLAGS_FAST="$("$PY" -c "import sys, sysconfig; sys.path.insert(0, '$ROOT/tools'); import mmcv_variant; print(mmcv_variant.no_debug_info(sysconfig.get_config_var('CFLAGS') or '-O3'))")"
-BUILD=(env CUDA_VISIBLE_DEVICES= MMCV_WITH_OPS=1 "CFLAGS=$CFLAGS_FAST" "CXXFLAGS=$CFLAGS_FAST" MAX_JOBS="$(nproc)"
+# mmcv's CPU ops only, as the set-up builds them on a GPU machine without nvcc (tools/mmcv_variant.py:
+# the GPUs hidden from mmcv's setup.py, Python's flags without -g). The dry run plans for a Hopper GPU.
+ARCHS=()
+if [[ "$DRY" == 1 ]]; then ARCHS=(--cuda-archs 9.0); fi
+VARIANT="$(PIT_DET_NVCC=none "$PY" "$ROOT/tools/mmcv_variant.py" "${ARCHS[@]}")" || exit 1
+eval "$VARIANT"  # MMCV_BUILD_ENV
+BUILD=(env "${MMCV_BUILD_ENV[@]}" MAX_JOBS="$(nproc)"
        "$PY" -m pip wheel -q --no-index --no-deps --no-build-isolation -w "$SITE.wheels")
 if [[ "$DRY" == 1 ]]; then
   log "dry run: would install $WHEELS/*.whl: ${INSTALL[*]}"

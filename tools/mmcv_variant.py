@@ -93,8 +93,8 @@ def plan(python_tag: str, torch_version: str, torch_cuda: Optional[str], cuda_ar
             f'CUDA architectures {";".join(archs)} were asked for, but torch {torch_version} is a '
             'CPU-only build. Install the registry torch (tools/constraints.txt), or unset PIT_DET_CUDA_ARCHS.')
     if nvcc is None:
-        env['CUDA_VISIBLE_DEVICES'] = ''  # mmcv's setup.py builds CUDA ops whenever torch sees a GPU
-        return {'tag': f'{tag}-cpu', 'env': env, 'note': (
+        # mmcv's setup.py builds CUDA ops whenever torch sees a GPU: hide them from the build.
+        return {'tag': f'{tag}-cpu', 'env': {'CUDA_VISIBLE_DEVICES': '', **env}, 'note': (
             f'GPUs of compute capability {";".join(archs)} but no nvcc (CUDA_HOME, PATH, /usr/local/cuda): '
             "building mmcv's CPU ops only; on the GPU deformable attention runs in pit-det's Triton kernel. "
             f"For mmcv's CUDA kernel instead, install the CUDA {torch_cuda} toolkit, set CUDA_HOME and run the "

@@ -17,7 +17,7 @@ import torch
 
 from pit_det.datasets import make_toy_coco
 from pit_det.errors import run_tool
-from pit_det.precision import check_precision, device_name
+from pit_det.precision import check_precision, default_device, device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     work_dir = (ROOT / args.work_dir).resolve()
     if args.bf16:  # refused up front, not after the training, when the CPU would emulate it
-        check_precision('cuda' if torch.cuda.is_available() else 'cpu', ['bf16'], sys.argv)
+        check_precision(default_device(), ['bf16'], sys.argv)
     t0 = time.time()
 
     print(f'[1/3] toy dataset in {args.data_root}', flush=True)
@@ -64,7 +64,7 @@ def main() -> None:
     after = json.loads((work_dir / 'metrics.json').read_text())
     pictures = sorted((work_dir / 'test').glob('*/pictures'))
     print('\n=== quick start done in %.1f min on %s, %d threads ===' % (
-        (time.time() - t0) / 60, device_name('cuda' if torch.cuda.is_available() else 'cpu'), torch.get_num_threads()))
+        (time.time() - t0) / 60, device_name(default_device()), torch.get_num_threads()))
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75'):
         print(f'{key:<18} untrained {before[key]:.3f}   trained {after[key]:.3f}')
     print(f'checkpoint:  {checkpoint}')

@@ -19,7 +19,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 from pit_det.errors import run_tool
-from pit_det.precision import check_precision
+from pit_det.precision import check_precision, default_device
 from pit_det.runtime import load_config, shutdown_distributed
 
 
@@ -46,7 +46,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     if args.bf16:  # before anything is built: an emulated bf16 is refused with the fp32 command
-        check_precision('cuda' if torch.cuda.is_available() else 'cpu', ['bf16'], sys.argv)
+        check_precision(default_device(), ['bf16'], sys.argv)
     cfg = load_config(args.config, args.launcher, args.cfg_options, args.data_root, args.work_dir)
     cfg.load_from = args.checkpoint
     # The backbone's own pretrained file is irrelevant here: the checkpoint holds all weights.

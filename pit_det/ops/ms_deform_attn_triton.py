@@ -145,14 +145,16 @@ def _check_device(t: Tensor) -> None:
                             f'not on {t.device}')
 
 
-def _launch(fn: Callable, value: Tensor, sampling_locations: Tensor, *args) -> None:
-    batch, num_value, heads, channels = value.shape
-    _, num_query, _, levels, points, _ = sampling_locations.shape
-    acc = tl.float64 if value.dtype == torch.float64 else tl.float32
+def _launch(fn: Callable, value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, attn: Tensor,
+            *tensors: Tensor) -> None:
+    """``fn`` over (query blocks, batch x heads) programs; ``tensors`` are its other arguments."""
     _check_device(value)
+    batch, num_value, heads, channels = value.shape
+    _, num_query, _, levels, points, _ = loc.shape
+    acc = tl.float64 if value.dtype == torch.float64 else tl.float32
     grid = (triton.cdiv(num_query, BLOCK_Q), batch * heads)
-    fn[grid](*args, num_value, num_query, M=heads, D=channels, L=levels, P=points,
-                                         BLOCK=BLOCK_Q, BLOCK_D=triton.next_power_of_2(channels), ACC=acc)
+    fn[grid](value, shapes.contiguous(), starts.contiguous(), loc, attn, *tensors, num_value, num_query,
+             M=heads, D=channels, L=levels, P=points, BLOCK=BLOCK_Q, BLOCK_D=triton.next_power_of_2(channels), ACC=acc)
 
 
 def _check(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
@@ -179,8 +181,7 @@ def forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sa
                                                     (value, sampling_locations, attention_weights))
     batch, _, heads, channels = value.shape
     out = value.new_empty(batch, sampling_locations.shape[1], heads * channels)
-    _launch(_forward_kernel, value, sampling_locations, value, spatial_shapes.contiguous(),
-            level_start_index.contiguous(), sampling_locations, attention_weights, out)
+    _launch(_forward_kernel, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, out)
     return out
 
 
@@ -193,9 +194,8 @@ def backward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, s
     grad_value = torch.zeros_like(value, dtype=torch.promote_types(value.dtype, torch.float32))
     grad_loc = torch.empty_like(sampling_locations)
     grad_attn = torch.empty_like(attention_weights)
-    _launch(_backward_kernel, value, sampling_locations, value, spatial_shapes.contiguous(),
-            level_start_index.contiguous(), sampling_locations, attention_weights, grad_output, grad_value, grad_loc,
-            grad_attn)
+    _launch(_backward_kernel, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+            grad_output, grad_value, grad_loc, grad_attn)
     return grad_value.to(value.dtype), grad_loc, grad_attn
 
 
