@@ -39,15 +39,16 @@ class PitDeformableDETR(DeformableDETR):
     run exactly mmdet's code.
 
     The level shapes travel as Python ints (``level_shapes``) beside mmdet's (L, 2) tensor, and
-    everything that needs them as numbers (reference points, proposals, the pure-PyTorch
-    ``grid_sample`` kernel) reads the ints: mmdet reads the tensor's values, which
+    everything that needs them as numbers (reference points, proposals, the export kernels
+    'grid_sample' and 'gather') reads the ints: mmdet reads the tensor's values, which
     ``torch.export`` cannot trace (they are data, not shapes). The results are mmdet's, bit for bit.
 
     Args:
         msda_impl: 'auto' (pit-det's kernels when they build, else mmcv's), 'fast' (pit-det's
             C++ kernel on CPU; on GPU mmcv's CUDA kernel when mmcv has CUDA ops, else pit-det's
-            Triton kernel), 'triton' (the Triton kernel), 'stock' (mmcv's code unchanged) or
-            'grid_sample' (mmcv's pure-PyTorch code on every device, for ONNX export); see
+            Triton kernel), 'triton' (the Triton kernel), 'stock' (mmcv's code unchanged),
+            'grid_sample' (mmcv's pure-PyTorch code on every device) or 'gather' (standard ops
+            without GridSample), the last two for ONNX export; see
             :mod:`pit_det.ops.ms_deform_attn`. ``set_msda_impl(model, impl)`` switches a built model.
         **kwargs: ``DeformableDETR``'s arguments.
     """
@@ -98,7 +99,7 @@ class PitDeformableDETR(DeformableDETR):
         """Follows mmdet 3.3.0 ``DeformableDETR.forward_encoder`` and
         ``DeformableDetrTransformerEncoder.forward``; differs in computing the reference points from
         ``level_shapes`` (traceable) and handing ``level_shapes`` to the layers, whose deformable
-        attention reads them for the 'grid_sample' kernel."""
+        attention reads them for the 'grid_sample' and 'gather' kernels."""
         reference_points = encoder_reference_points(level_shapes, valid_ratios)
         memory = feat
         for layer in self.encoder.layers:

@@ -39,7 +39,7 @@ class MSDeformAttn(MultiScaleDeformableAttention):
             reference_points: (B, Q, L, 2) normalised points, or (B, Q, L, 4) boxes (cx, cy, w, h).
             spatial_shapes: (L, 2) int64 (H_l, W_l).
             level_start_index: (L,) int64.
-            level_shapes: ``spatial_shapes`` as Python ints, for the 'grid_sample' kernel.
+            level_shapes: ``spatial_shapes`` as Python ints, for the 'grid_sample' and 'gather' kernels.
 
         Returns:
             Same shape as ``query``.
@@ -96,11 +96,11 @@ def set_msda_impl(model: nn.Module, impl: str) -> int:
     """Switches every multi-scale deformable attention in ``model`` to kernel ``impl``.
 
     'stock' gives the modules back mmcv's own class and forward, so the stock path is mmcv's code
-    unchanged; 'fast' and 'grid_sample' make them ``MSDeformAttn`` with that kernel.
+    unchanged; the others make them ``MSDeformAttn`` with that kernel.
 
     Args:
         model: any module; its ``MultiScaleDeformableAttention`` submodules are switched in place.
-        impl: 'auto', 'fast', 'stock' or 'grid_sample'; 'auto' is resolved here, once.
+        impl: one of ``pit_det.ops.IMPLS``; 'auto' is resolved here, once.
 
     Returns:
         How many modules were switched.

@@ -11,9 +11,10 @@ Four implementations compute the same function (Deformable DETR, arXiv 2010.0415
 * ``'triton'``: pit-det's Triton kernel (:mod:`.ms_deform_attn_triton`) on every device: CUDA,
   or CPU under Triton's interpreter (``TRITON_INTERPRET=1``; slow, for tests). It reads bf16 and
   fp16 values natively, where mmcv's CUDA kernel needs fp32.
-* ``'grid_sample'``: mmcv's pure-PyTorch ``multi_scale_deformable_attn_pytorch`` on every
-  device, given the level shapes as Python ints: standard ops only (``grid_sample`` becomes ONNX
-  GridSample), so that exported models run anywhere; slow.
+* ``'grid_sample'`` and ``'gather'``: standard ops only, on every device, given the level
+  shapes as Python ints (:mod:`.ms_deform_attn_export`): one ``grid_sample`` per level (ONNX
+  GridSample), or one gather and arithmetic with no GridSample. For exported models; slow in
+  PyTorch.
 * ``'auto'``: ``'fast'`` when the C++ kernel can be built here (:mod:`.extension`), else
   ``'stock'`` with a warning.
 """
@@ -24,10 +25,11 @@ from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction, m
 from torch import Tensor
 
 from . import extension
+from .ms_deform_attn_export import ms_deform_attn_gather, ms_deform_attn_grid_sample
 from .ms_deform_attn_op import cuda_kernel, ms_deform_attn
 from .ms_deform_attn_triton import ms_deform_attn_triton
 
-IMPLS = ('auto', 'fast', 'stock', 'grid_sample', 'triton')
+IMPLS = ('auto', 'fast', 'stock', 'grid_sample', 'gather', 'triton')
 
 
 def resolve_impl(impl: str) -> str:
@@ -58,20 +60,20 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_sta
         level_start_index: (L,) int64, where each level starts in S.
         sampling_locations: (B, Q, M, L, P, 2) normalised (x, y); pixel centres at (i + 0.5) / W.
         attention_weights: (B, Q, M, L, P), already normalised over L * P.
-        impl: 'fast', 'stock', 'grid_sample', 'triton' or 'auto' (see the module docstring).
+        impl: 'fast', 'stock', 'grid_sample', 'gather', 'triton' or 'auto' (see the module docstring).
         im2col_step: batch chunk of mmcv's CUDA kernel.
-        level_shapes: ``spatial_shapes`` as Python ints, [(H_l, W_l)]; 'grid_sample' reads these
+        level_shapes: ``spatial_shapes`` as Python ints, [(H_l, W_l)]; 'grid_sample' and 'gather' read these
             (taken from ``spatial_shapes`` when not given), the other kernels the tensor.
 
     Returns:
         (B, Q, M * D); samples outside a map read zero (grid_sample's zero padding).
     """
-    if impl not in ('fast', 'stock', 'grid_sample', 'triton'):  # 'fast' / 'triton' are checked by their kernels
+    if impl == 'auto' or impl not in IMPLS:  # resolved, or named in the error; 'fast' / 'triton' check themselves
         impl = resolve_impl(impl)
     if impl == 'grid_sample':
         if level_shapes is None:
             level_shapes = [tuple(hw) for hw in spatial_shapes.tolist()]
-        return multi_scale_deformable_attn_pytorch(value, level_shapes, sampling_locations, attention_weights)
+        return ms_deform_attn_grid_sample(value, level_shapes, sampling_locations, attention_weights)
     if impl == 'stock':
         if value.is_cuda:
             return MultiScaleDeformableAttnFunction.apply(value, spatial_shapes, level_start_index,
@@ -84,6 +86,8 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_sta
     # on CPU and in Triton bf16 / fp16 values are read as they are.
     compute = torch.promote_types(value.dtype, torch.float32)
     sampling_locations, attention_weights = sampling_locations.to(compute), attention_weights.to(compute)
+    if impl == 'gather':
+        return ms_deform_attn_gather(value, spatial_shapes, sampling_locations, attention_weights, level_shapes)
     if impl == 'triton':
         return ms_deform_attn_triton(value, spatial_shapes.long(), level_start_index.long(), sampling_locations,
                                      attention_weights)
