@@ -9,6 +9,8 @@ slowly without a word. ``PIT_DET_ALLOW_EMULATED=1`` runs it anyway (for numerics
 Native means:
     bf16 on x86: ``avx512_bf16`` or ``amx_bf16``; on Arm: ``bf16`` or ``sve_bf16``.
     fp16 on x86: ``avx512_fp16`` or ``amx_fp16``; on Arm: ``fp16_arith``.
+    int8 (dot products, what makes an INT8 model fast): on x86 ``avx512_vnni``, ``avx_vnni`` or
+    ``amx_int8``; on Arm ``i8mm`` or ``asimddp``.
     On CUDA: ``torch.cuda.is_bf16_supported()`` for bf16; fp16 always.
 
 The features come from ``torch.cpu.get_capabilities()`` (torch >= 2.13), else from the flags of
@@ -29,6 +31,7 @@ from .errors import PitDetError
 NATIVE = {
     'bf16': ('avx512_bf16', 'amx_bf16', 'bf16', 'sve_bf16'),
     'fp16': ('avx512_fp16', 'amx_fp16', 'fp16_arith'),
+    'int8': ('avx512_vnni', 'avx_vnni', 'amx_int8', 'i8mm', 'asimddp'),
 }
 # Linux's /proc/cpuinfo names where they differ from torch's (Arm's 'fphp' is fp16 arithmetic).
 _LINUX_NAMES = {'fphp': 'fp16_arith', 'svebf16': 'sve_bf16'}
@@ -58,6 +61,14 @@ class CpuInfo:
 
     def native(self, dtype: str) -> bool:
         return dtype == 'fp32' or any(f in self.features for f in NATIVE[dtype])
+
+    def int8_note(self) -> str:
+        """What an INT8 model can expect here, in one sentence."""
+        if self.native('int8'):
+            found = ', '.join(sorted(f for f in self.features if f in NATIVE['int8']))
+            return f'{self.model} has int8 dot products ({found}): INT8 matmuls run natively.'
+        return (f'{self.model} ({self.isa}) has no int8 dot-product instructions (VNNI, AMX, i8mm): INT8 '
+                'matmuls are emulated, and an INT8 model may be no faster than fp32 here.')
 
     def describe(self) -> str:
         """``'AMD EPYC 7B13 (AVX2, no native bf16, 2 cores)'``."""

@@ -1,6 +1,7 @@
 """What a detector exported by ``tools/export.py`` needs at run time, without PyTorch or
-OpenMMLab: onnxruntime, numpy and OpenCV.
+OpenMMLab: onnxruntime or OpenVINO, numpy and OpenCV.
 
+* :mod:`.runtime`: the two runtimes behind one call, ``load_graph(path, runtime)``;
 * :mod:`.preprocess`: the shipped test pipeline (keep-ratio resize as mmcv, minimum padding,
   normalisation), the same pixels as mmdet's;
 * :mod:`.detector`: ``OnnxDetector``, an image in, detections in the image's pixels out;
@@ -9,5 +10,6 @@ OpenMMLab: onnxruntime, numpy and OpenCV.
 """
 from .detector import OnnxDetector
 from .draw import detection_record, draw_detections, image_files
+from .runtime import RUNTIMES, load_graph
 
-__all__ = ['OnnxDetector', 'detection_record', 'draw_detections', 'image_files']
+__all__ = ['RUNTIMES', 'OnnxDetector', 'load_graph', 'detection_record', 'draw_detections', 'image_files']

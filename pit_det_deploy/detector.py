@@ -1,33 +1,32 @@
-"""An exported detector in onnxruntime: an image in, detections in the image's pixels out."""
-import json
+"""An exported detector in onnxruntime or OpenVINO: an image in, detections in the image's
+pixels out."""
 from typing import List, Tuple
 
 import numpy as np
 
 from .preprocess import prepare, rescale_size
+from .runtime import load_graph
 
 
 class OnnxDetector:
-    """A model written by ``tools/export.py`` and the preprocessing stored in its metadata.
+    """A model written by ``tools/export.py`` (or ``tools/quantize.py``) and the preprocessing
+    stored in its metadata.
 
     Args:
         path: the ``.onnx`` file.
-        threads: onnxruntime intra-op threads (0: its default).
+        threads: the runtime's intra-op threads (0: its default).
+        runtime: 'onnxruntime' or 'openvino' (:mod:`.runtime`).
 
     Raises:
-        ValueError: the file is not a pit-det export (no ``pit_det`` metadata).
+        ValueError: the file is not a pit-det export (no ``pit_det`` metadata), or the runtime is
+            unknown or not installed.
     """
 
-    def __init__(self, path: str, threads: int = 0) -> None:
-        import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3  # errors only: not its notes on constants it cannot fold
-        self.session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if 'pit_det' not in meta:
+    def __init__(self, path: str, threads: int = 0, runtime: str = 'onnxruntime') -> None:
+        self.graph = load_graph(str(path), runtime, threads)
+        if not self.graph.metadata:
             raise ValueError(f'{path}: no pit_det metadata; export the model with tools/export.py')
-        self.info = json.loads(meta['pit_det'])
+        self.info = self.graph.metadata
         self.classes: List[str] = self.info['classes']
 
     def input_size_problem(self, height: int, width: int) -> str:
@@ -54,5 +53,5 @@ class OnnxDetector:
         if problem:
             raise ValueError(problem)
         x, (w_scale, h_scale) = prepare(image_bgr, self.info['preprocess'])
-        boxes, scores, labels = self.session.run(None, {'image': x})
+        boxes, scores, labels = self.graph({'image': x})
         return boxes[0] / np.array([w_scale, h_scale, w_scale, h_scale], np.float32), scores[0], labels[0]

@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from mmdet.structures import DetDataSample
@@ -52,6 +51,15 @@ def assert_same_detections(onnx_out, torch_out, size: int):
     assert np.abs(boxes - ref_boxes).max() <= BOX_TOL_PER_PX * size
     assert np.abs(scores - ref_scores).max() <= SCORE_TOL
     assert np.array_equal(labels, ref_labels)
+
+
+RUNTIMES = ('onnxruntime', 'openvino')
+
+
+def run_graph(path, runtime: str, x: np.ndarray):
+    """The exported graph's outputs on ``x`` in onnxruntime or OpenVINO (CPU, fp32)."""
+    from pit_det_deploy.runtime import load_graph
+    return load_graph(str(path), runtime)({'image': x})
 
 
 def image(h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -100,19 +108,23 @@ def test_every_shipped_detector_exports_with_a_free_height_and_width(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['pit_s', 'vit_s', 'r50'])
-def test_onnx_equals_pytorch(tmp_path, name):
-    """Random-weight Table 5 detectors: onnxruntime's detections equal mmdet's predict to fp32
-    rounding, with deformable attention as ONNX GridSample and no custom op."""
+@pytest.mark.parametrize('name,msda', [('pit_s', 'grid_sample'), ('pit_s', 'gather'), ('vit_s', 'gather'),
+                                       ('r50', 'grid_sample')])
+def test_onnx_equals_pytorch(tmp_path, name, msda):
+    """Random-weight Table 5 detectors: onnxruntime's and OpenVINO's detections equal mmdet's
+    predict to fp32 rounding, with deformable attention as standard ops (GridSample, or none in the
+    gather graph) and no custom op."""
     model = perturbed(bm.build_detector(str(ROOT / f'configs/deformable_detr_{name}.py'), None))
     x = image(256, 320)
     path = tmp_path / f'{name}.onnx'
-    export_onnx(model, x, str(path))
-    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
-    assert 'GridSample' in ops and {n.domain for n in onnx.load(str(path)).graph.node} <= {''}
-    set_msda_impl(model, 'grid_sample')  # the exported kernel (fast vs it: tests/test_msda.py)
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    assert_same_detections(session.run(None, {'image': x.numpy()}), predict(model, x), 320)
+    export_onnx(model, x, str(path), msda=msda)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    assert ('GridSample' in {n.op_type for n in graph.node}) == (msda == 'grid_sample')
+    assert {n.domain for n in graph.node} <= {''}
+    set_msda_impl(model, msda)  # the exported kernel (the C++ kernel vs it: tests/test_msda*.py)
+    expected = predict(model, x)
+    for runtime in RUNTIMES:
+        assert_same_detections(run_graph(path, runtime, x.numpy()), expected, 320)
 
 
 # The end-to-end part: a toy checkpoint as tools/train.py writes it, exported by the tool.
@@ -120,7 +132,8 @@ def test_onnx_equals_pytorch(tmp_path, name):
 @pytest.fixture(scope='module')
 def toy(tmp_path_factory):
     """A toy-config checkpoint (random weights, mmengine's layout with dataset_meta), its dynamic
-    ONNX export by tools/export.py, and two toy images of different sizes."""
+    ONNX exports by tools/export.py (GridSample and gather graphs), and two toy images of
+    different sizes."""
     root = tmp_path_factory.mktemp('toy_export')
     model = perturbed(bm.build_detector(str(TOY), None))
     classes = Config.fromfile(str(TOY)).metainfo['classes']
@@ -128,22 +141,30 @@ def toy(tmp_path_factory):
     torch.save(dict(meta=dict(epoch=1, dataset_meta=dict(classes=classes)), state_dict=model.state_dict()), ckpt)
     proc = run(['tools/export.py', TOY, ckpt, '--out', root / 'toy.onnx', '--dynamic'])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    gather = run(['tools/export.py', TOY, ckpt, '--out', root / 'toy_gather.onnx', '--dynamic', '--msda', 'gather'])
+    assert gather.returncode == 0, gather.stderr[-3000:]
     make_split(root / 'data', 'val', 2, seed=3)
     images = sorted((root / 'data/val2017').iterdir())
-    return dict(root=root, model=model, checkpoint=ckpt, onnx=root / 'toy.onnx', images=images, stdout=proc.stdout)
+    return dict(root=root, model=model, checkpoint=ckpt, onnx=root / 'toy.onnx', gather=root / 'toy_gather.onnx',
+                images=images, stdout=proc.stdout)
 
 
 @pytest.mark.slow
-def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy):
-    info = json.loads(onnx.load(str(toy['onnx']), load_external_data=False).metadata_props[0].value)
+@pytest.mark.parametrize('msda', ['grid_sample', 'gather'])
+def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy, msda):
+    """Both graphs, both runtimes, at sizes other than the traced one (odd feature maps too)."""
+    path = toy['onnx'] if msda == 'grid_sample' else toy['gather']
+    info = json.loads(onnx.load(str(path), load_external_data=False).metadata_props[0].value)
     assert info['dynamic'] and info['input_shape'] == [96, 128] and info['classes'] == ['rectangle', 'ellipse',
                                                                                        'triangle']
+    assert info['msda'] == msda
     assert f"any {info['min_size']}..4096" in toy['stdout']
-    set_msda_impl(toy['model'], 'grid_sample')
-    session = ort.InferenceSession(str(toy['onnx']), providers=['CPUExecutionProvider'])
-    for h, w in ((128, 80), (72, 128)):
+    set_msda_impl(toy['model'], msda)
+    for h, w in ((128, 80), (72, 128), (101, 67)):
         x = image(h, w, seed=w)
-        assert_same_detections(session.run(None, {'image': x.numpy()}), predict(toy['model'], x), max(h, w))
+        expected = predict(toy['model'], x)
+        for runtime in RUNTIMES:
+            assert_same_detections(run_graph(path, runtime, x.numpy()), expected, max(h, w))
 
 
 def blocked_run(script: str, *args) -> subprocess.CompletedProcess:
@@ -157,12 +178,15 @@ def blocked_run(script: str, *args) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_onnx_demo_draws_what_demo_draws_without_torch(toy, tmp_path):
-    """tools/onnx_demo.py runs with onnxruntime, numpy and OpenCV only (torch and OpenMMLab
-    unimportable), and writes the picture and detections tools/demo.py writes."""
+@pytest.mark.parametrize('runtime', RUNTIMES)
+def test_onnx_demo_draws_what_demo_draws_without_torch(toy, tmp_path, runtime):
+    """tools/onnx_demo.py runs with the runtime, numpy and OpenCV only (torch and OpenMMLab
+    unimportable), and writes the picture and detections tools/demo.py writes, in onnxruntime
+    and in OpenVINO."""
     folder = toy['images'][0].parent  # both tools take a folder: one run each for both images
     onnx_out, torch_out = tmp_path / 'onnx', tmp_path / 'torch'
-    proc = blocked_run('tools/onnx_demo.py', folder, toy['onnx'], '--out', onnx_out, '--score-thr', '0')
+    proc = blocked_run('tools/onnx_demo.py', folder, toy['onnx'], '--out', onnx_out, '--score-thr', '0',
+                       '--runtime', runtime)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run(['tools/demo.py', folder, TOY, toy['checkpoint'], '--out', torch_out, '--score-thr', '0'])
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,13 +1,16 @@
-"""Export a trained detector to ONNX, with its post-processing, for onnxruntime.
+"""Export a trained detector to ONNX, with its post-processing, for onnxruntime and OpenVINO.
 
-    python tools/export.py CONFIG CHECKPOINT --out model.onnx [--shape H W] [--dynamic] [--opset 18]
+    python tools/export.py CONFIG CHECKPOINT --out model.onnx [--shape H W] [--dynamic] \
+        [--msda grid_sample|gather] [--opset 18]
 
 The graph takes a normalised image (1, 3, H, W) and returns ``boxes`` (1, k, 4; x1, y1, x2, y2 in
 input pixels), ``scores`` (1, k) and ``labels`` (1, k). The test pipeline's resize and
 normalisation, and the class names, are stored in the model's metadata (``pit_det``, JSON), which
 ``tools/onnx_demo.py`` / ``pit_det_deploy`` read. Deformable attention is exported as standard ONNX
-ops (GridSample, opset >= 16). Without ``--dynamic`` the model takes exactly ``--shape`` inputs;
-with it, any height and width within the range it prints.
+ops: one GridSample per level (default, the faster graph in onnxruntime and OpenVINO), or with
+``--msda gather`` Gather and arithmetic with no GridSample (for TensorRT; docs/export.md).
+Without ``--dynamic`` the model takes exactly ``--shape`` inputs; with it, any height and width
+within the range it prints.
 """
 import argparse
 import sys
@@ -16,7 +19,7 @@ import torch
 from mmengine.config import DictAction
 
 from pit_det.errors import run_tool
-from pit_det.export import build_detector, classes_of, export_onnx, preprocessing_of
+from pit_det.export import GRAPHS, build_detector, classes_of, export_onnx, preprocessing_of
 from pit_det.runtime import load_config
 
 
@@ -30,7 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--dynamic', action='store_true', help='any input height and width within a range')
     parser.add_argument('--min-size', type=int, help='--dynamic: smallest side (default: the smallest that gives '
                         'the encoder num_queries tokens)')
-    parser.add_argument('--opset', type=int, default=18, help='ONNX opset (>= 16; default 18)')
+    parser.add_argument('--msda', choices=sorted(GRAPHS), default='grid_sample',
+                        help='deformable attention as GridSample (default) or as Gather and arithmetic')
+    parser.add_argument('--opset', type=int, default=18, help='ONNX opset (>= 18, the exporter\'s; default 18)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='config overrides, e.g. model.num_queries=100')
     return parser.parse_args(argv)
@@ -48,11 +53,13 @@ def main(argv=None) -> None:
         w, h = rescale_size(640, 480, preprocess['resize_scale'])
     image = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     info = export_onnx(detector, image, args.out, dynamic=args.dynamic, opset=args.opset, min_size=args.min_size,
+                       msda=args.msda,
                        metadata=dict(preprocess=preprocess, classes=classes_of(cfg, args.checkpoint),
                                      config=args.config))
     size = (f"any {info['min_size']}..{info['max_size']} x {info['min_size']}..{info['max_size']}" if args.dynamic
             else f'{h} x {w}')
-    print(f'wrote {args.out}: inputs {size}, opset {args.opset}, {len(info["classes"])} classes')
+    print(f'wrote {args.out}: inputs {size}, opset {args.opset}, deformable attention as {args.msda}, '
+          f'{len(info["classes"])} classes')
 
 
 if __name__ == '__main__':

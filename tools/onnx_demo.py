@@ -1,9 +1,10 @@
-"""Run an exported detector with onnxruntime alone (no PyTorch, no OpenMMLab) and draw it.
+"""Run an exported detector with onnxruntime or OpenVINO alone (no PyTorch, no OpenMMLab) and draw it.
 
-    python tools/onnx_demo.py IMAGE_OR_FOLDER model.onnx --out DIR [--score-thr 0.3]
+    python tools/onnx_demo.py IMAGE_OR_FOLDER model.onnx --out DIR [--score-thr 0.3] \
+        [--runtime onnxruntime|openvino]
 
 Writes the picture ``tools/demo.py`` writes (DIR/<image name>.png) and DIR/detections.json.
-Needs only onnxruntime, numpy and OpenCV, with this repository's ``pit_det_deploy`` package
+Needs only the runtime, numpy and OpenCV, with this repository's ``pit_det_deploy`` package
 importable (installed with pit-det, or run from the repository root).
 """
 import argparse
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import cv2
 
-from pit_det_deploy import OnnxDetector, detection_record, draw_detections, image_files
+from pit_det_deploy import RUNTIMES, OnnxDetector, detection_record, draw_detections, image_files
 
 
 def main(argv=None) -> int:
@@ -22,15 +23,18 @@ def main(argv=None) -> int:
     parser.add_argument('model', help='.onnx file written by tools/export.py')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--score-thr', type=float, default=0.3)
-    parser.add_argument('--threads', type=int, default=0, help='onnxruntime threads (default: its own choice)')
+    parser.add_argument('--runtime', choices=RUNTIMES, default='onnxruntime', help='default: onnxruntime')
+    parser.add_argument('--threads', type=int, default=0, help="the runtime's threads (default: its own choice)")
     args = parser.parse_args(argv)
     try:
         files = image_files(Path(args.inputs))
         if not Path(args.model).is_file():
             raise FileNotFoundError(f'no such model file: {args.model}')
         try:
-            detector = OnnxDetector(args.model, threads=args.threads)
-        except Exception as e:  # onnxruntime's own errors on files that are no ONNX model
+            detector = OnnxDetector(args.model, threads=args.threads, runtime=args.runtime)
+        except ValueError:
+            raise
+        except Exception as e:  # the runtime's own errors on files that are no ONNX model
             raise ValueError(f'{args.model}: cannot load as an ONNX model: {e}') from None
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,9 @@ factor gives original-image boxes, which is all mmdet's ``rescale=True`` does.
 from ..models.build import build_detector
 from .detector import classes_of, preprocessing_of
 from .program import MIN_TORCH, dynamic_image_shapes, export_program, min_dynamic_size, require_torch_for_export
-from .to_onnx import export_onnx
+from .to_onnx import GRAPHS, export_onnx
 from .wrappers import DetectorCore, DetectorWithPostprocess, exportable
 
-__all__ = ['MIN_TORCH', 'DetectorCore', 'DetectorWithPostprocess', 'build_detector', 'classes_of',
+__all__ = ['GRAPHS', 'MIN_TORCH', 'DetectorCore', 'DetectorWithPostprocess', 'build_detector', 'classes_of',
            'dynamic_image_shapes', 'export_onnx', 'export_program', 'exportable', 'min_dynamic_size',
            'preprocessing_of', 'require_torch_for_export']

@@ -1,0 +1,63 @@
+"""COCO box AP of an exported detector (fp32 or INT8) in onnxruntime or OpenVINO: what a deployed
+model scores on a data set, with the same COCOeval mmdet's evaluator runs."""
+import contextlib
+import io
+import time
+from pathlib import Path
+from typing import Dict
+
+import cv2
+
+from ..errors import PitDetError
+
+
+def evaluate_onnx(model_path: str, ann_file: str, img_dir: str, runtime: str = 'onnxruntime',
+                  threads: int = 0) -> Dict[str, float]:
+    """Every image of ``ann_file`` through the model (all its detections, no score threshold),
+    scored by pycocotools' COCOeval.
+
+    Returns:
+        ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75`` (mmdet's names), ``images`` and the median
+        ``latency_ms`` of the runtime call per image.
+
+    Raises:
+        PitDetError: an image that cannot be read, a class name missing from the annotations, or
+            a model that is no pit-det export.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from pit_det_deploy import OnnxDetector
+    try:
+        detector = OnnxDetector(model_path, threads=threads, runtime=runtime)
+    except ValueError as e:
+        raise PitDetError(str(e)) from None
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        coco = COCO(ann_file)
+    by_name = {c['name']: c['id'] for c in coco.loadCats(coco.getCatIds())}
+    missing = [name for name in detector.classes if name not in by_name]
+    if missing:
+        raise PitDetError(f'{ann_file} has no categories named {missing}; the model detects {detector.classes}')
+    category = [by_name[name] for name in detector.classes]
+    results, times = [], []
+    for image_id in sorted(coco.getImgIds()):
+        path = Path(img_dir) / coco.loadImgs(image_id)[0]['file_name']
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise PitDetError(f'cannot read image {path} (from {ann_file})')
+        start = time.perf_counter()
+        boxes, scores, labels = detector(image)
+        times.append(time.perf_counter() - start)
+        for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+            results.append(dict(image_id=image_id, category_id=category[label], score=score,
+                                bbox=[x1, y1, x2 - x1, y2 - y1]))
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco, coco.loadRes(results) if results else COCO(), 'bbox')
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    times.sort()
+    return dict(bbox_mAP=float(evaluator.stats[0]), bbox_mAP_50=float(evaluator.stats[1]),
+                bbox_mAP_75=float(evaluator.stats[2]), images=len(times), latency_ms=1e3 * times[len(times) // 2],
+                runtime=runtime, precision=detector.info.get('precision', 'fp32'))
+

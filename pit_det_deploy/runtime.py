@@ -1,0 +1,79 @@
+"""One interface over the two CPU runtimes an exported detector runs in: onnxruntime and OpenVINO.
+
+Both read the same ``.onnx`` file as it is. OpenVINO's CPU plugin would run fp32 models in bf16
+on CPUs with AMX or AVX-512 BF16 (its default ``INFERENCE_PRECISION_HINT`` there); pit-det asks
+for fp32, so that both runtimes give PyTorch's detections. An INT8 model (``tools/quantize.py``)
+carries its precision in the graph.
+"""
+import json
+from typing import Callable, Dict, List
+
+import numpy as np
+
+RUNTIMES = ('onnxruntime', 'openvino')
+
+
+class Graph:
+    """A loaded model: ``graph(feed) -> outputs`` (numpy, in the model's output order), with the
+    model's ``pit_det`` metadata (``{}`` if it has none).
+
+    Args:
+        run: the runtime's call.
+        metadata: the ``pit_det`` metadata entry, parsed.
+        runtime: 'onnxruntime' or 'openvino'.
+    """
+
+    def __init__(self, run: Callable[[Dict[str, np.ndarray]], List[np.ndarray]], metadata: dict,
+                 runtime: str) -> None:
+        self._run, self.metadata, self.runtime = run, metadata, runtime
+
+    def __call__(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        return self._run(feed)
+
+
+def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0) -> Graph:
+    """``path`` compiled for the CPU by ``runtime`` with ``threads`` intra-op threads (0: the
+    runtime's own choice).
+
+    Raises:
+        ValueError: an unknown runtime, or one that is not installed (saying how to install it).
+        Whatever the runtime raises for a file it cannot read.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f'runtime {runtime!r}: choose one of {", ".join(RUNTIMES)}')
+    try:
+        return (_onnxruntime if runtime == 'onnxruntime' else _openvino)(str(path), threads)
+    except ImportError as e:
+        raise ValueError(f'runtime {runtime} is not installed ({e}); pip install {runtime} '
+                         '(the version of tools/constraints.txt)') from None
+
+
+def _onnxruntime(path: str, threads: int) -> Graph:
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only: not its notes on constants it cannot fold
+    session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    meta = session.get_modelmeta().custom_metadata_map
+    return Graph(lambda feed: session.run(None, feed), json.loads(meta['pit_det']) if 'pit_det' in meta else {},
+                 'onnxruntime')
+
+
+def _openvino(path: str, threads: int) -> Graph:
+    import openvino as ov
+    core = ov.Core()
+    model = core.read_model(path)
+    config = {'INFERENCE_PRECISION_HINT': 'f32', 'PERFORMANCE_HINT': 'LATENCY'}
+    if threads:
+        config['INFERENCE_NUM_THREADS'] = threads
+    compiled = core.compile_model(model, 'CPU', config)
+    request = compiled.create_infer_request()
+    meta = {}
+    if model.has_rt_info(['framework', 'pit_det']):  # ONNX metadata_props, as OpenVINO keeps them
+        meta = json.loads(model.get_rt_info(['framework', 'pit_det']).astype(str))
+
+    def run(feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        result = request.infer(feed)
+        return [np.array(result[output]) for output in compiled.outputs]  # copies: the request reuses its buffers
+
+    return Graph(run, meta, 'openvino')

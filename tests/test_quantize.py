@@ -1,0 +1,144 @@
+"""INT8 post-training quantization (tools/quantize.py) and the deployed model's COCO AP
+(tools/onnx_eval.py): which matmuls stay fp32, the accuracy bound on a toy-trained detector in
+both runtimes, and the tools' errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from mmcv.ops import MultiScaleDeformableAttention
+from weight_files import perturbed
+
+from pit_det import benchmark as bm
+from pit_det.datasets import make_toy_coco
+from pit_det.errors import PitDetError
+from pit_det.export import export_onnx, exportable
+from pit_det.export.evaluate import evaluate_onnx
+from pit_det.export.quantize import fit_to, fp32_nodes
+from pit_det_deploy import RUNTIMES
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
+# The issue's bound on the AP an INT8 model may lose against its fp32 export.
+MAX_AP_DROP = 0.02
+VAL_ANN = 'annotations/instances_val2017.json'
+
+
+def run(args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS='ignore')
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_fp32_groups_are_found_by_what_the_matmuls_compute(tmp_path):
+    """Every deformable attention's offset / weight projection, every call of a class or box
+    branch, and the self-attention products, counted from the model itself."""
+    model = perturbed(bm.build_detector(str(TOY), None))
+    x = torch.randn(1, 3, 96, 128)
+    path = tmp_path / 'toy.onnx'
+    export_onnx(model, x, str(path))
+    groups = fp32_nodes(onnx.load(str(path)), ['head', 'sampling', 'attention'])
+    msda = sum(isinstance(m, MultiScaleDeformableAttention) for m in model.modules())
+    calls = []  # box refinement calls the box branches in the decoder too: count calls, not modules
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1))
+             for m in model.bbox_head.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        exportable(model)(x)
+    for hook in hooks:
+        hook.remove()
+    head = len(calls)
+    backbone_blocks = sum(len(stage.blocks) for stage in model.backbone.transformers)
+    decoder_layers = len(model.decoder.layers)
+    assert len(groups['sampling']) == msda == 6
+    assert len(groups['head']) == head == 25  # 4 class + 4 x 3 box branch layers, and the refinement's 3 x 3
+    # 2 products per backbone block (q k^T, attention v); torch's MultiheadAttention exports 2 more per layer.
+    assert len(groups['attention']) == 2 * backbone_blocks + 2 * decoder_layers
+    assert not set(groups['head']) & set(groups['sampling'])
+    with pytest.raises(PitDetError, match='--keep-fp32 box: choose from head, sampling, attention'):
+        fp32_nodes(onnx.load(str(path)), ['box'])
+
+
+def test_fixed_size_models_calibrate_on_any_image():
+    x = torch.randn(1, 3, 50, 90).numpy()
+    fitted = fit_to(x, (64, 64))
+    assert fitted.shape == (1, 3, 64, 64)
+    assert (fitted[:, :, :50, :64] == x[:, :, :, :64]).all() and (fitted[:, :, 50:] == 0).all()
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """The toy detector trained for one epoch (150 iterations) on the toy set, exported (dynamic)
+    and quantized by the tools as a user runs them."""
+    root = tmp_path_factory.mktemp('int8')
+    data = make_toy_coco(root / 'data')
+    proc = run(['tools/train.py', TOY, '--work-dir', root / 'work', '--data-root', data, '--cfg-options',
+                'train_cfg.max_epochs=1', 'train_cfg.val_interval=100'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fp32, int8 = root / 'toy.onnx', root / 'toy.int8.onnx'
+    proc = run(['tools/export.py', TOY, root / 'work/epoch_1.pth', '--out', fp32, '--dynamic'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(['tools/quantize.py', fp32, '--calib', data / 'train2017', '--out', int8, '--num-images', '16'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(root=root, data=data, fp32=fp32, int8=int8, quantize_stdout=proc.stdout)
+
+
+@pytest.mark.slow
+def test_int8_keeps_the_toy_ap_in_both_runtimes(trained):
+    info = json.loads(onnx.load(str(trained['int8']), load_external_data=False).metadata_props[-1].value)
+    assert info['precision'] == 'int8' and info['calibration_inputs'] == 16 and info['classes']
+    assert info['fp32_groups'] == {'head': 25}
+    assert 'int8 dot products' in trained['quantize_stdout'] or 'no int8 dot-product' in trained['quantize_stdout']
+    graph = onnx.load(str(trained['int8']), load_external_data=False).graph
+    assert sum(n.op_type == 'DequantizeLinear' for n in graph.node) > 50
+    ann, images = trained['data'] / VAL_ANN, trained['data'] / 'val2017'
+    # The tool once, as a user runs it; the other three in this process (the same function).
+    out = trained['root'] / 'int8_openvino.json'
+    proc = run(['tools/onnx_eval.py', trained['int8'], '--ann', ann, '--img-dir', images, '--runtime', 'openvino',
+                '--out', out])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result['images'] == 100 and result['precision'] == 'int8' and result['cpu'] in proc.stdout
+    ap = {('int8', 'openvino'): result['bbox_mAP']}
+    for name, runtime in (('fp32', 'onnxruntime'), ('fp32', 'openvino'), ('int8', 'onnxruntime')):
+        ap[name, runtime] = evaluate_onnx(str(trained[name]), str(ann), str(images), runtime)['bbox_mAP']
+    # fp32 in both runtimes: the same detections (tests/test_export.py), so the same AP.
+    assert abs(ap['fp32', 'onnxruntime'] - ap['fp32', 'openvino']) <= 0.002
+    # A detector that learned something (0.053 on a Xeon), or the bound would say nothing.
+    assert ap['fp32', 'onnxruntime'] >= 0.03, ap
+    for runtime in RUNTIMES:
+        assert ap['int8', runtime] >= ap['fp32', runtime] - MAX_AP_DROP, ap
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_named(trained, tmp_path):
+    # An INT8 model quantized again.
+    calib = trained['data'] / 'train2017'
+    proc = run(['tools/quantize.py', trained['int8'], '--calib', calib, '--out', tmp_path / 'x'])
+    assert proc.returncode == 1 and 'is already int8; quantize the fp32 export' in proc.stderr
+    # An ONNX model from elsewhere (no pit-det metadata).
+    foreign = tmp_path / 'foreign.onnx'
+    model = onnx.load(str(trained['fp32']))
+    del model.metadata_props[:]
+    onnx.save(model, str(foreign))
+    proc = run(['tools/quantize.py', foreign, '--calib', calib, '--out', tmp_path / 'x'])
+    assert proc.returncode == 1 and f'{foreign}: no pit_det metadata' in proc.stderr and 'Traceback' not in proc.stderr
+    # A calibration folder without images, and an unreadable image in it.
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    proc = run(['tools/quantize.py', trained['fp32'], '--calib', empty, '--out', tmp_path / 'x'])
+    assert proc.returncode == 1 and f'no images found at {empty}' in proc.stderr
+    (empty / 'broken.jpg').write_bytes(b'not an image')
+    proc = run(['tools/quantize.py', trained['fp32'], '--calib', empty, '--out', tmp_path / 'x'])
+    assert proc.returncode == 1 and f'cannot read calibration image {empty / "broken.jpg"}' in proc.stderr
+    assert not (tmp_path / 'x').exists()
+    # Evaluation on annotations of other classes.
+    ann = json.loads((trained['data'] / VAL_ANN).read_text())
+    ann['categories'] = [dict(c, name=c['name'] + '_other') for c in ann['categories']]
+    other = tmp_path / 'other.json'
+    other.write_text(json.dumps(ann))
+    proc = run(['tools/onnx_eval.py', trained['fp32'], '--ann', other, '--img-dir', trained['data'] / 'val2017'])
+    assert proc.returncode == 1 and f'{other} has no categories named' in proc.stderr and 'Traceback' not in proc.stderr
