@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
+from pit_det_deploy.runtime import RUNTIMES
+
 from .benchmark.runner import variant as benchmark_variant
 
 # The paper's Table 5: COCO val2017 at half resolution, latency on a V100.
@@ -81,7 +83,7 @@ def _benchmark_cells(row: dict, bench: Optional[dict], variant: Optional[str]) -
         return
     candidates = [r for r in bench['results'] if detector_key(r['model']) == row['key'] and
                   (benchmark_variant(r) == variant if variant
-                   else r['dtype'] == 'fp32' and not r['compiled'] and r['impl'] != 'onnxruntime')]
+                   else r['dtype'] == 'fp32' and not r['compiled'] and r['impl'] not in RUNTIMES)]
     if not candidates:
         why = f"no {variant or 'eager fp32'} row for {row['key']} in the benchmark JSON"
         row['missing'].update(params_m=why, latency_ms=why)

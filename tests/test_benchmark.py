@@ -127,18 +127,25 @@ def test_benchmark_tool_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_benchmark_compile_and_onnxruntime_rows(tmp_path):
+def test_benchmark_compile_and_runtime_rows(tmp_path):
     """--compile: an inductor-compiled row beside each eager one, its compile time apart from
-    its latency, the same detections as eager; --onnx: the exported graph timed in onnxruntime
-    (one encoder and decoder layer keep compiling and exporting short)."""
+    its latency, the same detections as eager; --runtimes / --graphs / --int8: the exported
+    graphs timed in onnxruntime and OpenVINO, fp32 with PyTorch's detections, and INT8 (one
+    encoder and decoder layer keep compiling and exporting short)."""
     report, stdout = run_tool(tmp_path, '--iters', '1', '--warmup', '1', '--no-flops', '--msda-impl', 'fast',
-                              '--compile', '--onnx',
-                              '--cfg-options', 'model.encoder.num_layers=1', 'model.decoder.num_layers=1')
-    eager, compiled, onnx_row = report['results']
-    assert onnx_row['impl'] == 'onnxruntime' and onnx_row['export_s'] > 0 and onnx_row['latency']['median_ms'] > 0
-    assert onnx_row['reference'] == 'fast fp32' and onnx_row['vs_reference']['labels_equal']
-    assert onnx_row['vs_reference']['max_box_diff'] <= 1e-6 * 208 and onnx_row['vs_reference']['max_score_diff'] <= 1e-6
-    assert 'onnxruntime fp32' in stdout
+                              '--compile', '--onnx', '--runtimes', 'openvino', '--graphs', 'grid_sample', 'gather',
+                              '--int8', '--cfg-options', 'model.encoder.num_layers=1', 'model.decoder.num_layers=1')
+    eager, compiled, *deployed = report['results']
+    assert [f"{r['impl']} {r['graph']} {r['dtype']}" for r in deployed] == [
+        f'{runtime} {graph}' for runtime in ('onnxruntime', 'openvino')
+        for graph in ('grid_sample fp32', 'gather fp32', 'grid_sample int8')]
+    for row in deployed:
+        assert row['export_s'] > 0 and row['latency']['median_ms'] > 0 and row['reference'] == 'fast fp32'
+        assert f"{row['impl']} {row['graph']} {row['dtype']}" in stdout
+        if row['dtype'] == 'fp32':  # the same detections as PyTorch, to fp32 rounding
+            assert row['vs_reference']['labels_equal']
+            assert row['vs_reference']['max_box_diff'] <= 1e-6 * 208
+            assert row['vs_reference']['max_score_diff'] <= 1e-6
     assert (eager['compiled'], compiled['compiled']) == (False, True)
     assert report['environment']['compile_mode'] == 'default'
     assert compiled['compile_s'] > compiled['latency']['median_ms'] / 1e3 > 0 and 'compile_s' not in eager

@@ -12,6 +12,8 @@ Examples:
     python tools/benchmark_latency.py configs/deformable_detr_{r50,vit_s,pit_s}.py --threads 2
     python tools/benchmark_latency.py configs/deformable_detr_{r50,vit_s,pit_s}.py --threads 2 \
         --msda-impl fast --bf16 --compile               # fp32 / bf16 x eager / inductor
+    python tools/benchmark_latency.py configs/deformable_detr_pit_s.py --threads 2 --msda-impl fast \
+        --compile --runtimes onnxruntime openvino --graphs grid_sample gather --int8   # every runtime row
     python tools/benchmark_latency.py configs/deformable_detr_pit_s.py --device cuda --bf16 \
         --compile --compile-mode reduce-overhead        # CUDA graphs
 """
@@ -29,8 +31,10 @@ from tqdm import tqdm
 from pit_det import benchmark as bm
 from pit_det.benchmark import Settings, benchmark, variant
 from pit_det.errors import run_tool
+from pit_det.export import GRAPHS
 from pit_det.ops import IMPLS
 from pit_det.precision import check_precision, default_device
+from pit_det_deploy import RUNTIMES
 
 # Noise from mmdet 3.3 / mmengine 0.10.7 internals, nothing this tool can change.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
@@ -54,8 +58,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='also time torch.compile(test_step) (inductor) beside eager; compile time reported apart')
     parser.add_argument('--compile-mode', default='default', choices=['default', 'reduce-overhead', 'max-autotune'],
                         help="torch.compile mode ('reduce-overhead': CUDA graphs on GPU)")
-    parser.add_argument('--onnx', action='store_true',
-                        help='also export each detector (tools/export.py\'s graph) and time it in onnxruntime (CPU)')
+    parser.add_argument('--runtimes', nargs='+', choices=list(RUNTIMES), default=[],
+                        help="also export each detector as tools/export.py does and time it in these CPU runtimes")
+    parser.add_argument('--onnx', action='store_true', help='shorthand for --runtimes onnxruntime')
+    parser.add_argument('--graphs', nargs='+', choices=sorted(GRAPHS), default=['grid_sample'],
+                        help='--runtimes: the exported graphs to time (tools/export.py --msda; default grid_sample)')
+    parser.add_argument('--int8', action='store_true',
+                        help='--runtimes: also the first graph in INT8 (tools/quantize.py), calibrated on noise: '
+                             'speed only')
     parser.add_argument('--warmup', type=int, default=3, help='untimed calls first (default: 3)')
     parser.add_argument('--iters', type=int, default=20, help='timed calls (default: 20)')
     parser.add_argument('--no-flops', action='store_true', help='skip the FLOP count')
@@ -72,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, flag):
             args.dtype = ['fp32', flag] if args.dtype == ['fp32'] else [*args.dtype, flag]
     args.dtype = list(dict.fromkeys(args.dtype))
+    if args.onnx and 'onnxruntime' not in args.runtimes:
+        args.runtimes = ['onnxruntime', *args.runtimes]
     return args
 
 
@@ -99,7 +111,8 @@ def run(args: argparse.Namespace) -> dict:
           flush=True)
     settings = Settings(dtypes=args.dtype, impls=args.msda_impl, shape=tuple(args.shape), device=device,
                         warmup=args.warmup, iters=args.iters, compile=args.compile, compile_mode=args.compile_mode,
-                        onnx=args.onnx, flops=not args.no_flops, profile=args.profile, cfg_options=args.cfg_options)
+                        runtimes=args.runtimes, graphs=args.graphs, int8=args.int8, flops=not args.no_flops,
+                        profile=args.profile, cfg_options=args.cfg_options)
     with tqdm(total=settings.calls(len(args.configs)), desc='timing', unit='call', disable=None,
               file=sys.stderr) as bar:
         def progress(what: str, calls: int) -> None:
@@ -110,7 +123,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def print_table(report: dict) -> None:
-    header = (f"{'model':<12}{'variant':<22}{'params M':>9}{'GFLOPs':>8}{'bb GFLOPs':>10}{'median ms':>10}"
+    header = (f"{'model':<12}{'variant':<30}{'params M':>9}{'GFLOPs':>8}{'bb GFLOPs':>10}{'median ms':>10}"
               f"{'p90 ms':>8}{'img/s':>7}{'backbone ms':>12}{'peak MiB':>9}{'GFLOP/s':>8}{'% mm':>6}"
               f"{'compile s':>10}{'speed-up':>9}  detections vs first row")
     print(header)
@@ -120,7 +133,7 @@ def print_table(report: dict) -> None:
         lat, f, agree = r['latency'], r['flops'], r.get('vs_reference')
         backbone = r['backbone_latency']['median_ms'] if r['backbone_latency'] else nan
         speedup = f"{r['speedup']:.2f}x" if 'speedup' in r else ''
-        print(f"{r['model']:<12}{variant(r):<22}{r['params']['total'] / 1e6:>9.2f}"
+        print(f"{r['model']:<12}{variant(r):<30}{r['params']['total'] / 1e6:>9.2f}"
               f"{(f['total'] / 1e9 if f else nan):>8.1f}{(f['backbone'] / 1e9 if f else nan):>10.1f}"
               f"{lat['median_ms']:>10.1f}{lat['p90_ms']:>8.1f}{lat['images_per_s']:>7.2f}{backbone:>12.1f}"
               f"{r['peak_mib']:>9.0f}{r.get('achieved_tflops', nan) * 1e3:>8.0f}"

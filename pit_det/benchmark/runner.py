@@ -1,15 +1,19 @@
 """The latency benchmark's method (``tools/benchmark_latency.py`` keeps its arguments and its
 printing): detectors built from configs with seeded random weights, each timed per precision x
 deformable-attention kernel x eager / compiled (and onnxruntime), side by side in one run, each
-row's detections compared with the detector's first row. Conventions: :mod:`.measure`."""
+row's detections compared with the detector's first row. The deployed rows (onnxruntime,
+OpenVINO; GridSample and gather graphs; INT8) run the file ``tools/export.py`` writes.
+Conventions: :mod:`.measure`."""
 import os.path as osp
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch._dynamo.utils import counters
+
+from pit_det_deploy.runtime import RUNTIMES
 
 from ..models import set_msda_impl
 from ..ops import resolve_impl
@@ -28,7 +32,10 @@ class Settings:
         warmup, iters: untimed and timed calls.
         compile: also a ``torch.compile(test_step)`` row beside each eager one.
         compile_mode: torch.compile's mode ('default', 'reduce-overhead', 'max-autotune').
-        onnx: also the exported graph in onnxruntime (CPU).
+        runtimes: also the exported graph in these CPU runtimes ('onnxruntime', 'openvino').
+        graphs: the exported graphs to time there ('grid_sample', 'gather'; ``tools/export.py --msda``).
+        int8: also the first graph quantized to INT8 (``tools/quantize.py``), calibrated on
+            noise images like the one timed: speed only, not accuracy.
         flops: count FLOPs.
         profile: record the N ops taking most time (0: none).
         cfg_options: config overrides for every detector.
@@ -41,7 +48,9 @@ class Settings:
     iters: int = 20
     compile: bool = False
     compile_mode: str = 'default'
-    onnx: bool = False
+    runtimes: Sequence[str] = ()
+    graphs: Sequence[str] = ('grid_sample',)
+    int8: bool = False
     flops: bool = True
     profile: int = 0
     cfg_options: dict = field(default_factory=dict)
@@ -50,7 +59,7 @@ class Settings:
         """Timed calls in all (for a progress bar)."""
         modes = [False, True] if self.compile else [False]
         return num_configs * (len(self.impls) * len(self.dtypes) * sum(self.iters * (1 if c else 2) for c in modes)
-                              + self.iters * self.onnx)
+                              + self.iters * len(self.runtimes) * (len(self.graphs) + self.int8))
 
 
 def label(config: str) -> str:
@@ -59,8 +68,8 @@ def label(config: str) -> str:
 
 def variant(row: dict) -> str:
     """'fast bf16 compiled': kernel, precision and eager / compiled of a result row."""
-    if row['impl'] == 'onnxruntime':
-        return f"onnxruntime {row['dtype']}"
+    if row['impl'] in RUNTIMES:
+        return f"{row['impl']} {row['graph']} {row['dtype']}"
     return f"{row['impl']} {row['dtype']}" + (' compiled' if row['compiled'] else '')
 
 
@@ -97,12 +106,10 @@ def benchmark_config(config: str, impls: List[str], settings: Settings, env: dic
                 what = f'{label(config)} {variant(row)}'
                 row.update(measure(model, data, image, dtype, compiled, settings, lambda: progress(what, 1)))
                 rows.append(row)
-    if settings.onnx:
-        row = dict(config=config, model=label(config), impl='onnxruntime', dtype='fp32', compiled=False,
-                   params=params, flops=flops)
-        what = f'{label(config)} onnxruntime'
-        row.update(measure_onnx(model, image, settings, lambda: progress(what, 1)))
-        rows.append(row)
+    if settings.runtimes:
+        for row, measured in measure_deployed(model, image, settings, label(config), progress):
+            row.update(config=config, model=label(config), compiled=False, params=params, flops=flops, **measured)
+            rows.append(row)
     reference = None
     for row in rows:
         dets = row.pop('detections')
@@ -148,26 +155,39 @@ def measure(model, data: dict, image, dtype: str, compiled: bool, settings: Sett
     return result
 
 
-def measure_onnx(model, image, settings: Settings, progress) -> dict:
-    """The detector exported as ``tools/export.py`` does (static, at this input size) and run by
-    onnxruntime on CPU with as many threads as torch: latency (from the normalised image: the
-    normalisation, about 1 ms, is outside the graph), export time, detections."""
-    import onnxruntime as ort
-
+def measure_deployed(model, image, settings: Settings, name: str,
+                     progress: Callable[[str, int], None]) -> Iterator[Tuple[dict, dict]]:
+    """The detector exported as ``tools/export.py`` does (static, at this input size) for each of
+    ``settings.graphs`` (and INT8 of the first), run in each of ``settings.runtimes`` on CPU with
+    as many threads as torch: latency (from the normalised image: the normalisation, about 1 ms,
+    is outside the graph), export time, detections. Yields (row keys, measurements)."""
     from pit_det.export import export_onnx
+    from pit_det.export.quantize import quantize
+    from pit_det_deploy import load_graph
+    threads = torch.get_num_threads()
+    x = image.cpu()
     with tempfile.TemporaryDirectory() as tmp:
-        path = osp.join(tmp, 'model.onnx')
-        t0 = time.perf_counter()
-        export_onnx(model, image.cpu(), path)
-        export_s = time.perf_counter() - t0
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-    feed = {'image': image.cpu().numpy()}
-    step = lambda: session.run(None, feed)  # noqa: E731
-    with bm.peak_memory('cpu') as memory:
-        latency = bm.time_calls(step, settings.warmup, settings.iters, 'cpu', progress)
-    boxes, scores, labels = step()
-    return dict(latency=bm.summarize(latency), backbone_latency=None, export_s=export_s, **memory,
-                detections=(torch.from_numpy(boxes[0]), torch.from_numpy(scores[0]), torch.from_numpy(labels[0])))
+        files = []
+        for graph in settings.graphs:
+            path = osp.join(tmp, f'{graph}.onnx')
+            start = time.perf_counter()
+            export_onnx(model, x, path, msda=graph)
+            files.append((graph, 'fp32', path, time.perf_counter() - start))
+        if settings.int8:
+            graph, _, path, _ = files[0]
+            noise = (torch.randn(x.shape, generator=torch.Generator().manual_seed(i)).numpy() for i in range(4))
+            start = time.perf_counter()
+            quantize(path, osp.join(tmp, 'int8.onnx'), ({'image': n} for n in noise))
+            files.append((graph, 'int8', osp.join(tmp, 'int8.onnx'), time.perf_counter() - start))
+        for runtime in settings.runtimes:
+            for graph, dtype, path, prepare_s in files:
+                run = load_graph(path, runtime, threads)
+                feed = {'image': x.numpy()}
+                step = lambda: run(feed)  # noqa: E731
+                what = f'{name} {runtime} {graph} {dtype}'
+                with bm.peak_memory('cpu') as memory:
+                    latency = bm.time_calls(step, settings.warmup, settings.iters, 'cpu', lambda: progress(what, 1))
+                boxes, scores, labels = step()
+                yield (dict(impl=runtime, graph=graph, dtype=dtype),
+                       dict(latency=bm.summarize(latency), backbone_latency=None, export_s=prepare_s, **memory,
+                            detections=tuple(torch.from_numpy(a[0]) for a in (boxes, scores, labels))))
