@@ -5,7 +5,7 @@ through a registry, so ``set_msda_impl`` switches existing modules to this subcl
 same parameters, same state-dict keys, only ``forward`` differs.
 """
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
@@ -23,6 +23,8 @@ class MSDeformAttn(MultiScaleDeformableAttention):
     """
 
     impl: str = 'auto'
+    # Set by :func:`record_sampling`: called with what the kernel receives, before it runs.
+    recorder: Optional[Callable[..., None]] = None
 
     def forward(self, query: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None,
                 identity: Optional[Tensor] = None, query_pos: Optional[Tensor] = None,
@@ -83,6 +85,10 @@ class MSDeformAttn(MultiScaleDeformableAttention):
                              f'{tuple(reference_points.shape)}')
         locations = locations.view(B, Q, M, L, P, 2)
 
+        if self.recorder is not None:
+            self.recorder(self, value=value, spatial_shapes=spatial_shapes, level_start_index=level_start_index,
+                          sampling_locations=locations, attention_weights=weights,
+                          reference_points=reference_points)
         output = multi_scale_deformable_attn(value, spatial_shapes, level_start_index, locations,
                                              weights, impl=self.impl, im2col_step=self.im2col_step,
                                              level_shapes=level_shapes)
@@ -131,3 +137,35 @@ def msda_impl_as(model: nn.Module, impl: str) -> Iterator[None]:
                 module.__dict__.pop('impl', None)
             else:
                 module.impl = own
+
+
+@contextmanager
+def record_sampling(model: nn.Module) -> Iterator[List[Dict[str, object]]]:
+    """Records where every deformable attention of ``model`` samples, for the duration of the block.
+
+    Each call appends a dict in call order: ``module`` (its name in ``model``, e.g.
+    ``'decoder.layers.2.cross_attn'``) and the kernel's inputs, detached: ``value`` (B, S, M, D)
+    after the value projection, ``spatial_shapes``, ``level_start_index``,
+    ``sampling_locations`` (B, Q, M, L, P, 2), ``attention_weights`` (B, Q, M, L, P) and
+    ``reference_points`` (B, Q, L, 2 or 4). Nothing of the computation changes.
+
+    Raises:
+        ValueError: ``model`` has no pit-det deformable attention (mmcv's own class, the 'stock'
+            kernel, cannot be recorded; switch with ``set_msda_impl``).
+    """
+    names = {m: n for n, m in model.named_modules() if isinstance(m, MSDeformAttn)}
+    if not names:
+        raise ValueError('no recordable deformable attention: the model runs mmcv\'s own module (msda_impl '
+                         "'stock'); set_msda_impl(model, 'fast') (or 'grid_sample') first")
+    records: List[Dict[str, object]] = []
+
+    def record(module: MSDeformAttn, **tensors: Tensor) -> None:
+        records.append(dict(module=names[module], **{k: t.detach() for k, t in tensors.items()}))
+
+    for module in names:
+        module.recorder = record
+    try:
+        yield records
+    finally:
+        for module in names:
+            module.__dict__.pop('recorder', None)

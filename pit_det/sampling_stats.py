@@ -1,0 +1,88 @@
+"""Where deformable attention samples: the detector-side counterpart of :mod:`.attention_stats`.
+
+Deformable DETR (arXiv 2010.04159, Eq. 3) lets every query read P points per head on each of
+the L feature levels, at learned offsets from its reference point, with learned weights. From the
+kernel inputs that :func:`pit_det.models.record_sampling` records, this module computes, per
+attention layer:
+
+- **level mass**: the share of the attention weight that goes to each level (sums to 1);
+- **sampling distance**: the attention-weighted mean distance of the sample points from the
+  query's reference point (the box centre for the decoder's box references), in input pixels
+  and in tokens of the level sampled (pixels / the level's stride).
+
+All of it is for one unpadded image at a time, as :func:`run_recorded` runs it (the valid ratios
+are 1, so normalised coordinates cover the whole input).
+"""
+from typing import Dict, List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .export.wrappers import DetectorCore
+from .models import record_sampling
+
+
+@torch.no_grad()
+def run_recorded(detector: nn.Module, image: Tensor) -> Tuple[Tensor, Tensor, List[dict]]:
+    """The detector on one normalised, unpadded (1, 3, H, W) image with its sampling recorded.
+
+    Returns:
+        logits: (Q, K) of the last decoder layer.
+        boxes: (Q, 4) (cx, cy, w, h) normalised to the input.
+        records: :func:`pit_det.models.record_sampling`'s, encoder layers then decoder layers.
+    """
+    with record_sampling(detector) as records:
+        logits, boxes = DetectorCore(detector.eval())(image)
+    return logits[0], boxes[0], records
+
+
+def top_queries(logits: Tensor, k: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """The k best (query, class) pairs, as the head's post-processing ranks them: sigmoid scores,
+    top-k over all pairs. Returns (queries, labels, scores), each (k,)."""
+    num_classes = logits.shape[-1]
+    scores, index = logits.sigmoid().flatten().topk(min(k, logits.numel()))
+    return index // num_classes, index % num_classes, scores
+
+
+def reference_centres(record: dict) -> Tensor:
+    """(B, Q, L, 2) reference points of a record: the points, or the centres of box references."""
+    return record['reference_points'][..., :2]
+
+
+def level_mass(record: dict) -> Tensor:
+    """(L,) share of the attention weight on each level, averaged over images, queries and heads."""
+    return record['attention_weights'].sum(-1).mean(dim=(0, 1, 2))
+
+
+def sampling_distance(record: dict, input_hw: Tuple[int, int]) -> Dict[str, Tensor]:
+    """Attention-weighted mean distance of the samples from the reference point.
+
+    Returns:
+        ``pixels`` (L,) and ``tokens`` (L,): per level, the weight-weighted mean distance within
+        that level (input pixels; tokens of that level), and ``pixels_all`` (): over all levels.
+    """
+    loc, weight = record['sampling_locations'], record['attention_weights']  # (B, Q, M, L, P, 2), (..., P)
+    offset = loc - reference_centres(record)[:, :, None, :, None, :]  # (B, Q, M, L, P, 2)
+    H, W = input_hw
+    pixels = (offset * offset.new_tensor([W, H])).norm(dim=-1)  # (B, Q, M, L, P)
+    level_wh = record['spatial_shapes'].flip(-1).to(offset.dtype)  # (L, 2) as (W_l, H_l)
+    tokens = (offset * level_wh[:, None, :]).norm(dim=-1)
+    per_level = weight.sum(dim=(0, 1, 2, 4)).clamp_min(1e-12)  # (L,)
+    return dict(pixels=(weight * pixels).sum(dim=(0, 1, 2, 4)) / per_level,
+                tokens=(weight * tokens).sum(dim=(0, 1, 2, 4)) / per_level,
+                pixels_all=(weight * pixels).sum() / weight.sum())
+
+
+def summarize(records: List[dict], input_hw: Tuple[int, int]) -> Dict[str, Dict[str, List]]:
+    """Per part ('encoder', 'decoder'): for each layer, its level mass, per-level distances in
+    pixels and tokens, and its all-level distance in pixels (plain lists, for JSON)."""
+    out: Dict[str, Dict[str, List]] = {}
+    for record in records:
+        part = record['module'].split('.')[0]
+        stats = out.setdefault(part, dict(level_mass=[], distance_px=[], distance_tokens=[], distance_px_all=[]))
+        dist = sampling_distance(record, input_hw)
+        stats['level_mass'].append(level_mass(record).tolist())
+        stats['distance_px'].append(dist['pixels'].tolist())
+        stats['distance_tokens'].append(dist['tokens'].tolist())
+        stats['distance_px_all'].append(dist['pixels_all'].item())
+    return out
