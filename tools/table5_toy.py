@@ -1,0 +1,89 @@
+"""Table 5 on the toy set: ResNet-50, ViT-S, ViT-S pyramid and PiT-S Deformable DETR, each trained
+from random weights with one schedule and seed (configs/toy/*_toy.py), evaluated, timed, and put
+side by side by tools/table5.py.
+
+    python tools/table5_toy.py                       # what `make table5-toy` runs (about 20 min on 2 cores)
+    python tools/table5_toy.py --detectors pit_s r50 --epochs 2
+
+This is random weights on synthetic shapes, not the paper's ImageNet-pretrained COCO setting: it
+shows that every detector learns under the same recipe and how they compare there. Writes, under
+--work-dir, one folder per detector (checkpoint, metrics.json, log), benchmark.json (params and
+latency of the toy detectors at 128 x 128) and table5.{md,csv,png}, and prints how long each
+training took on which processor.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pit_det.datasets import make_toy_coco
+from pit_det.errors import PitDetError, run_tool
+from pit_det.precision import default_device, device_name
+
+ROOT = Path(__file__).resolve().parents[1]
+DETECTORS = ('r50', 'vit_s', 'vit_s_pyramid', 'pit_s')
+
+
+def config(name: str) -> Path:
+    return ROOT / f'configs/toy/deformable_detr_{name}_toy.py'
+
+
+def run(cmd: list, log: Path) -> float:
+    """Runs ``cmd`` with its output in ``log``; returns its seconds. Stops with the log's tail on failure."""
+    print('$', ' '.join(str(c) for c in cmd), f'> {log}', flush=True)
+    start = time.time()
+    with open(log, 'w') as f:
+        code = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    if code:
+        tail = ''.join(log.read_text().splitlines(keepends=True)[-15:])
+        raise PitDetError(f'{Path(str(cmd[1])).name} exited with {code}; the end of {log}:\n{tail}')
+    return time.time() - start
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--detectors', nargs='+', choices=DETECTORS, default=list(DETECTORS))
+    parser.add_argument('--work-dir', default='work_dirs/table5_toy')
+    parser.add_argument('--data-root', default='data/toy_coco')
+    parser.add_argument('--epochs', type=int, help='override the toy schedule length (every detector alike)')
+    args = parser.parse_args(argv)
+    work = (ROOT / args.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    make_toy_coco(ROOT / args.data_root)
+    options = []
+    if args.epochs:
+        options = ['--cfg-options', f'train_cfg.max_epochs={args.epochs}', f'train_cfg.val_interval={args.epochs}',
+                   f'param_scheduler.0.end={args.epochs}', f'param_scheduler.0.milestones=[{max(args.epochs - 1, 1)}]']
+    times = {}
+    for name in args.detectors:
+        out = work / name
+        out.mkdir(exist_ok=True)
+        print(f'[{name}] training from random weights', flush=True)
+        train_s = run([sys.executable, 'tools/train.py', config(name), '--work-dir', out, '--data-root',
+                       args.data_root, *options], out / 'train.log')
+        checkpoint = (out / 'last_checkpoint').read_text().strip()
+        test_s = run([sys.executable, 'tools/test.py', config(name), checkpoint, '--work-dir', out / 'test',
+                      '--out-dir', out, '--data-root', args.data_root], out / 'test.log')
+        ap = json.loads((out / 'metrics.json').read_text())['coco/bbox_mAP']
+        times[name] = dict(train_s=train_s, test_s=test_s, ap=ap)
+        print(f'[{name}] AP {ap:.3f}; training {train_s / 60:.1f} min, evaluation {test_s:.0f} s', flush=True)
+    print('[benchmark] params and latency of the toy detectors', flush=True)
+    run([sys.executable, 'tools/benchmark_latency.py', *[config(n) for n in args.detectors], '--shape', '128', '128',
+         '--msda-impl', 'fast', '--iters', '20', '--out', work / 'benchmark.json'], work / 'benchmark.log')
+    run([sys.executable, 'tools/table5.py', *[f'{n}={work / n}' for n in args.detectors],
+         '--benchmark', work / 'benchmark.json', '--out', work / 'table5'], work / 'table5.log')
+    machine = f'{device_name(default_device())}, {torch.get_num_threads()} threads'
+    (work / 'times.json').write_text(json.dumps(dict(machine=machine, runs=times), indent=2))
+    print((work / 'table5.md').read_text())
+    print(f'on {machine}:')
+    for name, t in times.items():
+        print(f'  {name:<14} training {t["train_s"] / 60:5.1f} min, evaluation {t["test_s"]:4.0f} s')
+    print(f'written: {work}/table5.md, .csv, .png; times.json; one folder per detector')
+
+
+if __name__ == '__main__':
+    sys.exit(run_tool(main))
