@@ -3,12 +3,16 @@
 VENV ?= $(or $(PIT_DET_VENV),.venv)
 PY := $(VENV)/bin/python
 
-.PHONY: env demo test lint
+.PHONY: env demo test lint table5-toy
 env:
 	PIT_DET_VENV=$(VENV) bash tools/setup_env.sh
 
 demo: env
 	$(PY) tools/quickstart.py
+
+# R50, ViT-S, ViT-S pyramid and PiT-S trained on the toy set with one recipe, then Table 5 (docs/analysis.md).
+table5-toy: env
+	$(PY) tools/table5_toy.py
 
 test: env
 	$(PY) -m pytest -q

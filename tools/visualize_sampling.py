@@ -149,6 +149,7 @@ def plot_statistics(results: Dict[str, dict], path: Path) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     names = list(results)
     width = 0.8 / len(names)
@@ -165,6 +166,7 @@ def plot_statistics(results: Dict[str, dict], path: Path) -> None:
         for part, style in (('encoder', '-'), ('decoder', '--')):
             dist = results[name][part]['distance_px_all']
             axes[2].plot(range(1, len(dist) + 1), dist, style, marker='o', color=f'C{i}', label=f'{name} {part}')
+    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[2].set_xlabel('layer')
     axes[2].set_title('mean sampling distance from the reference (px)')
     axes[2].grid(alpha=0.3)
