@@ -232,9 +232,14 @@ def test_bad_inputs_are_named(toy, tmp_path):
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
     assert f'error: {r50} does not match {TOY}' in proc.stderr and 'backbone.' in proc.stderr
     assert not (tmp_path / 'x.onnx').exists()
-    # An opset without GridSample.
+    # An opset without GridSample, and one torch's exporter cannot convert the gather graph to.
     proc = run(['tools/export.py', TOY, toy['checkpoint'], '--out', tmp_path / 'x.onnx', '--opset', '15'])
-    assert proc.returncode == 1 and 'error: opset 15 is not supported' in proc.stderr
+    assert proc.returncode == 1 and 'error: opset 15 is not supported: the grid_sample graph needs opset >= 16' \
+        in proc.stderr
+    proc = run(['tools/export.py', TOY, toy['checkpoint'], '--out', tmp_path / 'x.onnx', '--shape', '64', '64',
+                '--msda', 'gather', '--opset', '17'])
+    assert proc.returncode == 1 and 'could not convert this gather graph to opset 17 (it wrote opset 18)' in proc.stderr
+    assert not (tmp_path / 'x.onnx').exists()
     # Something that is not an ONNX model.
     fake = tmp_path / 'model.onnx'
     fake.write_text('not a model')

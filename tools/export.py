@@ -35,7 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'the encoder num_queries tokens)')
     parser.add_argument('--msda', choices=sorted(GRAPHS), default='grid_sample',
                         help='deformable attention as GridSample (default) or as Gather and arithmetic')
-    parser.add_argument('--opset', type=int, default=18, help='ONNX opset (>= 18, the exporter\'s; default 18)')
+    parser.add_argument('--opset', type=int, default=18,
+                        help='ONNX opset (default 18; the gather graph comes out at 18 or more)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='config overrides, e.g. model.num_queries=100')
     return parser.parse_args(argv)

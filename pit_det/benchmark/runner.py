@@ -160,7 +160,8 @@ def measure_deployed(model, image, settings: Settings, name: str,
     """The detector exported as ``tools/export.py`` does (static, at this input size) for each of
     ``settings.graphs`` (and INT8 of the first), run in each of ``settings.runtimes`` on CPU with
     as many threads as torch: latency (from the normalised image: the normalisation, about 1 ms,
-    is outside the graph), export time, detections. Yields (row keys, measurements)."""
+    is outside the graph), export time (``export_s``; for INT8 the quantization's), detections.
+    Yields (row keys, measurements)."""
     from pit_det.export import export_onnx
     from pit_det.export.quantize import quantize
     from pit_det_deploy import load_graph

@@ -3,8 +3,8 @@
 onnxruntime's static quantization writes a QDQ model: QuantizeLinear / DequantizeLinear pairs
 around the matmuls, int8 weights per output channel, int8 activations with symmetric ranges from
 the calibration images (min / max). OpenVINO turns such a model into INT8 kernels; symmetric
-int8 activations are what its CPU plugin runs fastest (asymmetric uint8 ran at fp32 speed in our
-measurement, docs/export.md). The same file runs in onnxruntime.
+int8 activations are what its CPU plugin runs fastest (with asymmetric uint8 activations the same
+model ran about as fast as fp32; docs/export.md). The same file runs in onnxruntime.
 
 Which matmuls stay fp32 is chosen by what they compute, read from the module path that torch's
 exporter stores on every node (:data:`KEEP_FP32`).

@@ -11,10 +11,11 @@ from ..models import msda_impl_as
 from .program import MAX_DYNAMIC_SIZE, dynamic_image_shapes, min_dynamic_size, require_torch_for_export
 from .wrappers import exportable
 
-# Deformable attention in the exported graph: pit-det's gather kernel or mmcv's grid_sample one
-# (``pit_det.ops.IMPLS``), and the opset each needs. torch's dynamo exporter writes opset 18 at least.
-GRAPHS = {'gather': 13, 'grid_sample': 16}
-MIN_EXPORTER_OPSET = 18
+# Deformable attention in the exported graph (``pit_det.ops.IMPLS``) and the oldest opset that
+# has its ops. torch's exporter writes opset 18 and converts down from it, which fails for the
+# detectors (the gather table's Pad has no adapter below 18): they come out at 18 whatever is
+# asked, and export_onnx says so.
+GRAPHS = {'grid_sample': 16, 'gather': 13}
 
 
 def export_onnx(detector: nn.Module, image: Tensor, path: str, dynamic: bool = False, opset: int = 18,
@@ -27,16 +28,16 @@ def export_onnx(detector: nn.Module, image: Tensor, path: str, dynamic: bool = F
     input range, graph kind and whatever ``metadata`` adds.
 
     Raises:
-        PitDetError: an unknown ``msda``, an ``opset`` below the exporter's 18, or a torch too old
-            for the export.
+        PitDetError: an unknown ``msda``, an ``opset`` without the graph's ops, one the exporter
+            could not convert the graph to (nothing is written then), or a torch too old for the
+            export.
     """
     import onnx
     require_torch_for_export(dynamic)
     if msda not in GRAPHS:
         raise PitDetError(f'--msda {msda!r}: choose one of {sorted(GRAPHS)}')
-    if opset < MIN_EXPORTER_OPSET:
-        raise PitDetError(f'opset {opset} is not supported: the ONNX exporter of torch writes opset >= '
-                          f'{MIN_EXPORTER_OPSET} (the {msda} graph itself needs opset >= {GRAPHS[msda]})')
+    if opset < GRAPHS[msda]:
+        raise PitDetError(f'opset {opset} is not supported: the {msda} graph needs opset >= {GRAPHS[msda]}')
     H, W = image.shape[-2:]
     info = dict(metadata or {}, input_shape=[H, W], dynamic=dynamic, opset=opset, msda=msda)
     shapes = None
@@ -52,6 +53,10 @@ def export_onnx(detector: nn.Module, image: Tensor, path: str, dynamic: bool = F
                                     input_names=['image'], output_names=['boxes', 'scores', 'labels'],
                                     optimize=False, verbose=False)
     model = program.model_proto
+    written = next(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx'))
+    if written != opset:  # the exporter falls back to its own opset when it cannot convert
+        raise PitDetError(f'torch\'s ONNX exporter could not convert this {msda} graph to opset {opset} (it '
+                          f'wrote opset {written}); export with --opset {written}')
     onnx.helper.set_model_props(model, {'pit_det': json.dumps(info)})
     onnx.save(model, path)
     return info
