@@ -53,9 +53,9 @@ def _onnxruntime(path: str, threads: int) -> Graph:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: not its notes on constants it cannot fold
-    session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-    meta = session.get_modelmeta().custom_metadata_map
-    return Graph(lambda feed: session.run(None, feed), json.loads(meta['pit_det']) if 'pit_det' in meta else {},
+    inference = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    meta = inference.get_modelmeta().custom_metadata_map
+    return Graph(lambda feed: inference.run(None, feed), json.loads(meta['pit_det']) if 'pit_det' in meta else {},
                  'onnxruntime')
 
 
