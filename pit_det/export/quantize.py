@@ -111,6 +111,11 @@ def model_info(model_path: str) -> dict:
     Raises:
         PitDetError: the file is no ONNX model, or not one written by ``tools/export.py``.
     """
+    return _load(model_path)[1]
+
+
+def _load(model_path: str):
+    """The model's graph (weights left on disk) and its ``pit_det`` metadata (:func:`model_info`)."""
     import onnx
     try:
         model = onnx.load(model_path, load_external_data=False)
@@ -119,7 +124,7 @@ def model_info(model_path: str) -> dict:
     meta = {p.key: p.value for p in model.metadata_props}
     if 'pit_det' not in meta:
         raise PitDetError(f'{model_path}: no pit_det metadata; quantize a model written by tools/export.py')
-    return json.loads(meta['pit_det'])
+    return model, json.loads(meta['pit_det'])
 
 
 def quantize(model_path: str, out_path: str, inputs: Iterable[Dict[str, np.ndarray]],
@@ -141,10 +146,10 @@ def quantize(model_path: str, out_path: str, inputs: Iterable[Dict[str, np.ndarr
         quantize_static,
     )
 
-    info = model_info(model_path)
+    model, info = _load(model_path)
     if info.get('precision', 'fp32') != 'fp32':
         raise PitDetError(f'{model_path} is already {info["precision"]}; quantize the fp32 export')
-    groups = fp32_nodes(onnx.load(model_path, load_external_data=False), keep)
+    groups = fp32_nodes(model, keep)
     feeds = iter(inputs)
     count = 0
 
