@@ -11,7 +11,13 @@ custom_imports = dict(imports=['pit_det'], allow_failed_imports=False)
 # mmdet's DeformableDETR with a selectable deformable-attention kernel (pit_det/models/
 # deformable_detr.py); same weights and checkpoints. 'auto': pit-det's C++ kernel on CPU when it
 # builds, else mmcv's pure-PyTorch one; mmcv's CUDA kernel on GPU. 'stock' is mmcv unchanged.
-model = dict(type='PitDeformableDETR', msda_impl='auto')
+model = dict(
+    type='PitDeformableDETR',
+    msda_impl='auto',
+    # mmdet's FocalLoss (gamma 2, alpha 0.25, weight 2 as mmdet's config), calling mmcv's CUDA focal
+    # loss only where mmcv has CUDA ops: a GPU machine set up without nvcc trains too
+    # (pit_det/models/losses.py).
+    bbox_head=dict(loss_cls=dict(type='PortableFocalLoss')))
 
 # Standard COCO layout under data/coco; tools/train.py --data-root moves all of it.
 data_root = 'data/coco/'

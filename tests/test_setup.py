@@ -83,12 +83,12 @@ def test_self_check_uses_triton_where_mmcv_has_no_cuda_ops(monkeypatch):
     import mmcv.ops
     from mmcv.ops import MultiScaleDeformableAttention
 
-    from pit_det.ops import ms_deform_attn_op
+    from pit_det.ops import mmcv_cuda
     monkeypatch.setenv('TRITON_INTERPRET', '1')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a: 'NVIDIA H200')
     monkeypatch.setattr(mmcv.ops, 'get_compiling_cuda_version', lambda: 'not available')
-    ms_deform_attn_op.cuda_kernel.cache_clear()
+    mmcv_cuda.mmcv_has_cuda_ops.cache_clear()
     try:
         attn = MultiScaleDeformableAttention(embed_dims=16, num_heads=2, num_levels=2, num_points=2,
                                              batch_first=True).eval()
@@ -102,7 +102,7 @@ def test_self_check_uses_triton_where_mmcv_has_no_cuda_ops(monkeypatch):
         with pytest.raises(AssertionError):
             self_check.check_cuda_ops(attn, inputs, expected + 1e-3, device='cpu')
     finally:
-        ms_deform_attn_op.cuda_kernel.cache_clear()
+        mmcv_cuda.mmcv_has_cuda_ops.cache_clear()
 
 
 def test_setup_dry_run_without_nvcc_builds_cpu_ops_for_triton(tmp_path):

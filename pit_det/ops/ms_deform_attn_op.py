@@ -11,7 +11,6 @@ for tracing) and autograd, the op stays inside compiled and exported graphs:
   machine without ``nvcc`` needs only mmcv's CPU build (:func:`cuda_kernel`);
 * backward: the op ``pit_det::ms_deform_attn_backward``, registered the same way.
 """
-from functools import lru_cache
 from typing import Tuple
 
 import torch
@@ -19,21 +18,17 @@ from torch import Tensor
 
 from . import ms_deform_attn_triton as triton_kernel
 from .extension import load_extension
+from .mmcv_cuda import mmcv_has_cuda_ops
 
 
-@lru_cache(maxsize=None)
 def cuda_kernel() -> str:
     """``'mmcv'`` when mmcv was built with CUDA ops, else ``'triton'``: the kernel of
-    ``pit_det::ms_deform_attn`` on CUDA tensors.
+    ``pit_det::ms_deform_attn`` on CUDA tensors (:func:`.mmcv_cuda.mmcv_has_cuda_ops` decides).
 
     Neither has been timed against the other on a GPU yet, so the choice only follows the build:
     a CUDA build of mmcv is taken as the user's intent, and Triton serves every other GPU set-up.
     """
-    try:
-        from mmcv.ops import get_compiling_cuda_version
-        return 'triton' if get_compiling_cuda_version() == 'not available' else 'mmcv'
-    except ImportError:
-        return 'triton'
+    return 'mmcv' if mmcv_has_cuda_ops() else 'triton'
 
 
 def _mmcv_ext():

@@ -1,0 +1,195 @@
+"""The GPU branch of pit-det's detectors, run on this CPU: no mmcv CUDA op is reached where mmcv
+has none.
+
+On CPU, mmdet and mmcv take their PyTorch branches, so a CPU run never reaches the code that a GPU
+user runs. Here the GPU branch is taken on CPU tensors: ``torch.cuda.is_available()`` reports True,
+the tensors report ``is_cuda`` (:class:`CudaLooking`), and every call into mmcv's compiled
+extension is recorded (:func:`mmcv_ext_calls`). A call with a CUDA-looking tensor fails as it does
+on a GPU with an mmcv built without CUDA ops, the set-up of a GPU machine without ``nvcc``.
+"""
+import sys
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+import torch
+from mmdet.models.losses import FocalLoss
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmengine.config import Config
+from mmengine.structures import InstanceData
+
+import pit_det  # noqa: F401  registers PortableFocalLoss and the detector
+from pit_det.models import PortableFocalLoss, build_detector
+from pit_det.ops import mmcv_cuda
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(str(p.relative_to(ROOT)) for p in (ROOT / 'configs').rglob('*.py'))
+
+
+class CudaLooking(torch.Tensor):
+    """A CPU tensor whose ``is_cuda`` is True. torch's default ``__torch_function__`` keeps the
+    subclass on every result, so a whole forward and backward stays CUDA-looking."""
+
+    @property
+    def is_cuda(self) -> bool:
+        return True
+
+    def __deepcopy__(self, memo):  # mmdet deep-copies boxes; torch's default needs new_empty to keep the type
+        return self.as_subclass(torch.Tensor).__deepcopy__(memo).as_subclass(CudaLooking)
+
+
+def cuda_looking(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.as_subclass(CudaLooking)
+
+
+class ReachedMmcvCuda(Exception):
+    """mmcv's compiled CUDA kernel would have run here (simulated mmcv with CUDA ops)."""
+
+
+@pytest.fixture
+def gpu_branch(monkeypatch):
+    """Switch to the GPU branch; returns ``set_cuda_ops(bool)`` and the list of recorded calls
+    ``(name, a CUDA-looking tensor was passed)``. mmcv starts without CUDA ops."""
+    import mmcv.ops
+    from mmcv.utils import ext_loader
+    ext = ext_loader.load_ext('_ext', [])  # the module object every mmcv op holds
+    calls: List[Tuple[str, bool]] = []
+    state = dict(cuda_ops=False)
+
+    def recorder(name, fn):
+        def call(*args, **kwargs):
+            cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in (*args, *kwargs.values()))
+            calls.append((name, cuda))
+            if cuda and state['cuda_ops']:
+                raise ReachedMmcvCuda(name)
+            if cuda:  # mmcv's own message on a GPU when it was built without CUDA ops
+                raise RuntimeError(f'{name}_impl: implementation for device cuda:0 not found.')
+            return fn(*args, **kwargs)
+        return call
+
+    for name in dir(ext):
+        if not name.startswith('_') and callable(getattr(ext, name)):
+            monkeypatch.setattr(ext, name, recorder(name, getattr(ext, name)))
+
+    def set_cuda_ops(available: bool) -> None:
+        state['cuda_ops'] = available
+        monkeypatch.setattr(mmcv.ops, 'get_compiling_cuda_version', lambda: '13.0' if available else 'not available')
+        mmcv_cuda.mmcv_has_cuda_ops.cache_clear()
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    for module in list(sys.modules.values()):  # mmcv's answer, taken once at import (mmcv.utils.device_type)
+        if module.__name__.startswith(('mmcv', 'mmdet', 'mmengine')) and hasattr(module, 'IS_CUDA_AVAILABLE'):
+            monkeypatch.setattr(module, 'IS_CUDA_AVAILABLE', True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)  # mmengine's logger asks for the device id
+    set_cuda_ops(False)
+    yield set_cuda_ops, calls
+    mmcv_cuda.mmcv_has_cuda_ops.cache_clear()
+
+
+def focal_inputs(num_classes: int = 5, n: int = 12):
+    """Logits, class-index targets (``num_classes`` = background, as the DETR head gives them),
+    per-query weights and an avg factor."""
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(n, num_classes, generator=g) * 3
+    target = torch.randint(0, num_classes + 1, (n,), generator=g)
+    weight = torch.rand(n, generator=g)
+    return pred, target, weight, 7.0
+
+
+def loss_and_grad(loss_module, pred, *args):
+    pred = pred.clone().requires_grad_()
+    loss = loss_module(pred, *args)
+    loss.backward()
+    return loss.detach(), pred.grad
+
+
+@pytest.mark.parametrize('config', SHIPPED)
+def test_shipped_loss_cls_needs_no_mmcv_cuda_op(config, gpu_branch):
+    """Each shipped config's ``loss_cls`` on a CUDA prediction with mmcv built without CUDA ops
+    (the GPU run stopped here: mmdet's FocalLoss called mmcv's CUDA kernel): no mmcv call, and the
+    value and gradient of mmdet's FocalLoss on CPU, bit for bit (the same PyTorch code)."""
+    _, calls = gpu_branch
+    loss_cfg = Config.fromfile(str(ROOT / config)).model.bbox_head.loss_cls
+    pred, target, weight, avg_factor = focal_inputs()
+    loss, grad = loss_and_grad(MODELS.build(loss_cfg), cuda_looking(pred), target, weight, avg_factor)
+    assert calls == [] and isinstance(loss, CudaLooking)
+    reference = FocalLoss(**{k: v for k, v in loss_cfg.items() if k != 'type'})
+    with torch.device('cpu'):
+        ref_loss, ref_grad = loss_and_grad(reference, pred, target, weight, avg_factor)
+    assert torch.equal(loss.as_subclass(torch.Tensor), ref_loss) and ref_loss > 0
+    assert torch.equal(grad.as_subclass(torch.Tensor), ref_grad) and ref_grad.abs().sum() > 0
+
+
+def test_mmdet_focal_loss_fails_in_the_simulated_gpu_branch(gpu_branch):
+    """The simulation reproduces the GPU failure: mmdet's own FocalLoss reaches mmcv's CUDA focal
+    loss, which an mmcv without CUDA ops lacks."""
+    _, calls = gpu_branch
+    pred, target, weight, avg_factor = focal_inputs()
+    with pytest.raises(RuntimeError, match='sigmoid_focal_loss_forward_impl: implementation for device cuda:0'):
+        FocalLoss(loss_weight=2.0)(cuda_looking(pred), target, weight, avg_factor=avg_factor)
+    assert calls == [('sigmoid_focal_loss_forward', True)]
+
+
+def test_mmcv_cuda_focal_loss_kept_where_mmcv_has_it(gpu_branch):
+    """With mmcv's CUDA ops, the loss still runs mmcv's CUDA kernel; on CPU it never does."""
+    set_cuda_ops, calls = gpu_branch
+    set_cuda_ops(True)
+    pred, target, weight, avg_factor = focal_inputs()
+    with pytest.raises(ReachedMmcvCuda, match='sigmoid_focal_loss_forward'):
+        PortableFocalLoss(loss_weight=2.0)(cuda_looking(pred), target, weight, avg_factor=avg_factor)
+    PortableFocalLoss(loss_weight=2.0)(pred, target, weight, avg_factor=avg_factor)
+    assert calls == [('sigmoid_focal_loss_forward', True)]
+
+
+def small_batch(model, hw=(64, 96)) -> dict:
+    """Two preprocessed images of ``hw`` and ``(hw[0] - 16, hw[1])`` (padding masks taken), one box
+    each, made CUDA-looking after mmdet's preprocessor."""
+    samples, inputs = [], []
+    for i, (h, w) in enumerate([hw, (hw[0] - 16, hw[1])]):
+        sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0)))
+        sample.gt_instances = InstanceData(bboxes=torch.tensor([[8.0, 6.0 + i, 50.0, 40.0]]),
+                                           labels=torch.tensor([i + 1]))
+        samples.append(sample)
+        inputs.append(torch.randint(0, 256, (3, h, w), dtype=torch.uint8))
+    data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples), training=True)
+    for sample in data['data_samples']:
+        sample.gt_instances.bboxes = cuda_looking(sample.gt_instances.bboxes)
+    return dict(inputs=cuda_looking(data['inputs']), data_samples=data['data_samples'])
+
+
+# Smallest detectors that run every module of the shipped ones: one encoder and one decoder layer,
+# 20 two-stage queries (a 64 x 96 image gives at least 24 encoder tokens at every stride).
+SMALL = {'model.encoder.num_layers': 1, 'model.decoder.num_layers': 1, 'model.num_queries': 20}
+
+
+def train_and_test_step(config: str, cfg_options: dict) -> None:
+    """One loss + backward and one predict of the config's detector on CUDA-looking tensors."""
+    model = build_detector(str(ROOT / config), cfg_options={**SMALL, **cfg_options}).train()
+    data = small_batch(model)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    assert isinstance(total, CudaLooking) and torch.isfinite(total.as_subclass(torch.Tensor))
+    model.eval()
+    with torch.no_grad():
+        data = small_batch(model)
+        results = model.predict(data['inputs'], data['data_samples'])
+    assert all(isinstance(r.pred_instances.bboxes, CudaLooking) for r in results)
+
+
+@pytest.mark.parametrize('config', [c for c in SHIPPED if '/toy/' not in c])
+def test_train_and_test_step_reach_no_mmcv_cuda_op(config, gpu_branch):
+    """A train and a test step of every Table 5 detector, as a GPU without mmcv's CUDA ops runs
+    them: every mmcv extension call that needs CUDA fails, as it would there, so any such call on
+    the path (found by running it, not by a list) fails this test."""
+    _, calls = gpu_branch
+    train_and_test_step(config, {})
+    assert not any(cuda for _, cuda in calls), calls
+
+
+def test_the_step_trace_catches_an_mmcv_cuda_op(gpu_branch):
+    """The trace above is not vacuous: with mmdet's FocalLoss in the config, the train step fails
+    at the loss as it did on a GPU."""
+    with pytest.raises(RuntimeError, match='implementation for device cuda:0 not found'):
+        train_and_test_step('configs/deformable_detr_pit_s.py', {'model.bbox_head.loss_cls.type': 'FocalLoss'})
