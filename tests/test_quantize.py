@@ -23,7 +23,7 @@ from pit_det_deploy import RUNTIMES
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
-# The bound on the AP an INT8 model may lose against its fp32 export.
+# The AP an INT8 model may lose against its fp32 export (docs/export.md: INT8 accuracy).
 MAX_AP_DROP = 0.02
 VAL_ANN = 'annotations/instances_val2017.json'
 
