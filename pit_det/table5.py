@@ -40,7 +40,7 @@ def detector_key(name_or_path: str) -> Optional[str]:
 
 
 def read_results(sources: Dict[str, Union[str, Path]], benchmark: Optional[Union[str, Path]] = None,
-                 variant: Optional[str] = None) -> List[dict]:
+                 variant: Optional[str] = None, paper: bool = True) -> List[dict]:
     """One row per detector of ``sources`` (key -> work dir or metrics.json) and of the paper.
 
     Args:
@@ -48,17 +48,19 @@ def read_results(sources: Dict[str, Union[str, Path]], benchmark: Optional[Union
         benchmark: a ``tools/benchmark_latency.py`` JSON; its rows give params and latency.
         variant: which benchmark row per detector, e.g. 'fast fp32' (default: the fastest eager
             fp32 row).
+        paper: False for results that are not comparable with the paper's (a toy set, random
+            initialisation): only ``sources``' rows, with no paper values or deltas.
 
     Returns:
         rows with ``key``, ``name``, pit-det's values (None where missing, with ``missing`` saying
         why), the paper's, and the latency's ``measured_on``.
     """
     bench = json.loads(Path(benchmark).read_text()) if benchmark else None
-    keys = list(dict.fromkeys([*sources, *PAPER]))
+    keys = list(dict.fromkeys([*sources, *(PAPER if paper else [])]))
     rows = []
     for key in keys:
         row = dict(key=key, name=NAMES.get(key, key), ours={c: None for c in COLUMNS}, missing={},
-                   paper=PAPER.get(key))
+                   paper=PAPER.get(key) if paper else None)
         if key in sources:
             path = find_metrics(sources[key])
             if path is None:
@@ -104,17 +106,24 @@ def _cell(value: Optional[float], paper: Optional[float], digits: int = 1) -> st
     return f'{value:.{digits}f} ({value - paper:+.{digits}f})'
 
 
-def to_markdown(rows: List[dict]) -> str:
-    """The table: pit-det's value (delta to the paper) | the paper's value, per column; then
-    what each missing cell lacks and where the latency was measured."""
+def to_markdown(rows: List[dict], note: Optional[str] = None) -> str:
+    """The table: pit-det's value (delta to the paper) | the paper's value, per column, or
+    pit-det's values alone when no row has the paper's (``read_results(paper=False)``); then
+    ``note``, what each missing cell lacks and where the latency was measured."""
+    with_paper = any(row['paper'] for row in rows)
     head = ['detector', 'AP', 'AP50', 'AP75', 'params (M)', 'latency (ms)']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for row in rows:
         paper = row['paper'] or {}
-        cells = [f"{_cell(row['ours'][c], paper.get(c))} / {paper[c] if c in paper else '-'}" for c in COLUMNS]
+        cells = [_cell(row['ours'][c], paper.get(c)) + (f" / {paper[c] if c in paper else '-'}" if with_paper else '')
+                 for c in COLUMNS]
         lines.append(f"| {row['name']} | " + ' | '.join(cells) + ' |')
-    notes = ['', "Each cell: pit-det (difference to the paper) / the paper's Table 5 (COCO val2017, half "
-                 "resolution, V100 latency). A '-' is a value not measured:"]
+    if with_paper:
+        notes = ['', "Each cell: pit-det (difference to the paper) / the paper's Table 5 (COCO val2017, half "
+                     "resolution, V100 latency). A '-' is a value not measured:"]
+    else:
+        notes = ['', f"pit-det's values only{': ' + note if note else ''}; not comparable with the paper's COCO "
+                     "Table 5. A '-' is a value not measured:"]
     for row in rows:
         for col, why in row['missing'].items():
             notes.append(f"- {row['name']} {col}: {why}")
@@ -135,8 +144,9 @@ def to_csv(rows: List[dict]) -> str:
     return out.getvalue()
 
 
-def plot(rows: List[dict], path: Union[str, Path]) -> None:
-    """AP / AP50 / AP75 bars, pit-det's beside the paper's."""
+def plot(rows: List[dict], path: Union[str, Path], note: Optional[str] = None) -> None:
+    """AP / AP50 / AP75 bars, pit-det's beside the paper's where rows have the paper's values;
+    ``note`` becomes the title."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -146,11 +156,16 @@ def plot(rows: List[dict], path: Union[str, Path]) -> None:
         ours = [r['ours'][col] or 0.0 for r in rows]
         paper = [(r['paper'] or {}).get(col, 0.0) for r in rows]
         xs = range(len(rows))
-        ax.bar([x - 0.2 for x in xs], ours, 0.4, label='pit-det')
-        ax.bar([x + 0.2 for x in xs], paper, 0.4, label='paper')
+        if any(paper):
+            ax.bar([x - 0.2 for x in xs], ours, 0.4, label='pit-det')
+            ax.bar([x + 0.2 for x in xs], paper, 0.4, label='paper')
+        else:
+            ax.bar(list(xs), ours, 0.6, label='pit-det')
         ax.set_xticks(list(xs), names, rotation=20)
         ax.set_title(col.upper())
     axes[0].legend()
+    if note:
+        fig.suptitle(note)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -79,3 +79,18 @@ def test_tool_writes_markdown_csv_plot_and_names_bad_sources(tmp_path):
     bad = subprocess.run([sys.executable, 'tools/table5.py', str(tmp_path / 'somewhere'), '--out', str(out)],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 1 and 'cannot tell which detector' in bad.stderr and 'Traceback' not in bad.stderr
+
+
+def test_no_paper_table_has_only_pit_det_rows_and_the_note(tmp_path):
+    """Toy results are not the paper's: no paper rows, values or deltas, and the note says what they are."""
+    metrics(tmp_path / 'pit_s/metrics.json', 0.291, 0.611, 0.265)
+    proc = subprocess.run([sys.executable, 'tools/table5.py', f'pit_s={tmp_path / "pit_s"}', '--no-paper',
+                           '--note', 'synthetic toy set, random initialisation', '--out', tmp_path / 't5'],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    markdown = (tmp_path / 't5.md').read_text()
+    table = [line for line in markdown.splitlines() if line.startswith('| ')]
+    assert table[1] == '| PiT-S | 29.1 | 61.1 | 26.5 | - | - |' and len(table) == 2  # header + PiT-S only
+    assert "values only: synthetic toy set, random initialisation; not comparable with the paper" in markdown
+    assert '39.4' not in markdown and 'ResNet-50' not in markdown and '(+' not in markdown and '(-' not in markdown
+    assert (tmp_path / 't5.png').stat().st_size > 0

@@ -35,16 +35,19 @@ def main(argv=None) -> int:
     parser.add_argument('--benchmark', help='tools/benchmark_latency.py JSON (params, latency)')
     parser.add_argument('--variant', help="benchmark row per detector, e.g. 'fast fp32' (default: fastest eager fp32)")
     parser.add_argument('--out', default='work_dirs/table5', help='writes OUT.md, OUT.csv and OUT.png')
+    parser.add_argument('--no-paper', action='store_true',
+                        help="no paper columns or deltas: for results not comparable with the paper's (toy set)")
+    parser.add_argument('--note', help="what the results are, e.g. 'synthetic toy set, random initialisation'")
     args = parser.parse_args(argv)
     if args.benchmark and not Path(args.benchmark).is_file():
         raise FileNotFoundError(f'benchmark JSON not found: {args.benchmark}')
-    rows = table5.read_results(parse_sources(args.sources), args.benchmark, args.variant)
+    rows = table5.read_results(parse_sources(args.sources), args.benchmark, args.variant, paper=not args.no_paper)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    markdown = table5.to_markdown(rows)
+    markdown = table5.to_markdown(rows, args.note)
     out.with_suffix('.md').write_text(markdown)
     out.with_suffix('.csv').write_text(table5.to_csv(rows))
-    table5.plot(rows, out.with_suffix('.png'))
+    table5.plot(rows, out.with_suffix('.png'), args.note)
     print(markdown)
     print(f'written: {out}.md, {out}.csv, {out}.png')
     return 0
