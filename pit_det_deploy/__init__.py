@@ -5,11 +5,14 @@ OpenMMLab: onnxruntime or OpenVINO, numpy and OpenCV.
 * :mod:`.preprocess`: the shipped test pipeline (keep-ratio resize as mmcv, minimum padding,
   normalisation), the same pixels as mmdet's;
 * :mod:`.detector`: ``OnnxDetector``, an image in, detections in the image's pixels out;
+* :mod:`.errors`: ``DeployError``, an input the user can fix;
 * :mod:`.draw`: the picture and ``detections.json`` entry ``tools/demo.py`` and
   ``tools/onnx_demo.py`` both write, and the images they both take.
 """
 from .detector import OnnxDetector
 from .draw import detection_record, draw_detections, image_files
+from .errors import DeployError
 from .runtime import RUNTIMES, load_graph
 
-__all__ = ['RUNTIMES', 'OnnxDetector', 'load_graph', 'detection_record', 'draw_detections', 'image_files']
+__all__ = ['RUNTIMES', 'DeployError', 'OnnxDetector', 'load_graph', 'detection_record', 'draw_detections',
+           'image_files']

@@ -4,6 +4,7 @@ from typing import List, Tuple
 
 import numpy as np
 
+from .errors import DeployError
 from .preprocess import prepare, rescale_size
 from .runtime import load_graph
 
@@ -18,14 +19,14 @@ class OnnxDetector:
         runtime: 'onnxruntime' or 'openvino' (:mod:`.runtime`).
 
     Raises:
-        ValueError: the file is not a pit-det export (no ``pit_det`` metadata), or the runtime is
+        DeployError: the file is not a pit-det export (no ``pit_det`` metadata), or the runtime is
             unknown or not installed.
     """
 
     def __init__(self, path: str, threads: int = 0, runtime: str = 'onnxruntime') -> None:
         self.graph = load_graph(str(path), runtime, threads)
         if not self.graph.metadata:
-            raise ValueError(f'{path}: no pit_det metadata; export the model with tools/export.py')
+            raise DeployError(f'{path}: no pit_det metadata; export the model with tools/export.py')
         self.info = self.graph.metadata
         self.classes: List[str] = self.info['classes']
 
@@ -45,13 +46,13 @@ class OnnxDetector:
         """(H, W, 3) uint8 BGR -> boxes (k, 4) x1 y1 x2 y2 in its pixels, scores (k,), labels (k,).
 
         Raises:
-            ValueError: the resized image does not fit the model's input size, saying why.
+            DeployError: the resized image does not fit the model's input size, saying why.
         """
         h, w = image_bgr.shape[:2]
         new_w, new_h = rescale_size(w, h, self.info['preprocess']['resize_scale'])
         problem = self.input_size_problem(new_h, new_w)
         if problem:
-            raise ValueError(problem)
+            raise DeployError(problem)
         x, (w_scale, h_scale) = prepare(image_bgr, self.info['preprocess'])
         boxes, scores, labels = self.graph({'image': x})
         return boxes[0] / np.array([w_scale, h_scale, w_scale, h_scale], np.float32), scores[0], labels[0]

@@ -10,6 +10,8 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
+from .errors import DeployError
+
 RUNTIMES = ('onnxruntime', 'openvino')
 
 
@@ -36,15 +38,15 @@ def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0) -> Gra
     runtime's own choice).
 
     Raises:
-        ValueError: an unknown runtime, or one that is not installed (saying how to install it).
+        DeployError: an unknown runtime, or one that is not installed (saying how to install it).
         Whatever the runtime raises for a file it cannot read.
     """
     if runtime not in RUNTIMES:
-        raise ValueError(f'runtime {runtime!r}: choose one of {", ".join(RUNTIMES)}')
+        raise DeployError(f'runtime {runtime!r}: choose one of {", ".join(RUNTIMES)}')
     try:
         return (_onnxruntime if runtime == 'onnxruntime' else _openvino)(str(path), threads)
     except ImportError as e:
-        raise ValueError(f'runtime {runtime} is not installed ({e}); pip install {runtime} '
+        raise DeployError(f'runtime {runtime} is not installed ({e}); pip install {runtime} '
                          '(the version of tools/constraints.txt)') from None
 
 

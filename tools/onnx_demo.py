@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 
-from pit_det_deploy import RUNTIMES, OnnxDetector, detection_record, draw_detections, image_files
+from pit_det_deploy import RUNTIMES, DeployError, OnnxDetector, detection_record, draw_detections, image_files
 
 
 def main(argv=None) -> int:
@@ -32,25 +32,25 @@ def main(argv=None) -> int:
             raise FileNotFoundError(f'no such model file: {args.model}')
         try:
             detector = OnnxDetector(args.model, threads=args.threads, runtime=args.runtime)
-        except ValueError:
+        except DeployError:
             raise
         except Exception as e:  # the runtime's own errors on files that are no ONNX model
-            raise ValueError(f'{args.model}: cannot load as an ONNX model: {e}') from None
+            raise DeployError(f'{args.model}: cannot load as an ONNX model: {e}') from None
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         records = []
         for path in files:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
-                raise ValueError(f'cannot read image {path}')
+                raise DeployError(f'cannot read image {path}')
             try:
                 boxes, scores, labels = detector(image)
-            except ValueError as e:
-                raise ValueError(f'{path}: {e}') from None
+            except DeployError as e:
+                raise DeployError(f'{path}: {e}') from None
             cv2.imwrite(str(out / f'{path.stem}.png'),
                         draw_detections(image, boxes, scores, labels, detector.classes, args.score_thr))
             records.append(detection_record(path, boxes, scores, labels, detector.classes, args.score_thr))
-    except (OSError, ValueError) as e:
+    except (DeployError, FileNotFoundError) as e:  # inputs the user can fix; anything else is a bug
         print(f'error: {e}', file=sys.stderr)
         return 1
     (out / 'detections.json').write_text(json.dumps(records, indent=2))
