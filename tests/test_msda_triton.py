@@ -1,5 +1,7 @@
 """pit-det's Triton deformable-attention kernel, run on CPU tensors by Triton's interpreter
 (TRITON_INTERPRET=1, set by conftest.py), against the C++ kernel and mmcv's pure-PyTorch function."""
+import importlib
+
 import pytest
 import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
@@ -123,3 +125,47 @@ def test_cpu_tensors_without_the_interpreter_are_refused(monkeypatch):
         ms_deform_attn_triton(value, shapes, starts, loc, attn)
     with pytest.raises(ValueError, match='must be torch.float32 for torch.float32 values'):
         ms_deform_attn_triton(value, shapes, starts, loc.double(), attn)
+
+
+def _bad_inputs():
+    """Inputs the C++ kernel refuses, and what the Triton kernel must say about each (on CUDA it
+    would read out of bounds instead)."""
+    def batch(v, s, i, loc, a):
+        return v[:1], s, i, loc, a
+
+    def heads(v, s, i, loc, a):
+        return v[:, :, :1].contiguous(), s, i, loc, a
+
+    def shapes_rows(v, s, i, loc, a):
+        return v, s[:1], i, loc, a
+
+    def starts_len(v, s, i, loc, a):
+        return v, s, i[:1], loc, a
+
+    def outside(v, s, i, loc, a):
+        return v, s, i + 1, loc, a  # the last level ends one token past value
+
+    def empty_level(v, s, i, loc, a):
+        return v, s * torch.tensor([[0], [1]] + [[1]] * (len(s) - 2)), i, loc, a
+
+    def device(v, s, i, loc, a):
+        return v, s.to('meta'), i, loc, a
+
+    return [(batch, 'do not match value'), (heads, 'do not match value'),
+            (shapes_rows, r'spatial_shapes must be \(L, 2\) and level_start_index \(L,\)'),
+            (starts_len, r'spatial_shapes must be \(L, 2\) and level_start_index \(L,\)'),
+            (outside, 'lies outside value'), (empty_level, 'lies outside value'),
+            (device, 'every tensor must be on cpu')]
+
+
+@pytest.mark.parametrize('mutate, message', _bad_inputs(), ids=lambda x: getattr(x, '__name__', ''))
+def test_inputs_the_cpp_kernel_refuses_are_refused(mutate, message):
+    from pit_det.ops import load_extension
+    triton_kernel = importlib.import_module('pit_det.ops.ms_deform_attn_triton')  # the module, not the op
+    value, shapes, starts, loc, attn = random_inputs(LEVELS[0], dtype=torch.float32)
+    bad = mutate(value, shapes, starts, loc, attn)
+    with pytest.raises((ValueError, RuntimeError), match=message):  # the kernel behind the op, on every device
+        triton_kernel.forward(*bad)
+    if mutate.__name__ != 'device':  # the C++ kernel refuses it too (a meta tensor has no data to check)
+        with pytest.raises(RuntimeError):
+            load_extension().forward(*bad)

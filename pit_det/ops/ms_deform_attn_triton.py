@@ -171,6 +171,24 @@ def _check(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sam
                          f'got {sampling_locations.dtype} and {attention_weights.dtype}')
     if spatial_shapes.dtype != torch.int64 or level_start_index.dtype != torch.int64:
         raise ValueError('spatial_shapes and level_start_index must be int64')
+    # The checks of the C++ kernel (csrc/ms_deform_attn_cpu.cpp, check()): on CUDA each gap would be
+    # an out-of-bounds read, not an error.
+    batch, num_value, heads, _ = value.shape
+    levels = sampling_locations.shape[3]
+    if sampling_locations.shape[0] != batch or sampling_locations.shape[2] != heads:
+        raise ValueError(f'sampling_locations {tuple(sampling_locations.shape)} do not match value '
+                         f'{tuple(value.shape)}')
+    if tuple(spatial_shapes.shape) != (levels, 2) or tuple(level_start_index.shape) != (levels,):
+        raise ValueError(f'spatial_shapes must be (L, 2) and level_start_index (L,) with L = {levels}, got '
+                         f'{tuple(spatial_shapes.shape)} and {tuple(level_start_index.shape)}')
+    devices = {t.device for t in (spatial_shapes, level_start_index, sampling_locations, attention_weights)}
+    if devices != {value.device}:
+        raise ValueError(f'every tensor must be on {value.device} (the device of value), got '
+                         f'{sorted(map(str, devices))}')
+    # Levels inside value, checked on the device without a host sync (an asynchronous assert on CUDA).
+    inside = ((spatial_shapes > 0).all(1) & (level_start_index >= 0)
+              & (level_start_index + spatial_shapes.prod(1) <= num_value)).all()
+    torch._assert_async(inside, 'a level of spatial_shapes / level_start_index lies outside value')
 
 
 def forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
