@@ -1,21 +1,30 @@
 """tools/benchmark_latency.py and its counting conventions (pit_det/benchmark/)."""
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from mmcv.ops import MultiScaleDeformableAttention
+from mmengine.config import Config
+from mmengine.optim import AmpOptimWrapper
+from torch.autograd import DeviceType
 
 from pit_det import benchmark as bm
+from pit_det.benchmark import profiling, training
 from pit_det.models import set_msda_impl
 from pit_det.ops import msda_flops
 from pit_det.precision import cpu_info, native_dtypes
 
 ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
+ONE_LAYER = {'model.encoder.num_layers': 1, 'model.decoder.num_layers': 1}
 
 
 @pytest.mark.parametrize('impl', ['stock', 'fast'])
@@ -72,10 +81,11 @@ def test_precision_flags():
     assert tool.parse_args(['x.py', '--fp16', '--bf16']).dtype == ['fp32', 'bf16', 'fp16']
 
 
-def run_tool(tmp_path, *args) -> tuple:
+def run_tool(tmp_path, *args, config: str = 'configs/deformable_detr_pit_s.py', shape=('160', '208')) -> tuple:
+    """The tool on CPU, named explicitly: on a GPU machine the default device is the GPU."""
     out = tmp_path / 'bench.json'
-    proc = subprocess.run([sys.executable, 'tools/benchmark_latency.py', 'configs/deformable_detr_pit_s.py',
-                           '--shape', '160', '208', '--threads', '1', '--out', str(out), *args],
+    proc = subprocess.run([sys.executable, 'tools/benchmark_latency.py', config, '--device', 'cpu',
+                           '--shape', *shape, '--threads', '1', '--out', str(out), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout
@@ -100,8 +110,10 @@ def test_benchmark_tool_smoke(tmp_path):
     assert set(env['matmul_tflops']) == set(dtypes)
     assert all(0.005 < rate < 50 for rate in env['matmul_tflops'].values())
     rows = report['results']
-    assert [(r['impl'], r['dtype'], r['compiled']) for r in rows] == [
-        (impl, dtype, False) for dtype in dtypes for impl in ('stock', 'fast')]
+    kernels = (('stock', 'mmcv-pytorch'), ('fast', 'cpp'))
+    assert [(r['impl'], r['kernel'], r['dtype'], r['compiled']) for r in rows] == [
+        (impl, kernel, dtype, False) for dtype in dtypes for impl, kernel in kernels]
+    assert report['failed'] == [] and report['training'] == []
     stock, fast = rows[:2]
     assert stock['params'] == fast['params'] and stock['params']['total'] > stock['params']['backbone'] > 0
     # PiT-S at 160 x 208: 12 deformable attention calls (6 encoder + 6 decoder) counted analytically.
@@ -122,6 +134,7 @@ def test_benchmark_tool_smoke(tmp_path):
         assert row['share_of_matmul_rate'] == pytest.approx(rate / (env['matmul_tflops'][row['dtype']] * 1e12))
         assert row['latency']['iters'] == 2 and row['latency']['median_ms'] > 0 and row['peak_mib'] > 0
         assert row['backbone_latency']['iters'] == 2 and len(row['top_ops']) == 3
+        assert list(row['stages']) == [*bm.STAGES, 'other', 'total'] and 'cuda' not in row
     assert (tmp_path / 'bench.png').stat().st_size > 0
     assert 'speed-up' in stdout and ('fast bf16' in stdout) == bf16
 
@@ -129,25 +142,31 @@ def test_benchmark_tool_smoke(tmp_path):
 @pytest.mark.slow
 def test_benchmark_compile_and_runtime_rows(tmp_path):
     """--compile: an inductor-compiled row beside each eager one, its compile time apart from
-    its latency, the same detections as eager; --runtimes / --graphs / --int8: the exported
+    its latency, the same detections as eager, and in mode reduce-overhead whether CUDA graphs ran
+    (on CPU they cannot); --runtimes / --graphs / --int8: the exported
     graphs timed in onnxruntime and OpenVINO, fp32 with PyTorch's detections, and INT8 (one
     encoder and decoder layer keep compiling and exporting short)."""
     report, stdout = run_tool(tmp_path, '--iters', '1', '--warmup', '1', '--no-flops', '--msda-impl', 'fast',
-                              '--compile', '--onnx', '--runtimes', 'openvino', '--graphs', 'grid_sample', 'gather',
-                              '--int8', '--cfg-options', 'model.encoder.num_layers=1', 'model.decoder.num_layers=1')
+                              '--compile', '--compile-mode', 'reduce-overhead', '--onnx', '--runtimes', 'openvino',
+                              '--graphs', 'grid_sample', 'gather', '--int8',
+                              '--cfg-options', 'model.encoder.num_layers=1', 'model.decoder.num_layers=1')
     eager, compiled, *deployed = report['results']
     assert [f"{r['impl']} {r['graph']} {r['dtype']}" for r in deployed] == [
         f'{runtime} {graph}' for runtime in ('onnxruntime', 'openvino')
         for graph in ('grid_sample fp32', 'gather fp32', 'grid_sample int8')]
     for row in deployed:
         assert row['export_s'] > 0 and row['latency']['median_ms'] > 0 and row['reference'] == 'fast fp32'
+        assert row['kernel'] == row['graph']  # the runtime runs the exported graph's standard ops
         assert f"{row['impl']} {row['graph']} {row['dtype']}" in stdout
         if row['dtype'] == 'fp32':  # the same detections as PyTorch, to fp32 rounding
             assert row['vs_reference']['labels_equal']
             assert row['vs_reference']['max_box_diff'] <= 1e-6 * 208
             assert row['vs_reference']['max_score_diff'] <= 1e-6
     assert (eager['compiled'], compiled['compiled']) == (False, True)
-    assert report['environment']['compile_mode'] == 'default'
+    assert report['environment']['compile_mode'] == 'reduce-overhead'
+    # CUDA graphs need CUDA tensors: on CPU inductor skips them, and the row says so.
+    assert compiled['cudagraph_skips'] >= 1 and 'cudagraph_skips' not in eager
+    assert 'CUDA graphs skipped' in stdout
     assert compiled['compile_s'] > compiled['latency']['median_ms'] / 1e3 > 0 and 'compile_s' not in eager
     assert compiled['backbone_latency'] is None
     # test_step: mmengine's data preprocessor (stack_batch) breaks the graph 3 times; predict itself
@@ -157,3 +176,211 @@ def test_benchmark_compile_and_runtime_rows(tmp_path):
     # Inductor fuses and reorders fp32 sums (measured 1.5e-5 px, scores 4.1e-8).
     assert compiled['vs_reference']['max_box_diff'] <= 1e-6 * 208 and compiled['vs_reference']['max_score_diff'] <= 1e-6
     assert 'fast fp32 compiled' in stdout
+
+
+def test_each_row_names_the_kernel_that_runs(monkeypatch):
+    """The kernel asked for ('fast', 'stock', ...) and the one that runs are named apart; on a GPU
+    'fast' follows how mmcv was built, and 'stock' without mmcv's CUDA ops is an error, not a row."""
+    impls = ('fast', 'stock', 'triton', 'grid_sample', 'gather')
+    assert [bm.msda_kernel(i, 'cpu') for i in impls] == [
+        'cpp', 'mmcv-pytorch', 'triton-interpreter', 'grid_sample', 'gather']
+    monkeypatch.setattr(bm.measure, 'cuda_kernel', lambda: 'mmcv')
+    assert [bm.msda_kernel(i, 'cuda') for i in impls] == ['mmcv-cuda', 'mmcv-cuda', 'triton', 'grid_sample', 'gather']
+    monkeypatch.setattr(bm.measure, 'cuda_kernel', lambda: 'triton')
+    assert [bm.msda_kernel(i, 'cuda:0') for i in ('fast', 'triton')] == ['triton', 'triton']
+    with pytest.raises(ValueError, match='without CUDA ops'):
+        bm.msda_kernel('stock', 'cuda')
+
+
+def _event(name: str, device: str = 'cpu', start: float = 0.0, end: float = 0.0, kind: str = None):
+    return SimpleNamespace(name=name, device_type=DeviceType.CUDA if device == 'cuda' else DeviceType.CPU,
+                           time_range=SimpleNamespace(start=start, end=end), activity_type=kind)
+
+
+@pytest.mark.parametrize('typed', [True, False], ids=['activity types', 'names only'])
+def test_cuda_events_are_counted_by_kind_and_stage(typed):
+    """--profile on a GPU, from torch.profiler's events of one call: launches by their host call
+    (runtime or driver API: Triton launches through the driver), CUDA graph replays, kernels on the
+    device (not copies, the GPU side of stage ranges or synchronisation records), host waits,
+    device-to-host copies, and launches by the stage range they start in; host calls after the call
+    (the profiler's own synchronisation when it stops) do not count. torch 2.13 types its events;
+    older torch names them only."""
+    events = [
+        _event(profiling.CALL, start=0, end=45, kind='user_annotation'),
+        _event(profiling.CALL, 'cuda', 1, 46, 'gpu_user_annotation'),
+        _event('stage: backbone', start=0, end=10, kind='user_annotation'),
+        _event('stage: backbone', 'cuda', 1, 12, 'gpu_user_annotation'),
+        _event('cudaLaunchKernel', start=1, end=2, kind='cuda_runtime'),
+        _event('cuLaunchKernelEx', start=3, end=4, kind='cuda_driver'),
+        *[_event(f'void kernel_{i}<float>(float*)', 'cuda', 5 + i, 6 + i, 'kernel') for i in range(3)],
+        _event('stage: decoder', start=20, end=30, kind='user_annotation'),
+        _event('cudaLaunchKernelExC', start=21, end=22, kind='cuda_runtime'),
+        _event('cudaGraphLaunch', start=23, end=24, kind='cuda_runtime'),
+        _event('aten::_local_scalar_dense', start=25, end=29, kind='cpu_op'),  # .item()
+        _event('cudaMemcpyAsync', start=26, end=27, kind='cuda_runtime'),
+        _event('Memcpy DtoH (Device -> Pageable)', 'cuda', 26, 27, 'gpu_memcpy'),
+        _event('cudaStreamSynchronize', start=27, end=28, kind='cuda_runtime'),
+        _event('Stream Sync', 'cuda', 27, 28, 'cuda_sync'),
+        _event('Memset (Device)', 'cuda', 31, 32, 'gpu_memset'),
+        _event('cudaLaunchKernel', start=40, end=41, kind='cuda_runtime'),  # outside the stages
+        _event('cudaDeviceSynchronize', start=50, end=60, kind='cuda_runtime'),  # the profiler stopping
+    ]
+    if not typed:
+        for e in events:
+            e.activity_type = None
+    assert bm.count_cuda_events(events) == dict(
+        kernel_launches=4, graph_launches=1, kernels=3, syncs=1, dtoh_copies=1,
+        kernel_launches_by_stage={'backbone': 2, 'decoder': 1})
+
+
+def test_stages_split_one_test_step_and_change_nothing():
+    """--profile's stages: each stage method of the detector is marked once per test_step, in the
+    order mmdet runs them; the marks change no result and are gone afterwards; the stage times and
+    the profile of one call (no CUDA counts on CPU; the stage and call ranges are not ops)."""
+    model = bm.build_detector(str(TOY), cfg_options=ONE_LAYER)
+    data = bm.make_sample(64, 96)
+    step = lambda: model.test_step(data)  # noqa: E731
+    with torch.no_grad():
+        plain = bm.detections(step())
+        with bm.stage_marks(model, profiling.Clock('cpu')) as spans:
+            marked = bm.detections(step())
+        assert [stage for stage, _, _ in spans] == [
+            'preprocess', 'backbone', *['neck + encoder'] * 3, 'proposals', 'decoder', 'head + post-processing']
+        assert all(end >= start for _, start, end in spans)
+        assert all(torch.equal(a, b) for a, b in zip(plain, marked))
+        patched = {model: ('pre_transformer', 'forward_encoder', 'pre_decoder', 'forward_decoder'),
+                   model.backbone: ('forward',), model.neck: ('forward',), model.bbox_head: ('predict',),
+                   model.data_preprocessor: ('forward',)}
+        assert not any(name in vars(owner) for owner, names in patched.items() for name in names)
+        stages = bm.stage_times(model, step, 'cpu', iters=2)
+        assert list(stages) == [*bm.STAGES, 'other', 'total'] and all(stages[s] > 0 for s in bm.STAGES)
+        profile = bm.profile_call(step, 'cpu', top=10_000, model=model)  # every op
+    assert set(profile) == {'top_ops'} and len(profile['top_ops']) > 10
+    assert not any(op['op'].startswith(('stage: ', profiling.CALL)) for op in profile['top_ops'])  # ranges, not ops
+    assert sum(op['share'] for op in profile['top_ops']) == pytest.approx(1.0)
+
+
+def test_a_failing_variant_becomes_a_failed_row_and_the_others_still_run(monkeypatch, tmp_path, capsys):
+    real = bm.measure.msda_kernel
+
+    def kernel(impl: str, device: str) -> str:
+        if impl == 'stock':
+            raise ValueError('no such kernel here')
+        return real(impl, device)
+
+    monkeypatch.setattr(bm.measure, 'msda_kernel', kernel)
+    report = _benchmark_tool().main([str(TOY), '--device', 'cpu', '--shape', '64', '96', '--iters', '1',
+                                     '--warmup', '0', '--no-flops', '--msda-impl', 'stock', 'fast',
+                                     '--out', str(tmp_path / 'bench.json'), '--cfg-options',
+                                     'model.encoder.num_layers=1', 'model.decoder.num_layers=1'])
+    assert [(r['impl'], r['error']) for r in report['failed']] == [('stock', 'ValueError: no such kernel here')]
+    assert [(r['impl'], r['kernel']) for r in report['results']] == [('fast', 'cpp')]
+    assert 'reference' not in report['results'][0]  # the first row measured is the one the others are held to
+    assert 'stock fp32                    FAILED: ValueError: no such kernel here' in capsys.readouterr().out
+    assert json.loads((tmp_path / 'bench.json').read_text())['failed'][0]['impl'] == 'stock'
+
+
+def test_an_emulated_precision_is_timed_without_its_matmul_rate(monkeypatch, tmp_path, capsys):
+    """bf16 emulated by request (PIT_DET_ALLOW_EMULATED=1, for numerics) is timed, but its 2048^3
+    matmul rate is not measured: emulated, those matmuls take minutes to say nothing new."""
+    tool = _benchmark_tool()
+    measured = []
+    monkeypatch.setattr(bm, 'matmul_rate', lambda device, dtype: measured.append((device, dtype)) or 1e11)
+    monkeypatch.setattr(tool, 'native_dtypes', lambda device: ['fp32'])
+    monkeypatch.setenv('PIT_DET_ALLOW_EMULATED', '1')
+    report = tool.main([str(TOY), '--device', 'cpu', '--shape', '64', '96', '--iters', '1', '--warmup', '0',
+                        '--no-flops', '--msda-impl', 'fast', '--dtype', 'fp32', 'bf16',
+                        '--out', str(tmp_path / 'bench.json'), '--cfg-options',
+                        'model.encoder.num_layers=1', 'model.decoder.num_layers=1'])
+    assert measured == [('cpu', 'fp32')] and report['environment']['matmul_tflops'] == {'fp32': 0.1}
+    assert [r['dtype'] for r in report['results']] == ['fp32', 'bf16'] and report['failed'] == []
+    assert '2048^3 matmul fp32 100 GFLOP/s, bf16 emulated, not measured' in capsys.readouterr().out
+
+
+def test_synthetic_training_batches_go_through_the_configs_own_pipeline():
+    """--train-throughput's data: photo-sized images with boxes through PiT-S's own training
+    pipeline (half-resolution COCO: short side 240..400, long side <= 666, and the crop branch),
+    in batches of the config's size, the same batches every time."""
+    cfg = Config.fromfile(str(ROOT / 'configs/deformable_detr_pit_s.py'))
+    np.random.seed(1)  # the transforms draw from numpy's global generator: seeded inside, left as it was
+    before = np.random.get_state()[1].copy()
+    batches = bm.synthetic_batches(cfg, 6)
+    assert (np.random.get_state()[1] == before).all()
+    assert all(len(b['inputs']) == len(b['data_samples']) == cfg.train_dataloader.batch_size == 2 for b in batches)
+    shapes = []
+    for batch in batches:
+        for image, sample in zip(batch['inputs'], batch['data_samples']):
+            h, w = image.shape[1:]
+            assert image.dtype == torch.uint8 and image.shape[0] == 3 and sample.metainfo['img_shape'] == (h, w)
+            assert 240 <= min(h, w) <= 400 and max(h, w) <= 666
+            boxes, labels = sample.gt_instances.bboxes.tensor, sample.gt_instances.labels
+            assert len(boxes) == len(labels) and bool((labels < 80).all())
+            assert bool((boxes[:, 2:] <= torch.tensor([w, h])).all())
+            shapes.append((h, w))
+    assert len(set(shapes)) > 3  # multi-scale
+    assert any(abs(h / w - 480 / 640) > 0.02 for h, w in shapes)  # the crop branch (the photos are 4:3)
+    np.random.seed(2)
+    assert [tuple(i.shape) for b in bm.synthetic_batches(cfg, 6) for i in b['inputs']] == [
+        tuple(i.shape) for b in batches for i in b['inputs']]
+
+
+def test_coco_schedule_from_the_training_rate():
+    """50 epochs on 8 GPUs at 2 images each per iteration: an epoch is what the config's loader
+    iterates, every train2017 image with pit-det's configs (filter_empty_gt=False, as mmdet's
+    Deformable DETR), the annotated ones with filter_empty_gt=True."""
+    assert Config.fromfile(str(ROOT / 'configs/deformable_detr_pit_s.py')).train_dataloader.dataset.filter_cfg[
+        'filter_empty_gt'] is False
+    every = bm.coco_schedule(10.0, 2, filter_empty_gt=False)
+    assert (every['images_per_epoch'], every['iters_per_epoch']) == (118_287, 7393)  # ceil(118287 / 16)
+    assert every['hours'] == pytest.approx(7393 * 50 * 2 / 10.0 / 3600)
+    annotated = bm.coco_schedule(10.0, 2, filter_empty_gt=True, gpus=16)
+    assert (annotated['images_per_epoch'], annotated['iters_per_epoch']) == (117_266, 3665)  # ceil(117266 / 32)
+
+
+@pytest.mark.filterwarnings('ignore:`torch.cuda.amp.GradScaler', 'ignore:torch.cuda.amp.GradScaler is enabled')
+def test_low_precision_training_wrappers(monkeypatch):
+    """bf16 training: on CPU, where mmengine's AmpOptimWrapper refuses to run, the forward under
+    autocast and the step with the config's clipping; on a GPU, AmpOptimWrapper in bf16, as
+    tools/train.py --amp with optim_wrapper.dtype=bfloat16 builds it."""
+    model = torch.nn.Linear(4, 4)
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3),
+                                         clip_grad=dict(max_norm=0.1, norm_type=2))))
+    x = torch.randn(2, 4)
+    fp32 = training.optim_wrapper_for(model, cfg, 'cpu', 'fp32')
+    with fp32.optim_context(model):
+        assert model(x).dtype == torch.float32
+    bf16 = training.optim_wrapper_for(model, cfg, 'cpu', 'bf16')
+    assert bf16.clip_grad_kwargs == dict(max_norm=0.1, norm_type=2)
+    before = model.weight.detach().clone()
+    with bf16.optim_context(model):
+        out = model(x)
+    assert out.dtype == torch.bfloat16
+    bf16.update_params(out.float().sum())
+    assert not torch.equal(model.weight, before)
+    monkeypatch.setattr('mmengine.optim.optimizer.amp_optimizer_wrapper.is_cuda_available', lambda: True)
+    gpu = training.optim_wrapper_for(model, cfg, 'cuda', 'bf16')
+    assert isinstance(gpu, AmpOptimWrapper) and gpu.cast_dtype == torch.bfloat16
+
+
+@pytest.mark.slow
+def test_profile_and_training_throughput_rows(tmp_path):
+    """--profile (no N: 12 ops) gives the stage split; --train-throughput the training step's
+    images/s from the config's batch size (here the toy config at 1 + 1 layers and batch 2, for a
+    short CPU run) and the 50-epoch COCO estimate from that rate."""
+    report, stdout = run_tool(tmp_path, '--iters', '2', '--warmup', '1', '--no-flops', '--msda-impl', 'fast',
+                              '--profile', '--train-throughput', '--cfg-options', 'model.encoder.num_layers=1',
+                              'model.decoder.num_layers=1', 'train_dataloader.batch_size=2',
+                              config=str(TOY), shape=('64', '96'))
+    (row,) = report['results']
+    assert row['kernel'] == 'cpp' and len(row['top_ops']) == 12 and 'cuda' not in row
+    assert list(row['stages']) == [*bm.STAGES, 'other', 'total'] and all(row['stages'][s] > 0 for s in bm.STAGES)
+    assert 'stages: preprocess' in stdout
+    (train,) = report['training']
+    assert (train['model'], train['dtype'], train['batch_size'], train['impl'], train['kernel']) == (
+        'pit_s_toy', 'fp32', 2, 'fast', 'cpp')
+    assert train['step']['iters'] == 2 and train['peak_mib'] > 0 and math.isfinite(train['loss'])
+    assert train['images_per_s'] == pytest.approx(2 * 1e3 / train['step']['mean_ms'])
+    coco = train['coco_50e_8gpus']
+    assert (coco['images_per_epoch'], coco['iters_per_epoch'], coco['gpus'], coco['epochs']) == (118_287, 7393, 8, 50)
+    assert coco['hours'] == pytest.approx(7393 * 50 * 2 / train['images_per_s'] / 3600)
+    assert 'training step on' in stdout and '50 COCO epochs on 8 GPUs' in stdout

@@ -5,8 +5,12 @@ default, batch 1). For every precision (``--dtype``, ``--bf16``), deformable-att
 (``--msda-impl``; on CPU mmcv's stock one and pit-det's fast one by default) and, with
 ``--compile``, eager and ``torch.compile``d ``test_step``, it times ``test_step`` (and the
 backbone alone, eager), records peak memory, and compares the detections with the detector's
-first variant. The 2048^3 matmul rate of each precision is measured in the same run. Counting
-conventions are in ``pit_det/benchmark/measure.py``; the method in ``pit_det/benchmark/runner.py``.
+first variant; each row names the kernel that ran (e.g. 'fast' is 'cpp' on CPU, 'triton' or
+'mmcv-cuda' on a GPU). ``--profile`` adds where the time goes (stages, top ops, and on a GPU kernel
+launches and synchronisations), ``--train-throughput`` the training step's images/s. The 2048^3
+matmul rate of each precision is measured in the same run. Counting conventions are in
+``pit_det/benchmark/measure.py``; the method in ``pit_det/benchmark/runner.py``, ``profiling.py``
+and ``training.py``.
 
 Examples:
     python tools/benchmark_latency.py configs/deformable_detr_{r50,vit_s,pit_s}.py --threads 2
@@ -16,6 +20,9 @@ Examples:
         --compile --runtimes onnxruntime openvino --graphs grid_sample gather --int8   # every runtime row
     python tools/benchmark_latency.py configs/deformable_detr_pit_s.py --device cuda --bf16 \
         --compile --compile-mode reduce-overhead        # CUDA graphs
+    python tools/benchmark_latency.py configs/deformable_detr_{r50,vit_s,pit_s}.py --device cuda \
+        --msda-impl triton fast --bf16 --compile --compile-mode reduce-overhead --profile \
+        --train-throughput                              # everything a GPU run answers (docs/benchmark.md#gpu)
 """
 import argparse
 import json
@@ -33,7 +40,7 @@ from pit_det.benchmark import Settings, benchmark, variant
 from pit_det.errors import run_tool
 from pit_det.export import GRAPHS
 from pit_det.ops import IMPLS
-from pit_det.precision import check_precision, default_device
+from pit_det.precision import check_precision, default_device, native_dtypes
 from pit_det_deploy import RUNTIMES
 
 # Noise from mmdet 3.3 / mmengine 0.10.7 internals, nothing this tool can change.
@@ -71,7 +78,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--no-flops', action='store_true', help='skip the FLOP count')
     parser.add_argument('--keep-freed-memory', action='store_true',
                         help='glibc: reuse freed memory instead of unmapping it (no page faults on large temporaries)')
-    parser.add_argument('--profile', type=int, default=0, metavar='N', help='also record the N ops taking most time')
+    parser.add_argument('--profile', type=int, nargs='?', const=12, default=0, metavar='N',
+                        help='also where the time goes: wall time per stage (eager rows), the N ops taking most '
+                             'time (default 12) and, on CUDA, kernel launches and synchronisations per image')
+    parser.add_argument('--train-throughput', action='store_true',
+                        help="also images/s of each config's training step (batch, pipeline and optim wrapper of "
+                             'the config; synthetic photos) in each --dtype, and 50 COCO epochs on 8 GPUs at that rate')
     parser.add_argument('--out', default='work_dirs/benchmark_latency.json', help='JSON results file')
     parser.add_argument('--plot', nargs='?', const='', default=None, metavar='PNG',
                         help='draw latency against parameters and FLOPs (default file: next to --out)')
@@ -102,29 +114,36 @@ def run(args: argparse.Namespace) -> dict:
     env.update(dtypes=args.dtype, shape=args.shape, warmup=args.warmup, iters=args.iters,
                compile_mode=args.compile_mode if args.compile else None,
                command=' '.join([osp.basename(sys.executable), *sys.argv]))
-    # The practical peak of each precision, measured in this run beside the models.
-    env['matmul_tflops'] = {dtype: bm.matmul_rate(device, dtype) / 1e12 for dtype in args.dtype}
+    # The practical peak of each precision, measured in this run beside the models; not of one emulated
+    # by request (PIT_DET_ALLOW_EMULATED), whose 2048^3 matmuls take minutes to say what is known already.
+    emulated = [dtype for dtype in args.dtype if dtype not in native_dtypes(device)]
+    env['matmul_tflops'] = {dtype: bm.matmul_rate(device, dtype) / 1e12 for dtype in args.dtype
+                            if dtype not in emulated}
     print(bm.describe_environment(env))
     print(f"image {args.shape[0]} x {args.shape[1]}, 2048^3 matmul "
-          + ', '.join(f'{dtype} {rate * 1e3:.0f} GFLOP/s' for dtype, rate in env['matmul_tflops'].items())
+          + ', '.join([f'{dtype} {rate * 1e3:.0f} GFLOP/s' for dtype, rate in env['matmul_tflops'].items()]
+                      + [f'{dtype} emulated, not measured' for dtype in emulated])
           + (', freed memory kept (mallopt)' if env['keep_freed_memory'] else ''),
           flush=True)
     settings = Settings(dtypes=args.dtype, impls=args.msda_impl, shape=tuple(args.shape), device=device,
                         warmup=args.warmup, iters=args.iters, compile=args.compile, compile_mode=args.compile_mode,
                         runtimes=args.runtimes, graphs=args.graphs, int8=args.int8, flops=not args.no_flops,
-                        profile=args.profile, cfg_options=args.cfg_options)
+                        profile=args.profile, train=args.train_throughput, cfg_options=args.cfg_options)
     with tqdm(total=settings.calls(len(args.configs)), desc='timing', unit='call', disable=None,
               file=sys.stderr) as bar:
         def progress(what: str, calls: int) -> None:
             bar.set_postfix_str(what, refresh=False)
             bar.update(calls)
         rows = benchmark(args.configs, settings, env, progress)
-    return dict(environment=env, results=rows)
+        training = bm.benchmark_training(args.configs, args.dtype, device, args.warmup, args.iters, args.cfg_options,
+                                         progress) if args.train_throughput else []
+    return dict(environment=env, results=[r for r in rows if 'error' not in r],
+                failed=[r for r in rows if 'error' in r], training=training)
 
 
 def print_table(report: dict) -> None:
-    header = (f"{'model':<12}{'variant':<30}{'params M':>9}{'GFLOPs':>8}{'bb GFLOPs':>10}{'median ms':>10}"
-              f"{'p90 ms':>8}{'img/s':>7}{'backbone ms':>12}{'peak MiB':>9}{'GFLOP/s':>8}{'% mm':>6}"
+    header = (f"{'model':<12}{'variant':<30}{'kernel':<19}{'params M':>9}{'GFLOPs':>8}{'bb GFLOPs':>10}"
+              f"{'median ms':>10}{'p90 ms':>8}{'img/s':>7}{'backbone ms':>12}{'peak MiB':>9}{'GFLOP/s':>8}{'% mm':>6}"
               f"{'compile s':>10}{'speed-up':>9}  detections vs first row")
     print(header)
     print('-' * len(header))
@@ -133,7 +152,7 @@ def print_table(report: dict) -> None:
         lat, f, agree = r['latency'], r['flops'], r.get('vs_reference')
         backbone = r['backbone_latency']['median_ms'] if r['backbone_latency'] else nan
         speedup = f"{r['speedup']:.2f}x" if 'speedup' in r else ''
-        print(f"{r['model']:<12}{variant(r):<30}{r['params']['total'] / 1e6:>9.2f}"
+        print(f"{r['model']:<12}{variant(r):<30}{r['kernel']:<19}{r['params']['total'] / 1e6:>9.2f}"
               f"{(f['total'] / 1e9 if f else nan):>8.1f}{(f['backbone'] / 1e9 if f else nan):>10.1f}"
               f"{lat['median_ms']:>10.1f}{lat['p90_ms']:>8.1f}{lat['images_per_s']:>7.2f}{backbone:>12.1f}"
               f"{r['peak_mib']:>9.0f}{r.get('achieved_tflops', nan) * 1e3:>8.0f}"
@@ -141,8 +160,46 @@ def print_table(report: dict) -> None:
               f"{speedup:>9}  "
               + (f"box {agree['max_box_diff']:.1e} px, score {agree['max_score_diff']:.1e}, labels "
                  f"{'equal' if agree['labels_equal'] else 'DIFFER'}" if agree else ''))
+        if r.get('cudagraph_skips'):
+            print(f"    CUDA graphs skipped {r['cudagraph_skips']} times (inductor could not capture a graph)")
+        if 'stages' in r:
+            print('    stages: ' + ' | '.join(f'{name} {ms:.1f}' for name, ms in r['stages'].items()) + ' ms')
+        if 'cuda' in r:
+            c = r['cuda']
+            print(f"    per image: {c['kernel_launches']} kernel launches, {c['graph_launches']} CUDA graph launches, "
+                  f"{c['kernels']} kernels, {c['syncs']} host-device synchronisations, "
+                  f"{c['dtoh_copies']} device-to-host copies")
+            if c.get('kernel_launches_by_stage'):
+                print('    kernel launches by stage: '
+                      + ', '.join(f'{stage} {n}' for stage, n in c['kernel_launches_by_stage'].items()))
         for op in r.get('top_ops', []):
-            print(f"    {op['self_ms']:8.1f} ms {op['share'] * 100:5.1f}%  {op['calls']:4d} x {op['op']}")
+            device = f"{op['device_ms']:8.1f} ms on the device " if 'device_ms' in op else ''
+            print(f"    {op['self_ms']:8.1f} ms {op['share'] * 100:5.1f}%  {device}{op['calls']:4d} x {op['op']}")
+    for r in report.get('failed', []):
+        print(f"{r['model']:<12}{variant(r):<30}FAILED: {r['error']}")
+
+
+def print_training(report: dict) -> None:
+    """The --train-throughput rows: images/s per device and what 50 COCO epochs on 8 GPUs take."""
+    env = report['environment']
+    where = env.get('gpu') or f"{env['cpu']}, {env['threads']} threads"
+    print(f"\ntraining step on {where}: forward, backward and optimizer step of each config's own optim wrapper, "
+          f"its batch size per device, synthetic photos through its train pipeline; {env['warmup']} warm-up and "
+          f"{env['iters']} timed iterations")
+    header = (f"{'model':<12}{'dtype':<7}{'kernel':<19}{'batch':>6}{'img/s':>8}{'step ms':>9}{'p90 ms':>8}"
+              f"{'peak MiB':>9}{'loss':>8}  50 COCO epochs on 8 GPUs at this rate")
+    print(header)
+    print('-' * len(header))
+    for r in report['training']:
+        if 'error' in r:
+            print(f"{r['model']:<12}{r['dtype']:<7}FAILED: {r['error']}")
+            continue
+        coco = r['coco_50e_8gpus']
+        print(f"{r['model']:<12}{r['dtype']:<7}{r['kernel']:<19}{r['batch_size']:>6}{r['images_per_s']:>8.2f}"
+              f"{r['step']['median_ms']:>9.1f}{r['step']['p90_ms']:>8.1f}{r['peak_mib']:>9.0f}{r['loss']:>8.2f}  "
+              f"{coco['hours']:.1f} h ({coco['iters_per_epoch']} iterations x {coco['epochs']} epochs; "
+              f"{coco['images_per_epoch']:,} images per epoch, filter_empty_gt={coco['filter_empty_gt']}; "
+              f"ideal scaling, no validation)")
 
 
 def plot(report: dict, path: str) -> None:
@@ -174,10 +231,12 @@ def plot(report: dict, path: str) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     report = run(args)
-    print_table(report)
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
+    with open(args.out, 'w') as f:  # first: a long GPU run keeps its numbers whatever happens next
         json.dump(report, f, indent=2)
+    print_table(report)
+    if report['training']:
+        print_training(report)
     print(f'results: {args.out}')
     if args.plot is not None:
         path = args.plot or osp.splitext(args.out)[0] + '.png'

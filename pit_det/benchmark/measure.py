@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..models.build import build_detector  # noqa: F401  the benchmark's detectors: seeded random weights
-from ..ops import msda_flops
+from ..ops import cuda_kernel, msda_flops
 from ..precision import cpu_info
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -204,14 +204,22 @@ def compare_detections(a, b) -> Dict[str, float]:
                 labels_equal=bool(torch.equal(a[2], b[2])))
 
 
-def profile_top_ops(fn: Callable[[], object], top: int = 12) -> List[Dict[str, float]]:
-    """Self time per op of one call, largest first: where the time goes."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events) or 1.0
-    return [dict(op=e.key, self_ms=e.self_cpu_time_total / 1e3, share=e.self_cpu_time_total / total, calls=e.count)
-            for e in events[:top]]
+def msda_kernel(impl: str, device: str) -> str:
+    """The deformable-attention kernel that ``impl`` (resolved: not 'auto') runs on ``device``,
+    named apart from the choice: 'fast' is 'cpp' on CPU and 'triton' or 'mmcv-cuda' on a GPU
+    (:func:`pit_det.ops.cuda_kernel`); 'stock' is mmcv's pure-PyTorch code on CPU
+    ('mmcv-pytorch') and its CUDA kernel on a GPU; 'triton' runs in Triton's interpreter on CPU.
+
+    Raises:
+        ValueError: 'stock' on a GPU when mmcv has no CUDA ops, where mmcv's module cannot run.
+    """
+    if not device.startswith('cuda'):
+        return {'fast': 'cpp', 'stock': 'mmcv-pytorch', 'triton': 'triton-interpreter'}.get(impl, impl)
+    mmcv_cuda = cuda_kernel() == 'mmcv'
+    if impl == 'stock' and not mmcv_cuda:
+        raise ValueError("'stock' runs mmcv's CUDA kernel on a GPU, and this mmcv was built without CUDA ops; "
+                         "'fast' and 'triton' run pit-det's Triton kernel")
+    return {'fast': 'mmcv-cuda' if mmcv_cuda else 'triton', 'stock': 'mmcv-cuda'}.get(impl, impl)
 
 
 def environment(device: str) -> Dict[str, object]:
@@ -230,6 +238,9 @@ def environment(device: str) -> Dict[str, object]:
                 python=platform.python_version(), date=time.strftime('%Y-%m-%d %H:%M %Z'))
     if device.startswith('cuda'):
         info['gpu'] = torch.cuda.get_device_name()
+        info['cuda'] = torch.version.cuda
+        info['tf32_matmul'] = torch.backends.cuda.matmul.allow_tf32  # fp32 rows: IEEE fp32 matmuls unless set
+        info['mmcv_cuda_ops'] = cuda_kernel() == 'mmcv'  # else 'fast' runs Triton and 'stock' cannot run
     return info
 
 
@@ -238,7 +249,10 @@ def describe_environment(env: Dict[str, object]) -> str:
     cpu = (f"{env['cpu']} ({env['cpu_isa']}, {'native' if env['cpu_native_bf16'] else 'no native'} bf16, "
            f"{env['cpu_cores']} cores)")
     where = f"{env['gpu']}, host {cpu}" if env.get('gpu') else cpu
-    versions = ', '.join(f'{k} {env[k]}' for k in ('torch', 'mmcv', 'onnxruntime', 'openvino') if env.get(k))
+    names = {k: f'{k} {env[k]}' for k in ('torch', 'cuda', 'mmcv', 'onnxruntime', 'openvino') if env.get(k)}
+    if 'mmcv_cuda_ops' in env:
+        names['mmcv'] += f" ({'with' if env['mmcv_cuda_ops'] else 'without'} CUDA ops)"
+    versions = ', '.join(names.values())
     return f"{env['device']}: {where}; {env['threads']} threads; {versions}"
 
 

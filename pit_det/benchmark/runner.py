@@ -1,9 +1,11 @@
 """The latency benchmark's method (``tools/benchmark_latency.py`` keeps its arguments and its
 printing): detectors built from configs with seeded random weights, each timed per precision x
 deformable-attention kernel x eager / compiled (and onnxruntime), side by side in one run, each
-row's detections compared with the detector's first row. The deployed rows (onnxruntime,
-OpenVINO; GridSample and gather graphs; INT8) run the file ``tools/export.py`` writes.
-Conventions: :mod:`.measure`."""
+row's detections compared with the detector's first row, each naming the deformable-attention
+kernel that ran (``kernel``) beside the one asked for (``impl``). The deployed rows (onnxruntime,
+OpenVINO; GridSample and gather graphs; INT8) run the file ``tools/export.py`` writes. A variant
+that fails (a kernel this device lacks, ...) becomes a row with its ``error``, and the others
+still run. Conventions: :mod:`.measure`; ``--profile``: :mod:`.profiling`; training: :mod:`.training`."""
 import os.path as osp
 import tempfile
 import time
@@ -18,6 +20,7 @@ from pit_det_deploy.runtime import RUNTIMES
 from ..models import set_msda_impl
 from ..ops import resolve_impl
 from . import measure as bm
+from .profiling import profile_call, stage_times
 
 
 @dataclass
@@ -37,7 +40,10 @@ class Settings:
         int8: also the first graph quantized to INT8 (``tools/quantize.py``), calibrated on
             noise images like the one timed: speed only, not accuracy.
         flops: count FLOPs.
-        profile: record the N ops taking most time (0: none).
+        profile: profile each row (0: not): the N ops taking most time, on CUDA the kernel launches
+            and synchronisations of one call, and for eager rows the wall time per stage, over
+            ``iters`` more calls (:mod:`.profiling`).
+        train: also the training throughput of each detector in each precision (:mod:`.training`).
         cfg_options: config overrides for every detector.
     """
     dtypes: Sequence[str] = ('fp32',)
@@ -53,13 +59,16 @@ class Settings:
     int8: bool = False
     flops: bool = True
     profile: int = 0
+    train: bool = False
     cfg_options: dict = field(default_factory=dict)
 
     def calls(self, num_configs: int) -> int:
         """Timed calls in all (for a progress bar)."""
         modes = [False, True] if self.compile else [False]
-        return num_configs * (len(self.impls) * len(self.dtypes) * sum(self.iters * (1 if c else 2) for c in modes)
-                              + self.iters * len(self.runtimes) * (len(self.graphs) + self.int8))
+        eager = 2 + bool(self.profile)  # test_step, backbone and the stages
+        return num_configs * (len(self.impls) * len(self.dtypes) * sum(self.iters * (1 if c else eager) for c in modes)
+                              + self.iters * len(self.runtimes) * (len(self.graphs) + self.int8)
+                              + self.iters * len(self.dtypes) * self.train)
 
 
 def label(config: str) -> str:
@@ -104,14 +113,27 @@ def benchmark_config(config: str, impls: List[str], settings: Settings, env: dic
                 row = dict(config=config, model=label(config), impl=impl, dtype=dtype, compiled=compiled,
                            params=params, flops=flops)
                 what = f'{label(config)} {variant(row)}'
-                row.update(measure(model, data, image, dtype, compiled, settings, lambda: progress(what, 1)))
+                try:
+                    row['kernel'] = bm.msda_kernel(impl, device)
+                    row.update(measure(model, data, image, dtype, compiled, settings, lambda: progress(what, 1)))
+                except Exception as err:  # one variant failing must not cost the run its other rows
+                    row['error'] = f'{type(err).__name__}: {err}'
                 rows.append(row)
     if settings.runtimes:
         for row, measured in measure_deployed(model, image, settings, label(config), progress):
-            row.update(config=config, model=label(config), compiled=False, params=params, flops=flops, **measured)
+            row.update(config=config, model=label(config), compiled=False, kernel=row['graph'], params=params,
+                       flops=flops, **measured)
             rows.append(row)
+    _compare(rows, flops, env)
+    return rows
+
+
+def _compare(rows: List[dict], flops: Optional[dict], env: dict) -> None:
+    """Achieved FLOP/s of each measured row, and its detections and latency against the first one."""
     reference = None
     for row in rows:
+        if 'error' in row:
+            continue
         dets = row.pop('detections')
         if flops:
             rate = flops['total'] / (row['latency']['median_ms'] / 1e3)
@@ -125,7 +147,6 @@ def benchmark_config(config: str, impls: List[str], settings: Settings, env: dic
             row['reference'] = variant(ref_row)
             row['vs_reference'] = bm.compare_detections(dets, ref_dets)
             row['speedup'] = ref_row['latency']['median_ms'] / row['latency']['median_ms']
-    return rows
 
 
 def measure(model, data: dict, image, dtype: str, compiled: bool, settings: Settings, progress) -> dict:
@@ -147,11 +168,17 @@ def measure(model, data: dict, image, dtype: str, compiled: bool, settings: Sett
         with bm.peak_memory(device) as memory:
             latency = bm.time_calls(step, settings.warmup, settings.iters, device, progress)
         result.update(latency=bm.summarize(latency), **memory)
+        if compiled and settings.compile_mode == 'reduce-overhead':
+            # Inductor runs a graph without CUDA graphs when it cannot capture it (CPU tensors,
+            # dynamic shapes, ...), and says so only in this counter and its log.
+            result['cudagraph_skips'] = counters['inductor']['cudagraph_skips']
         result['backbone_latency'] = None if compiled else bm.summarize(
             bm.time_calls(lambda: model.backbone(image), settings.warmup, settings.iters, device, progress))
         result['detections'] = bm.detections(step())
         if settings.profile:
-            result['top_ops'] = bm.profile_top_ops(step, settings.profile)
+            if not compiled:  # a compiled call is whole graphs: no stage boundaries in it
+                result['stages'] = stage_times(model, step, device, settings.iters, progress)
+            result.update(profile_call(step, device, settings.profile, None if compiled else model))
     return result
 
 
