@@ -3,8 +3,15 @@ import os
 
 # The suite runs on CPU. pit-det's Triton kernels are checked there by Triton's interpreter, which
 # must be chosen before Triton is first imported: Triton's own library functions (tl.sum, ...)
-# are wrapped for the interpreter or for the GPU at that moment.
-os.environ.setdefault('TRITON_INTERPRET', '1')
+# are wrapped for the interpreter or for the GPU at that moment. The GPU tier (tests/gpu) runs the
+# compiled kernels instead, so it runs in a pytest process of its own, PIT_DET_GPU_TESTS=1 (`make
+# test-gpu`), which leaves the interpreter off and runs nothing else.
+os.environ.setdefault('TRITON_INTERPRET', '0' if os.environ.get('PIT_DET_GPU_TESTS') == '1' else '1')
+# `make test` runs one pytest-xdist worker per core, each test file on one worker (its fixtures built
+# once). One thread per worker, for torch and for the tools a test starts (they inherit it): the
+# workers already fill the cores, and oversubscribed OpenMP threads spin against each other.
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    os.environ['OMP_NUM_THREADS'] = '1'
 
 from pathlib import Path
 
@@ -13,6 +20,16 @@ import torch
 from mmengine.logging import MMLogger
 
 from pit_det.datasets.toy import make_split
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get('PIT_DET_GPU_TESTS') == '1':
+        skip = pytest.mark.skip(reason='PIT_DET_GPU_TESTS=1 runs the GPU tier (tests/gpu) alone: the CPU suite '
+                                'needs Triton\'s interpreter, which that run leaves off')
+        gpu_tier = Path(__file__).resolve().parent / 'gpu'
+        for item in items:
+            if gpu_tier not in Path(str(item.fspath)).resolve().parents:
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -193,3 +193,19 @@ def test_the_step_trace_catches_an_mmcv_cuda_op(gpu_branch):
     at the loss as it did on a GPU."""
     with pytest.raises(RuntimeError, match='implementation for device cuda:0 not found'):
         train_and_test_step('configs/deformable_detr_pit_s.py', {'model.bbox_head.loss_cls.type': 'FocalLoss'})
+
+
+def test_low_precision_values_for_mmcv_cuda_kernel_are_cast_with_a_warning(gpu_branch):
+    """mmcv's CUDA deformable-attention kernel takes fp32 only: bf16 values are cast for it, and
+    the user is told (the C++ kernel stands in for it here, on the CPU tensors)."""
+    from test_msda import LEVELS, random_inputs
+
+    from pit_det.ops import multi_scale_deformable_attn
+    set_cuda_ops, _ = gpu_branch
+    set_cuda_ops(True)
+    value, shapes, starts, loc, attn = random_inputs(LEVELS[0], dtype=torch.float32)
+    value = value.bfloat16()
+    with pytest.warns(UserWarning, match="takes fp32 values only: torch.bfloat16 values are cast to fp32"):
+        out = multi_scale_deformable_attn(cuda_looking(value), shapes, starts, loc, attn, impl='fast')
+    expected = multi_scale_deformable_attn(value.float(), shapes, starts, loc, attn, impl='fast').bfloat16()
+    assert out.dtype == torch.bfloat16 and torch.equal(out.as_subclass(torch.Tensor), expected)

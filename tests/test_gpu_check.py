@@ -1,5 +1,8 @@
-"""tools/gpu_check.sh: the GPU check, run here end to end as its CPU dry run (Triton's
-interpreter, toy sizes), and its refusal without a GPU."""
+"""tools/gpu_check.sh and the GPU tier (tests/gpu) on CPU: the check end to end as its dry run
+(Triton's interpreter, toy sizes), a failing step failing it, each step's judgement on made-up
+results, the tier's skips and helpers, and the refusal without a GPU. Every subprocess hides the
+GPUs, so these tests are the same on a GPU machine."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -7,40 +10,209 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tests' / 'gpu'))
+import gpu_tier  # noqa: E402
+
+CPU_ONLY = dict(CUDA_VISIBLE_DEVICES='')
+
+
+def load_gpu_check():
+    spec = importlib.util.spec_from_file_location('gpu_check', ROOT / 'tools' / 'gpu_check.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_check = load_gpu_check()
+
+
+def environment(**extra) -> dict:
+    """This environment without the CPU suite's and the tier's switches, GPUs hidden."""
+    env = {k: v for k, v in os.environ.items() if k not in ('TRITON_INTERPRET', gpu_tier.MODE)}
+    return dict(env, **CPU_ONLY, **extra)
 
 
 @pytest.mark.slow
-def test_dry_run_runs_every_step_and_writes_json(tmp_path):
-    env = dict(os.environ, PIT_DET_GPU_CHECK_DRY_RUN='1', PYTHON=sys.executable, OMP_NUM_THREADS='2')
+def test_dry_run_runs_and_judges_every_step(tmp_path):
+    env = environment(PIT_DET_GPU_CHECK_DRY_RUN='1', PYTHON=sys.executable)
     proc = subprocess.run(['bash', 'tools/gpu_check.sh', str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'dry run: would build mmcv: env CUDA_VISIBLE_DEVICES= MMCV_WITH_OPS=1' in proc.stdout
     summary = json.loads((tmp_path / 'summary.json').read_text())
-    assert summary['dry_run'] and set(summary['steps']) == {'kernel', 'train', 'benchmark'}
+    assert summary['dry_run'] and list(summary['steps']) == ['tests', 'benchmark']
     assert all(step['ok'] for step in summary['steps'].values())
-    kernel = json.loads((tmp_path / 'kernel.json').read_text())
-    for dtype, tol in (('fp32', 1e-5), ('bf16', 2 ** -7)):
-        assert kernel[dtype]['tol'] == tol and set(kernel[dtype]['max_rel_diff']) == {
-            'out', 'grad_value', 'grad_loc', 'grad_attn'}
-        assert all(d <= tol for d in kernel[dtype]['max_rel_diff'].values())
-    train = json.loads((tmp_path / 'train.json').read_text())
-    assert train['fp32']['iterations'] == 2 and 'GPUs only' in train['bf16']['skipped']
+
+    tests = json.loads((tmp_path / 'tests.json').read_text())
+    # 4 kernel cases, 4 on the detector (bf16 inference only where the CPU has bf16 instructions)
+    assert tests['counts'] == {'passed': 8 if gpu_tier.DRY_RUN.bf16_inference else 7} and tests['pytest_exit'] == 0
+    figures = {case['name'].split('::')[-1]: case['figures'] for case in tests['cases']}
+    assert set(figures['test_triton_kernel_equals_the_fp64_reference[bf16-encoder]']['max_rel_diff']) == {
+        'output', 'value grad', 'location grad', 'weight grad'}
+    assert figures['test_training_loss_is_finite_and_falls[fp32]']['loss']['iterations'] == 2
+    match = figures['test_fp32_detections_on_the_gpu_equal_the_cpus']['match']
+    assert match['compared'] == match['matched'] == 40  # the dry run's CPU against itself: 10 of 4 images
+    assert set(figures['test_trained_detector_beats_the_untrained_one[fp32]']['ap']) == {'before', 'after'}
+
     bench = json.loads((tmp_path / 'benchmark.json').read_text())
-    assert [r['variant'] for r in bench['eager']['rows']] == ['grid_sample fp32', 'triton fp32']
-    assert bench['eager']['rows'][1]['vs_reference']['labels_equal']
-    assert [r['variant'] for r in bench['pit_s_cuda_graphs']['rows']] == ['triton fp32', 'triton fp32 compiled']
-    assert bench['eager']['header'].startswith('cpu: ')
+    assert [r['variant'] for r in bench['eager']['rows']] == ['grid_sample fp32', 'fast fp32']
+    assert bench['eager']['rows'][1]['vs_reference']['max_score_diff'] <= gpu_check.FP32_SCORE_TOL
+    assert bench['eager']['header'].startswith('cpu: ') and 'trained toy detector' in bench['bf16']
+    assert [(t['target'], t['met']) for t in bench['targets']] == [  # CPU at toy sizes, fp32 eager only
+        ('PiT-S fp32 <= 8 ms', False), ('PiT-S bf16 <= 5 ms', False), ('PiT-S bf16 not slower than fp32', False)] * 2
+
+
+def test_benchmark_runs_on_the_gpu_ask_for_what_they_judge():
+    """The GPU's benchmark_latency.py arguments (run only there), read by the script's own parser."""
+    spec = importlib.util.spec_from_file_location('benchmark_latency', ROOT / 'tools' / 'benchmark_latency.py')
+    benchmark_latency = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark_latency)
+    runs = gpu_check.benchmark_runs('cuda', dry_run=False)
+    parsed = {name: benchmark_latency.parse_args([*argv, '--out', 'x.json']) for name, (argv, _) in runs.items()}
+    eager, graphs = parsed['eager'], parsed['pit_s_cuda_graphs']
+    assert eager.configs == gpu_check.TABLE5 and graphs.configs == gpu_check.TABLE5[-1:]
+    assert eager.dtype == graphs.dtype == ['fp32', 'bf16'] and eager.shape == [400, 667] and eager.iters == 20
+    assert eager.msda_impl == ['grid_sample', 'fast'] and not eager.compile
+    assert graphs.msda_impl == ['fast'] and graphs.compile and graphs.compile_mode == 'reduce-overhead'
+    assert eager.device == graphs.device == 'cuda'
+    assert len(runs['eager'][1]) == 12 and runs['pit_s_cuda_graphs'][1] == [
+        ('pit_s', 'fast fp32'), ('pit_s', 'fast fp32 compiled'), ('pit_s', 'fast bf16'),
+        ('pit_s', 'fast bf16 compiled')]
+
+
+def test_a_failing_step_fails_the_check(tmp_path):
+    """The tests step's pytest run pointed at a test that fails: the step is recorded as failed
+    with pytest's report, the exit code is 1."""
+    failing = tmp_path / 'tier' / 'test_broken.py'
+    failing.parent.mkdir()
+    failing.write_text('def test_kernel_is_off():\n    assert 1 + 1 == 3\n\n\ndef test_fine():\n    pass\n')
+    out = tmp_path / 'out'
+    proc = subprocess.run([sys.executable, 'tools/gpu_check.py', '--dry-run', '--steps', 'tests', '--tests',
+                           str(failing), '--out', str(out)], cwd=ROOT, env=environment(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert '[gpu check] tests: FAILED: pytest exited 1' in proc.stdout
+    assert json.loads((out / 'summary.json').read_text())['steps']['tests']['ok'] is False
+    tests = json.loads((out / 'tests.json').read_text())
+    assert tests['counts'] == {'failed': 1, 'passed': 1} and 'assert (1 + 1) == 3' in tests['cases'][0]['message']
+
+
+def case(outcome: str) -> dict:
+    return dict(name=f'tests/gpu/test_x.py::test_{outcome}', outcome=outcome, seconds=1.0, message='', figures={})
+
+
+def test_tests_step_passes_only_when_every_test_ran_and_passed():
+    assert gpu_check.judge_tests([case('passed'), case('passed')], 0)['ok']
+    for cases, returncode in (([case('passed'), case('failed')], 1), ([case('passed'), case('error')], 1),
+                              ([case('passed'), case('skipped')], 0),  # a skipped GPU test checked nothing
+                              ([], 5), ([], 0), ([case('passed')], 2)):  # no tests; pytest interrupted
+        assert not gpu_check.judge_tests(cases, returncode)['ok'], (cases, returncode)
+
+
+def row(model='pit_s', impl='fast', dtype='fp32', compiled=False, ms=5.0, score_diff=None, **extra) -> dict:
+    r = dict(model=model, impl=impl, dtype=dtype, compiled=compiled, kernel='triton', latency=dict(median_ms=ms),
+             **extra)
+    if score_diff is not None:
+        r.update(reference='grid_sample fp32', vs_reference=dict(max_score_diff=score_diff, max_box_diff=30.0,
+                                                                  labels_equal=False))
+    return r
+
+
+def test_benchmark_step_judges_every_row():
+    expected = gpu_check.expected_rows(['configs/deformable_detr_pit_s.py'], ['fp32', 'bf16'], ['grid_sample', 'fast'],
+                                       compiled=False)
+    assert expected == [('pit_s', 'grid_sample fp32'), ('pit_s', 'fast fp32'), ('pit_s', 'grid_sample bf16'),
+                        ('pit_s', 'fast bf16')]
+    good = [row(impl='grid_sample'), row(score_diff=3e-6), row(impl='grid_sample', dtype='bf16', score_diff=0.2),
+            row(dtype='bf16', score_diff=0.3)]  # bf16 scores of random weights: not judged
+    judged = gpu_check.judge_benchmark(dict(results=good), expected)
+    assert judged['ok'] and judged['problems'] == [], judged  # fp32 boxes and labels recorded, not judged
+    bad = {'a row missing': dict(results=good[:3]),
+           'a row failed': dict(results=good[:3], failed=[dict(row(dtype='bf16'), error='RuntimeError: no kernel')]),
+           'NaN latency': dict(results=[*good[:3], row(dtype='bf16', ms=float('nan'))]),
+           'zero latency': dict(results=[*good[:3], row(dtype='bf16', ms=0.0)]),
+           'fp32 scores off': dict(results=[good[0], row(score_diff=2e-5), *good[2:]]),
+           'fp32 scores NaN': dict(results=[good[0], row(score_diff=float('nan')), *good[2:]])}
+    for what, report in bad.items():
+        judged = gpu_check.judge_benchmark(report, expected)
+        assert not judged['ok'] and len(judged['problems']) == 1, (what, judged)
+
+
+def test_speed_targets_are_reported_not_judged():
+    eager = [dict(model='pit_s', variant='fast fp32', median_ms=9.0), dict(model='pit_s', variant='fast bf16',
+                                                                           median_ms=4.0)]
+    graphs = [dict(model='pit_s', variant='fast fp32 compiled', median_ms=3.0)]  # its bf16 row missing
+    met = {(t['target'], t['run']): t['met'] for t in gpu_check.speed_targets(eager, graphs, 'fast')}
+    assert met == {('PiT-S fp32 <= 8 ms', 'eager'): False, ('PiT-S bf16 <= 5 ms', 'eager'): True,
+                   ('PiT-S bf16 not slower than fp32', 'eager'): True,
+                   ('PiT-S fp32 <= 8 ms', 'CUDA graphs'): True, ('PiT-S bf16 <= 5 ms', 'CUDA graphs'): False,
+                   ('PiT-S bf16 not slower than fp32', 'CUDA graphs'): False}
+
+
+def detection(image=1, category=1, box=(10.0, 20.0, 30.0, 40.0), score=0.9) -> dict:
+    return dict(image_id=image, category_id=category, bbox=list(box), score=score)
+
+
+def test_detections_match_within_tolerance_by_image_and_class():
+    a = [detection(score=0.9), detection(category=2, score=0.8), detection(box=(50, 50, 10, 10), score=0.7),
+         detection(image=2, score=0.6), detection(image=3, score=0.5),
+         detection(score=0.1)]  # the last is past the cut of 3 per image
+    b = [detection(box=(10.005, 20, 30, 40), score=0.90005), detection(category=2, score=0.8),
+         detection(box=(50, 50, 10.02, 10), score=0.7),  # its corner 0.02 px off
+         detection(image=2, category=3, score=0.6),  # another class
+         detection(image=3, score=0.5002)]  # its score 2e-4 off
+    match = gpu_tier.match_detections(a, b, per_image=3, box_tol=1e-2, score_tol=1e-4)
+    assert match['compared'] == 5 and match['matched'] == 2 and match['images_with_unmatched'] == [1, 2, 3]
+    assert match['box_diff'] == pytest.approx(0.005) and match['score_diff'] == pytest.approx(5e-5)
+    # Each of b's detections matches once; one that fell below the cut in a still matches.
+    twice = gpu_tier.match_detections([detection(score=0.5), detection(score=0.4)], [detection(score=0.45)],
+                                      per_image=2, box_tol=1e-2, score_tol=0.1)
+    assert twice['matched'] == 1
+    moved = gpu_tier.match_detections([detection(score=0.5)], [detection(score=0.1 + i / 100) for i in range(9)]
+                                      + [detection(score=0.5)], per_image=1, box_tol=1e-2, score_tol=1e-4)
+    assert moved['matched'] == 1
+
+
+def test_kernel_inputs_keep_samples_off_the_kinks():
+    """Every sample of the kernel tests lies 0.01 px or more from an integer pixel coordinate, and
+    they cover the map, its edge rows and beyond."""
+    value, shapes, starts, loc, attn = gpu_tier.msda_inputs(gpu_tier.GPU, 300)
+    assert value.shape == (2, 5600, 8, 32) and loc.shape == (2, 300, 8, 4, 4, 2) and attn.shape == (2, 300, 8, 4, 4)
+    torch.testing.assert_close(attn.sum((-1, -2)), torch.ones(2, 300, 8))
+    pixels = loc * shapes.flip(-1).view(4, 1, 2) - 0.5
+    frac = pixels - pixels.floor()
+    assert frac.min() >= 0.01 - 1e-4 and frac.max() <= 0.99 + 1e-4
+    for level, (h, w) in enumerate(shapes.tolist()):
+        x = pixels[:, :, :, level, :, 0]
+        # x from -2 to w + 2: (w - 1) / (w + 4) of the samples have all four corners on the map.
+        assert x.min() < -1 and x.max() > w and ((x > 0) & (x < w - 1)).float().mean() > 0.6
+
+
+def test_the_cpu_run_skips_the_gpu_tier_and_says_how_to_run_it(tmp_path):
+    """The CPU suite's run, and PIT_DET_GPU_TESTS=1 without a visible GPU: every tier test skipped with
+    the reason; and that GPU run skips the CPU suite's tests, which need the interpreter."""
+    runs = {'cpu suite': environment(), 'gpu tier, no gpu': environment(PIT_DET_GPU_TESTS='1')}
+    for name, env in runs.items():
+        xml = tmp_path / f'{name}.xml'
+        cpu_test = 'tests/test_gpu_check.py::test_speed_targets_are_reported_not_judged'
+        proc = subprocess.run([sys.executable, '-m', 'pytest', 'tests/gpu', cpu_test, '-q', '-p', 'no:cacheprovider',
+                               '--junitxml', str(xml)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        cases = gpu_check.read_junit(xml)
+        tier = [c for c in cases if c['name'].startswith('tests.gpu.')]
+        assert len(tier) == 10, cases  # 4 kernel cases; 2 + 2 trained, 2 evaluated on the detector
+        reason = 'make test-gpu' if name == 'cpu suite' else 'no CUDA GPU visible'
+        assert all(c['outcome'] == 'skipped' and reason in c['message'] for c in tier), tier
+        others = {c['outcome'] for c in cases if c not in tier}
+        assert others == ({'passed'} if name == 'cpu suite' else {'skipped'}), cases
+        assert not gpu_check.judge_tests(tier, proc.returncode)['ok']
 
 
 def test_without_a_gpu_the_check_says_so():
-    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
-    proc = subprocess.run([sys.executable, 'tools/gpu_check.py', '--out', 'unused'], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, 'tools/gpu_check.py', '--out', 'unused'], cwd=ROOT, env=environment(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and 'no CUDA GPU visible' in proc.stderr and '--dry-run' in proc.stderr
-    proc = subprocess.run([sys.executable, 'tools/gpu_check.py', '--dry-run', '--out', 'unused'], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and 'set TRITON_INTERPRET=1' in proc.stderr
     assert not (ROOT / 'unused').exists()

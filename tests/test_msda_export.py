@@ -22,6 +22,26 @@ def test_export_kernels_equal_the_cpp_kernel(levels, dtype, impl):
     torch.testing.assert_close(out, ref, **TOL[dtype])
 
 
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_grid_sample_kernel_takes_low_precision_values_with_fp32_locations(dtype):
+    """Autocast's case: bf16 / fp16 values beside fp32 locations and weights (grid_sample itself
+    takes one dtype for both). Computed in fp32: output and value gradient are the fp32 run's on
+    the same rounded values, rounded once; location and weight gradients stay fp32, the same."""
+    value, shapes, starts, loc, attn = random_inputs(LEVELS[0], dtype=torch.float32)
+    low = value.to(dtype)
+    runs = []
+    for v in (low, low.float()):
+        inputs = [t.clone().requires_grad_() for t in (v, loc, attn)]
+        out = multi_scale_deformable_attn(inputs[0], shapes, starts, inputs[1], inputs[2], impl='grid_sample')
+        grad = torch.cos(torch.arange(out.numel(), dtype=torch.float32)).view_as(out).to(dtype)  # same for both
+        out.backward(grad.to(out.dtype))
+        runs.append([out.detach(), *(t.grad for t in inputs)])
+    (out, g_value, g_loc, g_attn), ref = runs
+    assert out.dtype == g_value.dtype == dtype and g_loc.dtype == g_attn.dtype == torch.float32
+    assert torch.equal(out, ref[0].to(dtype)) and torch.equal(g_value, ref[1].to(dtype))
+    assert torch.equal(g_loc, ref[2]) and torch.equal(g_attn, ref[3])
+
+
 @pytest.mark.parametrize('impl', ['gather', 'grid_sample'])
 def test_corners_on_borders_and_points_far_off_the_map(impl):
     """Pixel centres, the map's edges (x = 0, x = 1 exactly), points half a pixel outside (one

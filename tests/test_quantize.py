@@ -1,6 +1,7 @@
 """INT8 post-training quantization (tools/quantize.py) and the deployed model's COCO AP
 (tools/onnx_eval.py): which matmuls stay fp32, the accuracy bound on a toy-trained detector in
 both runtimes, and the tools' errors."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -32,6 +33,13 @@ def run(args) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS='ignore')
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
+
+
+def _quantize_tool():
+    spec = importlib.util.spec_from_file_location('quantize_tool', ROOT / 'tools/quantize.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_fp32_groups_are_found_by_what_the_matmuls_compute(tmp_path):
@@ -134,7 +142,13 @@ def test_bad_inputs_are_named(trained, tmp_path):
     (empty / 'broken.jpg').write_bytes(b'not an image')
     proc = run(['tools/quantize.py', trained['fp32'], '--calib', empty, '--out', tmp_path / 'x'])
     assert proc.returncode == 1 and f'cannot read calibration image {empty / "broken.jpg"}' in proc.stderr
+    assert f'calibrating on 1 images: {empty} has only 1 (asked for 32)' in proc.stdout  # said, not silent
     assert not (tmp_path / 'x').exists()
+    # --out naming the fp32 model itself: refused before anything is written.
+    before = Path(trained['fp32']).read_bytes()
+    with pytest.raises(PitDetError, match='is the fp32 model itself: write the INT8 model to another file'):
+        _quantize_tool().main([str(trained['fp32']), '--calib', str(calib), '--out', str(trained['fp32'])])
+    assert Path(trained['fp32']).read_bytes() == before
     # Evaluation on annotations of other classes.
     ann = json.loads((trained['data'] / VAL_ANN).read_text())
     ann['categories'] = [dict(c, name=c['name'] + '_other') for c in ann['categories']]

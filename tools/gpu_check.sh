@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The GPU check on a machine with an NVIDIA GPU, a preinstalled torch with CUDA and Triton, and no
-# network: installs what is missing from a local folder of wheels, builds mmcv's CPU ops (every
-# core, no debug info; deformable attention on the GPU is pit-det's Triton kernel, so no nvcc
-# build), then runs tools/gpu_check.py. Target: under 8 minutes.
+# The GPU check, for offline GPU machines and clusters: on a machine with an NVIDIA GPU, a preinstalled
+# torch with CUDA and Triton, and no network, it installs what is missing from a local folder of
+# wheels, builds mmcv's CPU ops (every core, no debug info; deformable attention on the GPU is
+# pit-det's Triton kernel, so no nvcc build), then runs tools/gpu_check.py: the GPU test tier
+# (tests/gpu) and the latency benchmark, each judged; exit 1 when either fails. Target: under 8 minutes.
 #
 #   bash tools/gpu_check.sh --prepare [DIR]   # where pip reaches the registry: fetch the wheels (default .whl)
 #   bash tools/gpu_check.sh [OUT]             # on the GPU machine: results as JSON in OUT (default $OUT)
 #
-# PIT_DET_WHEELS (default .whl) holds the mmcv sdist and wheels of mmengine, mmdet, pycocotools
-# and their small dependencies for the GPU machine's Python (PIT_DET_GPU_PYTHON, default 3.12).
+# PIT_DET_WHEELS (default .whl) holds the mmcv sdist and wheels of mmengine, mmdet, pycocotools,
+# pytest (the test tier) and their small dependencies for the GPU machine's Python
+# (PIT_DET_GPU_PYTHON, default 3.12).
 # PIT_DET_GPU_CHECK_DRY_RUN=1 runs everything it can on CPU instead: the installs and the build
 # are printed, not run, and the checks run at toy sizes with Triton's interpreter (the suite's test).
 set -euo pipefail
@@ -18,7 +20,8 @@ PY="${PYTHON:-python3}"
 DRY="${PIT_DET_GPU_CHECK_DRY_RUN:-0}"
 # What the GPU machine lacks: OpenMMLab, pycocotools, and what they need beyond its image.
 PACKAGES=(mmengine==0.10.7 mmdet==3.3.0 pycocotools==2.0.11 addict==2.4.0 yapf==0.43.0 termcolor==3.3.0
-          terminaltables==3.1.10 shapely==2.2.0 platformdirs==4.14.9 setuptools==80.10.2)
+          terminaltables==3.1.10 shapely==2.2.0 platformdirs==4.14.9 setuptools==80.10.2
+          pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.21.0 packaging==26.4)
 # setuptools < 81: mmcv's setup.py and mmengine import pkg_resources.
 log() { printf '[gpu check %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -52,7 +55,6 @@ BUILD=(env "${MMCV_BUILD_ENV[@]}" MAX_JOBS="$(nproc)"
 if [[ "$DRY" == 1 ]]; then
   log "dry run: would install $WHEELS/*.whl: ${INSTALL[*]}"
   log "dry run: would build mmcv: ${BUILD[*]} $WHEELS/mmcv-2.1.0.tar.gz"
-  export TRITON_INTERPRET=1
   exec "$PY" "$ROOT/tools/gpu_check.py" --dry-run --out "$OUT"
 fi
 

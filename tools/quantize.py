@@ -40,7 +40,13 @@ def main(argv=None) -> None:
         raise FileNotFoundError(f'no such model file: {args.model}')
     if args.num_images < 1:
         raise PitDetError(f'--num-images {args.num_images}: calibrate on at least one image')
-    images = image_files(Path(args.calib))[:args.num_images]
+    if Path(args.out).resolve() == Path(args.model).resolve():
+        raise PitDetError(f'--out {args.out} is the fp32 model itself: write the INT8 model to another file')
+    found = image_files(Path(args.calib))
+    images = found[:args.num_images]
+    if len(images) < args.num_images:
+        print(f'calibrating on {len(images)} images: {args.calib} has only {len(found)} (asked for {args.num_images})',
+              flush=True)
     keep = [] if args.keep_fp32 == ['none'] else args.keep_fp32
     print(cpu_info().int8_note(), flush=True)
     start = time.perf_counter()

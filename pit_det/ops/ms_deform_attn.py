@@ -4,6 +4,7 @@ Four implementations compute the same function (Deformable DETR, arXiv 2010.0415
 
 * ``'stock'``: what mmcv 2.1 runs, its CUDA kernel on GPU and the pure-PyTorch
   ``multi_scale_deformable_attn_pytorch`` (grid_sample per level, stack, multiply, sum) on CPU.
+  On a GPU it needs an mmcv built with CUDA ops (:mod:`.mmcv_cuda`).
 * ``'fast'``: the custom op ``torch.ops.pit_det.ms_deform_attn`` (:mod:`.ms_deform_attn_op`):
   on CPU pit-det's C++ kernel, which samples, weights and sums in one pass without the large
   intermediates; on GPU mmcv's CUDA kernel when mmcv was built with CUDA ops, else pit-det's
@@ -18,6 +19,7 @@ Four implementations compute the same function (Deformable DETR, arXiv 2010.0415
 * ``'auto'``: ``'fast'`` when the C++ kernel can be built here (:mod:`.extension`), else
   ``'stock'`` with a warning.
 """
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -81,7 +83,10 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_sta
         return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
     dtype = value.dtype
     if impl == 'fast' and value.is_cuda and cuda_kernel() == 'mmcv' and dtype not in (torch.float32, torch.float64):
-        value = value.float()  # mmcv's CUDA kernel: fp32 / fp64 only
+        # mmcv's CUDA kernel takes fp32 / fp64 only; said once per process (Python's warning filter).
+        warnings.warn(f"mmcv's CUDA deformable-attention kernel takes fp32 values only: {dtype} values are cast to "
+                      "fp32 for it (msda_impl='triton' reads them as they are)", stacklevel=2)
+        value = value.float()
     # The kernels accumulate in fp32 (fp64 for fp64 values) and take locations and weights in it;
     # on CPU and in Triton bf16 / fp16 values are read as they are.
     compute = torch.promote_types(value.dtype, torch.float32)

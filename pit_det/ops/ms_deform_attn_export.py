@@ -97,9 +97,18 @@ def ms_deform_attn_gather(value: Tensor, spatial_shapes: Tensor, sampling_locati
 def ms_deform_attn_grid_sample(value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor,
                                attention_weights: Tensor) -> Tensor:
     """One ``grid_sample`` per level, weighted and summed level by level. Arguments and result as
-    :func:`ms_deform_attn_gather` (``level_shapes`` required)."""
+    :func:`ms_deform_attn_gather` (``level_shapes`` required).
+
+    bf16 / fp16 values (autocast) are sampled, weighted and summed in fp32 with the fp32 locations,
+    and the result is rounded once to their dtype: ``grid_sample`` takes one dtype for values and
+    grid, and bf16 locations would be rounded to steps of up to 1/256 of the map (0.33 px on
+    PiT-S's 84-pixel-wide level at 400 x 667)."""
     B, _, M, D = value.shape
     _, Q, _, L, P, _ = sampling_locations.shape
+    dtype = value.dtype
+    if dtype in (torch.bfloat16, torch.float16):  # fp32 / fp64 graphs (ONNX export) stay without casts
+        value, sampling_locations = value.float(), sampling_locations.float()
+        attention_weights = attention_weights.float()
     grids = 2 * sampling_locations - 1  # grid_sample's [-1, 1]
     out = None
     for level, lv in enumerate(_levels(value, level_shapes)):
@@ -109,4 +118,4 @@ def ms_deform_attn_grid_sample(value: Tensor, level_shapes: LevelShapes, samplin
         weight = attention_weights[:, :, :, level].transpose(1, 2).reshape(B * M, 1, Q, P)
         term = (samples * weight).sum(-1)  # (B * M, D, Q)
         out = term if out is None else out + term
-    return out.view(B, M * D, Q).transpose(1, 2)
+    return out.view(B, M * D, Q).transpose(1, 2).to(dtype)
