@@ -58,6 +58,26 @@ def test_corners_on_borders_and_points_far_off_the_map(impl):
     assert ref[0, 4].abs().max() > 0  # half a pixel out: the inner corners count
 
 
+@pytest.mark.parametrize('impl', ['gather', 'grid_sample', 'triton'])
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), float('-inf'), 1e30])
+def test_non_finite_and_huge_locations_read_zero_in_every_kernel(impl, bad):
+    """A NaN, infinite or huge sampling location (a diverged offset) samples nothing in every
+    kernel, as in the C++ one: its term is 0, never NaN, and the other points are unchanged."""
+    levels = [(5, 7), (3, 2)]
+    value, shapes, starts, loc, attn = random_inputs(levels, B=1, Q=4, M=2, D=4, P=2, dtype=torch.float32)
+    loc[0, 1, :, :, 0, 0] = bad  # query 1's first point: x
+    loc[0, 2, :, :, 1] = bad  # query 2's second point: x and y
+    out = multi_scale_deformable_attn(value, shapes, starts, loc, attn, impl=impl, level_shapes=levels)
+    ref = multi_scale_deformable_attn(value, shapes, starts, loc, attn, impl='fast')
+    assert torch.isfinite(ref).all() and torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, **TOL[torch.float32])
+    off = attn.clone()
+    off[0, 1, :, :, 0] = 0  # the same result as those points having no weight
+    off[0, 2, :, :, 1] = 0
+    torch.testing.assert_close(ref, multi_scale_deformable_attn(value, shapes, starts, loc.nan_to_num(0.0, 0.0, 0.0),
+                                                                off, impl='fast'), **TOL[torch.float32])
+
+
 def test_pair_table_holds_each_position_and_its_right_neighbour():
     levels = [(2, 3), (1, 1)]
     value = torch.arange(7, dtype=torch.float32).view(1, 7, 1, 1)  # one head, one channel: the token index

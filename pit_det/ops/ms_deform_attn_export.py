@@ -78,8 +78,11 @@ def ms_deform_attn_gather(value: Tensor, spatial_shapes: Tensor, sampling_locati
     x = loc[..., 0] * w - 0.5
     y = loc[..., 1] * h - 0.5
     x0, y0 = x.floor(), y.floor()
-    fx, fy = x - x0, y - y0
-    inside = (x0 >= -1) & (x0 < w) & (y0 >= -1) & (y0 < h)  # at least one corner on the map
+    inside = (x0 >= -1) & (x0 < w) & (y0 >= -1) & (y0 < h)  # at least one corner on the map; False for NaN
+    # Fractions of points off the map (NaN, +-inf, 1e30 among them) set to 0: with a zero weight they
+    # would still give NaN (0 * inf), where the C++ and Triton kernels give 0.
+    zero = torch.zeros_like(x)
+    fx, fy = torch.where(inside, x - x0, zero), torch.where(inside, y - y0, zero)
     attn = torch.where(inside, attn, torch.zeros_like(attn))
     top, bottom = (1 - fy) * attn, fy * attn
     weight = torch.stack([(1 - fx) * top, fx * top, (1 - fx) * bottom, fx * bottom], dim=-1)  # (B, M, Q, L, P, 4)
@@ -110,6 +113,9 @@ def ms_deform_attn_grid_sample(value: Tensor, level_shapes: LevelShapes, samplin
         value, sampling_locations = value.float(), sampling_locations.float()
         attention_weights = attention_weights.float()
     grids = 2 * sampling_locations - 1  # grid_sample's [-1, 1]
+    # Beyond |2| no corner is on any map; NaN and +-inf there would make grid_sample's interpolation
+    # weights NaN, where the C++ and Triton kernels read 0. Such points go to -4, still off the map.
+    grids = torch.where(grids.abs() <= 2, grids, torch.full_like(grids, -4.0))
     out = None
     for level, lv in enumerate(_levels(value, level_shapes)):
         lv = lv.permute(0, 1, 4, 2, 3).flatten(0, 1)  # (B * M, D, H, W)
