@@ -46,9 +46,10 @@ class PitDeformableDETR(DeformableDETR):
     Args:
         msda_impl: 'auto' (pit-det's kernels when they build, else mmcv's), 'fast' (pit-det's
             C++ kernel on CPU; on GPU mmcv's CUDA kernel when mmcv has CUDA ops, else pit-det's
-            Triton kernel), 'triton' (the Triton kernel), 'stock' (mmcv's code unchanged),
-            'grid_sample' (mmcv's pure-PyTorch code on every device) or 'gather' (standard ops
-            without GridSample), the last two for ONNX export; see
+            Triton kernel), 'triton' (the Triton kernel), 'stock' (mmcv's module unchanged; on a
+            GPU it needs mmcv's CUDA ops), 'grid_sample' (pit-det's one ``grid_sample`` per level,
+            on every device) or 'gather' (standard ops without GridSample), the last two for ONNX
+            export; see
             :mod:`pit_det.ops.ms_deform_attn`. ``set_msda_impl(model, impl)`` switches a built model.
         **kwargs: ``DeformableDETR``'s arguments.
     """
