@@ -158,7 +158,9 @@ def _launch(fn: Callable, value: Tensor, shapes: Tensor, starts: Tensor, loc: Te
 
 
 def _check(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
-           attention_weights: Tensor) -> None:
+           attention_weights: Tensor, levels_inside: bool = True) -> None:
+    """The C++ kernel's refusals. ``levels_inside=False`` skips the one that reads tensor values (a
+    few kernel launches on CUDA): the backward of the op takes the inputs its forward checked."""
     compute = torch.promote_types(value.dtype, torch.float32)
     if value.dim() != 4 or sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
         raise ValueError(f'value must be (B, S, M, D) and sampling_locations (B, Q, M, L, P, 2), got '
@@ -185,6 +187,8 @@ def _check(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sam
     if devices != {value.device}:
         raise ValueError(f'every tensor must be on {value.device} (the device of value), got '
                          f'{sorted(map(str, devices))}')
+    if not levels_inside:
+        return
     # Levels inside value, checked on the device without a host sync (an asynchronous assert on CUDA).
     inside = ((spatial_shapes > 0).all(1) & (level_start_index >= 0)
               & (level_start_index + spatial_shapes.prod(1) <= num_value)).all()
@@ -206,7 +210,8 @@ def forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sa
 def backward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
              attention_weights: Tensor, grad_output: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients for value, sampling_locations and attention_weights (no autograd)."""
-    _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    # The op's forward checked these tensors; the shapes are checked again (cheap, on the host).
+    _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, levels_inside=False)
     value, sampling_locations, attention_weights, grad_output = (
         t.contiguous() for t in (value, sampling_locations, attention_weights, grad_output))
     grad_value = torch.zeros_like(value, dtype=torch.promote_types(value.dtype, torch.float32))
