@@ -4,7 +4,7 @@ has none.
 On CPU, mmdet and mmcv take their PyTorch branches, so a CPU run never reaches the code that a GPU
 user runs. Here the GPU branch is taken on CPU tensors: ``torch.cuda.is_available()`` reports True,
 the tensors report ``is_cuda`` (:class:`CudaLooking`), and every call into mmcv's compiled
-extension is recorded (:func:`mmcv_ext_calls`). A call with a CUDA-looking tensor fails as it does
+extension is recorded (the ``gpu_branch`` fixture). A call with a CUDA-looking tensor fails as it does
 on a GPU with an mmcv built without CUDA ops, the set-up of a GPU machine without ``nvcc``.
 """
 import sys
