@@ -177,9 +177,10 @@ def judge_benchmark(report: dict, expected: List[Tuple[str, str]]) -> dict:
 def speed_targets(eager: List[dict], graphs: List[dict], kernel: str = 'fast') -> List[dict]:
     """PiT-S's latency targets, met or not, eager and with CUDA graphs (rows of judge_benchmark)."""
     targets = []
-    for how, rows, suffix in (('eager', eager, ''), ('CUDA graphs', graphs, ' compiled')):
-        ms = {dtype: next((r.get('median_ms') for r in rows
-                           if r['model'] == 'pit_s' and r['variant'] == f'{kernel} {dtype}{suffix}'), None)
+    pit_s = bm.label(TABLE5[-1])
+    for how, rows, compiled in (('eager', eager, False), ('CUDA graphs', graphs, True)):
+        ms = {dtype: next((r.get('median_ms') for r in rows if r['model'] == pit_s and
+                           r['variant'] == bm.variant(dict(impl=kernel, dtype=dtype, compiled=compiled))), None)
               for dtype in TARGET_MS}
         for dtype, limit in TARGET_MS.items():
             targets.append(dict(target=f'PiT-S {dtype} <= {limit:g} ms', run=how, ms=ms[dtype],

@@ -153,12 +153,12 @@ def count_cuda_events(events: Sequence) -> Dict[str, object]:
     counts = dict(kernel_launches=len(launches),
                   graph_launches=sum(e.name.startswith(GRAPH_LAUNCHES) for e in host),
                   kernels=sum(map(_is_kernel, device)),
-                  syncs=sum(e.name.startswith(('cuda', 'cu')) and 'Synchronize' in e.name for e in host),
+                  syncs=sum(e.name.startswith('cu') and 'Synchronize' in e.name for e in host),  # cuda* and cu* APIs
                   dtoh_copies=sum(e.name.startswith('Memcpy DtoH') for e in device))
     ranges = [(e.name[len(RANGE):], e.time_range) for e in host if e.name.startswith(RANGE)]
     if ranges:
         # A launch belongs to the stage whose range (on the host's clock) it starts in.
-        by_stage = dict.fromkeys(dict.fromkeys(stage for stage, _ in ranges), 0)
+        by_stage = dict.fromkeys((stage for stage, _ in ranges), 0)  # stages in order, once each
         for stage, span in ranges:
             by_stage[stage] += sum(span.start <= e.time_range.start <= span.end for e in launches)
         counts['kernel_launches_by_stage'] = by_stage
