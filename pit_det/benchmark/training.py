@@ -134,18 +134,19 @@ def coco_schedule(images_per_s: float, batch_size: int, filter_empty_gt: bool, g
                 iters_per_epoch=iters_per_epoch, hours=hours)
 
 
-def train_throughput(config: str, device: str, dtype: str = 'fp32', warmup: int = 3, iters: int = 20,
-                     cfg_options: Optional[dict] = None, photo: Tuple[int, int] = PHOTO,
-                     progress: Optional[Callable[[], None]] = None) -> Dict[str, object]:
+def train_throughput(config: str, cfg: Config, batches: List[dict], device: str, dtype: str = 'fp32',
+                     warmup: int = 3, progress: Optional[Callable[[], None]] = None) -> Dict[str, object]:
     """Images/s per device of ``config``'s training step (module docstring) in ``dtype``.
 
     Args:
-        config: config file.
+        config: config file (named in the result).
+        cfg: its config, overrides merged.
+        batches: :func:`synthetic_batches` of ``cfg`` (``PHOTO``-sized photos), one per iteration:
+            ``warmup`` untimed, then the timed ones. The same for every precision, so built once
+            per config.
         device: 'cpu' or 'cuda'.
         dtype: 'fp32', or 'bf16' / 'fp16' autocast (:func:`optim_wrapper_for`).
-        warmup, iters: untimed and timed iterations, each on its own batch.
-        cfg_options: config overrides.
-        photo: (H, W) of the synthetic images before the pipeline.
+        warmup: untimed iterations.
         progress: called after each timed iteration.
 
     Returns:
@@ -153,25 +154,22 @@ def train_throughput(config: str, device: str, dtype: str = 'fp32', warmup: int 
         ``batch_size``, ``impl`` / ``kernel`` (deformable attention), ``peak_mib``, the last
         iteration's ``loss`` and ``coco_50e_8gpus`` (:func:`coco_schedule`).
     """
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
     model = bm.build_detector(cfg).to(device).train()
     wrapper = optim_wrapper_for(model, cfg, device, dtype)
     batch_size = cfg.train_dataloader.batch_size
-    batches = iter(synthetic_batches(cfg, warmup + iters, photo))
+    remaining = iter(batches)
     last = {}
 
     def step() -> None:
-        last['log_vars'] = model.train_step(next(batches), wrapper)
+        last['log_vars'] = model.train_step(next(remaining), wrapper)
 
     with bm.peak_memory(device) as memory:
-        times = bm.time_calls(step, warmup, iters, device, progress)
+        times = bm.time_calls(step, warmup, len(batches) - warmup, device, progress)
     images_per_s = batch_size * len(times) / sum(times)
     step_ms = {k: v for k, v in bm.summarize(times).items() if k != 'images_per_s'}  # its images/s is batch 1's
     impl = _msda_impl(model)
     filter_empty_gt = cfg.train_dataloader.dataset.get('filter_cfg', {}).get('filter_empty_gt', False)
-    return dict(config=config, dtype=dtype, device=device, batch_size=batch_size, photo=list(photo),
+    return dict(config=config, dtype=dtype, device=device, batch_size=batch_size, photo=list(PHOTO),
                 impl=impl, kernel=bm.msda_kernel(impl, device), images_per_s=images_per_s, step=step_ms,
                 loss=last['log_vars']['loss'].item(), **memory,
                 coco_50e_8gpus=coco_schedule(images_per_s, batch_size, filter_empty_gt))
@@ -190,10 +188,14 @@ def benchmark_training(configs: Sequence[str], dtypes: Sequence[str], device: st
     with its ``error``, and the others still run."""
     rows = []
     for config in configs:
+        cfg = Config.fromfile(config)
+        if cfg_options:
+            cfg.merge_from_dict(cfg_options)
+        batches = synthetic_batches(cfg, warmup + iters)  # seeded: the same for every precision
         for dtype in dtypes:
             what = f'{label(config)} training {dtype}'
             try:
-                row = train_throughput(config, device, dtype, warmup, iters, cfg_options,
+                row = train_throughput(config, cfg, batches, device, dtype, warmup,
                                        progress=lambda: progress(what, 1) if progress else None)
             except Exception as err:  # one precision failing must not cost the run its other rows
                 row = dict(config=config, dtype=dtype, device=device, error=f'{type(err).__name__}: {err}')
