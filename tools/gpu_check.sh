@@ -33,8 +33,12 @@ if [[ "${1:-}" == --prepare ]]; then
   for n in 17 24 27 28 31 34; do PLATFORMS+=(--platform "manylinux_2_${n}_x86_64"); done
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$GPU_PY" --implementation cp \
     "${PLATFORMS[@]}" --platform manylinux2014_x86_64 -d "$DIR" "${PACKAGES[@]}"
-  "$PY" -m pip download -q --no-deps --no-binary=:all: --no-build-isolation -d "$DIR" mmcv==2.1.0 \
-    || "$PY" -m pip download -q --no-deps --no-binary=:all: -d "$DIR" mmcv==2.1.0
+  # The sdist's metadata comes from mmcv's setup.py, which imports torch and pkg_resources: run by a
+  # Python that has them (pit-det's .venv after the set-up), else this one.
+  SDIST_PY="$PY"
+  if [[ -z "${PYTHON:-}" && -x "$ROOT/.venv/bin/python" ]]; then SDIST_PY="$ROOT/.venv/bin/python"; fi
+  "$SDIST_PY" -m pip download -q --no-deps --no-binary=:all: --no-build-isolation -d "$DIR" mmcv==2.1.0 \
+    || { log "could not download mmcv 2.1.0's sdist with $SDIST_PY: set PYTHON to a Python with torch and setuptools<81 (pit-det's .venv)"; exit 1; }
   log "wheels for Python $GPU_PY in $DIR: $(ls "$DIR" | wc -l) files, $(du -sh "$DIR" | cut -f1)"
   exit 0
 fi
@@ -61,10 +65,19 @@ fi
 log "installing $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS into $SITE"
 "${INSTALL[@]}" "$WHEELS"/*.whl
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-log "building mmcv 2.1.0's CPU ops with $(nproc) jobs (70 s on an H200 machine's 16 cores)"
-"${BUILD[@]}" "$WHEELS"/mmcv-2.1.0.tar.gz > "$OUT/mmcv-build.log" 2>&1 \
-  || { tail -n 30 "$OUT/mmcv-build.log"; log "mmcv build FAILED (log: $OUT/mmcv-build.log)"; exit 1; }
-"${INSTALL[@]}" "$SITE.wheels"/mmcv-*.whl
+# A wheel built by an earlier run on this kind of machine (same Python and torch), put beside the
+# others, saves the build; each build's wheel is left in OUT for that.
+BUILT=("$WHEELS"/mmcv-2.1.0-*.whl)
+if [[ -f "${BUILT[0]}" ]]; then
+  log "installing the mmcv build ${BUILT[0]##*/}"
+  "${INSTALL[@]}" "${BUILT[0]}"
+else
+  log "building mmcv 2.1.0's CPU ops with $(nproc) jobs (70 s on an H200 machine's 16 cores)"
+  "${BUILD[@]}" "$WHEELS"/mmcv-2.1.0.tar.gz > "$OUT/mmcv-build.log" 2>&1 \
+    || { tail -n 30 "$OUT/mmcv-build.log"; log "mmcv build FAILED (log: $OUT/mmcv-build.log)"; exit 1; }
+  "${INSTALL[@]}" "$SITE.wheels"/mmcv-*.whl
+  cp "$SITE.wheels"/mmcv-*.whl "$OUT/"
+fi
 log "set-up done in $((SECONDS - T0)) s; running the checks"
 rc=0
 "$PY" "$ROOT/tools/gpu_check.py" --out "$OUT" || rc=$?

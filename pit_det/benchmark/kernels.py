@@ -1,0 +1,179 @@
+"""Deformable-attention kernels side by side at a detector's real shapes: each kernel's output and
+gradients checked against mmcv's pure-PyTorch function in fp64, then timed forward and forward +
+backward (``tools/benchmark_msda.py``).
+
+Kernels are the dispatcher's names (:mod:`pit_det.ops.ms_deform_attn`: 'triton', 'fast', 'gather',
+'grid_sample', 'stock') plus 'mmcv-cuda-source': mmcv's own CUDA kernel compiled with nvcc from
+the sources that ship with mmcv (``mmcv/ops/csrc``), for GPU machines whose mmcv was built without
+CUDA ops. It is mmcv's code unchanged, with a two-function binding of its own; it takes fp32 (and
+fp16) values, no bf16 (``AT_DISPATCH_FLOATING_TYPES_AND_HALF``).
+"""
+import math
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+
+from ..ops import multi_scale_deformable_attn
+from .measure import summarize, time_calls
+
+# PiT-S Deformable DETR at 400 x 667: strides 8, 16, 32 and the neck's stride-64 level.
+PIT_S_LEVELS = ((50, 84), (25, 42), (13, 21), (7, 11))
+MMCV_SOURCE = 'mmcv-cuda-source'
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+
+_BINDING = r'''
+#include <torch/extension.h>
+// Defined in mmcv/ops/csrc/pytorch/cuda/ms_deform_attn_cuda.cu (mmcv 2.1.0), compiled beside this file.
+at::Tensor ms_deform_attn_cuda_forward(const at::Tensor &value, const at::Tensor &spatial_shapes,
+                                       const at::Tensor &level_start_index, const at::Tensor &sampling_loc,
+                                       const at::Tensor &attn_weight, const int im2col_step);
+void ms_deform_attn_cuda_backward(const at::Tensor &value, const at::Tensor &spatial_shapes,
+                                  const at::Tensor &level_start_index, const at::Tensor &sampling_loc,
+                                  const at::Tensor &attn_weight, const at::Tensor &grad_output,
+                                  at::Tensor &grad_value, at::Tensor &grad_sampling_loc,
+                                  at::Tensor &grad_attn_weight, const int im2col_step);
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &ms_deform_attn_cuda_forward);
+  m.def("backward", &ms_deform_attn_cuda_backward);
+}
+'''
+
+
+def build_mmcv_cuda_kernel(build_dir: Optional[Path] = None):
+    """mmcv's CUDA deformable-attention kernel compiled from mmcv's installed sources with nvcc.
+
+    Raises:
+        RuntimeError: no CUDA GPU, no nvcc (``torch.utils.cpp_extension.CUDA_HOME`` unset), or
+            mmcv's sources missing, each named.
+    """
+    import mmcv
+    from torch.utils import cpp_extension
+    if not torch.cuda.is_available():
+        raise RuntimeError("mmcv's CUDA kernel needs a CUDA GPU")
+    if cpp_extension.CUDA_HOME is None:
+        raise RuntimeError("building mmcv's CUDA kernel needs nvcc (a CUDA toolkit; set CUDA_HOME)")
+    csrc = Path(mmcv.__file__).parent / 'ops' / 'csrc'
+    source = csrc / 'pytorch' / 'cuda' / 'ms_deform_attn_cuda.cu'
+    if not source.is_file():
+        raise RuntimeError(f'{source} is missing: this mmcv install ships no CUDA sources')
+    build_dir = Path(build_dir or tempfile.mkdtemp(prefix='mmcv_msda_cuda_'))
+    build_dir.mkdir(parents=True, exist_ok=True)
+    binding = build_dir / 'binding.cpp'
+    binding.write_text(_BINDING)
+    return cpp_extension.load(name='pit_det_mmcv_msda_cuda', sources=[str(binding), str(source)],
+                              extra_include_paths=[str(csrc / 'common'), str(csrc / 'common' / 'cuda')],
+                              extra_cuda_cflags=['-O3'], build_directory=str(build_dir), verbose=False)
+
+
+class _MmcvSourceKernel(torch.autograd.Function):
+    """mmcv's ``MultiScaleDeformableAttnFunction``, calling the separately built module."""
+
+    @staticmethod
+    def forward(ctx, module, value, shapes, starts, loc, attn, im2col_step):
+        ctx.module, ctx.im2col_step = module, im2col_step
+        ctx.save_for_backward(value, shapes, starts, loc, attn)
+        return module.forward(value, shapes, starts, loc, attn, im2col_step)
+
+    @staticmethod
+    def backward(ctx, grad):
+        value, shapes, starts, loc, attn = ctx.saved_tensors
+        grads = [torch.zeros_like(t) for t in (value, loc, attn)]
+        ctx.module.backward(value, shapes, starts, loc, attn, grad.contiguous(), *grads, ctx.im2col_step)
+        return None, grads[0], None, None, grads[1], grads[2], None
+
+
+def make_inputs(levels: Sequence[Tuple[int, int]], batch: int, queries: int, heads: int = 8, points: int = 4,
+                channels: int = 32, device: str = 'cpu', seed: int = 0) -> List[torch.Tensor]:
+    """fp32 (value, spatial_shapes, level_start_index, sampling_locations, attention_weights) on
+    ``device``: locations uniform over each map and a pixel past its edges, weights softmaxed."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = torch.tensor(levels)
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    L = len(levels)
+    value = torch.randn(batch, int((shapes[:, 0] * shapes[:, 1]).sum()), heads, channels, generator=g)
+    margin = 1 / shapes.flip(-1).view(L, 1, 2)  # one pixel, (x, y) per level
+    loc = -margin + (1 + 2 * margin) * torch.rand(batch, queries, heads, L, points, 2, generator=g)
+    attn = torch.rand(batch, queries, heads, L * points, generator=g).softmax(-1).view(batch, queries, heads, L, points)
+    return [t.to(device) for t in (value, shapes, starts, loc, attn)]
+
+
+def kernel_fn(name: str, module=None) -> Callable:
+    """``fn(value, shapes, starts, loc, attn) -> (B, Q, M * D)`` for a kernel name."""
+    if name == MMCV_SOURCE:
+        return lambda v, s, i, l, a: _MmcvSourceKernel.apply(module, v.contiguous(), s, i, l.contiguous(),
+                                                             a.contiguous(), 64)
+    return lambda v, s, i, l, a: multi_scale_deformable_attn(v, s, i, l, a, impl=name)
+
+
+def check_and_time(fn: Callable, inputs: List[torch.Tensor], dtype: torch.dtype, device: str, warmup: int,
+                   iters: int, reference: Optional[List[torch.Tensor]] = None) -> Dict[str, object]:
+    """Output and value / location / weight gradients against ``reference`` (largest difference relative
+    to each reference tensor's largest magnitude), then the forward and forward + backward latency."""
+    value, shapes, starts, loc, attn = inputs
+    value = value.to(dtype)
+    g = torch.Generator().manual_seed(1)
+    grad = torch.randn(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3], generator=g).to(device, dtype)
+
+    def fwd_bwd():
+        leaves = [t.detach().requires_grad_() for t in (value, loc, attn)]
+        out = fn(leaves[0], shapes, starts, leaves[1], leaves[2])
+        out.backward(grad.to(out.dtype))
+        return [out.detach(), *(t.grad for t in leaves)]
+
+    row: Dict[str, object] = {}
+    if reference is not None:
+        got = fwd_bwd()
+        row['max_rel_diff'] = {name: ((a.double() - r).abs().max() / r.abs().max()).item()
+                               for name, a, r in zip(('output', 'value grad', 'location grad', 'weight grad'),
+                                                     got, reference)}
+    with torch.no_grad():
+        row['forward'] = summarize(time_calls(lambda: fn(value, shapes, starts, loc, attn), warmup, iters, device))
+    row['forward_backward'] = summarize(time_calls(fwd_bwd, warmup, iters, device))
+    return row
+
+
+def reference(inputs: List[torch.Tensor], device: str) -> List[torch.Tensor]:
+    """mmcv's pure-PyTorch function in fp64: output and the three gradients (the same output gradient
+    as :func:`check_and_time`)."""
+    value, shapes, starts, loc, attn = inputs
+    leaves = [t.detach().double().requires_grad_() for t in (value, loc, attn)]
+    out = multi_scale_deformable_attn_pytorch(leaves[0], shapes, leaves[1], leaves[2])
+    g = torch.Generator().manual_seed(1)
+    out.backward(torch.randn(out.shape, generator=g).to(device, torch.float64))
+    return [out.detach(), *(t.grad for t in leaves)]
+
+
+def compare_kernels(kernels: Sequence[str], dtypes: Sequence[str], cases: Dict[str, int], device: str,
+                    levels: Sequence[Tuple[int, int]] = PIT_S_LEVELS, batch: int = 2, warmup: int = 10,
+                    iters: int = 50, mmcv_build_dir: Optional[Path] = None) -> List[Dict[str, object]]:
+    """One row per case (name -> queries) x kernel x precision: errors against fp64 and latencies.
+    A kernel that cannot run (mmcv's CUDA kernel without nvcc; bf16 for it) gets a row with its
+    error instead."""
+    module, build_error, rows = None, None, []
+    if MMCV_SOURCE in kernels:
+        try:
+            module = build_mmcv_cuda_kernel(mmcv_build_dir)
+        except Exception as err:  # a row that says why, beside the kernels that ran
+            build_error = f'{type(err).__name__}: {err}'
+    for case, queries in cases.items():
+        inputs = make_inputs(levels, batch, queries, device=device)
+        ref = reference(inputs, device)
+        for dtype in dtypes:
+            for name in kernels:
+                row = dict(case=case, queries=queries, kernel=name, dtype=dtype)
+                if name == MMCV_SOURCE and (build_error or dtype != 'fp32'):
+                    rows.append(dict(row, error=build_error or "mmcv's CUDA kernel takes no bf16 values"))
+                    continue
+                try:
+                    row.update(check_and_time(kernel_fn(name, module), inputs, DTYPES[dtype], device, warmup, iters,
+                                              ref))
+                except Exception as err:
+                    row['error'] = f'{type(err).__name__}: {err}'
+                rows.append(row)
+    for row in rows:
+        if 'forward' in row and not math.isfinite(row['forward']['median_ms']):
+            row['error'] = 'no finite latency'
+    return rows
