@@ -17,7 +17,7 @@ from mmengine.optim import AmpOptimWrapper
 from torch.autograd import DeviceType
 
 from pit_det import benchmark as bm
-from pit_det.benchmark import profiling, training
+from pit_det.benchmark import kernels, profiling, training
 from pit_det.models import set_msda_impl
 from pit_det.ops import msda_flops
 from pit_det.precision import cpu_info, native_dtypes
@@ -384,3 +384,29 @@ def test_profile_and_training_throughput_rows(tmp_path):
     assert (coco['images_per_epoch'], coco['iters_per_epoch'], coco['gpus'], coco['epochs']) == (118_287, 7393, 8, 50)
     assert coco['hours'] == pytest.approx(7393 * 50 * 2 / train['images_per_s'] / 3600)
     assert 'training step on' in stdout and '50 COCO epochs on 8 GPUs' in stdout
+
+
+def test_kernel_comparison_checks_each_kernel_against_fp64_then_times_it(tmp_path):
+    """tools/benchmark_msda.py on CPU at small shapes: every kernel's output and three gradients
+    within fp32 rounding of the fp64 reference (3e-6 measured at PiT-S's shapes), positive latencies;
+    mmcv's CUDA kernel, which needs a GPU and nvcc, a row that says why it did not run."""
+    levels = ((6, 10), (3, 5))
+    rows = kernels.compare_kernels(['fast', 'gather', kernels.MMCV_SOURCE], ['fp32'], {'decoder': 20}, 'cpu',
+                                   levels=levels, batch=1, warmup=0, iters=2, mmcv_build_dir=tmp_path)
+    assert [(r['kernel'], r['dtype']) for r in rows] == [('fast', 'fp32'), ('gather', 'fp32'),
+                                                        (kernels.MMCV_SOURCE, 'fp32')]
+    for r in rows[:2]:
+        assert set(r['max_rel_diff']) == {'output', 'value grad', 'location grad', 'weight grad'}
+        assert max(r['max_rel_diff'].values()) < 1e-5, r
+        assert r['forward']['median_ms'] > 0 and r['forward_backward']['median_ms'] > 0
+    assert 'CUDA GPU' in rows[2]['error']
+
+
+def test_kernel_comparison_catches_a_wrong_kernel(monkeypatch):
+    """A kernel off by one sample's weight shows far beyond fp32 rounding."""
+    original = kernels.kernel_fn
+    monkeypatch.setattr(kernels, 'kernel_fn', lambda name, module=None: (
+        lambda v, s, i, l, a: original('gather')(v, s, i, l, a * 1.01)))
+    row, = kernels.compare_kernels(['gather'], ['fp32'], {'decoder': 8}, 'cpu', levels=((4, 6),), batch=1,
+                                   warmup=0, iters=1)
+    assert row['max_rel_diff']['output'] > 5e-3

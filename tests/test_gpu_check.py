@@ -191,6 +191,37 @@ def test_kernel_inputs_keep_samples_off_the_kinks():
         assert x.min() < -1 and x.max() > w and ((x > 0) & (x < w - 1)).float().mean() > 0.6
 
 
+NEEDED_PLUGIN = """
+import json
+from pathlib import Path
+
+
+def pytest_collection_finish(session):
+    conftest = next(p for p in session.config.pluginmanager.get_plugins()
+                    if str(getattr(p, '__file__', '')).endswith(str(Path('gpu', 'conftest.py'))))
+    items = session.items
+    print('NEEDED', json.dumps({
+        'all': sorted(conftest.runs_needed(items)),
+        'kernel': sorted(conftest.runs_needed([i for i in items if 'test_gpu_kernel' in i.nodeid])),
+        'bf16 loss': sorted(conftest.runs_needed([i for i in items if i.name.endswith('falls[bf16]')])),
+        'gpu vs cpu': sorted(conftest.runs_needed([i for i in items if 'equal_the_cpus' in i.name]))}))
+"""
+
+
+def test_the_tier_starts_the_runs_its_selected_tests_need(tmp_path):
+    """The tier's toy-detector runs start side by side before the tests that read them: each that a
+    selected test needs, those asked for by ``request.getfixturevalue`` included, and no others."""
+    (tmp_path / 'needed_plugin.py').write_text(NEEDED_PLUGIN)
+    env = environment(PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')]))
+    proc = subprocess.run([sys.executable, '-m', 'pytest', 'tests/gpu', '--collect-only', '-q', '-p', 'no:cacheprovider',
+                           '-p', 'needed_plugin'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith('NEEDED ')), None)
+    assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads(line[len('NEEDED '):]) == {
+        'all': ['evaluated_bf16', 'evaluated_cpu_fp32', 'trained_bf16', 'trained_fp32'], 'kernel': [],
+        'bf16 loss': ['trained_bf16'], 'gpu vs cpu': ['evaluated_cpu_fp32', 'trained_fp32']}
+
+
 def test_the_cpu_run_skips_the_gpu_tier_and_says_how_to_run_it(tmp_path):
     """The CPU suite's run, and PIT_DET_GPU_TESTS=1 without a visible GPU: every tier test skipped with
     the reason; and that GPU run skips the CPU suite's tests, which need the interpreter."""

@@ -88,15 +88,24 @@ class _MmcvSourceKernel(torch.autograd.Function):
 def make_inputs(levels: Sequence[Tuple[int, int]], batch: int, queries: int, heads: int = 8, points: int = 4,
                 channels: int = 32, device: str = 'cpu', seed: int = 0) -> List[torch.Tensor]:
     """fp32 (value, spatial_shapes, level_start_index, sampling_locations, attention_weights) on
-    ``device``: locations uniform over each map and a pixel past its edges, weights softmaxed."""
+    ``device``; weights softmaxed over each query's levels and points.
+
+    Locations lie 0.01 to 0.99 px past an integer pixel coordinate (x = loc * W - 0.5), from two
+    pixels before a map to two after it (so samples off the map and on its edge rows count too).
+    Bilinear sampling has kinks at integer coordinates (pixel centres, map edges), where each kernel
+    takes a one-sided derivative of its own and fp32 rounding of x may cross sides; that convention
+    is tested on CPU (tests/test_msda_triton.py). Away from them every kernel computes one function.
+    """
     g = torch.Generator().manual_seed(seed)
     shapes = torch.tensor(levels)
     starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
-    L = len(levels)
-    value = torch.randn(batch, int((shapes[:, 0] * shapes[:, 1]).sum()), heads, channels, generator=g)
-    margin = 1 / shapes.flip(-1).view(L, 1, 2)  # one pixel, (x, y) per level
-    loc = -margin + (1 + 2 * margin) * torch.rand(batch, queries, heads, L, points, 2, generator=g)
-    attn = torch.rand(batch, queries, heads, L * points, generator=g).softmax(-1).view(batch, queries, heads, L, points)
+    B, M, L, P, D = batch, heads, len(levels), points, channels
+    value = torch.randn(B, int((shapes[:, 0] * shapes[:, 1]).sum()), M, D, generator=g)
+    size = shapes.flip(-1).view(L, 1, 2)  # (W, H) per level
+    pixel = (torch.rand(B, queries, M, L, P, 2, generator=g) * (size + 4)).floor() - 2  # -2 .. W + 1
+    frac = 0.01 + 0.98 * torch.rand(B, queries, M, L, P, 2, generator=g)
+    loc = (pixel + frac + 0.5) / size
+    attn = torch.rand(B, queries, M, L * P, generator=g).softmax(-1).view(B, queries, M, L, P)
     return [t.to(device) for t in (value, shapes, starts, loc, attn)]
 
 

@@ -38,14 +38,26 @@ RUNS = {'trained_fp32': (), 'trained_bf16': (), 'evaluated_cpu_fp32': ('trained_
         'evaluated_bf16': ('trained_fp32',)}
 
 
+def runs_needed(items) -> set:
+    """The runs that these test items need: the fixtures they name, and ``trained_<precision>`` for
+    a test parametrized by ``precision`` (it asks for its run with ``request.getfixturevalue``), with
+    what those wait for."""
+    needed = set()
+    for item in items:
+        needed |= set(item.fixturenames) & set(RUNS)
+        precision = getattr(item, 'callspec', None) and item.callspec.params.get('precision')
+        if precision:
+            needed.add(f'trained_{precision}')
+    return needed | {dep for name in needed for dep in RUNS[name]}
+
+
 @pytest.fixture(scope='session', autouse=True)
 def toy_runs(request, tier, tmp_path_factory) -> Dict[str, Future]:
     """Every toy-detector run that a selected test needs, started at the tier's first test and run
     side by side: the two trainings share the GPU, the CPU evaluation the host's cores, and each
     evaluation starts when the fp32 checkpoint exists. In sequence they took most of the tier's six
     minutes on an H200 machine; the kernel tests run meanwhile. Nothing here is timed."""
-    needed = set().union(*(item.fixturenames for item in request.session.items)) & set(RUNS)
-    needed |= {dep for name in needed for dep in RUNS[name]}
+    needed = runs_needed(request.session.items)
     if gpu_tier.skip_reason() or not needed:
         yield {}
         return

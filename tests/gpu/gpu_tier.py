@@ -23,14 +23,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from pit_det.benchmark.kernels import PIT_S_LEVELS, make_inputs
 from pit_det.precision import native_dtypes
 
 ROOT = Path(__file__).resolve().parents[2]
 MODE = 'PIT_DET_GPU_TESTS'
 HOW = f'`make test-gpu` ({MODE}=1 python -m pytest tests/gpu) on a machine with a CUDA GPU'
 TOY_CONFIG = 'configs/toy/deformable_detr_pit_s_toy.py'
-# PiT-S Deformable DETR at 400 x 667: strides 8, 16, 32 and the neck's stride-64 level.
-PIT_S_LEVELS = ((50, 84), (25, 42), (13, 21), (7, 11))
 CPU_ONLY = {'CUDA_VISIBLE_DEVICES': ''}
 
 
@@ -124,25 +123,9 @@ def run_tool(args: Sequence, env: Optional[Dict[str, str]] = None, timeout: int 
 
 
 def msda_inputs(tier: Tier, queries: int, seed: int = 0) -> List[torch.Tensor]:
-    """fp32 values, level shapes and starts, locations and weights, on CPU.
-
-    Locations lie 0.01 to 0.99 px past an integer pixel coordinate (x = loc * W - 0.5), from two
-    pixels before a map to two after it (so samples off the map and on its edge rows count too).
-    Bilinear sampling has kinks at integer coordinates (pixel centres, map edges), where each kernel
-    takes a one-sided derivative of its own and fp32 rounding of x may cross sides; that convention
-    is tested on CPU (tests/test_msda_triton.py). Away from them every kernel computes one function.
-    """
-    g = torch.Generator().manual_seed(seed)
-    shapes = torch.tensor(tier.levels)
-    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
-    B, M, L, P, D = tier.batch, tier.heads, len(tier.levels), tier.points, tier.channels
-    value = torch.randn(B, int((shapes[:, 0] * shapes[:, 1]).sum()), M, D, generator=g)
-    size = shapes.flip(-1).view(L, 1, 2)  # (W, H) per level
-    pixel = (torch.rand(B, queries, M, L, P, 2, generator=g) * (size + 4)).floor() - 2  # -2 .. W + 1
-    frac = 0.01 + 0.98 * torch.rand(B, queries, M, L, P, 2, generator=g)
-    loc = (pixel + frac + 0.5) / size
-    attn = torch.rand(B, queries, M, L * P, generator=g).softmax(-1).view(B, queries, M, L, P)
-    return [value, shapes, starts, loc, attn]
+    """fp32 values, level shapes and starts, locations and weights of the tier's sizes, on CPU, every
+    sample off bilinear sampling's kinks (:func:`pit_det.benchmark.kernels.make_inputs`)."""
+    return make_inputs(tier.levels, tier.batch, queries, tier.heads, tier.points, tier.channels, seed=seed)
 
 
 def forward_backward(fn, value: torch.Tensor, loc: torch.Tensor, attn: torch.Tensor,
