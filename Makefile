@@ -15,11 +15,12 @@ table5-toy: env
 	$(PY) tools/table5_toy.py
 
 # The CPU suite, then the GPU tier where a CUDA GPU is visible. One pytest-xdist worker per core (at
-# most 4: a worker holds up to 5 GB), each test file on one worker, so its fixtures are built once;
-# the 25 slowest tests are listed at the end. TEST_WORKERS=0 runs in one process.
+# most 4: a worker holds up to 5 GB), each test file on one worker, so its fixtures are built once,
+# the longest files first (tests/conftest.py; --no-loadscope-reorder keeps that order); the 25
+# slowest tests are listed at the end. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
 test: env
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 	@if $(PY) -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then $(MAKE) --no-print-directory test-gpu; fi
 
 # The GPU tier (tests/gpu; docs/testing.md): the compiled Triton kernel and the toy detector on a CUDA
@@ -29,7 +30,7 @@ test-gpu: env
 
 # Without the end-to-end runs of the tools and whole detectors (-m "not slow"), for development.
 test-fast: env
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 lint: env
 	$(VENV)/bin/ruff check .

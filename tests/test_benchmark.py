@@ -406,7 +406,7 @@ def test_kernel_comparison_catches_a_wrong_kernel(monkeypatch):
     """A kernel off by one sample's weight shows far beyond fp32 rounding."""
     original = kernels.kernel_fn
     monkeypatch.setattr(kernels, 'kernel_fn', lambda name, module=None: (
-        lambda v, s, i, l, a: original('gather')(v, s, i, l, a * 1.01)))
+        lambda v, s, i, loc, a: original('gather')(v, s, i, loc, a * 1.01)))
     row, = kernels.compare_kernels(['gather'], ['fp32'], {'decoder': 8}, 'cpu', levels=((4, 6),), batch=1,
                                    warmup=0, iters=1)
     assert row['max_rel_diff']['output'] > 5e-3

@@ -213,9 +213,10 @@ def test_the_tier_starts_the_runs_its_selected_tests_need(tmp_path):
     selected test needs, those asked for by ``request.getfixturevalue`` included, and no others."""
     (tmp_path / 'needed_plugin.py').write_text(NEEDED_PLUGIN)
     env = environment(PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')]))
-    proc = subprocess.run([sys.executable, '-m', 'pytest', 'tests/gpu', '--collect-only', '-q', '-p', 'no:cacheprovider',
-                           '-p', 'needed_plugin'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith('NEEDED ')), None)
+    proc = subprocess.run([sys.executable, '-m', 'pytest', 'tests/gpu', '--collect-only', '-q', '-p',
+                           'no:cacheprovider', '-p', 'needed_plugin'], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith('NEEDED ')), None)
     assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert json.loads(line[len('NEEDED '):]) == {
         'all': ['evaluated_bf16', 'evaluated_cpu_fp32', 'trained_bf16', 'trained_fp32'], 'kernel': [],

@@ -2,6 +2,7 @@
 for the visible GPUs' architectures), the build command, and the self-check's CUDA test."""
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,14 +26,16 @@ variant = _tool('mmcv_variant')
 def test_cpu_variant():
     plan = variant.plan('py311', '2.13.0', '13.0', [], None)
     assert plan == {'tag': 'py311-torch2.13.0-cpu', 'note': '',
-                    'env': {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0'}}
+                    'env': {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0',
+                            'CXX': str(ROOT / 'tools' / 'pch_cxx.py')}}
 
 
 def test_cuda_variant_builds_for_the_visible_architectures_only(tmp_path):
     nvcc = tmp_path / 'cuda' / 'bin' / 'nvcc'
     plan = variant.plan('py311', '2.13.0+cu130', '13.0', ['9.0', '8.0', '9.0'], str(nvcc))
     assert plan['tag'] == 'py311-torch2.13.0_cu130-cuda8.0_9.0'
-    assert plan['env'] == {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0', 'FORCE_CUDA': '1',
+    assert plan['env'] == {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0',
+                           'CXX': str(ROOT / 'tools' / 'pch_cxx.py'), 'FORCE_CUDA': '1',
                            'TORCH_CUDA_ARCH_LIST': '8.0;9.0',
                            'CUDA_HOME': str(tmp_path / 'cuda')}
 
@@ -119,3 +122,51 @@ def test_setup_dry_run_without_nvcc_builds_cpu_ops_for_triton(tmp_path):
     command = proc.stdout.split('build command:')[1]
     assert 'CUDA_VISIBLE_DEVICES= ' in command and 'FORCE_CUDA' not in command and 'MMCV_WITH_OPS=1' in command
     assert '-cpu, wheel cache' in proc.stdout
+
+
+pch_cxx = _tool('pch_cxx')
+# A ninja compile line of mmcv's build as torch's BuildExtension writes it (mmcv-build.log; "-c" twice).
+NINJA_LINE = ('-MMD -MF {obj}.d -O2 -g0 -fPIC -I{inc} -c -c {src} -o {obj} -std=c++17 '
+              '-DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_ext')
+
+
+def test_precompiled_header_compiles_the_same_object(tmp_path):
+    """tools/pch_cxx.py (mmcv's CXX): a file whose first include is pytorch_cpp_helper.hpp is
+    compiled against the header precompiled once for its flags, into the same object file as the
+    plain compiler's; a file that includes something else first is compiled as it is."""
+    inc = tmp_path / 'common'
+    inc.mkdir()
+    (inc / 'pytorch_cpp_helper.hpp').write_text(
+        '#ifndef PYTORCH_CPP_HELPER\n#define PYTORCH_CPP_HELPER\n#include <vector>\n#include <map>\n'
+        'inline int helper(int x) { return x * 3; }\n#endif\n')
+    (tmp_path / 'op.cpp').write_text('#include "pytorch_cpp_helper.hpp"\nint op(int x) { return helper(x) + 1; }\n')
+    (tmp_path / 'other.cpp').write_text(
+        '#include <vector>\n#include "pytorch_cpp_helper.hpp"\nint other() { return 2; }\n')
+    env = dict(os.environ, PIT_DET_PCH_DIR=str(tmp_path / 'pch'))
+    for name in ('op', 'other'):
+        objects = {}
+        for cxx in ('c++', str(ROOT / 'tools' / 'pch_cxx.py')):
+            obj = tmp_path / f'{name}.{len(objects)}.o'
+            line = NINJA_LINE.format(obj=obj, inc=inc, src=tmp_path / f'{name}.cpp').split()
+            proc = subprocess.run([cxx, *line], env=env, capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stderr
+            objects[cxx] = obj.read_bytes()
+        assert len(set(objects.values())) == 1, name
+        gch = list((tmp_path / 'pch').glob('*/pytorch_cpp_helper.hpp.gch'))
+        assert len(gch) == 1 and gch[0].stat().st_size > 0
+    # 'other' added no second precompiled header: its flags are op's, and it was compiled as it is.
+    assert len(list((tmp_path / 'pch').iterdir())) == 1
+    # GCC's -H lists the headers a compile reads: '!' marks a precompiled one that it used.
+    line = NINJA_LINE.format(obj=tmp_path / 'h.o', inc=inc, src=tmp_path / 'op.cpp').split()
+    proc = subprocess.run([str(ROOT / 'tools' / 'pch_cxx.py'), *line, '-H'], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and re.search(r'^! .*pytorch_cpp_helper\.hpp\.gch$', proc.stderr, re.M), proc.stderr
+
+
+def test_precompiled_header_is_only_for_one_source_compiles():
+    line = NINJA_LINE.format(obj='/b/op.o', inc='/s/common', src='/s/op.cpp').split()
+    flags, source = pch_cxx.split(line)
+    assert str(source) == '/s/op.cpp' and '-c' not in flags and '/b/op.o' not in flags and '/b/op.o.d' not in flags
+    assert flags == ['-O2', '-g0', '-fPIC', '-I/s/common', '-std=c++17', '-DTORCH_API_INCLUDE_EXTENSION_H',
+                     '-DTORCH_EXTENSION_NAME=_ext']
+    assert pch_cxx.split(['-shared', '/b/op.o', '-o', '/b/_ext.so']) is None  # the link
+    assert pch_cxx.split(['-v']) is None

@@ -29,7 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, help='CPU threads (torch.set_num_threads)')
     parser.add_argument('--kernels', nargs='+', choices=[i for i in IMPLS if i != 'auto'] + [MMCV_SOURCE],
                         help=f"default: triton, grid_sample and {MMCV_SOURCE} (mmcv's CUDA kernel built from "
-                             "its sources with nvcc) on a GPU; fast (the C++ kernel), gather, grid_sample, stock on CPU")
+                             "its sources with nvcc) on a GPU; fast (the C++ kernel), gather, grid_sample, stock "
+                             "on CPU")
     parser.add_argument('--dtype', nargs='+', choices=['fp32', 'bf16'], default=['fp32'])
     parser.add_argument('--cases', nargs='+', choices=list(CASES), default=list(CASES))
     parser.add_argument('--warmup', type=int, default=10)

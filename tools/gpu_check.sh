@@ -73,8 +73,9 @@ if [[ -f "${BUILT[0]}" ]]; then
   "${INSTALL[@]}" "${BUILT[0]}"
 else
   log "building mmcv 2.1.0's CPU ops with $(nproc) jobs (70 s on an H200 machine's 16 cores)"
-  "${BUILD[@]}" "$WHEELS"/mmcv-2.1.0.tar.gz > "$OUT/mmcv-build.log" 2>&1 \
+  PIT_DET_PCH_DIR="$SITE.pch" "${BUILD[@]}" "$WHEELS"/mmcv-2.1.0.tar.gz > "$OUT/mmcv-build.log" 2>&1 \
     || { tail -n 30 "$OUT/mmcv-build.log"; log "mmcv build FAILED (log: $OUT/mmcv-build.log)"; exit 1; }
+  rm -rf "$SITE.pch"
   "${INSTALL[@]}" "$SITE.wheels"/mmcv-*.whl
   cp "$SITE.wheels"/mmcv-*.whl "$OUT/"
 fi

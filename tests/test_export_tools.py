@@ -1,0 +1,129 @@
+"""The export tools end to end: a toy checkpoint as tools/train.py writes it, exported by
+tools/export.py (dynamic, both graphs) and run by tools/onnx_demo.py without torch, against
+PyTorch; and every bad input each tool names."""
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+from export_checks import ROOT, RUNTIMES, TOY, assert_same_detections, image, predict, run, run_graph
+from mmengine.config import Config
+from weight_files import perturbed
+
+from pit_det import benchmark as bm
+from pit_det.datasets.toy import make_split
+from pit_det.models import set_msda_impl
+
+
+@pytest.fixture(scope='module')
+def toy(tmp_path_factory):
+    """A toy-config checkpoint (random weights, mmengine's layout with dataset_meta), its dynamic
+    ONNX exports by tools/export.py (GridSample and gather graphs), and two toy images of
+    different sizes."""
+    root = tmp_path_factory.mktemp('toy_export')
+    model = perturbed(bm.build_detector(str(TOY), None))
+    classes = Config.fromfile(str(TOY)).metainfo['classes']
+    ckpt = root / 'epoch_1.pth'
+    torch.save(dict(meta=dict(epoch=1, dataset_meta=dict(classes=classes)), state_dict=model.state_dict()), ckpt)
+    proc = run(['tools/export.py', TOY, ckpt, '--out', root / 'toy.onnx', '--dynamic'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    gather = run(['tools/export.py', TOY, ckpt, '--out', root / 'toy_gather.onnx', '--dynamic', '--msda', 'gather'])
+    assert gather.returncode == 0, gather.stderr[-3000:]
+    make_split(root / 'data', 'val', 2, seed=3)
+    images = sorted((root / 'data/val2017').iterdir())
+    return dict(root=root, model=model, checkpoint=ckpt, onnx=root / 'toy.onnx', gather=root / 'toy_gather.onnx',
+                images=images, stdout=proc.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('msda', ['grid_sample', 'gather'])
+def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy, msda):
+    """Both graphs, both runtimes, at sizes other than the traced one (odd feature maps too)."""
+    path = toy['onnx'] if msda == 'grid_sample' else toy['gather']
+    info = json.loads(onnx.load(str(path), load_external_data=False).metadata_props[0].value)
+    assert info['dynamic'] and info['input_shape'] == [96, 128] and info['classes'] == ['rectangle', 'ellipse',
+                                                                                       'triangle']
+    assert info['msda'] == msda
+    assert f"any {info['min_size']}..4096" in toy['stdout']
+    set_msda_impl(toy['model'], msda)
+    for h, w in ((128, 80), (72, 128), (101, 67)):
+        x = image(h, w, seed=w)
+        expected = predict(toy['model'], x)
+        for runtime in RUNTIMES:
+            assert_same_detections(run_graph(path, runtime, x.numpy()), expected, max(h, w))
+
+
+def blocked_run(script: str, *args) -> subprocess.CompletedProcess:
+    """``script`` with torch and OpenMMLab made unimportable: a runtime without them."""
+    code = ("import runpy, sys\n"
+            "for name in ('torch', 'torchvision', 'mmcv', 'mmdet', 'mmengine', 'pit_det', 'timm'):\n"
+            "    sys.modules[name] = None\n"
+            f"sys.argv = {[script, *map(str, args)]!r}\n"
+            f"runpy.run_path({script!r}, run_name='__main__')\n")
+    return subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('runtime', RUNTIMES)
+def test_onnx_demo_draws_what_demo_draws_without_torch(toy, tmp_path, runtime):
+    """tools/onnx_demo.py runs with the runtime, numpy and OpenCV only (torch and OpenMMLab
+    unimportable), and writes the picture and detections tools/demo.py writes, in onnxruntime
+    and in OpenVINO."""
+    folder = toy['images'][0].parent  # both tools take a folder: one run each for both images
+    onnx_out, torch_out = tmp_path / 'onnx', tmp_path / 'torch'
+    proc = blocked_run('tools/onnx_demo.py', folder, toy['onnx'], '--out', onnx_out, '--score-thr', '0',
+                       '--runtime', runtime)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(['tools/demo.py', folder, TOY, toy['checkpoint'], '--out', torch_out, '--score-thr', '0'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads((d / 'detections.json').read_text()) for d in (onnx_out, torch_out)]
+    assert [r['file'] for r in records[0]] == [r['file'] for r in records[1]] == [str(p) for p in toy['images']]
+    for ours, theirs in zip(*records):
+        assert len(ours['detections']) == len(theirs['detections']) == 100  # score threshold 0: all of them
+        for a, b in zip(ours['detections'], theirs['detections']):
+            assert (a['label'], a['name']) == (b['label'], b['name']) and abs(a['score'] - b['score']) <= 1e-4
+            assert np.abs(np.subtract(a['bbox'], b['bbox'])).max() <= 0.011  # rounded to 0.01 px in the file
+    for image_path in toy['images']:
+        picture, reference = (cv2.imread(str(d / f'{image_path.stem}.png')) for d in (onnx_out, torch_out))
+        assert picture.shape == reference.shape == cv2.imread(str(image_path)).shape
+        assert np.array_equal(picture, reference)
+        assert (picture != cv2.imread(str(image_path))).any()  # something was drawn
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_named(toy, tmp_path):
+    # A checkpoint of another detector: the weights that do not fit are named, with both files.
+    r50 = tmp_path / 'r50.pth'
+    torch.save(bm.build_detector(str(ROOT / 'configs/deformable_detr_r50.py'), None).state_dict(), r50)
+    proc = run(['tools/export.py', TOY, r50, '--out', tmp_path / 'x.onnx'])
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert f'error: {r50} does not match {TOY}' in proc.stderr and 'backbone.' in proc.stderr
+    assert not (tmp_path / 'x.onnx').exists()
+    # An opset without GridSample, and one torch's exporter cannot convert the gather graph to.
+    proc = run(['tools/export.py', TOY, toy['checkpoint'], '--out', tmp_path / 'x.onnx', '--opset', '15'])
+    assert proc.returncode == 1 and 'error: opset 15 is not supported: the grid_sample graph needs opset >= 16' \
+        in proc.stderr
+    proc = run(['tools/export.py', TOY, toy['checkpoint'], '--out', tmp_path / 'x.onnx', '--shape', '64', '64',
+                '--msda', 'gather', '--opset', '17'])
+    assert proc.returncode == 1 and 'could not convert this gather graph to opset 17 (it wrote opset 18)' in proc.stderr
+    assert not (tmp_path / 'x.onnx').exists()
+    # Something that is not an ONNX model.
+    fake = tmp_path / 'model.onnx'
+    fake.write_text('not a model')
+    proc = blocked_run('tools/onnx_demo.py', toy['images'][0], fake, '--out', tmp_path / 'o')
+    assert proc.returncode == 1 and f'error: {fake}: cannot load as an ONNX model' in proc.stderr
+    # A static model and an image that resizes to another size.
+    static = tmp_path / 'static.onnx'
+    proc = run(['tools/export.py', TOY, toy['checkpoint'], '--out', static, '--shape', '64', '64'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = blocked_run('tools/onnx_demo.py', toy['images'][0], static, '--out', tmp_path / 'o')
+    assert proc.returncode == 1 and 'takes 64 x 64 inputs only' in proc.stderr and '--dynamic' in proc.stderr
+    # A strip that resizes below the dynamic model's range (PyTorch handles it; the graph does not).
+    strip = tmp_path / 'strip.png'
+    cv2.imwrite(str(strip), np.full((20, 2000, 3), 128, np.uint8))
+    proc = blocked_run('tools/onnx_demo.py', strip, toy['onnx'], '--out', tmp_path / 'o')
+    assert proc.returncode == 1 and 'outside the model\'s input range' in proc.stderr and str(strip) in proc.stderr
