@@ -21,7 +21,6 @@ from mmengine.logging import MMLogger
 
 from pit_det.datasets.toy import make_split
 
-
 # The test files that take longest, longest first (pytest --durations on 2 cores, 2026-12-04): they
 # run first, so that the workers, which take one file at a time, end together rather than one of
 # them running a long file alone at the end.

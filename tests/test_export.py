@@ -14,7 +14,6 @@ from pit_det.errors import PitDetError
 from pit_det.export import MIN_TORCH, DetectorCore, export_onnx, export_program, require_torch_for_export
 from pit_det.models import set_msda_impl
 
-
 # The tests of every shipped detector and of both graphs trace one encoder layer and two decoder
 # layers (box refinement passes boxes from one to the next): the other layers are the same module
 # again, and tracing them took most of these tests' time. PiT-S at full depth is traced by the

@@ -27,7 +27,7 @@ def test_cpu_variant():
     plan = variant.plan('py311', '2.13.0', '13.0', [], None)
     assert plan == {'tag': 'py311-torch2.13.0-cpu', 'note': '',
                     'env': {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0',
-                            'CXX': str(ROOT / 'tools' / 'pch_cxx.py')}}
+                            'CXX': str(ROOT / 'tools' / 'pch_cxx.py'), 'PIT_DET_CXX': 'c++'}}
 
 
 def test_cuda_variant_builds_for_the_visible_architectures_only(tmp_path):
@@ -35,7 +35,7 @@ def test_cuda_variant_builds_for_the_visible_architectures_only(tmp_path):
     plan = variant.plan('py311', '2.13.0+cu130', '13.0', ['9.0', '8.0', '9.0'], str(nvcc))
     assert plan['tag'] == 'py311-torch2.13.0_cu130-cuda8.0_9.0'
     assert plan['env'] == {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0',
-                           'CXX': str(ROOT / 'tools' / 'pch_cxx.py'), 'FORCE_CUDA': '1',
+                           'CXX': str(ROOT / 'tools' / 'pch_cxx.py'), 'PIT_DET_CXX': 'c++', 'FORCE_CUDA': '1',
                            'TORCH_CUDA_ARCH_LIST': '8.0;9.0',
                            'CUDA_HOME': str(tmp_path / 'cuda')}
 
@@ -156,10 +156,25 @@ def test_precompiled_header_compiles_the_same_object(tmp_path):
         assert len(gch) == 1 and gch[0].stat().st_size > 0
     # 'other' added no second precompiled header: its flags are op's, and it was compiled as it is.
     assert len(list((tmp_path / 'pch').iterdir())) == 1
+    # Without a folder for this build, no precompiled header: the plain compile.
+    bare = {k: v for k, v in env.items() if k != 'PIT_DET_PCH_DIR'}
+    line = NINJA_LINE.format(obj=tmp_path / 'bare.o', inc=inc, src=tmp_path / 'op.cpp').split()
+    proc = subprocess.run([str(ROOT / 'tools' / 'pch_cxx.py'), *line, '-H'], env=bare, capture_output=True, text=True)
+    assert proc.returncode == 0 and '.gch' not in proc.stderr, proc.stderr
     # GCC's -H lists the headers a compile reads: '!' marks a precompiled one that it used.
     line = NINJA_LINE.format(obj=tmp_path / 'h.o', inc=inc, src=tmp_path / 'op.cpp').split()
     proc = subprocess.run([str(ROOT / 'tools' / 'pch_cxx.py'), *line, '-H'], env=env, capture_output=True, text=True)
     assert proc.returncode == 0 and re.search(r'^! .*pytorch_cpp_helper\.hpp\.gch$', proc.stderr, re.M), proc.stderr
+
+
+def test_the_users_compiler_is_the_one_that_runs(monkeypatch):
+    monkeypatch.setenv('CXX', 'g++-12')
+    assert variant.user_compiler() == 'g++-12'
+    monkeypatch.setenv('CXX', str(ROOT / 'tools' / 'pch_cxx.py'))  # never itself
+    assert variant.user_compiler() == 'c++'
+    monkeypatch.delenv('CXX')
+    assert variant.user_compiler() == 'c++'
+    assert variant.plan('py311', '2.13.0', '13.0', [], None, compiler='clang++')['env']['PIT_DET_CXX'] == 'clang++'
 
 
 def test_precompiled_header_is_only_for_one_source_compiles():

@@ -53,15 +53,18 @@ def main(argv=None) -> int:
     print(f"{'case':<9}{'queries':>8}  {'kernel':<18}{'dtype':<6}{'fwd ms':>8}{'fwd+bwd ms':>11}  max rel diff vs fp64")
     for r in rows:
         head = f"{r['case']:<9}{r['queries']:>8}  {r['kernel']:<18}{r['dtype']:<6}"
-        if 'error' in r:
+        if 'error' in r and 'forward' not in r:
             print(head + f"  not run: {r['error'][:150]}")
             continue
         diff = max(r['max_rel_diff'].values())
-        print(head + f"{r['forward']['median_ms']:>8.3f}{r['forward_backward']['median_ms']:>11.3f}  {diff:.1e}")
+        print(head + f"{r['forward']['median_ms']:>8.3f}{r['forward_backward']['median_ms']:>11.3f}  {diff:.1e}"
+              + (f"  FAILED: {r['error']}" if 'error' in r else ''))
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(dict(environment=env, levels=PIT_S_LEVELS, batch=2, rows=rows), f, indent=2)
-    return 0 if all('error' not in r or r['kernel'] == MMCV_SOURCE for r in rows) else 1
+    # A kernel that ran and failed fails the run; mmcv's kernel that could not be built (no nvcc) does not.
+    failed = [r for r in rows if 'error' in r and ('forward' in r or r['kernel'] != MMCV_SOURCE)]
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':

@@ -62,19 +62,30 @@ if [[ "$DRY" == 1 ]]; then
   exec "$PY" "$ROOT/tools/gpu_check.py" --dry-run --out "$OUT"
 fi
 
-log "installing $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS into $SITE"
-"${INSTALL[@]}" "$WHEELS"/*.whl
+OTHERS=()
+for w in "$WHEELS"/*.whl; do [[ "${w##*/}" == mmcv-* ]] || OTHERS+=("$w"); done
+log "installing ${#OTHERS[@]} wheels from $WHEELS into $SITE"
+"${INSTALL[@]}" "${OTHERS[@]}"
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-# A wheel built by an earlier run on this kind of machine (same Python and torch), put beside the
-# others, saves the build; each build's wheel is left in OUT for that.
+# A wheel built by an earlier run on this kind of machine, put beside the others, saves the build;
+# each build's wheel is left in OUT for that. Its name does not say which torch it was built
+# against: it is used only if its ops load here.
 BUILT=("$WHEELS"/mmcv-2.1.0-*.whl)
+MMCV_OK=0
 if [[ -f "${BUILT[0]}" ]]; then
-  log "installing the mmcv build ${BUILT[0]##*/}"
   "${INSTALL[@]}" "${BUILT[0]}"
-else
-  log "building mmcv 2.1.0's CPU ops with $(nproc) jobs (70 s on an H200 machine's 16 cores)"
+  if "$PY" -c 'import mmcv.ops' > /dev/null 2>&1; then
+    MMCV_OK=1
+    log "installed the mmcv build ${BUILT[0]##*/}"
+  else
+    log "the mmcv build ${BUILT[0]##*/} does not load with this Python and torch: building mmcv"
+    rm -rf "$SITE"/mmcv "$SITE"/mmcv-*.dist-info
+  fi
+fi
+if [[ "$MMCV_OK" == 0 ]]; then
+  log "building mmcv 2.1.0's CPU ops with $(nproc) jobs (82 s on an H200 machine's 16 cores)"
   PIT_DET_PCH_DIR="$SITE.pch" "${BUILD[@]}" "$WHEELS"/mmcv-2.1.0.tar.gz > "$OUT/mmcv-build.log" 2>&1 \
-    || { tail -n 30 "$OUT/mmcv-build.log"; log "mmcv build FAILED (log: $OUT/mmcv-build.log)"; exit 1; }
+    || { rm -rf "$SITE.pch"; tail -n 30 "$OUT/mmcv-build.log"; log "mmcv build FAILED (log: $OUT/mmcv-build.log)"; exit 1; }
   rm -rf "$SITE.pch"
   "${INSTALL[@]}" "$SITE.wheels"/mmcv-*.whl
   cp "$SITE.wheels"/mmcv-*.whl "$OUT/"

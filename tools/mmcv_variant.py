@@ -71,7 +71,7 @@ def no_debug_info(cflags: str) -> str:
 
 
 def plan(python_tag: str, torch_version: str, torch_cuda: Optional[str], cuda_archs: Sequence[str],
-         nvcc: Optional[str], cflags: str = '-O3') -> dict:
+         nvcc: Optional[str], cflags: str = '-O3', compiler: str = 'c++') -> dict:
     """The build of mmcv's ops for these inputs.
 
     Args:
@@ -81,6 +81,7 @@ def plan(python_tag: str, torch_version: str, torch_cuda: Optional[str], cuda_ar
         cuda_archs: compute capabilities to build for, e.g. ``['9.0']``; empty for a CPU build.
         nvcc: path of the CUDA compiler, or None.
         cflags: Python's compile flags (``sysconfig.get_config_var('CFLAGS')``), built without -g.
+        compiler: the C++ compiler (``CXX``, default ``c++``) that tools/pch_cxx.py runs.
 
     Returns:
         ``{'tag': cache key of the wheel, 'env': build environment, 'note': what to tell the user}``.
@@ -88,9 +89,11 @@ def plan(python_tag: str, torch_version: str, torch_cuda: Optional[str], cuda_ar
     archs = sorted(set(cuda_archs), key=lambda a: tuple(int(x) for x in a.split('.')))
     tag = f"{python_tag}-torch{torch_version.replace('+', '_')}"
     fast = no_debug_info(cflags)
-    # CXX: tools/pch_cxx.py, c++ with the torch headers every op includes first precompiled once
-    # (nms.cpp 10.9 s -> 2.3 s, the same object file; 2-core AMD EPYC Zen 3).
-    env = {'MMCV_WITH_OPS': '1', 'CFLAGS': fast, 'CXXFLAGS': fast, 'CXX': str(PCH_CXX)}
+    # CXX: tools/pch_cxx.py, the compiler CXX named before (PIT_DET_CXX) with the torch headers every
+    # op includes first precompiled once (nms.cpp 10.9 s -> 2.3 s, the same object file; 2-core AMD
+    # EPYC Zen 3). The set-up gives it PIT_DET_PCH_DIR, a folder for that one build.
+    env = {'MMCV_WITH_OPS': '1', 'CFLAGS': fast, 'CXXFLAGS': fast, 'CXX': str(PCH_CXX),
+           'PIT_DET_CXX': compiler}
     if not archs:
         return {'tag': f'{tag}-cpu', 'env': env, 'note': ''}
     if torch_cuda is None:
@@ -116,6 +119,12 @@ def visible_archs() -> list:
     return ['%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
 
 
+def user_compiler() -> str:
+    """The C++ compiler that ``CXX`` names (``c++`` when unset, or when it is tools/pch_cxx.py itself)."""
+    cxx = os.environ.get('CXX', '').strip()
+    return cxx if cxx and Path(cxx).resolve() != PCH_CXX else 'c++'
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--cuda-archs', default=os.environ.get('PIT_DET_CUDA_ARCHS'),
@@ -125,7 +134,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     archs = [a for a in args.cuda_archs.replace(',', ';').split(';') if a] if args.cuda_archs else visible_archs()
     try:
         result = plan(f'py{sys.version_info[0]}{sys.version_info[1]}', torch.__version__, torch.version.cuda,
-                      archs, find_nvcc() if archs else None, sysconfig.get_config_var('CFLAGS') or '-O3')
+                      archs, find_nvcc() if archs else None, sysconfig.get_config_var('CFLAGS') or '-O3',
+                      user_compiler())
     except VariantError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

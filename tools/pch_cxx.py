@@ -3,14 +3,17 @@
 (``pytorch_cpp_helper.hpp``, which includes ``torch/types.h``) are parsed once into a GCC
 precompiled header per set of compile flags, not once in each of the build's 77 files.
 
-tools/setup_env.sh sets ``CXX`` to this file for the mmcv build. Every call it does not recognise
-runs the real compiler (``PIT_DET_CXX``, default ``c++``) unchanged: links, CUDA host compiles, and
-each file whose first ``#include`` is not that header. For a file whose first include is, it adds
-``-include <dir>/pytorch_cpp_helper.hpp`` where ``<dir>`` (under ``PIT_DET_PCH_DIR``) holds the
-precompiled header for these flags, built on first use under a file lock (the build compiles in
-parallel). GCC uses a precompiled header only when the flags that matter agree, and otherwise
-parses the header as text (``-Winvalid-pch`` says so in the log), so the objects are the same
-either way. If the precompiled header cannot be built, the file is compiled without it.
+tools/mmcv_variant.py sets ``CXX`` to this file for the mmcv build, and ``PIT_DET_CXX`` to the
+compiler ``CXX`` named before (default ``c++``). Every call it does not recognise runs that compiler
+unchanged: links, CUDA host compiles, each file whose first ``#include`` is not that header, and
+every call when ``PIT_DET_PCH_DIR`` is unset. For a file whose first include is, it adds
+``-include <dir>/pytorch_cpp_helper.hpp`` where ``<dir>`` (under ``PIT_DET_PCH_DIR``, a folder the
+set-up makes for one build and deletes after it: GCC does not check that the headers inside a
+precompiled header are unchanged) holds the precompiled header for these flags, built on first use
+under a file lock (the build compiles in parallel). GCC uses a precompiled header only when the
+flags that matter agree, and otherwise parses the header as text (``-Winvalid-pch`` says so in the
+log), so the objects are the same either way. If the precompiled header cannot be built, the file
+is compiled without it.
 """
 import fcntl
 import hashlib
@@ -32,7 +35,7 @@ def split(args: List[str]) -> Optional[Tuple[List[str], Path]]:
     if '-c' not in args:
         return None
     flags, sources, skip = [], [], False
-    for i, arg in enumerate(args):
+    for arg in args:
         if skip:
             skip = False
         elif arg in ('-o', '-MF', '-MT', '-MQ'):
@@ -59,10 +62,9 @@ def find_header(flags: List[str]) -> Optional[Path]:
     return None
 
 
-def precompiled(cxx: str, flags: List[str], header: Path) -> Optional[Path]:
-    """``<dir>/pytorch_cpp_helper.hpp`` with its ``.gch`` beside it, built once for these flags."""
+def precompiled(cxx: str, flags: List[str], header: Path, root: Path) -> Optional[Path]:
+    """``<root>/<key>/pytorch_cpp_helper.hpp`` with its ``.gch`` beside it, built once for these flags."""
     key = hashlib.sha256('\0'.join([cxx, *flags, str(header.resolve())]).encode()).hexdigest()[:16]
-    root = Path(os.environ.get('PIT_DET_PCH_DIR') or Path(os.environ.get('TMPDIR', '/tmp')) / 'pit-det-pch')
     folder = root / key
     folder.mkdir(parents=True, exist_ok=True)
     stub, gch = folder / HEADER, folder / (HEADER + '.gch')
@@ -83,16 +85,17 @@ def precompiled(cxx: str, flags: List[str], header: Path) -> Optional[Path]:
     return stub
 
 
-def main(args: List[str]) -> int:
-    cxx = os.environ.get('PIT_DET_CXX', 'c++')
+def main(args: List[str]) -> None:
+    cxx = os.environ.get('PIT_DET_CXX') or 'c++'
+    root = os.environ.get('PIT_DET_PCH_DIR')
     parts = split(args)
-    if parts is not None and first_include(parts[1]) == HEADER:
+    if root and parts is not None and first_include(parts[1]) == HEADER:
         header = find_header(parts[0])
-        stub = header and precompiled(cxx, parts[0], header)
+        stub = header and precompiled(cxx, parts[0], header, Path(root))
         if stub:
             args = ['-include', str(stub), '-Winvalid-pch', *args]
     os.execvp(cxx, [cxx, *args])
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])

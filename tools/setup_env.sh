@@ -10,9 +10,10 @@
 #   * torch 2.13.0 from the registry (the CUDA build; it runs on CPU).
 #   * mmcv 2.1.0 built from source WITH its compiled ops (mmdet 3.3.0 requires mmcv < 2.2.0 and
 #     imports mmcv.ops), without debug info, with torch's headers precompiled once
-#     (tools/pch_cxx.py) and with every core: 3.8 min on 2 cores of an AMD EPYC Zen 3. With a visible CUDA GPU and nvcc, the CUDA ops are built for those GPUs'
-#     architectures; with a GPU but no nvcc, the CPU ops only, and deformable attention runs in
-#     pit-det's Triton kernel (tools/mmcv_variant.py).
+#     (tools/pch_cxx.py) and with every core: 3.8 min on 2 cores of an AMD EPYC Zen 3. With a
+#     visible CUDA GPU and nvcc, the CUDA ops are built for those GPUs' architectures; with a GPU
+#     but no nvcc, the CPU ops only, and deformable attention runs in pit-det's Triton kernel
+#     (tools/mmcv_variant.py).
 #     The wheel is cached in $PIT_DET_CACHE (default ~/.cache/pit-det) keyed by Python, torch and
 #     variant; pip's own cache is bypassed for it, so an empty $PIT_DET_CACHE means a real build.
 #   * mmengine 0.10.7, mmdet 3.3.0, timm, pycocotools, pytest: see pyproject.toml.
