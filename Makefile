@@ -15,7 +15,8 @@ table5-toy: env
 	$(PY) tools/table5_toy.py
 
 # The CPU suite, then the GPU tier where a CUDA GPU is visible. One pytest-xdist worker per core (at
-# most 4: a worker holds up to 5 GB), each test file on one worker, so its fixtures are built once,
+# most 4: a worker holds up to 5 GB), each test file on one worker, so its fixtures are built once
+# (a session fixture that files share is built by the first worker that needs it: tests/conftest.py),
 # the longest files first (tests/conftest.py; --no-loadscope-reorder keeps that order); the 25
 # slowest tests are listed at the end. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))

@@ -8,25 +8,36 @@ import os
 # test-gpu`), which leaves the interpreter off and runs nothing else.
 os.environ.setdefault('TRITON_INTERPRET', '0' if os.environ.get('PIT_DET_GPU_TESTS') == '1' else '1')
 # `make test` runs one pytest-xdist worker per core, each test file on one worker (its fixtures built
-# once). One thread per worker, for torch and for the tools a test starts (they inherit it): the
-# workers already fill the cores, and oversubscribed OpenMP threads spin against each other.
+# once; trained_toy_detector once for all workers). One thread per worker, for torch and for the
+# tools a test starts (they inherit it): the workers already fill the cores, and oversubscribed
+# OpenMP threads spin against each other.
 if os.environ.get('PYTEST_XDIST_WORKER'):
     os.environ['OMP_NUM_THREADS'] = '1'
 
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from mmengine.logging import MMLogger
 
+from pit_det.datasets import make_toy_coco
 from pit_det.datasets.toy import make_split
 
-# The test files that take longest, longest first (pytest --durations on 2 cores, 2026-12-04): they
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
+
+# The test files that take longest, longest first (pytest --durations on 2 cores, 2026-12-05): they
 # run first, so that the workers, which take one file at a time, end together rather than one of
-# them running a long file alone at the end.
-LONGEST_FIRST = ('test_quantize.py', 'test_export_tools.py', 'test_export.py', 'test_msda_triton.py',
-                 'test_reliability.py', 'test_benchmark.py', 'test_any_image_size.py', 'test_toy_e2e.py',
-                 'test_gpu_check.py')
+# them running a long file alone at the end. test_export_tools.py comes after test_export.py: by
+# then the worker that runs test_quantize.py has built the trained detector both share.
+LONGEST_FIRST = ('test_quantize.py', 'test_export.py', 'test_export_tools.py', 'test_benchmark.py',
+                 'test_msda_triton.py', 'test_any_image_size.py', 'test_reliability.py', 'test_toy_e2e.py',
+                 'test_gpu_check.py', 'test_checkpoint_tools.py')
 
 
 def pytest_collection_modifyitems(config, items):
@@ -66,3 +77,42 @@ def tiny_toy(tmp_path_factory) -> Path:
     make_split(root, 'train', 8, seed=0)
     make_split(root, 'val', 4, seed=1)
     return root
+
+
+@pytest.fixture(scope='session')
+def trained_toy_detector(tmp_path_factory) -> dict:
+    """The toy config trained for one epoch (150 iterations) on the generated toy set by tools/train.py,
+    and its dynamic ONNX export (GridSample graph) by tools/export.py, as a user runs them; shared by
+    the INT8 and the export tools' tests.
+
+    Built once per pytest run: under pytest-xdist by the first worker that asks, in the run's common
+    temporary folder, while the others wait on a file lock (pytest-xdist's documented pattern).
+
+    Returns:
+        dict: ``data`` (the toy set's root), ``checkpoint``, ``onnx`` (paths) and the export's ``stdout``.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base) / 'trained_toy_detector'
+    done = root / 'trained.json'
+    with FileLock(f'{root}.lock'):
+        if not done.is_file():
+            done.write_text(json.dumps(_train_and_export(root)))
+    return {k: (v if k == 'stdout' else Path(v)) for k, v in json.loads(done.read_text()).items()}
+
+
+def _train_and_export(root: Path) -> dict:
+    shutil.rmtree(root, ignore_errors=True)  # what a failed build left
+    data = make_toy_coco(root / 'data')
+    env = dict(os.environ, PYTHONWARNINGS='ignore')
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=900)
+        assert proc.returncode == 0, f'{args[0]}:\n{proc.stderr[-3000:]}'
+        return proc
+
+    run('tools/train.py', TOY, '--work-dir', root / 'work', '--data-root', data, '--cfg-options',
+        'train_cfg.max_epochs=1', 'train_cfg.val_interval=100')
+    checkpoint = root / 'work/epoch_1.pth'
+    exported = run('tools/export.py', TOY, checkpoint, '--out', root / 'toy.onnx', '--dynamic')
+    return dict(data=str(data), checkpoint=str(checkpoint), onnx=str(root / 'toy.onnx'), stdout=exported.stdout)

@@ -11,8 +11,6 @@ import onnx
 import pytest
 import torch
 from export_checks import ROOT, RUNTIMES, TOY, assert_same_detections, image, predict, run, run_graph
-from mmengine.config import Config
-from weight_files import perturbed
 
 from pit_det import benchmark as bm
 from pit_det.datasets.toy import make_split
@@ -20,23 +18,18 @@ from pit_det.models import set_msda_impl
 
 
 @pytest.fixture(scope='module')
-def toy(tmp_path_factory):
-    """A toy-config checkpoint (random weights, mmengine's layout with dataset_meta), its dynamic
-    ONNX exports by tools/export.py (GridSample and gather graphs), and two toy images of
-    different sizes."""
-    root = tmp_path_factory.mktemp('toy_export')
-    model = perturbed(bm.build_detector(str(TOY), None))
-    classes = Config.fromfile(str(TOY)).metainfo['classes']
-    ckpt = root / 'epoch_1.pth'
-    torch.save(dict(meta=dict(epoch=1, dataset_meta=dict(classes=classes)), state_dict=model.state_dict()), ckpt)
-    proc = run(['tools/export.py', TOY, ckpt, '--out', root / 'toy.onnx', '--dynamic'])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def toy(trained_toy_detector):
+    """The toy detector trained for one epoch (mmengine's checkpoint, with dataset_meta) and its
+    dynamic ONNX exports by tools/export.py, GridSample (``trained_toy_detector``) and gather
+    graphs, and two toy images of different sizes."""
+    root, ckpt = trained_toy_detector['onnx'].parent, trained_toy_detector['checkpoint']
     gather = run(['tools/export.py', TOY, ckpt, '--out', root / 'toy_gather.onnx', '--dynamic', '--msda', 'gather'])
     assert gather.returncode == 0, gather.stderr[-3000:]
-    make_split(root / 'data', 'val', 2, seed=3)
-    images = sorted((root / 'data/val2017').iterdir())
-    return dict(root=root, model=model, checkpoint=ckpt, onnx=root / 'toy.onnx', gather=root / 'toy_gather.onnx',
-                images=images, stdout=proc.stdout)
+    make_split(root / 'images', 'val', 2, seed=3)
+    images = sorted((root / 'images/val2017').iterdir())
+    return dict(root=root, model=bm.build_detector(str(TOY), str(ckpt)), checkpoint=ckpt,
+                onnx=trained_toy_detector['onnx'], gather=root / 'toy_gather.onnx', images=images,
+                stdout=trained_toy_detector['stdout'])
 
 
 @pytest.mark.slow

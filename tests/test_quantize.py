@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -15,17 +17,22 @@ from mmcv.ops import MultiScaleDeformableAttention
 from weight_files import perturbed
 
 from pit_det import benchmark as bm
-from pit_det.datasets import make_toy_coco
 from pit_det.errors import PitDetError
 from pit_det.export import export_onnx, exportable
 from pit_det.export.evaluate import evaluate_onnx
 from pit_det.export.quantize import fit_to, fp32_nodes
-from pit_det_deploy import RUNTIMES
+from pit_det_deploy import RUNTIMES, OnnxDetector
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
-# The AP an INT8 model may lose against its fp32 export (docs/export.md: INT8 accuracy).
-MAX_AP_DROP = 0.02
+# The share of its fp32 export's AP that an INT8 model may lose (docs/export.md: INT8 accuracy).
+# Measured on the one-epoch toy detector (fp32 AP 0.075; 2-core AMD Zen 3, 2026-12-05): 4.4%
+# (onnxruntime) and 4.7% (OpenVINO); on the quick start's checkpoint none (docs/export.md).
+MAX_AP_DROP_SHARE = 0.10
+# INT8 against fp32 detection by detection: of the fp32 model's confident detections (score >= 0.3),
+# the share that an INT8 detection of the same class boxes with IoU >= 0.9. Measured: 99.4%
+# (onnxruntime) and 98.9% (OpenVINO) of 178 on the 100 toy val images; the others at IoU 0.57 or more.
+CONFIDENT, MIN_IOU, MIN_MATCHED = 0.3, 0.9, 0.97
 VAL_ANN = 'annotations/instances_val2017.json'
 
 
@@ -78,17 +85,11 @@ def test_fixed_size_models_calibrate_on_any_image():
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """The toy detector trained for one epoch (150 iterations) on the toy set, exported (dynamic)
-    and quantized by the tools as a user runs them."""
+def trained(trained_toy_detector, tmp_path_factory):
+    """The toy detector trained for one epoch and exported (dynamic; ``trained_toy_detector``),
+    quantized by tools/quantize.py as a user runs it."""
     root = tmp_path_factory.mktemp('int8')
-    data = make_toy_coco(root / 'data')
-    proc = run(['tools/train.py', TOY, '--work-dir', root / 'work', '--data-root', data, '--cfg-options',
-                'train_cfg.max_epochs=1', 'train_cfg.val_interval=100'])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    fp32, int8 = root / 'toy.onnx', root / 'toy.int8.onnx'
-    proc = run(['tools/export.py', TOY, root / 'work/epoch_1.pth', '--out', fp32, '--dynamic'])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    data, fp32, int8 = trained_toy_detector['data'], trained_toy_detector['onnx'], root / 'toy.int8.onnx'
     proc = run(['tools/quantize.py', fp32, '--calib', data / 'train2017', '--out', int8, '--num-images', '16'])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return dict(root=root, data=data, fp32=fp32, int8=int8, quantize_stdout=proc.stdout)
@@ -118,7 +119,31 @@ def test_int8_keeps_the_toy_ap_in_both_runtimes(trained):
     # A detector that learned something (0.053 on a Xeon), or the bound would say nothing.
     assert ap['fp32', 'onnxruntime'] >= 0.03, ap
     for runtime in RUNTIMES:
-        assert ap['int8', runtime] >= ap['fp32', runtime] - MAX_AP_DROP, ap
+        assert ap['int8', runtime] >= ap['fp32', runtime] * (1 - MAX_AP_DROP_SHARE), ap
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of box ``a`` (x1, y1, x2, y2) with each row of ``b``."""
+    lo, hi = np.maximum(a[:2], b[:, :2]), np.minimum(a[2:], b[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('runtime', RUNTIMES)
+def test_int8_finds_the_fp32_models_confident_detections(trained, runtime):
+    """Detection by detection, not only by AP: the INT8 model boxes what the fp32 model finds."""
+    fp32, int8 = (OnnxDetector(str(trained[k]), runtime=runtime) for k in ('fp32', 'int8'))
+    matched = []
+    for path in sorted((trained['data'] / 'val2017').iterdir()):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        (boxes, scores, labels), (q_boxes, _, q_labels) = fp32(image), int8(image)
+        for box, label in zip(boxes[scores >= CONFIDENT], labels[scores >= CONFIDENT]):
+            same = q_boxes[q_labels == label]
+            matched.append(len(same) > 0 and _iou(box, same).max() >= MIN_IOU)
+    assert len(matched) >= 100, len(matched)  # a detector that finds things, or the share says nothing
+    assert np.mean(matched) >= MIN_MATCHED, f'{np.mean(matched):.3f} of {len(matched)}'
 
 
 @pytest.mark.slow

@@ -14,13 +14,10 @@ import sys
 import torch
 
 from pit_det.benchmark import environment
-from pit_det.benchmark.kernels import MMCV_SOURCE, PIT_S_LEVELS, compare_kernels
+from pit_det.benchmark.kernels import MMCV_SOURCE, PIT_S_LEVELS, PIT_S_QUERIES, compare_kernels
 from pit_det.benchmark.measure import describe_environment
 from pit_det.errors import run_tool
 from pit_det.ops import IMPLS
-
-# The decoder's queries, and the encoder's: one per value token.
-CASES = dict(decoder=300, encoder=sum(h * w for h, w in PIT_S_LEVELS))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "its sources with nvcc) on a GPU; fast (the C++ kernel), gather, grid_sample, stock "
                              "on CPU")
     parser.add_argument('--dtype', nargs='+', choices=['fp32', 'bf16'], default=['fp32'])
-    parser.add_argument('--cases', nargs='+', choices=list(CASES), default=list(CASES))
+    parser.add_argument('--cases', nargs='+', choices=list(PIT_S_QUERIES), default=list(PIT_S_QUERIES))
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--iters', type=int, default=50)
     parser.add_argument('--out', help='rows and environment as JSON')
@@ -48,7 +45,7 @@ def main(argv=None) -> int:
                                ['fast', 'gather', 'grid_sample', 'stock'])
     env = environment(args.device)
     print(describe_environment(env), flush=True)
-    rows = compare_kernels(kernels, args.dtype, {c: CASES[c] for c in args.cases}, args.device,
+    rows = compare_kernels(kernels, args.dtype, {c: PIT_S_QUERIES[c] for c in args.cases}, args.device,
                            warmup=args.warmup, iters=args.iters)
     print(f"{'case':<9}{'queries':>8}  {'kernel':<18}{'dtype':<6}{'fwd ms':>8}{'fwd+bwd ms':>11}  max rel diff vs fp64")
     for r in rows:

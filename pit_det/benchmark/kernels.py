@@ -12,6 +12,7 @@ Latencies are per call from Python, each call synchronised: the dispatcher's Pyt
 dispatcher's names) is in them, and at 300 queries a call is near the cost of a launch.
 """
 import math
+import os
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -23,6 +24,8 @@ from .measure import summarize, time_calls
 
 # PiT-S Deformable DETR at 400 x 667: strides 8, 16, 32 and the neck's stride-64 level.
 PIT_S_LEVELS = ((50, 84), (25, 42), (13, 21), (7, 11))
+# The queries of its deformable attentions: the decoder's, and the encoder's (one per value token).
+PIT_S_QUERIES = dict(decoder=300, encoder=sum(h * w for h, w in PIT_S_LEVELS))
 MMCV_SOURCE = 'mmcv-cuda-source'
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 # Largest difference from the fp64 reference, relative to each tensor's largest magnitude, that a
@@ -51,8 +54,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 
 def build_mmcv_cuda_kernel(build_dir: Optional[Path] = None):
     """mmcv's CUDA deformable-attention kernel compiled from mmcv's installed sources with nvcc,
-    into ``build_dir`` (default: torch's extensions folder, ``TORCH_EXTENSIONS_DIR``, where a
-    second run finds it built).
+    into ``build_dir`` (default: a folder named for it and the CUDA version in torch's extensions
+    folder, ``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``, where a second run finds it built).
 
     Raises:
         RuntimeError: no CUDA GPU, no nvcc (``torch.utils.cpp_extension.CUDA_HOME`` unset), or
@@ -69,7 +72,8 @@ def build_mmcv_cuda_kernel(build_dir: Optional[Path] = None):
     if not source.is_file():
         raise RuntimeError(f'{source} is missing: this mmcv install ships no CUDA sources')
     name = 'pit_det_mmcv_msda_cuda'
-    build_dir = Path(build_dir or cpp_extension._get_build_directory(name, verbose=False))
+    root = Path(os.environ.get('TORCH_EXTENSIONS_DIR') or Path.home() / '.cache' / 'torch_extensions')
+    build_dir = Path(build_dir or root / f'{name}_cu{torch.version.cuda}')
     build_dir.mkdir(parents=True, exist_ok=True)
     binding = build_dir / 'binding.cpp'
     if not binding.is_file() or binding.read_text() != _BINDING:  # unchanged: ninja need not rebuild
@@ -128,27 +132,37 @@ def kernel_fn(name: str, module=None) -> Callable:
     return lambda v, s, i, loc, a: multi_scale_deformable_attn(v, s, i, loc, a, impl=name)
 
 
+def forward_backward(fn: Callable, value: torch.Tensor, loc: torch.Tensor, attn: torch.Tensor,
+                     grad: torch.Tensor) -> List[torch.Tensor]:
+    """``fn(value, loc, attn)`` and the gradients of (value, loc, attn) for output gradient ``grad``."""
+    leaves = [t.detach().requires_grad_() for t in (value, loc, attn)]
+    out = fn(*leaves)
+    out.backward(grad.to(out.dtype))
+    return [out.detach(), *(t.grad for t in leaves)]
+
+
+def max_rel_diff(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """Largest difference relative to the reference's largest magnitude (location gradients scale
+    with the map size, so every tensor is held to its own scale)."""
+    return ((a.double() - ref).abs().max() / ref.abs().max()).item()
+
+
 def check_and_time(fn: Callable, inputs: List[torch.Tensor], dtype: torch.dtype, device: str, warmup: int,
                    iters: int, reference: Optional[List[torch.Tensor]] = None) -> Dict[str, object]:
-    """Output and value / location / weight gradients against ``reference`` (largest difference relative
-    to each reference tensor's largest magnitude), then the forward and forward + backward latency."""
+    """Output and value / location / weight gradients against ``reference`` (:func:`max_rel_diff`),
+    then the forward and forward + backward latency."""
     value, shapes, starts, loc, attn = inputs
     value = value.to(dtype)
     g = torch.Generator().manual_seed(1)
     grad = torch.randn(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3], generator=g).to(device, dtype)
 
     def fwd_bwd():
-        leaves = [t.detach().requires_grad_() for t in (value, loc, attn)]
-        out = fn(leaves[0], shapes, starts, leaves[1], leaves[2])
-        out.backward(grad.to(out.dtype))
-        return [out.detach(), *(t.grad for t in leaves)]
+        return forward_backward(lambda v, lo, a: fn(v, shapes, starts, lo, a), value, loc, attn, grad)
 
     row: Dict[str, object] = {}
     if reference is not None:
-        got = fwd_bwd()
-        row['max_rel_diff'] = {name: ((a.double() - r).abs().max() / r.abs().max()).item()
-                               for name, a, r in zip(('output', 'value grad', 'location grad', 'weight grad'),
-                                                     got, reference)}
+        row['max_rel_diff'] = {name: max_rel_diff(a, r) for name, a, r in
+                               zip(('output', 'value grad', 'location grad', 'weight grad'), fwd_bwd(), reference)}
     with torch.no_grad():
         row['forward'] = summarize(time_calls(lambda: fn(value, shapes, starts, loc, attn), warmup, iters, device))
     row['forward_backward'] = summarize(time_calls(fwd_bwd, warmup, iters, device))

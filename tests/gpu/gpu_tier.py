@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from pit_det.benchmark.kernels import PIT_S_LEVELS, make_inputs
+from pit_det.benchmark.kernels import PIT_S_LEVELS, PIT_S_QUERIES, make_inputs
 from pit_det.precision import native_dtypes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ class Tier:
 
 # 100 iterations (loss 16.7 -> 11.6 on an NVIDIA H200), evaluated on 100 images.
 GPU = Tier(dry_run=False, device='cuda', levels=PIT_S_LEVELS, batch=2,
-           queries=dict(decoder=300, encoder=sum(h * w for h, w in PIT_S_LEVELS)),
+           queries=PIT_S_QUERIES,
            num_train=400, num_val=100, epochs=1, precisions=('fp32', 'bf16'))
 # The dry run: Triton's interpreter runs each program in Python, so one block of queries a head
 # (32), 2 heads, 2 levels of 2 points.
@@ -126,21 +126,6 @@ def msda_inputs(tier: Tier, queries: int, seed: int = 0) -> List[torch.Tensor]:
     """fp32 values, level shapes and starts, locations and weights of the tier's sizes, on CPU, every
     sample off bilinear sampling's kinks (:func:`pit_det.benchmark.kernels.make_inputs`)."""
     return make_inputs(tier.levels, tier.batch, queries, tier.heads, tier.points, tier.channels, seed=seed)
-
-
-def forward_backward(fn, value: torch.Tensor, loc: torch.Tensor, attn: torch.Tensor,
-                     grad: torch.Tensor) -> List[torch.Tensor]:
-    """``fn(value, loc, attn)`` and the gradients of (value, loc, attn) for output gradient ``grad``."""
-    inputs = [t.detach().clone().requires_grad_() for t in (value, loc, attn)]
-    out = fn(*inputs)
-    out.backward(grad.to(out.dtype))
-    return [out.detach(), *(t.grad for t in inputs)]
-
-
-def max_rel_diff(a: torch.Tensor, ref: torch.Tensor) -> float:
-    """Largest difference relative to the reference's largest magnitude (location gradients scale
-    with the map size, so every tensor is held to its own scale)."""
-    return ((a.double() - ref).abs().max() / ref.abs().max()).item()
 
 
 # ---------------------------------------------------------------------------------------------

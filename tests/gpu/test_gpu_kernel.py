@@ -5,9 +5,10 @@ import json
 
 import pytest
 import torch
-from gpu_tier import current, forward_backward, max_rel_diff, msda_inputs
+from gpu_tier import current, msda_inputs
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 
+from pit_det.benchmark.kernels import forward_backward, max_rel_diff
 from pit_det.ops import multi_scale_deformable_attn
 
 TIER = current()
