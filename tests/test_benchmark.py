@@ -17,6 +17,7 @@ from mmengine.optim import AmpOptimWrapper
 from torch.autograd import DeviceType
 
 from pit_det import benchmark as bm
+from pit_det import ops
 from pit_det.benchmark import kernels, profiling, training
 from pit_det.models import set_msda_impl
 from pit_det.ops import msda_flops
@@ -24,6 +25,8 @@ from pit_det.precision import cpu_info, native_dtypes
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
+# The dispatcher's module (the package's `ms_deform_attn` is the custom op).
+DISPATCHER = importlib.import_module('pit_det.ops.ms_deform_attn')
 ONE_LAYER = {'model.encoder.num_layers': 1, 'model.decoder.num_layers': 1}
 
 
@@ -182,14 +185,14 @@ def test_each_row_names_the_kernel_that_runs(monkeypatch):
     """The kernel asked for ('fast', 'stock', ...) and the one that runs are named apart; on a GPU
     'fast' follows how mmcv was built, and 'stock' without mmcv's CUDA ops is an error, not a row."""
     impls = ('fast', 'stock', 'triton', 'grid_sample', 'gather')
-    assert [bm.msda_kernel(i, 'cpu') for i in impls] == [
+    assert [ops.kernel_on(i, 'cpu') for i in impls] == [
         'cpp', 'mmcv-pytorch', 'triton-interpreter', 'grid_sample', 'gather']
-    monkeypatch.setattr(bm.measure, 'cuda_kernel', lambda: 'mmcv')
-    assert [bm.msda_kernel(i, 'cuda') for i in impls] == ['mmcv-cuda', 'mmcv-cuda', 'triton', 'grid_sample', 'gather']
-    monkeypatch.setattr(bm.measure, 'cuda_kernel', lambda: 'triton')
-    assert [bm.msda_kernel(i, 'cuda:0') for i in ('fast', 'triton')] == ['triton', 'triton']
+    monkeypatch.setattr(DISPATCHER, 'cuda_kernel', lambda: 'mmcv')
+    assert [ops.kernel_on(i, 'cuda') for i in impls] == ['mmcv-cuda', 'mmcv-cuda', 'triton', 'grid_sample', 'gather']
+    monkeypatch.setattr(DISPATCHER, 'cuda_kernel', lambda: 'triton')
+    assert [ops.kernel_on(i, 'cuda:0') for i in ('fast', 'triton')] == ['triton', 'triton']
     with pytest.raises(ValueError, match='without CUDA ops'):
-        bm.msda_kernel('stock', 'cuda')
+        ops.kernel_on('stock', 'cuda')
 
 
 def _event(name: str, device: str = 'cpu', start: float = 0.0, end: float = 0.0, kind: str = None):
@@ -261,14 +264,14 @@ def test_stages_split_one_test_step_and_change_nothing():
 
 
 def test_a_failing_variant_becomes_a_failed_row_and_the_others_still_run(monkeypatch, tmp_path, capsys):
-    real = bm.measure.msda_kernel
+    real = ops.kernel_on
 
     def kernel(impl: str, device: str) -> str:
         if impl == 'stock':
             raise ValueError('no such kernel here')
         return real(impl, device)
 
-    monkeypatch.setattr(bm.measure, 'msda_kernel', kernel)
+    monkeypatch.setattr(ops, 'kernel_on', kernel)
     report = _benchmark_tool().main([str(TOY), '--device', 'cpu', '--shape', '64', '96', '--iters', '1',
                                      '--warmup', '0', '--no-flops', '--msda-impl', 'stock', 'fast',
                                      '--out', str(tmp_path / 'bench.json'), '--cfg-options',

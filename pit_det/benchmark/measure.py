@@ -204,24 +204,6 @@ def compare_detections(a, b) -> Dict[str, float]:
                 labels_equal=bool(torch.equal(a[2], b[2])))
 
 
-def msda_kernel(impl: str, device: str) -> str:
-    """The deformable-attention kernel that ``impl`` (resolved: not 'auto') runs on ``device``,
-    named apart from the choice: 'fast' is 'cpp' on CPU and 'triton' or 'mmcv-cuda' on a GPU
-    (:func:`pit_det.ops.cuda_kernel`); 'stock' is mmcv's pure-PyTorch code on CPU
-    ('mmcv-pytorch') and its CUDA kernel on a GPU; 'triton' runs in Triton's interpreter on CPU.
-
-    Raises:
-        ValueError: 'stock' on a GPU when mmcv has no CUDA ops, where mmcv's module cannot run.
-    """
-    if not device.startswith('cuda'):
-        return {'fast': 'cpp', 'stock': 'mmcv-pytorch', 'triton': 'triton-interpreter'}.get(impl, impl)
-    mmcv_cuda = cuda_kernel() == 'mmcv'
-    if impl == 'stock' and not mmcv_cuda:
-        raise ValueError("'stock' runs mmcv's CUDA kernel on a GPU, and this mmcv was built without CUDA ops; "
-                         "'fast' and 'triton' run pit-det's Triton kernel")
-    return {'fast': 'mmcv-cuda' if mmcv_cuda else 'triton', 'stock': 'mmcv-cuda'}.get(impl, impl)
-
-
 def environment(device: str) -> Dict[str, object]:
     """Device, threads and versions: what a latency figure means nothing without.
 

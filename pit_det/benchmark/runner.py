@@ -17,6 +17,7 @@ from torch._dynamo.utils import counters
 
 from pit_det_deploy.runtime import RUNTIMES
 
+from .. import ops
 from ..models import set_msda_impl
 from ..ops import resolve_impl
 from . import measure as bm
@@ -114,7 +115,7 @@ def benchmark_config(config: str, impls: List[str], settings: Settings, env: dic
                            params=params, flops=flops)
                 what = f'{label(config)} {variant(row)}'
                 try:
-                    row['kernel'] = bm.msda_kernel(impl, device)
+                    row['kernel'] = ops.kernel_on(impl, device)
                     row.update(measure(model, data, image, dtype, compiled, settings, lambda: progress(what, 1)))
                 except Exception as err:  # one variant failing must not cost the run its other rows
                     row['error'] = f'{type(err).__name__}: {err}'

@@ -27,6 +27,7 @@ from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.registry import DefaultScope
 from torch import nn
 
+from .. import ops
 from . import measure as bm
 from .runner import label
 
@@ -170,7 +171,7 @@ def train_throughput(config: str, cfg: Config, batches: List[dict], device: str,
     impl = _msda_impl(model)
     filter_empty_gt = cfg.train_dataloader.dataset.get('filter_cfg', {}).get('filter_empty_gt', False)
     return dict(config=config, dtype=dtype, device=device, batch_size=batch_size, photo=list(PHOTO),
-                impl=impl, kernel=bm.msda_kernel(impl, device), images_per_s=images_per_s, step=step_ms,
+                impl=impl, kernel=ops.kernel_on(impl, device), images_per_s=images_per_s, step=step_ms,
                 loss=last['log_vars']['loss'].item(), **memory,
                 coco_50e_8gpus=coco_schedule(images_per_s, batch_size, filter_empty_gt))
 

@@ -50,6 +50,25 @@ def resolve_impl(impl: str) -> str:
     return impl
 
 
+def kernel_on(impl: str, device: str) -> str:
+    """The kernel that ``impl`` (resolved by :func:`resolve_impl`: not 'auto') runs on ``device``,
+    named apart from the choice: 'fast' is 'cpp' on CPU and 'triton' or 'mmcv-cuda' on a GPU
+    (:func:`.ms_deform_attn_op.cuda_kernel`); 'stock' is mmcv's pure-PyTorch code on CPU
+    ('mmcv-pytorch') and its CUDA kernel on a GPU; 'triton' runs in Triton's interpreter on CPU
+    ('triton-interpreter'); 'grid_sample' and 'gather' are themselves everywhere.
+
+    Raises:
+        ValueError: 'stock' on a GPU when mmcv has no CUDA ops, where mmcv's module cannot run.
+    """
+    if not device.startswith('cuda'):
+        return {'fast': 'cpp', 'stock': 'mmcv-pytorch', 'triton': 'triton-interpreter'}.get(impl, impl)
+    mmcv_cuda = cuda_kernel() == 'mmcv'
+    if impl == 'stock' and not mmcv_cuda:
+        raise ValueError("'stock' runs mmcv's CUDA kernel on a GPU, and this mmcv was built without CUDA ops; "
+                         "'fast' and 'triton' run pit-det's Triton kernel")
+    return {'fast': 'mmcv-cuda' if mmcv_cuda else 'triton', 'stock': 'mmcv-cuda'}.get(impl, impl)
+
+
 def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                                 sampling_locations: Tensor, attention_weights: Tensor,
                                 impl: str = 'fast', im2col_step: int = 64,
