@@ -33,5 +33,7 @@ test-gpu: env
 test-fast: env
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
+# ruff's linter and its formatter's check (pyproject.toml: [tool.ruff.lint], [tool.ruff.format]).
 lint: env
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .

@@ -14,5 +14,7 @@ model = dict(
         type='PiT',
         arch='s',
         out_indices=(0, 1, 2),  # the three stages: strides 8 / 16 / 32
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[144, 288, 576]))  # mmdet R50: 512 / 1024 / 2048
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+    ),
+    neck=dict(in_channels=[144, 288, 576]),
+)  # mmdet R50: 512 / 1024 / 2048

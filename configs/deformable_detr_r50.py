@@ -17,7 +17,8 @@ model = dict(
     # mmdet's FocalLoss (gamma 2, alpha 0.25, weight 2 as mmdet's config), calling mmcv's CUDA focal
     # loss only where mmcv has CUDA ops: a GPU machine set up without nvcc trains too
     # (pit_det/models/losses.py).
-    bbox_head=dict(loss_cls=dict(type='PortableFocalLoss')))
+    bbox_head=dict(loss_cls=dict(type='PortableFocalLoss')),
+)
 
 # Standard COCO layout under data/coco; tools/train.py --data-root moves all of it.
 data_root = 'data/coco/'
@@ -45,7 +46,8 @@ train_pipeline = [
                 dict(type='RandomCrop', crop_type='absolute_range', crop_size=(192, 300), allow_negative_crop=True),
                 dict(type='RandomChoiceResize', scales=train_scales, keep_ratio=True),
             ],
-        ]),
+        ],
+    ),
     dict(type='PadToMinSize', min_size=16),
     dict(type='PackDetInputs'),
 ]
@@ -62,7 +64,8 @@ test_pipeline = [
 # interrupted one with mmdet's 2 persistent workers (pit_det/datasets/sampler.py).
 train_dataloader = dict(
     sampler=dict(type='SeededSampler', shuffle=True),  # mmdet: DefaultSampler
-    dataset=dict(type=dataset_type, data_root=data_root, pipeline=train_pipeline))
+    dataset=dict(type=dataset_type, data_root=data_root, pipeline=train_pipeline),
+)
 val_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')

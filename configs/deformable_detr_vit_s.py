@@ -15,5 +15,7 @@ model = dict(
         type='ViT',
         arch='s',
         out_indices=(1, 7, 11),  # layers 2, 8 and 12
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[384, 384, 384]))  # mmdet R50: 512 / 1024 / 2048
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+    ),
+    neck=dict(in_channels=[384, 384, 384]),
+)  # mmdet R50: 512 / 1024 / 2048

@@ -12,6 +12,7 @@ Only spatial tokens count: the class / distillation tokens are removed as querie
 and the softmax is taken over the spatial keys alone. Queries are processed in chunks, so
 memory stays bounded (PiT-S stage 1 at 400 x 667 has ~4,000 tokens).
 """
+
 from typing import Dict, List, Tuple
 
 import torch
@@ -37,8 +38,9 @@ def attention_distance(attn: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Ten
 
 
 @torch.no_grad()
-def block_statistics(attn_module: Attention, x: torch.Tensor, num_prefix: int, grid: Tuple[int, int],
-                     chunk: int = 1024) -> Tuple[float, float]:
+def block_statistics(
+    attn_module: Attention, x: torch.Tensor, num_prefix: int, grid: Tuple[int, int], chunk: int = 1024
+) -> Tuple[float, float]:
     """Mean entropy and distance of one block's attention.
 
     Args:
@@ -59,9 +61,9 @@ def block_statistics(attn_module: Attention, x: torch.Tensor, num_prefix: int, g
     scale = (C // heads) ** -0.5
     ent = dist = 0.0
     for start in range(0, q.shape[2], chunk):
-        p = (q[:, :, start:start + chunk] @ k.transpose(-2, -1) * scale).softmax(-1)
+        p = (q[:, :, start : start + chunk] @ k.transpose(-2, -1) * scale).softmax(-1)
         ent += attention_entropy(p).sum().item()
-        dist += attention_distance(p, pos[start:start + chunk], pos).sum().item()
+        dist += attention_distance(p, pos[start : start + chunk], pos).sum().item()
     count = B * heads * q.shape[2]
     return ent / count, dist / count
 
@@ -86,8 +88,10 @@ def analyze_backbone(backbone: nn.Module, images: torch.Tensor, skip_last: bool 
     """
     blocks = _blocks_with_layout(backbone)
     inputs: Dict[int, torch.Tensor] = {}
-    hooks = [blk.attn.register_forward_hook(lambda m, a, o, i=i: inputs.__setitem__(i, a[0]))
-             for i, (blk, _) in enumerate(blocks)]
+    hooks = [
+        blk.attn.register_forward_hook(lambda m, a, o, i=i: inputs.__setitem__(i, a[0]))
+        for i, (blk, _) in enumerate(blocks)
+    ]
     try:
         outs = backbone.eval()(images)
     finally:

@@ -1,5 +1,6 @@
 """Errors about the user's inputs (files, configs, data). The tools print their message and exit 1
 without a traceback: the message itself names the file, entry or field and the fix."""
+
 import sys
 from typing import Callable, Optional
 

@@ -1,4 +1,5 @@
 """Training hooks."""
+
 import json
 import os.path as osp
 import random
@@ -43,15 +44,20 @@ class NonFiniteLossHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not outputs:
             return
-        bad = {k: float(v) for k, v in outputs.items()
-               if 'loss' in k and torch.is_tensor(v) and not torch.isfinite(v).all()}
+        bad = {
+            k: float(v)
+            for k, v in outputs.items()
+            if 'loss' in k and torch.is_tensor(v) and not torch.isfinite(v).all()
+        }
         if not bad:
             return
         it = runner.iter + 1
         name = f'nonfinite_iter_{it}.pth'
         runner.save_checkpoint(runner.work_dir, name, save_optimizer=True, save_param_scheduler=True)
-        raise FloatingPointError(f'non-finite loss at iteration {it} (epoch {runner.epoch + 1}): {bad}; '
-                                 f'state saved to {osp.join(runner.work_dir, name)} for inspection')
+        raise FloatingPointError(
+            f'non-finite loss at iteration {it} (epoch {runner.epoch + 1}): {bad}; '
+            f'state saved to {osp.join(runner.work_dir, name)} for inspection'
+        )
 
 
 @HOOKS.register_module()
@@ -79,8 +85,10 @@ class RNGStateHook(Hook):
         # Tensors and plain Python values only, so checkpoints stay readable with weights_only=True.
         name, keys, pos, has_gauss, gauss = np.random.get_state()
         checkpoint.setdefault('meta', {})['rng_state'] = dict(
-            python=random.getstate(), numpy=(name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-            torch=torch.get_rng_state())
+            python=random.getstate(),
+            numpy=(name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            torch=torch.get_rng_state(),
+        )
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get('meta', {}).get('rng_state')
@@ -114,8 +122,16 @@ class ProgressBarHook(Hook):
         if runner.rank != 0:
             return
         from tqdm import tqdm
-        self.bar = tqdm(total=runner.max_iters, initial=runner.iter, desc='training', unit='it',
-                        smoothing=self.smoothing, disable=self.disable, dynamic_ncols=True)
+
+        self.bar = tqdm(
+            total=runner.max_iters,
+            initial=runner.iter,
+            desc='training',
+            unit='it',
+            smoothing=self.smoothing,
+            disable=self.disable,
+            dynamic_ncols=True,
+        )
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if self.bar is None:
@@ -123,8 +139,9 @@ class ProgressBarHook(Hook):
         loss = (outputs or {}).get('loss')
         if loss is not None and not self.bar.disable:
             loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
-            self.bar.set_postfix_str(f'epoch {runner.epoch + 1}/{runner.max_epochs} loss {float(loss):.3f}',
-                                     refresh=False)
+            self.bar.set_postfix_str(
+                f'epoch {runner.epoch + 1}/{runner.max_epochs} loss {float(loss):.3f}', refresh=False
+            )
         self.bar.update(1)
 
     def after_train(self, runner) -> None:

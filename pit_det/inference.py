@@ -8,6 +8,7 @@ long runs). Before mmdet's method runs, that entry becomes the plain ``LoadImage
 extends (without its own two arguments), so mmdet's method does the swap as for its own configs.
 ``init_detector`` / ``inference_detector`` need no change.
 """
+
 from mmdet.apis import DetInferencer
 from mmengine.config import ConfigDict
 
@@ -22,8 +23,10 @@ def _init_pipeline(self, cfg: ConfigDict):
     pipeline = cfg.test_dataloader.dataset.pipeline
     for i, transform in enumerate(pipeline):
         if transform['type'] in _LOADER_NAMES:
-            pipeline[i] = dict({k: v for k, v in transform.items() if k not in ('on_failure', 'max_failures')},
-                               type='LoadImageFromFile')
+            pipeline[i] = dict(
+                {k: v for k, v in transform.items() if k not in ('on_failure', 'max_failures')},
+                type='LoadImageFromFile',
+            )
     return _mmdet_init_pipeline(self, cfg)
 
 

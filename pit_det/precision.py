@@ -16,6 +16,7 @@ Native means:
 The features come from ``torch.cpu.get_capabilities()`` (torch >= 2.13), else from the flags of
 ``/proc/cpuinfo`` (the same names, as Linux spells them).
 """
+
 from __future__ import annotations
 
 import os
@@ -54,6 +55,7 @@ class CpuInfo:
         features: the precision-related features the CPU has (names as in ``NATIVE``).
         cores: logical cores.
     """
+
     model: str
     isa: str
     features: frozenset = field(default_factory=frozenset)
@@ -67,8 +69,10 @@ class CpuInfo:
         if self.native('int8'):
             found = ', '.join(sorted(f for f in self.features if f in NATIVE['int8']))
             return f'{self.model} has int8 dot products ({found}): INT8 matmuls run natively.'
-        return (f'{self.model} ({self.isa}) has no int8 dot-product instructions (VNNI, AMX, i8mm): INT8 '
-                'matmuls are emulated, and an INT8 model may be no faster than fp32 here.')
+        return (
+            f'{self.model} ({self.isa}) has no int8 dot-product instructions (VNNI, AMX, i8mm): INT8 '
+            'matmuls are emulated, and an INT8 model may be no faster than fp32 here.'
+        )
 
     def describe(self) -> str:
         """``'AMD EPYC 7B13 (AVX2, no native bf16, 2 cores)'``."""
@@ -100,8 +104,9 @@ def cpu_info() -> CpuInfo:
     caps = dict(get_capabilities()) if get_capabilities is not None else flags
     features = frozenset(name for names in NATIVE.values() for name in names if caps.get(name))
     model = model or str(caps.get('cpu_name') or platform.processor() or platform.machine())
-    return CpuInfo(model=model, isa=torch.backends.cpu.get_cpu_capability(), features=features,
-                   cores=os.cpu_count() or 1)
+    return CpuInfo(
+        model=model, isa=torch.backends.cpu.get_cpu_capability(), features=features, cores=os.cpu_count() or 1
+    )
 
 
 def default_device() -> str:
@@ -133,8 +138,9 @@ def without_low_precision(argv: Sequence[str]) -> str:
     return ' '.join(shlex.quote(a) for a in out)
 
 
-def check_precision(device: str, dtypes: Iterable[str], argv: Optional[Sequence[str]] = None,
-                    cpu: Optional[CpuInfo] = None) -> None:
+def check_precision(
+    device: str, dtypes: Iterable[str], argv: Optional[Sequence[str]] = None, cpu: Optional[CpuInfo] = None
+) -> None:
     """Raise ``PrecisionError`` when a precision in ``dtypes`` would be emulated on ``device``.
 
     Args:
@@ -158,4 +164,5 @@ def check_precision(device: str, dtypes: Iterable[str], argv: Optional[Sequence[
         f'{names} on this CPU, {cpu.model} ({cpu.isa}), would be emulated: it has no native {names} '
         f'instructions ({lacks}), and emulated {names} runs tens to hundreds of times slower than fp32 '
         f'(compare: python tools/benchmark_latency.py CONFIG --dtype fp32 {missing[0]}).{fp32} '
-        f'To run it anyway, for numerics rather than speed: {ALLOW_EMULATED}=1.')
+        f'To run it anyway, for numerics rather than speed: {ALLOW_EMULATED}=1.'
+    )

@@ -1,6 +1,7 @@
 """Config and launcher glue between the tools and mmengine: the config as the tools load it
 (command-line overrides, data root, work dir) and distributed runs on CPU. Checkpoint reading and
 writing live in :mod:`pit_det.checkpoint`."""
+
 import os.path as osp
 from typing import Optional
 
@@ -60,8 +61,13 @@ def shutdown_distributed() -> None:
         torch.distributed.destroy_process_group()
 
 
-def load_config(path: str, launcher: str = 'none', cfg_options: Optional[dict] = None,
-                data_root: Optional[str] = None, work_dir: Optional[str] = None) -> Config:
+def load_config(
+    path: str,
+    launcher: str = 'none',
+    cfg_options: Optional[dict] = None,
+    data_root: Optional[str] = None,
+    work_dir: Optional[str] = None,
+) -> Config:
     """The config as the tools use it: command-line overrides merged, data root moved,
     work dir defaulting to ``work_dirs/<config name>``, CPU distributed set up."""
     cfg = Config.fromfile(path)

@@ -13,6 +13,7 @@ attention layer:
 All of it is for one unpadded image at a time, as :func:`run_recorded` runs it (the valid ratios
 are 1, so normalised coordinates cover the whole input).
 """
+
 from typing import Dict, List, Tuple
 
 import torch
@@ -68,9 +69,11 @@ def sampling_distance(record: dict, input_hw: Tuple[int, int]) -> Dict[str, Tens
     level_wh = record['spatial_shapes'].flip(-1).to(offset.dtype)  # (L, 2) as (W_l, H_l)
     tokens = (offset * level_wh[:, None, :]).norm(dim=-1)
     per_level = weight.sum(dim=(0, 1, 2, 4)).clamp_min(1e-12)  # (L,)
-    return dict(pixels=(weight * pixels).sum(dim=(0, 1, 2, 4)) / per_level,
-                tokens=(weight * tokens).sum(dim=(0, 1, 2, 4)) / per_level,
-                pixels_all=(weight * pixels).sum() / weight.sum())
+    return dict(
+        pixels=(weight * pixels).sum(dim=(0, 1, 2, 4)) / per_level,
+        tokens=(weight * tokens).sum(dim=(0, 1, 2, 4)) / per_level,
+        pixels_all=(weight * pixels).sum() / weight.sum(),
+    )
 
 
 def summarize(records: List[dict], input_hw: Tuple[int, int]) -> Dict[str, Dict[str, List]]:

@@ -1,6 +1,7 @@
 """PiT (arXiv 2103.16302) Table 5 assembled from pit-det's own results: AP, AP50 and AP75 from each
 detector's ``metrics.json`` (``tools/test.py``), parameters and latency from a benchmark JSON
 (``tools/benchmark_latency.py``), beside the paper's values and the deltas."""
+
 import csv
 import io
 import json
@@ -39,8 +40,12 @@ def detector_key(name_or_path: str) -> Optional[str]:
     return max(matches, key=len) if matches else None
 
 
-def read_results(sources: Dict[str, Union[str, Path]], benchmark: Optional[Union[str, Path]] = None,
-                 variant: Optional[str] = None, paper: bool = True) -> List[dict]:
+def read_results(
+    sources: Dict[str, Union[str, Path]],
+    benchmark: Optional[Union[str, Path]] = None,
+    variant: Optional[str] = None,
+    paper: bool = True,
+) -> List[dict]:
     """One row per detector of ``sources`` (key -> work dir or metrics.json) and of the paper.
 
     Args:
@@ -59,8 +64,13 @@ def read_results(sources: Dict[str, Union[str, Path]], benchmark: Optional[Union
     keys = list(dict.fromkeys([*sources, *(PAPER if paper else [])]))
     rows = []
     for key in keys:
-        row = dict(key=key, name=NAMES.get(key, key), ours={c: None for c in COLUMNS}, missing={},
-                   paper=PAPER.get(key) if paper else None)
+        row = dict(
+            key=key,
+            name=NAMES.get(key, key),
+            ours={c: None for c in COLUMNS},
+            missing={},
+            paper=PAPER.get(key) if paper else None,
+        )
         if key in sources:
             path = find_metrics(sources[key])
             if path is None:
@@ -83,19 +93,26 @@ def _benchmark_cells(row: dict, bench: Optional[dict], variant: Optional[str]) -
     if bench is None:
         row['missing'].update(params_m='no benchmark JSON', latency_ms='no benchmark JSON')
         return
-    candidates = [r for r in bench['results'] if detector_key(r['model']) == row['key'] and
-                  (benchmark_variant(r) == variant if variant
-                   else r['dtype'] == 'fp32' and not r['compiled'] and r['impl'] not in RUNTIMES)]
+    candidates = [
+        r
+        for r in bench['results']
+        if detector_key(r['model']) == row['key']
+        and (
+            benchmark_variant(r) == variant
+            if variant
+            else r['dtype'] == 'fp32' and not r['compiled'] and r['impl'] not in RUNTIMES
+        )
+    ]
     if not candidates:
-        why = f"no {variant or 'eager fp32'} row for {row['key']} in the benchmark JSON"
+        why = f'no {variant or "eager fp32"} row for {row["key"]} in the benchmark JSON'
         row['missing'].update(params_m=why, latency_ms=why)
         return
     best = min(candidates, key=lambda r: r['latency']['median_ms'])
     env = bench['environment']
-    where = env.get('gpu') or f"{env['cpu']} ({env.get('cpu_isa', '?')}), {env['threads']} threads"
+    where = env.get('gpu') or f'{env["cpu"]} ({env.get("cpu_isa", "?")}), {env["threads"]} threads'
     row['ours']['params_m'] = best['params']['total'] / 1e6
     row['ours']['latency_ms'] = best['latency']['median_ms']
-    row['measured_on'] = f"{where}, {best['dtype']}, {best['impl']}, {env['shape'][0]} x {env['shape'][1]}"
+    row['measured_on'] = f'{where}, {best["dtype"]}, {best["impl"]}, {env["shape"][0]} x {env["shape"][1]}'
 
 
 def _cell(value: Optional[float], paper: Optional[float], digits: int = 1) -> str:
@@ -115,32 +132,54 @@ def to_markdown(rows: List[dict], note: Optional[str] = None) -> str:
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for row in rows:
         paper = row['paper'] or {}
-        cells = [_cell(row['ours'][c], paper.get(c)) + (f" / {paper[c] if c in paper else '-'}" if with_paper else '')
-                 for c in COLUMNS]
-        lines.append(f"| {row['name']} | " + ' | '.join(cells) + ' |')
+        cells = [
+            _cell(row['ours'][c], paper.get(c)) + (f' / {paper[c] if c in paper else "-"}' if with_paper else '')
+            for c in COLUMNS
+        ]
+        lines.append(f'| {row["name"]} | ' + ' | '.join(cells) + ' |')
     if with_paper:
-        notes = ['', "Each cell: pit-det (difference to the paper) / the paper's Table 5 (COCO val2017, half "
-                     "resolution, V100 latency). A '-' is a value not measured:"]
+        notes = [
+            '',
+            "Each cell: pit-det (difference to the paper) / the paper's Table 5 (COCO val2017, half "
+            "resolution, V100 latency). A '-' is a value not measured:",
+        ]
     else:
-        notes = ['', f"pit-det's values only{': ' + note if note else ''}; not comparable with the paper's COCO "
-                     "Table 5. A '-' is a value not measured:"]
+        notes = [
+            '',
+            f"pit-det's values only{': ' + note if note else ''}; not comparable with the paper's COCO "
+            "Table 5. A '-' is a value not measured:",
+        ]
     for row in rows:
         for col, why in row['missing'].items():
-            notes.append(f"- {row['name']} {col}: {why}")
+            notes.append(f'- {row["name"]} {col}: {why}')
         if row.get('measured_on'):
-            notes.append(f"- {row['name']} latency measured on {row['measured_on']}")
+            notes.append(f'- {row["name"]} latency measured on {row["measured_on"]}')
     return '\n'.join(lines + notes) + '\n'
 
 
 def to_csv(rows: List[dict]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(['detector', *[f'{c}_pit_det' for c in COLUMNS], *[f'{c}_paper' for c in COLUMNS],
-                     'latency_measured_on', 'missing'])
+    writer.writerow(
+        [
+            'detector',
+            *[f'{c}_pit_det' for c in COLUMNS],
+            *[f'{c}_paper' for c in COLUMNS],
+            'latency_measured_on',
+            'missing',
+        ]
+    )
     for row in rows:
         paper = row['paper'] or {}
-        writer.writerow([row['name'], *[row['ours'][c] for c in COLUMNS], *[paper.get(c) for c in COLUMNS],
-                         row.get('measured_on', ''), '; '.join(f'{c}: {w}' for c, w in row['missing'].items())])
+        writer.writerow(
+            [
+                row['name'],
+                *[row['ours'][c] for c in COLUMNS],
+                *[paper.get(c) for c in COLUMNS],
+                row.get('measured_on', ''),
+                '; '.join(f'{c}: {w}' for c, w in row['missing'].items()),
+            ]
+        )
     return out.getvalue()
 
 
@@ -148,8 +187,10 @@ def plot(rows: List[dict], path: Union[str, Path], note: Optional[str] = None) -
     """AP / AP50 / AP75 bars, pit-det's beside the paper's where rows have the paper's values;
     ``note`` becomes the title."""
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.5), sharey=True)
     for ax, col in zip(axes, ['ap', 'ap50', 'ap75']):
         names = [r['name'] for r in rows]

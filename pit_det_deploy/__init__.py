@@ -9,10 +9,18 @@ OpenMMLab: onnxruntime or OpenVINO, numpy and OpenCV.
 * :mod:`.draw`: the picture and ``detections.json`` entry ``tools/demo.py`` and
   ``tools/onnx_demo.py`` both write, and the images they both take.
 """
+
 from .detector import OnnxDetector
 from .draw import detection_record, draw_detections, image_files
 from .errors import DeployError
 from .runtime import RUNTIMES, load_graph
 
-__all__ = ['RUNTIMES', 'DeployError', 'OnnxDetector', 'load_graph', 'detection_record', 'draw_detections',
-           'image_files']
+__all__ = [
+    'RUNTIMES',
+    'DeployError',
+    'OnnxDetector',
+    'load_graph',
+    'detection_record',
+    'draw_detections',
+    'image_files',
+]

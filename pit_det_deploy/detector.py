@@ -1,5 +1,6 @@
 """An exported detector in onnxruntime or OpenVINO: an image in, detections in the image's
 pixels out."""
+
 from typing import List, Tuple
 
 import numpy as np
@@ -35,11 +36,15 @@ class OnnxDetector:
         info = self.info
         if not info['dynamic']:
             if [height, width] != info['input_shape']:
-                return (f"the model takes {info['input_shape'][0]} x {info['input_shape'][1]} inputs only and this "
-                        f'image resizes to {height} x {width}; export it with --dynamic')
+                return (
+                    f'the model takes {info["input_shape"][0]} x {info["input_shape"][1]} inputs only and this '
+                    f'image resizes to {height} x {width}; export it with --dynamic'
+                )
         elif not (info['min_size'] <= height <= info['max_size'] and info['min_size'] <= width <= info['max_size']):
-            return (f'this image resizes to {height} x {width}, outside the model\'s input range '
-                    f"{info['min_size']}..{info['max_size']} per side")
+            return (
+                f"this image resizes to {height} x {width}, outside the model's input range "
+                f'{info["min_size"]}..{info["max_size"]} per side'
+            )
         return ''
 
     def __call__(self, image_bgr: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
 """The detection picture of ``tools/demo.py`` and ``tools/onnx_demo.py``: boxes, class names and
 scores over the image, in OpenCV alone so that a PyTorch-free service draws the same."""
+
 from pathlib import Path
 from typing import List, Sequence
 
@@ -29,8 +30,14 @@ def color(label: int) -> tuple:
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
 
 
-def draw_detections(image_bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                    classes: Sequence[str], score_thr: float = 0.3) -> np.ndarray:
+def draw_detections(
+    image_bgr: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    score_thr: float = 0.3,
+) -> np.ndarray:
     """A copy of ``image_bgr`` with every detection scoring at least ``score_thr`` drawn on it.
 
     Args:
@@ -53,12 +60,21 @@ def draw_detections(image_bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray
     return out
 
 
-def detection_record(path: Path, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                     classes: Sequence[str], score_thr: float) -> dict:
+def detection_record(
+    path: Path, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, classes: Sequence[str], score_thr: float
+) -> dict:
     """One image's entry of the ``detections.json`` both demos write: the detections at or above
     ``score_thr``, boxes (x1, y1, x2, y2) in pixels to 0.01, scores to 1e-4."""
     keep = np.asarray(scores) >= score_thr
-    return dict(file=str(path), detections=[
-        dict(bbox=[round(float(v), 2) for v in box], score=round(float(score), 4), label=int(label),
-             name=classes[int(label)])
-        for box, score, label in zip(np.asarray(boxes)[keep], np.asarray(scores)[keep], np.asarray(labels)[keep])])
+    return dict(
+        file=str(path),
+        detections=[
+            dict(
+                bbox=[round(float(v), 2) for v in box],
+                score=round(float(score), 4),
+                label=int(label),
+                name=classes[int(label)],
+            )
+            for box, score, label in zip(np.asarray(boxes)[keep], np.asarray(scores)[keep], np.asarray(labels)[keep])
+        ],
+    )

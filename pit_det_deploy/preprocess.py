@@ -2,6 +2,7 @@
 ``DetDataPreprocessor``'s normalisation, computed as mmcv / mmdet compute them (same sizes, same
 interpolation), so that the exported graph sees the pixels PyTorch sees. (``PadToMinSize`` only
 acts on images under 16 pixels after the resize, far below any exported model's input range.)"""
+
 from typing import Sequence, Tuple
 
 import cv2

@@ -5,6 +5,7 @@ on CPUs with AMX or AVX-512 BF16 (its default ``INFERENCE_PRECISION_HINT`` there
 for fp32, so that both runtimes give PyTorch's detections. An INT8 model (``tools/quantize.py``)
 carries its precision in the graph.
 """
+
 import json
 from typing import Callable, Dict, List
 
@@ -25,8 +26,7 @@ class Graph:
         runtime: 'onnxruntime' or 'openvino'.
     """
 
-    def __init__(self, run: Callable[[Dict[str, np.ndarray]], List[np.ndarray]], metadata: dict,
-                 runtime: str) -> None:
+    def __init__(self, run: Callable[[Dict[str, np.ndarray]], List[np.ndarray]], metadata: dict, runtime: str) -> None:
         self._run, self.metadata, self.runtime = run, metadata, runtime
 
     def __call__(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
@@ -46,23 +46,27 @@ def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0) -> Gra
     try:
         return (_onnxruntime if runtime == 'onnxruntime' else _openvino)(str(path), threads)
     except ImportError as e:
-        raise DeployError(f'runtime {runtime} is not installed ({e}); pip install {runtime} '
-                         '(the version of tools/constraints.txt)') from None
+        raise DeployError(
+            f'runtime {runtime} is not installed ({e}); pip install {runtime} (the version of tools/constraints.txt)'
+        ) from None
 
 
 def _onnxruntime(path: str, threads: int) -> Graph:
     import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: not its notes on constants it cannot fold
     inference = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     meta = inference.get_modelmeta().custom_metadata_map
-    return Graph(lambda feed: inference.run(None, feed), json.loads(meta['pit_det']) if 'pit_det' in meta else {},
-                 'onnxruntime')
+    return Graph(
+        lambda feed: inference.run(None, feed), json.loads(meta['pit_det']) if 'pit_det' in meta else {}, 'onnxruntime'
+    )
 
 
 def _openvino(path: str, threads: int) -> Graph:
     import openvino as ov
+
     core = ov.Core()
     model = core.read_model(path)
     config = {'INFERENCE_PRECISION_HINT': 'f32', 'PERFORMANCE_HINT': 'LATENCY'}

@@ -35,17 +35,28 @@ TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 # run first, so that the workers, which take one file at a time, end together rather than one of
 # them running a long file alone at the end. test_export_tools.py comes after test_export.py: by
 # then the worker that runs test_quantize.py has built the trained detector both share.
-LONGEST_FIRST = ('test_quantize.py', 'test_export.py', 'test_export_tools.py', 'test_benchmark.py',
-                 'test_msda_triton.py', 'test_any_image_size.py', 'test_reliability.py', 'test_toy_e2e.py',
-                 'test_gpu_check.py', 'test_checkpoint_tools.py')
+LONGEST_FIRST = (
+    'test_quantize.py',
+    'test_export.py',
+    'test_export_tools.py',
+    'test_benchmark.py',
+    'test_msda_triton.py',
+    'test_any_image_size.py',
+    'test_reliability.py',
+    'test_toy_e2e.py',
+    'test_gpu_check.py',
+    'test_checkpoint_tools.py',
+)
 
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))  # stable: files stay whole
     if os.environ.get('PIT_DET_GPU_TESTS') == '1':
-        skip = pytest.mark.skip(reason='PIT_DET_GPU_TESTS=1 runs the GPU tier (tests/gpu) alone: the CPU suite '
-                                'needs Triton\'s interpreter, which that run leaves off')
+        skip = pytest.mark.skip(
+            reason='PIT_DET_GPU_TESTS=1 runs the GPU tier (tests/gpu) alone: the CPU suite '
+            "needs Triton's interpreter, which that run leaves off"
+        )
         gpu_tier = Path(__file__).resolve().parent / 'gpu'
         for item in items:
             if gpu_tier not in Path(str(item.fspath)).resolve().parents:
@@ -106,13 +117,23 @@ def _train_and_export(root: Path) -> dict:
     env = dict(os.environ, PYTHONWARNINGS='ignore')
 
     def run(*args):
-        proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=900)
+        proc = subprocess.run(
+            [sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        )
         assert proc.returncode == 0, f'{args[0]}:\n{proc.stderr[-3000:]}'
         return proc
 
-    run('tools/train.py', TOY, '--work-dir', root / 'work', '--data-root', data, '--cfg-options',
-        'train_cfg.max_epochs=1', 'train_cfg.val_interval=100')
+    run(
+        'tools/train.py',
+        TOY,
+        '--work-dir',
+        root / 'work',
+        '--data-root',
+        data,
+        '--cfg-options',
+        'train_cfg.max_epochs=1',
+        'train_cfg.val_interval=100',
+    )
     checkpoint = root / 'work/epoch_1.pth'
     exported = run('tools/export.py', TOY, checkpoint, '--out', root / 'toy.onnx', '--dynamic')
     return dict(data=str(data), checkpoint=str(checkpoint), onnx=str(root / 'toy.onnx'), stdout=exported.stdout)

@@ -1,6 +1,7 @@
 """What the export tests share: running a tool, mmdet's predict on one image, an exported graph in
 onnxruntime or OpenVINO, and the comparison of their detections (tests/test_export.py,
 tests/test_export_tools.py)."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,9 @@ BOX_TOL_PER_PX, SCORE_TOL = 1e-6, 1e-6
 
 
 def run(args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          **kwargs)
+    return subprocess.run(
+        [sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=600, **kwargs
+    )
 
 
 def predict(model, image: torch.Tensor):
@@ -47,6 +49,7 @@ RUNTIMES = ('onnxruntime', 'openvino')
 def run_graph(path, runtime: str, x: np.ndarray):
     """The exported graph's outputs on ``x`` in onnxruntime or OpenVINO (CPU, fp32)."""
     from pit_det_deploy.runtime import load_graph
+
     return load_graph(str(path), runtime)({'image': x})
 
 

@@ -1,6 +1,7 @@
 """Malformed annotation files and class names that do not match the config: a message naming the
 file, entry and field (or the class names and the fix), never a traceback, in the checker, the
 dataset and the training tool."""
+
 import json
 import os
 import re
@@ -25,26 +26,76 @@ TOY_CLASSES = ('rectangle', 'ellipse', 'triangle')
 
 # (name, how the json is broken, problem kind, text the message must hold: entry and field)
 ENTRY_CASES = [
-    ('nan_box', lambda c: c['annotations'][0]['bbox'].__setitem__(2, float('nan')), 'non_finite_box',
-     "annotations[0] (id 1): field 'bbox' [", 'nan'),
-    ('inf_box', lambda c: c['annotations'][1]['bbox'].__setitem__(0, float('inf')), 'non_finite_box',
-     "annotations[1] (id 2): field 'bbox'", 'inf'),
-    ('string_in_box', lambda c: c['annotations'][0]['bbox'].__setitem__(1, '12'), 'non_numeric_box',
-     "annotations[0] (id 1): field 'bbox'", "'12'"),
-    ('three_numbers', lambda c: c['annotations'][0]['bbox'].pop(), 'wrong_type',
-     "annotations[0] (id 1): field 'bbox' must hold 4 numbers", ''),
-    ('no_bbox', lambda c: c['annotations'][2].pop('bbox'), 'missing_field',
-     "annotations[2] (id 3): field 'bbox' missing", ''),
-    ('no_annotation_id', lambda c: c['annotations'][0].pop('id'), 'missing_field',
-     "annotations[0]: field 'id' missing", ''),
-    ('no_file_name', lambda c: c['images'][3].pop('file_name'), 'missing_field',
-     "images[3] (id 4): field 'file_name' missing", ''),
-    ('string_image_id', lambda c: c['images'][0].__setitem__('id', '1'), 'wrong_type',
-     "images[0] (id '1'): field 'id' must be int, got str", ''),
-    ('no_category_name', lambda c: c['categories'][1].pop('name'), 'missing_field',
-     "categories[1] (id 2): field 'name' missing", ''),
-    ('annotation_not_object', lambda c: c['annotations'].__setitem__(0, [1, 2, 3, 4]), 'wrong_type',
-     'annotations[0]: an object expected, got list', ''),
+    (
+        'nan_box',
+        lambda c: c['annotations'][0]['bbox'].__setitem__(2, float('nan')),
+        'non_finite_box',
+        "annotations[0] (id 1): field 'bbox' [",
+        'nan',
+    ),
+    (
+        'inf_box',
+        lambda c: c['annotations'][1]['bbox'].__setitem__(0, float('inf')),
+        'non_finite_box',
+        "annotations[1] (id 2): field 'bbox'",
+        'inf',
+    ),
+    (
+        'string_in_box',
+        lambda c: c['annotations'][0]['bbox'].__setitem__(1, '12'),
+        'non_numeric_box',
+        "annotations[0] (id 1): field 'bbox'",
+        "'12'",
+    ),
+    (
+        'three_numbers',
+        lambda c: c['annotations'][0]['bbox'].pop(),
+        'wrong_type',
+        "annotations[0] (id 1): field 'bbox' must hold 4 numbers",
+        '',
+    ),
+    (
+        'no_bbox',
+        lambda c: c['annotations'][2].pop('bbox'),
+        'missing_field',
+        "annotations[2] (id 3): field 'bbox' missing",
+        '',
+    ),
+    (
+        'no_annotation_id',
+        lambda c: c['annotations'][0].pop('id'),
+        'missing_field',
+        "annotations[0]: field 'id' missing",
+        '',
+    ),
+    (
+        'no_file_name',
+        lambda c: c['images'][3].pop('file_name'),
+        'missing_field',
+        "images[3] (id 4): field 'file_name' missing",
+        '',
+    ),
+    (
+        'string_image_id',
+        lambda c: c['images'][0].__setitem__('id', '1'),
+        'wrong_type',
+        "images[0] (id '1'): field 'id' must be int, got str",
+        '',
+    ),
+    (
+        'no_category_name',
+        lambda c: c['categories'][1].pop('name'),
+        'missing_field',
+        "categories[1] (id 2): field 'name' missing",
+        '',
+    ),
+    (
+        'annotation_not_object',
+        lambda c: c['annotations'].__setitem__(0, [1, 2, 3, 4]),
+        'wrong_type',
+        'annotations[0]: an object expected, got list',
+        '',
+    ),
 ]
 TOP_CASES = [
     ('no_images', lambda c: c.pop('images'), "field 'images' missing"),
@@ -63,9 +114,17 @@ def _write_case(tmp_path: Path, breaker) -> Path:
 
 
 def _build_dataset(path: Path, classes=TOY_CLASSES):
-    return DATASETS.build(dict(type='CheckedCocoDataset', ann_file=str(path), data_root='',
-                               data_prefix=dict(img=str(path.parents[1] / 'val2017') + '/'),
-                               metainfo=dict(classes=classes), pipeline=[], test_mode=True))
+    return DATASETS.build(
+        dict(
+            type='CheckedCocoDataset',
+            ann_file=str(path),
+            data_root='',
+            data_prefix=dict(img=str(path.parents[1] / 'val2017') + '/'),
+            metainfo=dict(classes=classes),
+            pipeline=[],
+            test_mode=True,
+        )
+    )
 
 
 @pytest.mark.parametrize('name,breaker,kind,where,value', ENTRY_CASES, ids=[c[0] for c in ENTRY_CASES])
@@ -89,9 +148,14 @@ def test_files_that_are_not_coco_are_named(tmp_path, name, breaker, text):
             call()
 
 
-@pytest.mark.parametrize('content,text', [('{"images": [', 'not a readable json file (Expecting value: line 1'),
-                                          ('', 'not a readable json file'),
-                                          ('[1, 2]', 'the file must hold a json object, got list')])
+@pytest.mark.parametrize(
+    'content,text',
+    [
+        ('{"images": [', 'not a readable json file (Expecting value: line 1'),
+        ('', 'not a readable json file'),
+        ('[1, 2]', 'the file must hold a json object, got list'),
+    ],
+)
 def test_unparsable_json_is_named(tmp_path, content, text):
     path = tmp_path / 'broken.json'
     path.write_text(content)
@@ -107,17 +171,28 @@ def test_checker_tool_lists_every_problem_without_traceback(tmp_path):
         coco['annotations'][1]['bbox'][0] = float('-inf')
         coco['annotations'][2].pop('bbox')
         coco['annotations'][3]['bbox'][3] = 'wide'
+
     path = _write_case(tmp_path, several)
-    proc = subprocess.run([sys.executable, 'tools/check_dataset.py', path, tmp_path / 'val2017'], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, 'tools/check_dataset.py', path, tmp_path / 'val2017'],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
     assert '4 errors, 0 warnings' in proc.stdout
     assert 'ERROR non_finite_box: 2' in proc.stdout and 'ERROR non_numeric_box: 1' in proc.stdout
-    assert "annotations[0] (id 1): field 'bbox' [" in proc.stdout and "-inf" in proc.stdout
+    assert "annotations[0] (id 1): field 'bbox' [" in proc.stdout and '-inf' in proc.stdout
     assert "annotations[2] (id 3): field 'bbox' missing" in proc.stdout and "'wide'" in proc.stdout
     (tmp_path / 'bad.json').write_text('{"images": [')
-    proc = subprocess.run([sys.executable, 'tools/check_dataset.py', tmp_path / 'bad.json', tmp_path], cwd=ROOT,
-                          env=ENV, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, 'tools/check_dataset.py', tmp_path / 'bad.json', tmp_path],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
     assert proc.stderr.startswith(f'error: {tmp_path / "bad.json"}: not a readable json file'), proc.stderr
 
@@ -138,8 +213,7 @@ def test_partial_class_mismatch_warns_by_name(tmp_path, mm_log):
 
 
 @pytest.mark.parametrize('num_in_config_classes,stops', [(1, True), (3, False)])
-def test_nearly_all_boxes_of_foreign_classes_stop_unless_a_deliberate_subset(tmp_path, num_in_config_classes,
-                                                                            stops):
+def test_nearly_all_boxes_of_foreign_classes_stop_unless_a_deliberate_subset(tmp_path, num_in_config_classes, stops):
     """A json with one class name in common with the config ('rectangle'), whose other boxes are
     'car' or 'kite': 1 or 3 of its boxes are rectangles. With one (above 90% foreign) the toy config
     is refused, naming both lists; the config of just 'rectangle', a subset of the json's names,
@@ -157,8 +231,10 @@ def test_nearly_all_boxes_of_foreign_classes_stop_unless_a_deliberate_subset(tmp
         with pytest.raises(DatasetError) as err:
             _build_dataset(path)
         message = str(err.value)
-        assert message.startswith(f'{path}: {n - 1} of its {n} boxes have categories outside metainfo.classes, '
-                                  "and 2 of the config's class names are not among its categories")
+        assert message.startswith(
+            f'{path}: {n - 1} of its {n} boxes have categories outside metainfo.classes, '
+            "and 2 of the config's class names are not among its categories"
+        )
         assert "['rectangle', 'car', 'kite']" in message and "['rectangle', 'ellipse', 'triangle']" in message
     else:
         assert sum(len(d['instances']) for d in _build_dataset(path)) == 3
@@ -175,8 +251,17 @@ def test_train_stops_before_training_on_foreign_class_names_and_the_fix_works(tm
             cat['name'] = name
         (tmp_path / f'annotations/instances_{split}2017.json').write_text(json.dumps(coco))
     work = tmp_path / 'work'
-    train = [sys.executable, 'tools/train.py', str(TOY), '--work-dir', str(work), '--data-root', str(tmp_path),
-             '--cfg-options', 'train_cfg.max_epochs=1']
+    train = [
+        sys.executable,
+        'tools/train.py',
+        str(TOY),
+        '--work-dir',
+        str(work),
+        '--data-root',
+        str(tmp_path),
+        '--cfg-options',
+        'train_cfg.max_epochs=1',
+    ]
     proc = subprocess.run(train, cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
     assert "none of the config's class names is among its categories" in proc.stderr

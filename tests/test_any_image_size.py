@@ -1,6 +1,7 @@
 """Every Table 5 detector predicts and trains on images that give fewer encoder tokens than its
 300 two-stage queries (strips, icons), through the shipped pipelines; normal images give exactly
 mmdet's results."""
+
 import copy
 from pathlib import Path
 
@@ -32,8 +33,9 @@ def build(config: str, **model_options):
 def encoder_tokens(model) -> list:
     """A list that receives the number of encoder tokens of each forward."""
     seen = []
-    model.encoder.layers[-1].register_forward_hook(lambda m, args, kwargs, out: seen.append(out.shape[1]),
-                                                   with_kwargs=True)
+    model.encoder.layers[-1].register_forward_hook(
+        lambda m, args, kwargs, out: seen.append(out.shape[1]), with_kwargs=True
+    )
     return seen
 
 
@@ -45,8 +47,9 @@ def sample(tmp_path: Path, hw, pipeline, box_fraction=(0.1, 0.1, 0.6, 0.7)):
     cv2.imwrite(str(path), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
     x1, y1, x2, y2 = box_fraction
     box = [x1 * w, y1 * h, max(x2 * w, x1 * w + 1), max(y2 * h, y1 * h + 1)]
-    results = dict(img_path=str(path), img_id=0, height=h, width=w,
-                   instances=[dict(bbox=box, bbox_label=5, ignore_flag=0)])
+    results = dict(
+        img_path=str(path), img_id=0, height=h, width=w, instances=[dict(bbox=box, bbox_label=5, ignore_flag=0)]
+    )
     return Compose(pipeline)(results)
 
 

@@ -1,4 +1,5 @@
 """Attention entropy / distance (PiT Sec. 3.3) on constructed attention, and the tool end to end."""
+
 import json
 import math
 import subprocess
@@ -44,8 +45,8 @@ def test_known_offset_gives_known_distance():
         for x in range(w):
             attn[y * w + x, y * w + (x + 2) % w] = 1.0
     dist = attention_distance(attn, pos, pos).reshape(h, w)
-    torch.testing.assert_close(dist[:, :w - 2], torch.full((h, w - 2), 2 / w))
-    torch.testing.assert_close(dist[:, w - 2:], torch.full((h, 2), (w - 2) / w))
+    torch.testing.assert_close(dist[:, : w - 2], torch.full((h, w - 2), 2 / w))
+    torch.testing.assert_close(dist[:, w - 2 :], torch.full((h, 2), (w - 2) / w))
     # Half weight on self, half on the token one row down: distance 0.5 * (1 / h).
     attn = 0.5 * torch.eye(h * w)
     for i in range(h * w - w):
@@ -68,8 +69,9 @@ def test_block_statistics_excludes_prefix_tokens_and_chunks():
         assert dist == pytest.approx(torch.cdist(pos, pos).mean().item(), rel=1e-5)
 
 
-@pytest.mark.parametrize('cfg,num_layers', [(dict(type='PiT', arch='ti'), 11),
-                                            (dict(type='ViT', arch='ti', out_indices=(11,)), 11)])
+@pytest.mark.parametrize(
+    'cfg,num_layers', [(dict(type='PiT', arch='ti'), 11), (dict(type='ViT', arch='ti', out_indices=(11,)), 11)]
+)
 def test_analyze_backbone_gives_one_value_per_layer(cfg, num_layers):
     backbone = MODELS.build(cfg)
     images = torch.randn(2, 3, 64, 96)
@@ -87,7 +89,7 @@ def test_analyze_backbone_gives_one_value_per_layer(cfg, num_layers):
     B, N, C = x.shape
     heads = blk.attn.num_heads
     qkv = torch.nn.functional.linear(x, blk.attn.qkv.weight.double(), blk.attn.qkv.bias.double())
-    q, k = qkv.reshape(B, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4)[:2, :, :, backbone.num_tokens:]
+    q, k = qkv.reshape(B, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4)[:2, :, :, backbone.num_tokens :]
     p = (q @ k.transpose(-2, -1) / math.sqrt(C // heads)).softmax(-1)
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing='ij')
     pos = torch.stack([(xs.flatten() + 0.5) / w, (ys.flatten() + 0.5) / h], 1)
@@ -106,9 +108,26 @@ def test_tool_end_to_end(tmp_path):
     for i in range(3):
         cv2.imwrite(str(images / f'{i}.png'), rng.integers(0, 255, (40 + 8 * i, 56, 3), dtype=np.uint8))
     out = tmp_path / 'out'
-    proc = subprocess.run([sys.executable, 'tools/analyze_attention.py', '--backbone', 'pit_ti=random',
-                           '--backbone', 'vit_ti=random', '--images', images, '--size', '48', '64',
-                           '--out-dir', out], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            'tools/analyze_attention.py',
+            '--backbone',
+            'pit_ti=random',
+            '--backbone',
+            'vit_ti=random',
+            '--images',
+            images,
+            '--size',
+            '48',
+            '64',
+            '--out-dir',
+            out,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((out / 'attention_stats.json').read_text())
     assert data['meta']['num_images'] == 3

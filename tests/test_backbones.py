@@ -1,4 +1,5 @@
 """PiT / ViT backbones: equivalence with timm, shapes, gradients, freezing, bad input."""
+
 import math
 
 import pytest
@@ -30,13 +31,15 @@ def _load(model: torch.nn.Module, state: dict, filter_fn) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize('name,distilled', [('pit_s_224', False), ('pit_s_distilled_224', True),
-                                            ('pit_ti_224', False)])
+@pytest.mark.parametrize('name,distilled', [('pit_s_224', False), ('pit_s_distilled_224', True), ('pit_ti_224', False)])
 def test_pit_matches_timm(name, distilled):
     ref = _random_timm(name)
     arch = name.split('_')[1]
-    ours = _load(MODELS.build(dict(type='PiT', arch=arch, distilled=distilled)), ref.state_dict(),
-                 pit_module.checkpoint_filter_fn)
+    ours = _load(
+        MODELS.build(dict(type='PiT', arch=arch, distilled=distilled)),
+        ref.state_dict(),
+        pit_module.checkpoint_filter_fn,
+    )
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         expected = ref.forward_intermediates(x, indices=[0, 1, 2], intermediates_only=True)
@@ -47,16 +50,19 @@ def test_pit_matches_timm(name, distilled):
         torch.testing.assert_close(g, e, atol=0, rtol=0)  # timm's ops in timm's order: bit for bit
 
 
-@pytest.mark.parametrize('name,distilled', [('deit_small_patch16_224', False),
-                                            ('deit_small_distilled_patch16_224', True)])
+@pytest.mark.parametrize(
+    'name,distilled', [('deit_small_patch16_224', False), ('deit_small_distilled_patch16_224', True)]
+)
 def test_vit_matches_timm(name, distilled):
     ref = _random_timm(name)
-    ours = _load(MODELS.build(dict(type='ViT', arch='s', distilled=distilled)), ref.state_dict(),
-                 vit_module.checkpoint_filter_fn)
+    ours = _load(
+        MODELS.build(dict(type='ViT', arch='s', distilled=distilled)), ref.state_dict(), vit_module.checkpoint_filter_fn
+    )
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        expected = ref.forward_intermediates(x, indices=[1, 7, 11], norm=False, output_fmt='NCHW',
-                                             intermediates_only=True)
+        expected = ref.forward_intermediates(
+            x, indices=[1, 7, 11], norm=False, output_fmt='NCHW', intermediates_only=True
+        )
         got = ours(x)
     assert len(got) == 3
     for e, g in zip(expected, got):
@@ -122,17 +128,23 @@ def test_gradients_reach_every_parameter(cfg):
     model = MODELS.build(cfg).train()
     outs = model(torch.randn(2, 3, 96, 128))
     sum(o.square().mean() for o in outs).backward()
-    no_grad = [n for n, p in model.named_parameters()
-               if _used(n, model) and (p.grad is None or not p.grad.abs().sum() > 0)]
+    no_grad = [
+        n for n, p in model.named_parameters() if _used(n, model) and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert not no_grad
     assert any(n.startswith('blocks.') for n, _ in model.named_parameters()) == (cfg['type'] == 'ViT')
 
 
-@pytest.mark.parametrize('cfg,frozen_prefixes', [
-    (dict(type='PiT', arch='ti', frozen_stages=1), ('patch_embed', 'pos_embed', 'cls_token', 'transformers.0.')),
-    (dict(type='ViT', arch='ti', frozen_stages=2, out_indices=(3,)),
-     ('patch_embed', 'pos_embed', 'cls_token', 'blocks.0.', 'blocks.1.')),
-])
+@pytest.mark.parametrize(
+    'cfg,frozen_prefixes',
+    [
+        (dict(type='PiT', arch='ti', frozen_stages=1), ('patch_embed', 'pos_embed', 'cls_token', 'transformers.0.')),
+        (
+            dict(type='ViT', arch='ti', frozen_stages=2, out_indices=(3,)),
+            ('patch_embed', 'pos_embed', 'cls_token', 'blocks.0.', 'blocks.1.'),
+        ),
+    ],
+)
 def test_frozen_stages_get_no_gradient(cfg, frozen_prefixes):
     model = MODELS.build(cfg)
     model.train()  # train() must not unfreeze
@@ -148,8 +160,9 @@ def test_frozen_stages_get_no_gradient(cfg, frozen_prefixes):
         assert (p.grad is None) == frozen, name
 
 
-@pytest.mark.parametrize('cfg', [dict(type='PiT', arch='ti', drop_rate=0.0),
-                                 dict(type='ViT', arch='ti', out_indices=(2,))])
+@pytest.mark.parametrize(
+    'cfg', [dict(type='PiT', arch='ti', drop_rate=0.0), dict(type='ViT', arch='ti', out_indices=(2,))]
+)
 def test_activation_checkpointing_is_exact(cfg):
     x = torch.randn(1, 3, 64, 80)
     plain = MODELS.build(cfg).train()

@@ -1,4 +1,5 @@
 """tools/benchmark_latency.py and its counting conventions (pit_det/benchmark/)."""
+
 import importlib.util
 import json
 import math
@@ -36,12 +37,12 @@ def test_flops_of_one_deformable_attention_layer_equal_the_formula(impl):
     shapes = torch.tensor([[10, 12], [5, 6], [3, 3], [2, 2]])
     starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
     S = int((shapes[:, 0] * shapes[:, 1]).sum())
-    attn = MultiScaleDeformableAttention(embed_dims=C, num_heads=M, num_levels=L, num_points=P,
-                                         batch_first=True).eval()
+    attn = MultiScaleDeformableAttention(embed_dims=C, num_heads=M, num_levels=L, num_points=P, batch_first=True).eval()
     set_msda_impl(attn, impl)
     query, value, ref = torch.randn(B, Q, C), torch.randn(B, S, C), torch.rand(B, Q, L, 2)
-    flops = bm.count_flops(attn, lambda: attn(query, value=value, reference_points=ref,
-                                                spatial_shapes=shapes, level_start_index=starts))
+    flops = bm.count_flops(
+        attn, lambda: attn(query, value=value, reference_points=ref, spatial_shapes=shapes, level_start_index=starts)
+    )
     # Sampling core: 4 bilinear corners + 1 attention weight, a multiply-add each, per channel.
     assert flops['msda_analytic'] == msda_flops(Q, M, L, P, C, B) == 2 * 5 * B * Q * L * P * C
     # The four projections, counted by torch's counter: value (S tokens), offsets, weights, output.
@@ -87,9 +88,26 @@ def test_precision_flags():
 def run_tool(tmp_path, *args, config: str = 'configs/deformable_detr_pit_s.py', shape=('160', '208')) -> tuple:
     """The tool on CPU, named explicitly: on a GPU machine the default device is the GPU."""
     out = tmp_path / 'bench.json'
-    proc = subprocess.run([sys.executable, 'tools/benchmark_latency.py', config, '--device', 'cpu',
-                           '--shape', *shape, '--threads', '1', '--out', str(out), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            'tools/benchmark_latency.py',
+            config,
+            '--device',
+            'cpu',
+            '--shape',
+            *shape,
+            '--threads',
+            '1',
+            '--out',
+            str(out),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout
 
@@ -100,22 +118,24 @@ def test_benchmark_tool_smoke(tmp_path):
     native bf16, in bf16 (elsewhere --bf16 is refused: test_precision.py); same detections across
     kernels; the header names the processor; JSON and plot."""
     bf16 = 'bf16' in native_dtypes('cpu')
-    report, stdout = run_tool(tmp_path, '--iters', '2', '--warmup', '1', '--profile', '3', '--plot',
-                              *(['--bf16'] if bf16 else []))
+    report, stdout = run_tool(
+        tmp_path, '--iters', '2', '--warmup', '1', '--profile', '3', '--plot', *(['--bf16'] if bf16 else [])
+    )
     env = report['environment']
     dtypes = ['fp32', 'bf16'] if bf16 else ['fp32']
     assert env['threads'] == 1 and env['shape'] == [160, 208] and env['dtypes'] == dtypes
     cpu = cpu_info()
     assert (env['cpu'], env['cpu_isa'], env['cpu_native_bf16']) == (cpu.model, cpu.isa, bf16)
     assert env['onnxruntime'] and env['torch'] == torch.__version__
-    assert stdout.startswith(f"cpu: {cpu.model} ({cpu.isa}, {'native' if bf16 else 'no native'} bf16, ")
+    assert stdout.startswith(f'cpu: {cpu.model} ({cpu.isa}, {"native" if bf16 else "no native"} bf16, ')
     # A 2-core CPU: tens to hundreds of GFLOP/s; a unit slip (GFLOP/s as TFLOP/s) lands outside.
     assert set(env['matmul_tflops']) == set(dtypes)
     assert all(0.005 < rate < 50 for rate in env['matmul_tflops'].values())
     rows = report['results']
     kernels = (('stock', 'mmcv-pytorch'), ('fast', 'cpp'))
     assert [(r['impl'], r['kernel'], r['dtype'], r['compiled']) for r in rows] == [
-        (impl, kernel, dtype, False) for dtype in dtypes for impl, kernel in kernels]
+        (impl, kernel, dtype, False) for dtype in dtypes for impl, kernel in kernels
+    ]
     assert report['failed'] == [] and report['training'] == []
     stock, fast = rows[:2]
     assert stock['params'] == fast['params'] and stock['params']['total'] > stock['params']['backbone'] > 0
@@ -149,18 +169,39 @@ def test_benchmark_compile_and_runtime_rows(tmp_path):
     (on CPU they cannot); --runtimes / --graphs / --int8: the exported
     graphs timed in onnxruntime and OpenVINO, fp32 with PyTorch's detections, and INT8 (one
     encoder and decoder layer keep compiling and exporting short)."""
-    report, stdout = run_tool(tmp_path, '--iters', '1', '--warmup', '1', '--no-flops', '--msda-impl', 'fast',
-                              '--compile', '--compile-mode', 'reduce-overhead', '--onnx', '--runtimes', 'openvino',
-                              '--graphs', 'grid_sample', 'gather', '--int8',
-                              '--cfg-options', 'model.encoder.num_layers=1', 'model.decoder.num_layers=1')
+    report, stdout = run_tool(
+        tmp_path,
+        '--iters',
+        '1',
+        '--warmup',
+        '1',
+        '--no-flops',
+        '--msda-impl',
+        'fast',
+        '--compile',
+        '--compile-mode',
+        'reduce-overhead',
+        '--onnx',
+        '--runtimes',
+        'openvino',
+        '--graphs',
+        'grid_sample',
+        'gather',
+        '--int8',
+        '--cfg-options',
+        'model.encoder.num_layers=1',
+        'model.decoder.num_layers=1',
+    )
     eager, compiled, *deployed = report['results']
-    assert [f"{r['impl']} {r['graph']} {r['dtype']}" for r in deployed] == [
-        f'{runtime} {graph}' for runtime in ('onnxruntime', 'openvino')
-        for graph in ('grid_sample fp32', 'gather fp32', 'grid_sample int8')]
+    assert [f'{r["impl"]} {r["graph"]} {r["dtype"]}' for r in deployed] == [
+        f'{runtime} {graph}'
+        for runtime in ('onnxruntime', 'openvino')
+        for graph in ('grid_sample fp32', 'gather fp32', 'grid_sample int8')
+    ]
     for row in deployed:
         assert row['export_s'] > 0 and row['latency']['median_ms'] > 0 and row['reference'] == 'fast fp32'
         assert row['kernel'] == row['graph']  # the runtime runs the exported graph's standard ops
-        assert f"{row['impl']} {row['graph']} {row['dtype']}" in stdout
+        assert f'{row["impl"]} {row["graph"]} {row["dtype"]}' in stdout
         if row['dtype'] == 'fp32':  # the same detections as PyTorch, to fp32 rounding
             assert row['vs_reference']['labels_equal']
             assert row['vs_reference']['max_box_diff'] <= 1e-6 * 208
@@ -186,7 +227,12 @@ def test_each_row_names_the_kernel_that_runs(monkeypatch):
     'fast' follows how mmcv was built, and 'stock' without mmcv's CUDA ops is an error, not a row."""
     impls = ('fast', 'stock', 'triton', 'grid_sample', 'gather')
     assert [ops.kernel_on(i, 'cpu') for i in impls] == [
-        'cpp', 'mmcv-pytorch', 'triton-interpreter', 'grid_sample', 'gather']
+        'cpp',
+        'mmcv-pytorch',
+        'triton-interpreter',
+        'grid_sample',
+        'gather',
+    ]
     monkeypatch.setattr(DISPATCHER, 'cuda_kernel', lambda: 'mmcv')
     assert [ops.kernel_on(i, 'cuda') for i in impls] == ['mmcv-cuda', 'mmcv-cuda', 'triton', 'grid_sample', 'gather']
     monkeypatch.setattr(DISPATCHER, 'cuda_kernel', lambda: 'triton')
@@ -196,8 +242,12 @@ def test_each_row_names_the_kernel_that_runs(monkeypatch):
 
 
 def _event(name: str, device: str = 'cpu', start: float = 0.0, end: float = 0.0, kind: str = None):
-    return SimpleNamespace(name=name, device_type=DeviceType.CUDA if device == 'cuda' else DeviceType.CPU,
-                           time_range=SimpleNamespace(start=start, end=end), activity_type=kind)
+    return SimpleNamespace(
+        name=name,
+        device_type=DeviceType.CUDA if device == 'cuda' else DeviceType.CPU,
+        time_range=SimpleNamespace(start=start, end=end),
+        activity_type=kind,
+    )
 
 
 @pytest.mark.parametrize('typed', [True, False], ids=['activity types', 'names only'])
@@ -232,8 +282,13 @@ def test_cuda_events_are_counted_by_kind_and_stage(typed):
         for e in events:
             e.activity_type = None
     assert bm.count_cuda_events(events) == dict(
-        kernel_launches=4, graph_launches=1, kernels=3, syncs=1, dtoh_copies=1,
-        kernel_launches_by_stage={'backbone': 2, 'decoder': 1})
+        kernel_launches=4,
+        graph_launches=1,
+        kernels=3,
+        syncs=1,
+        dtoh_copies=1,
+        kernel_launches_by_stage={'backbone': 2, 'decoder': 1},
+    )
 
 
 def test_stages_split_one_test_step_and_change_nothing():
@@ -248,12 +303,22 @@ def test_stages_split_one_test_step_and_change_nothing():
         with bm.stage_marks(model, profiling.Clock('cpu')) as spans:
             marked = bm.detections(step())
         assert [stage for stage, _, _ in spans] == [
-            'preprocess', 'backbone', *['neck + encoder'] * 3, 'proposals', 'decoder', 'head + post-processing']
+            'preprocess',
+            'backbone',
+            *['neck + encoder'] * 3,
+            'proposals',
+            'decoder',
+            'head + post-processing',
+        ]
         assert all(end >= start for _, start, end in spans)
         assert all(torch.equal(a, b) for a, b in zip(plain, marked))
-        patched = {model: ('pre_transformer', 'forward_encoder', 'pre_decoder', 'forward_decoder'),
-                   model.backbone: ('forward',), model.neck: ('forward',), model.bbox_head: ('predict',),
-                   model.data_preprocessor: ('forward',)}
+        patched = {
+            model: ('pre_transformer', 'forward_encoder', 'pre_decoder', 'forward_decoder'),
+            model.backbone: ('forward',),
+            model.neck: ('forward',),
+            model.bbox_head: ('predict',),
+            model.data_preprocessor: ('forward',),
+        }
         assert not any(name in vars(owner) for owner, names in patched.items() for name in names)
         stages = bm.stage_times(model, step, 'cpu', iters=2)
         assert list(stages) == [*bm.STAGES, 'other', 'total'] and all(stages[s] > 0 for s in bm.STAGES)
@@ -272,10 +337,29 @@ def test_a_failing_variant_becomes_a_failed_row_and_the_others_still_run(monkeyp
         return real(impl, device)
 
     monkeypatch.setattr(ops, 'kernel_on', kernel)
-    report = _benchmark_tool().main([str(TOY), '--device', 'cpu', '--shape', '64', '96', '--iters', '1',
-                                     '--warmup', '0', '--no-flops', '--msda-impl', 'stock', 'fast',
-                                     '--out', str(tmp_path / 'bench.json'), '--cfg-options',
-                                     'model.encoder.num_layers=1', 'model.decoder.num_layers=1'])
+    report = _benchmark_tool().main(
+        [
+            str(TOY),
+            '--device',
+            'cpu',
+            '--shape',
+            '64',
+            '96',
+            '--iters',
+            '1',
+            '--warmup',
+            '0',
+            '--no-flops',
+            '--msda-impl',
+            'stock',
+            'fast',
+            '--out',
+            str(tmp_path / 'bench.json'),
+            '--cfg-options',
+            'model.encoder.num_layers=1',
+            'model.decoder.num_layers=1',
+        ]
+    )
     assert [(r['impl'], r['error']) for r in report['failed']] == [('stock', 'ValueError: no such kernel here')]
     assert [(r['impl'], r['kernel']) for r in report['results']] == [('fast', 'cpp')]
     assert 'reference' not in report['results'][0]  # the first row measured is the one the others are held to
@@ -291,10 +375,31 @@ def test_an_emulated_precision_is_timed_without_its_matmul_rate(monkeypatch, tmp
     monkeypatch.setattr(bm, 'matmul_rate', lambda device, dtype: measured.append((device, dtype)) or 1e11)
     monkeypatch.setattr(tool, 'native_dtypes', lambda device: ['fp32'])
     monkeypatch.setenv('PIT_DET_ALLOW_EMULATED', '1')
-    report = tool.main([str(TOY), '--device', 'cpu', '--shape', '64', '96', '--iters', '1', '--warmup', '0',
-                        '--no-flops', '--msda-impl', 'fast', '--dtype', 'fp32', 'bf16',
-                        '--out', str(tmp_path / 'bench.json'), '--cfg-options',
-                        'model.encoder.num_layers=1', 'model.decoder.num_layers=1'])
+    report = tool.main(
+        [
+            str(TOY),
+            '--device',
+            'cpu',
+            '--shape',
+            '64',
+            '96',
+            '--iters',
+            '1',
+            '--warmup',
+            '0',
+            '--no-flops',
+            '--msda-impl',
+            'fast',
+            '--dtype',
+            'fp32',
+            'bf16',
+            '--out',
+            str(tmp_path / 'bench.json'),
+            '--cfg-options',
+            'model.encoder.num_layers=1',
+            'model.decoder.num_layers=1',
+        ]
+    )
     assert measured == [('cpu', 'fp32')] and report['environment']['matmul_tflops'] == {'fp32': 0.1}
     assert [r['dtype'] for r in report['results']] == ['fp32', 'bf16'] and report['failed'] == []
     assert '2048^3 matmul fp32 100 GFLOP/s, bf16 emulated, not measured' in capsys.readouterr().out
@@ -324,15 +429,20 @@ def test_synthetic_training_batches_go_through_the_configs_own_pipeline():
     assert any(abs(h / w - 480 / 640) > 0.02 for h, w in shapes)  # the crop branch (the photos are 4:3)
     np.random.seed(2)
     assert [tuple(i.shape) for b in bm.synthetic_batches(cfg, 6) for i in b['inputs']] == [
-        tuple(i.shape) for b in batches for i in b['inputs']]
+        tuple(i.shape) for b in batches for i in b['inputs']
+    ]
 
 
 def test_coco_schedule_from_the_training_rate():
     """50 epochs on 8 GPUs at 2 images each per iteration: an epoch is what the config's loader
     iterates, every train2017 image with pit-det's configs (filter_empty_gt=False, as mmdet's
     Deformable DETR), the annotated ones with filter_empty_gt=True."""
-    assert Config.fromfile(str(ROOT / 'configs/deformable_detr_pit_s.py')).train_dataloader.dataset.filter_cfg[
-        'filter_empty_gt'] is False
+    assert (
+        Config.fromfile(str(ROOT / 'configs/deformable_detr_pit_s.py')).train_dataloader.dataset.filter_cfg[
+            'filter_empty_gt'
+        ]
+        is False
+    )
     every = bm.coco_schedule(10.0, 2, filter_empty_gt=False)
     assert (every['images_per_epoch'], every['iters_per_epoch']) == (118_287, 7393)  # ceil(118287 / 16)
     assert every['hours'] == pytest.approx(7393 * 50 * 2 / 10.0 / 3600)
@@ -346,8 +456,13 @@ def test_low_precision_training_wrappers(monkeypatch):
     autocast and the step with the config's clipping; on a GPU, AmpOptimWrapper in bf16, as
     tools/train.py --amp with optim_wrapper.dtype=bfloat16 builds it."""
     model = torch.nn.Linear(4, 4)
-    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3),
-                                         clip_grad=dict(max_norm=0.1, norm_type=2))))
+    cfg = Config(
+        dict(
+            optim_wrapper=dict(
+                type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3), clip_grad=dict(max_norm=0.1, norm_type=2)
+            )
+        )
+    )
     x = torch.randn(2, 4)
     fp32 = training.optim_wrapper_for(model, cfg, 'cpu', 'fp32')
     with fp32.optim_context(model):
@@ -370,17 +485,36 @@ def test_profile_and_training_throughput_rows(tmp_path):
     """--profile (no N: 12 ops) gives the stage split; --train-throughput the training step's
     images/s from the config's batch size (here the toy config at 1 + 1 layers and batch 2, for a
     short CPU run) and the 50-epoch COCO estimate from that rate."""
-    report, stdout = run_tool(tmp_path, '--iters', '2', '--warmup', '1', '--no-flops', '--msda-impl', 'fast',
-                              '--profile', '--train-throughput', '--cfg-options', 'model.encoder.num_layers=1',
-                              'model.decoder.num_layers=1', 'train_dataloader.batch_size=2',
-                              config=str(TOY), shape=('64', '96'))
+    report, stdout = run_tool(
+        tmp_path,
+        '--iters',
+        '2',
+        '--warmup',
+        '1',
+        '--no-flops',
+        '--msda-impl',
+        'fast',
+        '--profile',
+        '--train-throughput',
+        '--cfg-options',
+        'model.encoder.num_layers=1',
+        'model.decoder.num_layers=1',
+        'train_dataloader.batch_size=2',
+        config=str(TOY),
+        shape=('64', '96'),
+    )
     (row,) = report['results']
     assert row['kernel'] == 'cpp' and len(row['top_ops']) == 12 and 'cuda' not in row
     assert list(row['stages']) == [*bm.STAGES, 'other', 'total'] and all(row['stages'][s] > 0 for s in bm.STAGES)
     assert 'stages: preprocess' in stdout
     (train,) = report['training']
     assert (train['model'], train['dtype'], train['batch_size'], train['impl'], train['kernel']) == (
-        'pit_s_toy', 'fp32', 2, 'fast', 'cpp')
+        'pit_s_toy',
+        'fp32',
+        2,
+        'fast',
+        'cpp',
+    )
     assert train['step']['iters'] == 2 and train['peak_mib'] > 0 and math.isfinite(train['loss'])
     assert train['images_per_s'] == pytest.approx(2 * 1e3 / train['step']['mean_ms'])
     coco = train['coco_50e_8gpus']
@@ -396,10 +530,22 @@ def test_kernel_comparison_checks_each_kernel_against_fp64_then_times_it(monkeyp
     here, also on a GPU machine)."""
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     levels = ((6, 10), (3, 5))
-    rows = kernels.compare_kernels(['fast', 'gather', kernels.MMCV_SOURCE], ['fp32'], {'decoder': 20}, 'cpu',
-                                   levels=levels, batch=1, warmup=0, iters=2, mmcv_build_dir=tmp_path)
-    assert [(r['kernel'], r['dtype']) for r in rows] == [('fast', 'fp32'), ('gather', 'fp32'),
-                                                        (kernels.MMCV_SOURCE, 'fp32')]
+    rows = kernels.compare_kernels(
+        ['fast', 'gather', kernels.MMCV_SOURCE],
+        ['fp32'],
+        {'decoder': 20},
+        'cpu',
+        levels=levels,
+        batch=1,
+        warmup=0,
+        iters=2,
+        mmcv_build_dir=tmp_path,
+    )
+    assert [(r['kernel'], r['dtype']) for r in rows] == [
+        ('fast', 'fp32'),
+        ('gather', 'fp32'),
+        (kernels.MMCV_SOURCE, 'fp32'),
+    ]
     for r in rows[:2]:
         assert set(r['max_rel_diff']) == {'output', 'value grad', 'location grad', 'weight grad'}
         assert max(r['max_rel_diff'].values()) < 1e-5, r
@@ -410,8 +556,12 @@ def test_kernel_comparison_checks_each_kernel_against_fp64_then_times_it(monkeyp
 def test_kernel_comparison_catches_a_wrong_kernel(monkeypatch):
     """A kernel whose attention weights are 1% off shows far beyond fp32 rounding, and its row fails."""
     original = kernels.kernel_fn
-    monkeypatch.setattr(kernels, 'kernel_fn', lambda name, module=None: (
-        lambda v, s, i, loc, a: original('gather')(v, s, i, loc, a * 1.01)))
-    row, = kernels.compare_kernels(['gather'], ['fp32'], {'decoder': 8}, 'cpu', levels=((4, 6),), batch=1,
-                                   warmup=0, iters=1)
+    monkeypatch.setattr(
+        kernels,
+        'kernel_fn',
+        lambda name, module=None: lambda v, s, i, loc, a: original('gather')(v, s, i, loc, a * 1.01),
+    )
+    (row,) = kernels.compare_kernels(
+        ['gather'], ['fp32'], {'decoder': 8}, 'cpu', levels=((4, 6),), batch=1, warmup=0, iters=1
+    )
     assert row['max_rel_diff']['output'] > 5e-3 and 'from the fp64 reference' in row['error']

@@ -1,5 +1,6 @@
 """No file runs code: every checkpoint, the run's own included, is read weights-only; mmengine's
 message hub is rebuilt from plain numbers; the resume lookup trusts no pointer out of the work dir."""
+
 import os
 import zipfile
 from collections import Counter
@@ -20,12 +21,19 @@ def mmengine_checkpoint(path: Path) -> None:
     buf = HistoryBuffer()
     for v in (1.5, 2.5, 4.0):
         buf.update(v)
-    torch.save({'meta': {'epoch': 3, 'seed': 7, 'dataset_meta': {'classes': ('a', 'b')}},
-                'state_dict': {'w': torch.ones(2)},
-                'message_hub': {'log_scalars': {'train/loss': buf},
-                                'runtime_info': {'x': np.float64(0.5), 'n': np.int64(3), 'arr': np.arange(3)}},
-                'optimizer': {'state': {}, 'param_groups': [{'lr': 1e-4, 'betas': (0.9, 0.999)}]},
-                'param_schedulers': [{'milestones': Counter({40: 1}), 'gamma': 0.1}]}, path)
+    torch.save(
+        {
+            'meta': {'epoch': 3, 'seed': 7, 'dataset_meta': {'classes': ('a', 'b')}},
+            'state_dict': {'w': torch.ones(2)},
+            'message_hub': {
+                'log_scalars': {'train/loss': buf},
+                'runtime_info': {'x': np.float64(0.5), 'n': np.int64(3), 'arr': np.arange(3)},
+            },
+            'optimizer': {'state': {}, 'param_groups': [{'lr': 1e-4, 'betas': (0.9, 0.999)}]},
+            'param_schedulers': [{'milestones': Counter({40: 1}), 'gamma': 0.1}],
+        },
+        path,
+    )
 
 
 class Payload:
@@ -112,10 +120,14 @@ def test_getattr_is_only_for_history_buffer_statistics(tmp_path, owner, name):
         safe_torch_load(path)
 
 
-@pytest.mark.parametrize('field,value,reason', [
-    ('_log_history', ['a', 'list'], 'HistoryBuffer holds something other than numbers'),
-    ('max_length', 'many', 'HistoryBuffer holds something other than numbers'),
-    ('_log_history', np.array(['not', 'numbers']), r"but got <class 'numpy.dtypes.StrDType'>")])  # torch's own check
+@pytest.mark.parametrize(
+    'field,value,reason',
+    [
+        ('_log_history', ['a', 'list'], 'HistoryBuffer holds something other than numbers'),
+        ('max_length', 'many', 'HistoryBuffer holds something other than numbers'),
+        ('_log_history', np.array(['not', 'numbers']), r"but got <class 'numpy.dtypes.StrDType'>"),
+    ],
+)  # torch's own check
 def test_a_history_buffer_holding_other_things_is_refused(tmp_path, field, value, reason):
     buf = HistoryBuffer()
     buf.update(1.0)
@@ -158,6 +170,7 @@ def test_unusable_files_named_by_last_checkpoint_fall_back_to_the_newest_complet
 
 def test_pretrained_loading_through_init_cfg_refuses_code(tmp_path):
     from mmdet.registry import MODELS
+
     marker = tmp_path / 'code_ran'
     path = crafted_checkpoint(tmp_path / 'pit_s_809.pth', marker)
     model = MODELS.build(dict(type='PiT', arch='ti', init_cfg=dict(type='Pretrained', checkpoint=str(path))))

@@ -1,4 +1,5 @@
 """A crafted checkpoint in every place a user can point the tools at: never run, always named."""
+
 import os
 import subprocess
 import sys
@@ -49,8 +50,9 @@ def _where(place: str, tmp_path: Path, toy: Path):
     raise ValueError(place)
 
 
-@pytest.mark.parametrize('place', ['resume_path', 'last_checkpoint', 'dropped_in_work_dir', 'test', 'demo',
-                                   'export', 'load_from'])
+@pytest.mark.parametrize(
+    'place', ['resume_path', 'last_checkpoint', 'dropped_in_work_dir', 'test', 'demo', 'export', 'load_from']
+)
 def test_crafted_checkpoint_is_refused_and_named(tmp_path, tiny_toy, place):
     command, evil, marker = _where(place, tmp_path, tiny_toy)
     proc = _tool(*command)

@@ -1,4 +1,5 @@
 """Every supported weight-file layout loads through init_cfg and reproduces timm's features."""
+
 import pytest
 import timm
 import torch
@@ -68,8 +69,13 @@ def test_vit_checkpoint_layouts(tmp_path, timm_deit, layout):
     state = timm_deit.state_dict()
     if layout == 'mmengine_detector':  # backbone weights under 'backbone.' in 'state_dict'
         path = tmp_path / 'detector.pth'
-        torch.save({'meta': {}, 'state_dict': {**{f'backbone.{k}': v for k, v in state.items()},
-                                               'bbox_head.fc.weight': torch.zeros(3)}}, path)
+        torch.save(
+            {
+                'meta': {},
+                'state_dict': {**{f'backbone.{k}': v for k, v in state.items()}, 'bbox_head.fc.weight': torch.zeros(3)},
+            },
+            path,
+        )
     else:
         path = write(state, layout, tmp_path)
     with torch.no_grad():

@@ -7,6 +7,7 @@ the tensors report ``is_cuda`` (:class:`CudaLooking`), and every call into mmcv'
 extension is recorded (the ``gpu_branch`` fixture). A call with a CUDA-looking tensor fails as it does
 on a GPU with an mmcv built without CUDA ops, the set-up of a GPU machine without ``nvcc``.
 """
+
 import sys
 from pathlib import Path
 from typing import List, Tuple
@@ -53,6 +54,7 @@ def gpu_branch(monkeypatch):
     ``(name, a CUDA-looking tensor was passed)``. mmcv starts without CUDA ops."""
     import mmcv.ops
     from mmcv.utils import ext_loader
+
     ext = ext_loader.load_ext('_ext', [])  # the module object every mmcv op holds
     calls: List[Tuple[str, bool]] = []
     state = dict(cuda_ops=False)
@@ -66,6 +68,7 @@ def gpu_branch(monkeypatch):
             if cuda:  # mmcv's own message on a GPU when it was built without CUDA ops
                 raise RuntimeError(f'{name}_impl: implementation for device cuda:0 not found.')
             return fn(*args, **kwargs)
+
         return call
 
     for name in dir(ext):
@@ -148,8 +151,9 @@ def small_batch(model, hw=(64, 96)) -> dict:
     samples, inputs = [], []
     for i, (h, w) in enumerate([hw, (hw[0] - 16, hw[1])]):
         sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0)))
-        sample.gt_instances = InstanceData(bboxes=torch.tensor([[8.0, 6.0 + i, 50.0, 40.0]]),
-                                           labels=torch.tensor([i + 1]))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[8.0, 6.0 + i, 50.0, 40.0]]), labels=torch.tensor([i + 1])
+        )
         samples.append(sample)
         inputs.append(torch.randint(0, 256, (3, h, w), dtype=torch.uint8))
     data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples), training=True)
@@ -201,11 +205,12 @@ def test_low_precision_values_for_mmcv_cuda_kernel_are_cast_with_a_warning(gpu_b
     from test_msda import LEVELS, random_inputs
 
     from pit_det.ops import multi_scale_deformable_attn
+
     set_cuda_ops, _ = gpu_branch
     set_cuda_ops(True)
     value, shapes, starts, loc, attn = random_inputs(LEVELS[0], dtype=torch.float32)
     value = value.bfloat16()
-    with pytest.warns(UserWarning, match="takes fp32 values only: torch.bfloat16 values are cast to fp32"):
+    with pytest.warns(UserWarning, match='takes fp32 values only: torch.bfloat16 values are cast to fp32'):
         out = multi_scale_deformable_attn(cuda_looking(value), shapes, starts, loc, attn, impl='fast')
     expected = multi_scale_deformable_attn(value.float(), shapes, starts, loc, attn, impl='fast').bfloat16()
     assert out.dtype == torch.bfloat16 and torch.equal(out.as_subclass(torch.Tensor), expected)

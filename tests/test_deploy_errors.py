@@ -1,6 +1,7 @@
 """tools/onnx_demo.py prints an input the user can fix (``DeployError``, a missing file) in one line
 and keeps the traceback of anything else, which is a bug. The real error paths (no ONNX model, a
 static model, a strip out of range) run end to end in test_export.py."""
+
 import importlib.util
 from pathlib import Path
 

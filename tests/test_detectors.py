@@ -1,4 +1,5 @@
 """The three Table 5 detectors (and the ViT pyramid variant): configs, loss, predict."""
+
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,12 @@ def make_batch(model, num_boxes, hw=(160, 208)):
     H, W = hw
     samples = []
     for n in num_boxes:
-        s = DetDataSample(metainfo=dict(img_shape=hw, ori_shape=hw, pad_shape=hw, batch_input_shape=hw,
-                                        scale_factor=(1.0, 1.0)))
-        s.gt_instances = InstanceData(bboxes=torch.tensor([[10.0, 20.0, 90.0, 100.0]])[:n],
-                                      labels=torch.tensor([5])[:n])
+        s = DetDataSample(
+            metainfo=dict(img_shape=hw, ori_shape=hw, pad_shape=hw, batch_input_shape=hw, scale_factor=(1.0, 1.0))
+        )
+        s.gt_instances = InstanceData(
+            bboxes=torch.tensor([[10.0, 20.0, 90.0, 100.0]])[:n], labels=torch.tensor([5])[:n]
+        )
         samples.append(s)
     inputs = [torch.randint(0, 256, (3, H, W), dtype=torch.uint8) for _ in num_boxes]
     return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), training=True)
@@ -97,9 +100,15 @@ def test_common_settings(name):
     assert cfg.val_evaluator.ann_file == 'data/coco/annotations/instances_val2017.json'
 
 
-@pytest.mark.parametrize('name,backbone,strides', [
-    ('r50', 'ResNet', None), ('pit_s', 'PiT', (8, 16, 32)), ('vit_s', 'ViT', (16, 16, 16)),
-    ('vit_s_pyramid', 'ViTPyramid', (8, 16, 32))])
+@pytest.mark.parametrize(
+    'name,backbone,strides',
+    [
+        ('r50', 'ResNet', None),
+        ('pit_s', 'PiT', (8, 16, 32)),
+        ('vit_s', 'ViT', (16, 16, 16)),
+        ('vit_s_pyramid', 'ViTPyramid', (8, 16, 32)),
+    ],
+)
 def test_neck_follows_backbone(name, backbone, strides):
     cfg = load(name)
     assert cfg.model.backbone.type == backbone

@@ -1,6 +1,7 @@
 """Export of the PyTorch detectors: torch.export programs (custom op kept) and ONNX models run by
 onnxruntime and OpenVINO, against the detectors they come from; the torch versions export needs.
 The tools on a toy checkpoint: tests/test_export_tools.py."""
+
 import re
 
 import onnx
@@ -63,8 +64,9 @@ def test_every_shipped_detector_exports_with_a_free_height_and_width(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name,msda', [('pit_s', 'grid_sample'), ('pit_s', 'gather'), ('vit_s', 'gather'),
-                                       ('r50', 'grid_sample')])
+@pytest.mark.parametrize(
+    'name,msda', [('pit_s', 'grid_sample'), ('pit_s', 'gather'), ('vit_s', 'gather'), ('r50', 'grid_sample')]
+)
 def test_onnx_equals_pytorch(tmp_path, name, msda):
     """Random-weight Table 5 detectors: onnxruntime's and OpenVINO's detections equal mmdet's
     predict to fp32 rounding, with deformable attention as standard ops (GridSample, or none in the
@@ -82,9 +84,15 @@ def test_onnx_equals_pytorch(tmp_path, name, msda):
         assert_same_detections(run_graph(path, runtime, x.numpy()), expected, 320)
 
 
-@pytest.mark.parametrize('version,static_ok,dynamic_ok', [
-    ('2.6.0+cu124', False, False), ('2.7.1', True, False), ('2.12.1+cu130', True, False),
-    (torch.__version__, True, True)])
+@pytest.mark.parametrize(
+    'version,static_ok,dynamic_ok',
+    [
+        ('2.6.0+cu124', False, False),
+        ('2.7.1', True, False),
+        ('2.12.1+cu130', True, False),
+        (torch.__version__, True, True),
+    ],
+)
 def test_exports_name_the_torch_they_need(monkeypatch, tmp_path, version, static_ok, dynamic_ok):
     """torch 2.6 fails in its ONNX exporter and 2.12.1 in the dynamic-shape solver, deep inside
     torch (measured with this file's tests); an export on them stops first, naming the versions."""

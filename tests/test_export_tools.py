@@ -1,6 +1,7 @@
 """The export tools end to end: a toy checkpoint as tools/train.py writes it, exported by
 tools/export.py (dynamic, both graphs) and run by tools/onnx_demo.py without torch, against
 PyTorch; and every bad input each tool names."""
+
 import json
 import subprocess
 import sys
@@ -27,9 +28,15 @@ def toy(trained_toy_detector):
     assert gather.returncode == 0, gather.stderr[-3000:]
     make_split(root / 'images', 'val', 2, seed=3)
     images = sorted((root / 'images/val2017').iterdir())
-    return dict(root=root, model=bm.build_detector(str(TOY), str(ckpt)), checkpoint=ckpt,
-                onnx=trained_toy_detector['onnx'], gather=root / 'toy_gather.onnx', images=images,
-                stdout=trained_toy_detector['stdout'])
+    return dict(
+        root=root,
+        model=bm.build_detector(str(TOY), str(ckpt)),
+        checkpoint=ckpt,
+        onnx=trained_toy_detector['onnx'],
+        gather=root / 'toy_gather.onnx',
+        images=images,
+        stdout=trained_toy_detector['stdout'],
+    )
 
 
 @pytest.mark.slow
@@ -38,10 +45,11 @@ def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy
     """Both graphs, both runtimes, at sizes other than the traced one (odd feature maps too)."""
     path = toy['onnx'] if msda == 'grid_sample' else toy['gather']
     info = json.loads(onnx.load(str(path), load_external_data=False).metadata_props[0].value)
-    assert info['dynamic'] and info['input_shape'] == [96, 128] and info['classes'] == ['rectangle', 'ellipse',
-                                                                                       'triangle']
+    assert (
+        info['dynamic'] and info['input_shape'] == [96, 128] and info['classes'] == ['rectangle', 'ellipse', 'triangle']
+    )
     assert info['msda'] == msda
-    assert f"any {info['min_size']}..4096" in toy['stdout']
+    assert f'any {info["min_size"]}..4096' in toy['stdout']
     set_msda_impl(toy['model'], msda)
     for h, w in ((128, 80), (72, 128), (101, 67)):
         x = image(h, w, seed=w)
@@ -52,11 +60,13 @@ def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy
 
 def blocked_run(script: str, *args) -> subprocess.CompletedProcess:
     """``script`` with torch and OpenMMLab made unimportable: a runtime without them."""
-    code = ("import runpy, sys\n"
-            "for name in ('torch', 'torchvision', 'mmcv', 'mmdet', 'mmengine', 'pit_det', 'timm'):\n"
-            "    sys.modules[name] = None\n"
-            f"sys.argv = {[script, *map(str, args)]!r}\n"
-            f"runpy.run_path({script!r}, run_name='__main__')\n")
+    code = (
+        'import runpy, sys\n'
+        "for name in ('torch', 'torchvision', 'mmcv', 'mmdet', 'mmengine', 'pit_det', 'timm'):\n"
+        '    sys.modules[name] = None\n'
+        f'sys.argv = {[script, *map(str, args)]!r}\n'
+        f"runpy.run_path({script!r}, run_name='__main__')\n"
+    )
     return subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -68,8 +78,9 @@ def test_onnx_demo_draws_what_demo_draws_without_torch(toy, tmp_path, runtime):
     and in OpenVINO."""
     folder = toy['images'][0].parent  # both tools take a folder: one run each for both images
     onnx_out, torch_out = tmp_path / 'onnx', tmp_path / 'torch'
-    proc = blocked_run('tools/onnx_demo.py', folder, toy['onnx'], '--out', onnx_out, '--score-thr', '0',
-                       '--runtime', runtime)
+    proc = blocked_run(
+        'tools/onnx_demo.py', folder, toy['onnx'], '--out', onnx_out, '--score-thr', '0', '--runtime', runtime
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run(['tools/demo.py', folder, TOY, toy['checkpoint'], '--out', torch_out, '--score-thr', '0'])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -98,10 +109,26 @@ def test_bad_inputs_are_named(toy, tmp_path):
     assert not (tmp_path / 'x.onnx').exists()
     # An opset without GridSample, and one torch's exporter cannot convert the gather graph to.
     proc = run(['tools/export.py', TOY, toy['checkpoint'], '--out', tmp_path / 'x.onnx', '--opset', '15'])
-    assert proc.returncode == 1 and 'error: opset 15 is not supported: the grid_sample graph needs opset >= 16' \
-        in proc.stderr
-    proc = run(['tools/export.py', TOY, toy['checkpoint'], '--out', tmp_path / 'x.onnx', '--shape', '64', '64',
-                '--msda', 'gather', '--opset', '17'])
+    assert (
+        proc.returncode == 1
+        and 'error: opset 15 is not supported: the grid_sample graph needs opset >= 16' in proc.stderr
+    )
+    proc = run(
+        [
+            'tools/export.py',
+            TOY,
+            toy['checkpoint'],
+            '--out',
+            tmp_path / 'x.onnx',
+            '--shape',
+            '64',
+            '64',
+            '--msda',
+            'gather',
+            '--opset',
+            '17',
+        ]
+    )
     assert proc.returncode == 1 and 'could not convert this gather graph to opset 17 (it wrote opset 18)' in proc.stderr
     assert not (tmp_path / 'x.onnx').exists()
     # Something that is not an ONNX model.
@@ -119,4 +146,4 @@ def test_bad_inputs_are_named(toy, tmp_path):
     strip = tmp_path / 'strip.png'
     cv2.imwrite(str(strip), np.full((20, 2000, 3), 128, np.uint8))
     proc = blocked_run('tools/onnx_demo.py', strip, toy['onnx'], '--out', tmp_path / 'o')
-    assert proc.returncode == 1 and 'outside the model\'s input range' in proc.stderr and str(strip) in proc.stderr
+    assert proc.returncode == 1 and "outside the model's input range" in proc.stderr and str(strip) in proc.stderr

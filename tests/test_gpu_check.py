@@ -2,6 +2,7 @@
 (Triton's interpreter, toy sizes), a failing step failing it, each step's judgement on made-up
 results, the tier's skips and helpers, and the refusal without a GPU. Every subprocess hides the
 GPUs, so these tests are the same on a GPU machine."""
+
 import importlib.util
 import json
 import os
@@ -38,8 +39,9 @@ def environment(**extra) -> dict:
 @pytest.mark.slow
 def test_dry_run_runs_and_judges_every_step(tmp_path):
     env = environment(PIT_DET_GPU_CHECK_DRY_RUN='1', PYTHON=sys.executable)
-    proc = subprocess.run(['bash', 'tools/gpu_check.sh', str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(
+        ['bash', 'tools/gpu_check.sh', str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'dry run: would build mmcv: env CUDA_VISIBLE_DEVICES= MMCV_WITH_OPS=1' in proc.stdout
     summary = json.loads((tmp_path / 'summary.json').read_text())
@@ -51,7 +53,11 @@ def test_dry_run_runs_and_judges_every_step(tmp_path):
     assert tests['counts'] == {'passed': 8 if gpu_tier.DRY_RUN.bf16_inference else 7} and tests['pytest_exit'] == 0
     figures = {case['name'].split('::')[-1]: case['figures'] for case in tests['cases']}
     assert set(figures['test_triton_kernel_equals_the_fp64_reference[bf16-encoder]']['max_rel_diff']) == {
-        'output', 'value grad', 'location grad', 'weight grad'}
+        'output',
+        'value grad',
+        'location grad',
+        'weight grad',
+    }
     assert figures['test_training_loss_is_finite_and_falls[fp32]']['loss']['iterations'] == 2
     match = figures['test_fp32_detections_on_the_gpu_equal_the_cpus']['match']
     assert match['compared'] == match['matched'] == 40  # the dry run's CPU against itself: 10 of 4 images
@@ -62,7 +68,10 @@ def test_dry_run_runs_and_judges_every_step(tmp_path):
     assert bench['eager']['rows'][1]['vs_reference']['max_score_diff'] <= gpu_check.FP32_SCORE_TOL
     assert bench['eager']['header'].startswith('cpu: ') and 'trained toy detector' in bench['bf16']
     assert [(t['target'], t['met']) for t in bench['targets']] == [  # CPU at toy sizes, fp32 eager only
-        ('PiT-S fp32 <= 8 ms', False), ('PiT-S bf16 <= 5 ms', False), ('PiT-S bf16 not slower than fp32', False)] * 2
+        ('PiT-S fp32 <= 8 ms', False),
+        ('PiT-S bf16 <= 5 ms', False),
+        ('PiT-S bf16 not slower than fp32', False),
+    ] * 2
 
 
 def test_benchmark_runs_on_the_gpu_ask_for_what_they_judge():
@@ -79,8 +88,11 @@ def test_benchmark_runs_on_the_gpu_ask_for_what_they_judge():
     assert graphs.msda_impl == ['fast'] and graphs.compile and graphs.compile_mode == 'reduce-overhead'
     assert eager.device == graphs.device == 'cuda'
     assert len(runs['eager'][1]) == 12 and runs['pit_s_cuda_graphs'][1] == [
-        ('pit_s', 'fast fp32'), ('pit_s', 'fast fp32 compiled'), ('pit_s', 'fast bf16'),
-        ('pit_s', 'fast bf16 compiled')]
+        ('pit_s', 'fast fp32'),
+        ('pit_s', 'fast fp32 compiled'),
+        ('pit_s', 'fast bf16'),
+        ('pit_s', 'fast bf16 compiled'),
+    ]
 
 
 def test_a_failing_step_fails_the_check(tmp_path):
@@ -90,9 +102,24 @@ def test_a_failing_step_fails_the_check(tmp_path):
     failing.parent.mkdir()
     failing.write_text('def test_kernel_is_off():\n    assert 1 + 1 == 3\n\n\ndef test_fine():\n    pass\n')
     out = tmp_path / 'out'
-    proc = subprocess.run([sys.executable, 'tools/gpu_check.py', '--dry-run', '--steps', 'tests', '--tests',
-                           str(failing), '--out', str(out)], cwd=ROOT, env=environment(), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            'tools/gpu_check.py',
+            '--dry-run',
+            '--steps',
+            'tests',
+            '--tests',
+            str(failing),
+            '--out',
+            str(out),
+        ],
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert '[gpu check] tests: FAILED: pytest exited 1' in proc.stdout
     assert json.loads((out / 'summary.json').read_text())['steps']['tests']['ok'] is False
@@ -106,50 +133,75 @@ def case(outcome: str) -> dict:
 
 def test_tests_step_passes_only_when_every_test_ran_and_passed():
     assert gpu_check.judge_tests([case('passed'), case('passed')], 0)['ok']
-    for cases, returncode in (([case('passed'), case('failed')], 1), ([case('passed'), case('error')], 1),
-                              ([case('passed'), case('skipped')], 0),  # a skipped GPU test checked nothing
-                              ([], 5), ([], 0), ([case('passed')], 2)):  # no tests; pytest interrupted
+    for cases, returncode in (
+        ([case('passed'), case('failed')], 1),
+        ([case('passed'), case('error')], 1),
+        ([case('passed'), case('skipped')], 0),  # a skipped GPU test checked nothing
+        ([], 5),
+        ([], 0),
+        ([case('passed')], 2),
+    ):  # no tests; pytest interrupted
         assert not gpu_check.judge_tests(cases, returncode)['ok'], (cases, returncode)
 
 
 def row(model='pit_s', impl='fast', dtype='fp32', compiled=False, ms=5.0, score_diff=None, **extra) -> dict:
-    r = dict(model=model, impl=impl, dtype=dtype, compiled=compiled, kernel='triton', latency=dict(median_ms=ms),
-             **extra)
+    r = dict(
+        model=model, impl=impl, dtype=dtype, compiled=compiled, kernel='triton', latency=dict(median_ms=ms), **extra
+    )
     if score_diff is not None:
-        r.update(reference='grid_sample fp32', vs_reference=dict(max_score_diff=score_diff, max_box_diff=30.0,
-                                                                  labels_equal=False))
+        r.update(
+            reference='grid_sample fp32',
+            vs_reference=dict(max_score_diff=score_diff, max_box_diff=30.0, labels_equal=False),
+        )
     return r
 
 
 def test_benchmark_step_judges_every_row():
-    expected = gpu_check.expected_rows(['configs/deformable_detr_pit_s.py'], ['fp32', 'bf16'], ['grid_sample', 'fast'],
-                                       compiled=False)
-    assert expected == [('pit_s', 'grid_sample fp32'), ('pit_s', 'fast fp32'), ('pit_s', 'grid_sample bf16'),
-                        ('pit_s', 'fast bf16')]
-    good = [row(impl='grid_sample'), row(score_diff=3e-6), row(impl='grid_sample', dtype='bf16', score_diff=0.2),
-            row(dtype='bf16', score_diff=0.3)]  # bf16 scores of random weights: not judged
+    expected = gpu_check.expected_rows(
+        ['configs/deformable_detr_pit_s.py'], ['fp32', 'bf16'], ['grid_sample', 'fast'], compiled=False
+    )
+    assert expected == [
+        ('pit_s', 'grid_sample fp32'),
+        ('pit_s', 'fast fp32'),
+        ('pit_s', 'grid_sample bf16'),
+        ('pit_s', 'fast bf16'),
+    ]
+    good = [
+        row(impl='grid_sample'),
+        row(score_diff=3e-6),
+        row(impl='grid_sample', dtype='bf16', score_diff=0.2),
+        row(dtype='bf16', score_diff=0.3),
+    ]  # bf16 scores of random weights: not judged
     judged = gpu_check.judge_benchmark(dict(results=good), expected)
     assert judged['ok'] and judged['problems'] == [], judged  # fp32 boxes and labels recorded, not judged
-    bad = {'a row missing': dict(results=good[:3]),
-           'a row failed': dict(results=good[:3], failed=[dict(row(dtype='bf16'), error='RuntimeError: no kernel')]),
-           'NaN latency': dict(results=[*good[:3], row(dtype='bf16', ms=float('nan'))]),
-           'zero latency': dict(results=[*good[:3], row(dtype='bf16', ms=0.0)]),
-           'fp32 scores off': dict(results=[good[0], row(score_diff=2e-5), *good[2:]]),
-           'fp32 scores NaN': dict(results=[good[0], row(score_diff=float('nan')), *good[2:]])}
+    bad = {
+        'a row missing': dict(results=good[:3]),
+        'a row failed': dict(results=good[:3], failed=[dict(row(dtype='bf16'), error='RuntimeError: no kernel')]),
+        'NaN latency': dict(results=[*good[:3], row(dtype='bf16', ms=float('nan'))]),
+        'zero latency': dict(results=[*good[:3], row(dtype='bf16', ms=0.0)]),
+        'fp32 scores off': dict(results=[good[0], row(score_diff=2e-5), *good[2:]]),
+        'fp32 scores NaN': dict(results=[good[0], row(score_diff=float('nan')), *good[2:]]),
+    }
     for what, report in bad.items():
         judged = gpu_check.judge_benchmark(report, expected)
         assert not judged['ok'] and len(judged['problems']) == 1, (what, judged)
 
 
 def test_speed_targets_are_reported_not_judged():
-    eager = [dict(model='pit_s', variant='fast fp32', median_ms=9.0), dict(model='pit_s', variant='fast bf16',
-                                                                           median_ms=4.0)]
+    eager = [
+        dict(model='pit_s', variant='fast fp32', median_ms=9.0),
+        dict(model='pit_s', variant='fast bf16', median_ms=4.0),
+    ]
     graphs = [dict(model='pit_s', variant='fast fp32 compiled', median_ms=3.0)]  # its bf16 row missing
     met = {(t['target'], t['run']): t['met'] for t in gpu_check.speed_targets(eager, graphs, 'fast')}
-    assert met == {('PiT-S fp32 <= 8 ms', 'eager'): False, ('PiT-S bf16 <= 5 ms', 'eager'): True,
-                   ('PiT-S bf16 not slower than fp32', 'eager'): True,
-                   ('PiT-S fp32 <= 8 ms', 'CUDA graphs'): True, ('PiT-S bf16 <= 5 ms', 'CUDA graphs'): False,
-                   ('PiT-S bf16 not slower than fp32', 'CUDA graphs'): False}
+    assert met == {
+        ('PiT-S fp32 <= 8 ms', 'eager'): False,
+        ('PiT-S bf16 <= 5 ms', 'eager'): True,
+        ('PiT-S bf16 not slower than fp32', 'eager'): True,
+        ('PiT-S fp32 <= 8 ms', 'CUDA graphs'): True,
+        ('PiT-S bf16 <= 5 ms', 'CUDA graphs'): False,
+        ('PiT-S bf16 not slower than fp32', 'CUDA graphs'): False,
+    }
 
 
 def detection(image=1, category=1, box=(10.0, 20.0, 30.0, 40.0), score=0.9) -> dict:
@@ -157,22 +209,36 @@ def detection(image=1, category=1, box=(10.0, 20.0, 30.0, 40.0), score=0.9) -> d
 
 
 def test_detections_match_within_tolerance_by_image_and_class():
-    a = [detection(score=0.9), detection(category=2, score=0.8), detection(box=(50, 50, 10, 10), score=0.7),
-         detection(image=2, score=0.6), detection(image=3, score=0.5),
-         detection(score=0.1)]  # the last is past the cut of 3 per image
-    b = [detection(box=(10.005, 20, 30, 40), score=0.90005), detection(category=2, score=0.8),
-         detection(box=(50, 50, 10.02, 10), score=0.7),  # its corner 0.02 px off
-         detection(image=2, category=3, score=0.6),  # another class
-         detection(image=3, score=0.5002)]  # its score 2e-4 off
+    a = [
+        detection(score=0.9),
+        detection(category=2, score=0.8),
+        detection(box=(50, 50, 10, 10), score=0.7),
+        detection(image=2, score=0.6),
+        detection(image=3, score=0.5),
+        detection(score=0.1),
+    ]  # the last is past the cut of 3 per image
+    b = [
+        detection(box=(10.005, 20, 30, 40), score=0.90005),
+        detection(category=2, score=0.8),
+        detection(box=(50, 50, 10.02, 10), score=0.7),  # its corner 0.02 px off
+        detection(image=2, category=3, score=0.6),  # another class
+        detection(image=3, score=0.5002),
+    ]  # its score 2e-4 off
     match = gpu_tier.match_detections(a, b, per_image=3, box_tol=1e-2, score_tol=1e-4)
     assert match['compared'] == 5 and match['matched'] == 2 and match['images_with_unmatched'] == [1, 2, 3]
     assert match['box_diff'] == pytest.approx(0.005) and match['score_diff'] == pytest.approx(5e-5)
     # Each of b's detections matches once; one that fell below the cut in a still matches.
-    twice = gpu_tier.match_detections([detection(score=0.5), detection(score=0.4)], [detection(score=0.45)],
-                                      per_image=2, box_tol=1e-2, score_tol=0.1)
+    twice = gpu_tier.match_detections(
+        [detection(score=0.5), detection(score=0.4)], [detection(score=0.45)], per_image=2, box_tol=1e-2, score_tol=0.1
+    )
     assert twice['matched'] == 1
-    moved = gpu_tier.match_detections([detection(score=0.5)], [detection(score=0.1 + i / 100) for i in range(9)]
-                                      + [detection(score=0.5)], per_image=1, box_tol=1e-2, score_tol=1e-4)
+    moved = gpu_tier.match_detections(
+        [detection(score=0.5)],
+        [detection(score=0.1 + i / 100) for i in range(9)] + [detection(score=0.5)],
+        per_image=1,
+        box_tol=1e-2,
+        score_tol=1e-4,
+    )
     assert moved['matched'] == 1
 
 
@@ -213,14 +279,33 @@ def test_the_tier_starts_the_runs_its_selected_tests_need(tmp_path):
     selected test needs, those asked for by ``request.getfixturevalue`` included, and no others."""
     (tmp_path / 'needed_plugin.py').write_text(NEEDED_PLUGIN)
     env = environment(PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')]))
-    proc = subprocess.run([sys.executable, '-m', 'pytest', 'tests/gpu', '--collect-only', '-q', '-p',
-                           'no:cacheprovider', '-p', 'needed_plugin'], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'pytest',
+            'tests/gpu',
+            '--collect-only',
+            '-q',
+            '-p',
+            'no:cacheprovider',
+            '-p',
+            'needed_plugin',
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     line = next((x for x in proc.stdout.splitlines() if x.startswith('NEEDED ')), None)
     assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert json.loads(line[len('NEEDED '):]) == {
-        'all': ['evaluated_bf16', 'evaluated_cpu_fp32', 'trained_bf16', 'trained_fp32'], 'kernel': [],
-        'bf16 loss': ['trained_bf16'], 'gpu vs cpu': ['evaluated_cpu_fp32', 'trained_fp32']}
+    assert json.loads(line[len('NEEDED ') :]) == {
+        'all': ['evaluated_bf16', 'evaluated_cpu_fp32', 'trained_bf16', 'trained_fp32'],
+        'kernel': [],
+        'bf16 loss': ['trained_bf16'],
+        'gpu vs cpu': ['evaluated_cpu_fp32', 'trained_fp32'],
+    }
 
 
 def test_the_cpu_run_skips_the_gpu_tier_and_says_how_to_run_it(tmp_path):
@@ -230,8 +315,25 @@ def test_the_cpu_run_skips_the_gpu_tier_and_says_how_to_run_it(tmp_path):
     for name, env in runs.items():
         xml = tmp_path / f'{name}.xml'
         cpu_test = 'tests/test_gpu_check.py::test_speed_targets_are_reported_not_judged'
-        proc = subprocess.run([sys.executable, '-m', 'pytest', 'tests/gpu', cpu_test, '-q', '-p', 'no:cacheprovider',
-                               '--junitxml', str(xml)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                '-m',
+                'pytest',
+                'tests/gpu',
+                cpu_test,
+                '-q',
+                '-p',
+                'no:cacheprovider',
+                '--junitxml',
+                str(xml),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         cases = gpu_check.read_junit(xml)
         tier = [c for c in cases if c['name'].startswith('tests.gpu.')]
@@ -244,7 +346,13 @@ def test_the_cpu_run_skips_the_gpu_tier_and_says_how_to_run_it(tmp_path):
 
 
 def test_without_a_gpu_the_check_says_so():
-    proc = subprocess.run([sys.executable, 'tools/gpu_check.py', '--out', 'unused'], cwd=ROOT, env=environment(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, 'tools/gpu_check.py', '--out', 'unused'],
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and 'no CUDA GPU visible' in proc.stderr and '--dry-run' in proc.stderr
     assert not (ROOT / 'unused').exists()

@@ -1,4 +1,5 @@
 """Training hooks that the shipped configs add (pit_det/hooks.py)."""
+
 from types import SimpleNamespace
 
 import torch

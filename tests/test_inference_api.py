@@ -3,6 +3,7 @@ run as written in a fresh interpreter (pit-det reached only through the config's
 ``custom_imports``), on a real photograph (matplotlib's sample data), it gives the detections of
 ``model.predict`` on the photograph preprocessed here by hand (OpenCV resize, normalisation), not
 through mmdet's pipeline or data preprocessor."""
+
 import json
 import re
 import subprocess
@@ -55,8 +56,14 @@ def predict_by_hand(model, path: Path):
     new_w, new_h = int(w * scale + 0.5), int(h * scale + 0.5)
     rgb = cv2.resize(bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)[..., ::-1].copy()
     x = (torch.from_numpy(rgb).permute(2, 0, 1).float() - MEAN[:, None, None]) / STD[:, None, None]
-    sample = DetDataSample(metainfo=dict(ori_shape=(h, w), img_shape=(new_h, new_w), batch_input_shape=(new_h, new_w),
-                                         scale_factor=(new_w / w, new_h / h)))
+    sample = DetDataSample(
+        metainfo=dict(
+            ori_shape=(h, w),
+            img_shape=(new_h, new_w),
+            batch_input_shape=(new_h, new_w),
+            scale_factor=(new_w / w, new_h / h),
+        )
+    )
     with torch.no_grad():
         return model.predict(x[None], [sample], rescale=True)[0].pred_instances
 
@@ -65,12 +72,15 @@ def predict_by_hand(model, path: Path):
 def test_readme_snippet_in_a_fresh_interpreter_gives_predict_on_a_hand_preprocessed_photo(detector):
     model, checkpoint = detector
     snippet = readme_snippet().replace('CHECKPOINT', repr(str(checkpoint))).replace("'photo.jpg'", repr(str(PHOTO)))
-    report = ("import json, sys\n"
-              "by_inferencer = result['predictions'][0]\n"
-              "print(json.dumps(dict(pit_det_imported='pit_det' in sys.modules, inferencer=by_inferencer,\n"
-              "    detector={k: pred.get(k).tolist() for k in ('labels', 'scores', 'bboxes')})))\n")
-    proc = subprocess.run([sys.executable, '-c', snippet + report], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    report = (
+        'import json, sys\n'
+        "by_inferencer = result['predictions'][0]\n"
+        "print(json.dumps(dict(pit_det_imported='pit_det' in sys.modules, inferencer=by_inferencer,\n"
+        "    detector={k: pred.get(k).tolist() for k in ('labels', 'scores', 'bboxes')})))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, '-c', snippet + report], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got['pit_det_imported']  # by the config's custom_imports: the snippet never imports it

@@ -1,4 +1,5 @@
 """pit-det's C++ deformable-attention kernel against mmcv's pure-PyTorch one (the stock path)."""
+
 import pytest
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
@@ -44,7 +45,7 @@ TOL = {torch.float32: dict(atol=2e-6, rtol=0), torch.float64: dict(atol=1e-12, r
 def test_fast_equals_stock_forward_and_gradients(levels, dtype, head_dim):
     value, shapes, starts, loc, attn = random_inputs(levels, D=head_dim, dtype=dtype)
     # Padded value tokens read zero after mmcv's masked_fill: blank the last level of image 1.
-    value[1, int(starts[-1]):] = 0
+    value[1, int(starts[-1]) :] = 0
     outs, grads = {}, {}
     for impl in ('stock', 'fast'):
         inputs = [t.clone().requires_grad_() for t in (value, loc, attn)]
@@ -128,12 +129,14 @@ def test_module_fast_equals_mmcv_module(batch_first, ref_dims):
     with a padding mask and query positions; parameter gradients too."""
     torch.manual_seed(0)
     shapes, starts, S = level_index(LEVELS[0])
-    stock = MultiScaleDeformableAttention(embed_dims=64, num_heads=4, num_levels=4, num_points=3,
-                                          batch_first=batch_first).eval()
+    stock = MultiScaleDeformableAttention(
+        embed_dims=64, num_heads=4, num_levels=4, num_points=3, batch_first=batch_first
+    ).eval()
     # mmcv initialises the attention weights to zero; random ones make the test sensitive.
     torch.nn.init.normal_(stock.attention_weights.weight, std=0.5)
-    fast = MultiScaleDeformableAttention(embed_dims=64, num_heads=4, num_levels=4, num_points=3,
-                                         batch_first=batch_first).eval()
+    fast = MultiScaleDeformableAttention(
+        embed_dims=64, num_heads=4, num_levels=4, num_points=3, batch_first=batch_first
+    ).eval()
     fast.load_state_dict(stock.state_dict())
     assert set_msda_impl(fast, 'fast') == 1 and type(fast) is MSDeformAttn
     B, Q = 2, 11
@@ -147,8 +150,15 @@ def test_module_fast_equals_mmcv_module(batch_first, ref_dims):
     outs = []
     for module in (stock, fast):
         module.zero_grad()
-        out = module(query, value=value, query_pos=query_pos, key_padding_mask=mask, reference_points=ref,
-                     spatial_shapes=shapes, level_start_index=starts)
+        out = module(
+            query,
+            value=value,
+            query_pos=query_pos,
+            key_padding_mask=mask,
+            reference_points=ref,
+            spatial_shapes=shapes,
+            level_start_index=starts,
+        )
         (out * torch.cos(out)).sum().backward()
         outs.append(out.detach())
     assert outs[0].shape == query.shape

@@ -1,5 +1,6 @@
 """The standard-op kernels that exported graphs carry ('gather' and 'grid_sample') against
 pit-det's C++ kernel: the same function, edge cases included, and the ops each graph holds."""
+
 import pytest
 import torch
 from test_msda import LEVELS, TOL, random_inputs
@@ -15,8 +16,7 @@ def test_export_kernels_equal_the_cpp_kernel(levels, dtype, impl):
     """Non-square, 1 x 1, single and tall levels; locations up to 0.15 outside the map; 2 images."""
     value, shapes, starts, loc, attn = random_inputs(levels, dtype=dtype)
     inputs = [t.clone().requires_grad_() for t in (value, loc, attn)]
-    out = multi_scale_deformable_attn(inputs[0], shapes, starts, inputs[1], inputs[2], impl=impl,
-                                      level_shapes=levels)
+    out = multi_scale_deformable_attn(inputs[0], shapes, starts, inputs[1], inputs[2], impl=impl, level_shapes=levels)
     ref = multi_scale_deformable_attn(value, shapes, starts, loc, attn, impl='fast')
     assert out.shape == ref.shape and out.dtype == dtype
     torch.testing.assert_close(out, ref, **TOL[dtype])
@@ -74,8 +74,11 @@ def test_non_finite_and_huge_locations_read_zero_in_every_kernel(impl, bad):
     off = attn.clone()
     off[0, 1, :, :, 0] = 0  # the same result as those points having no weight
     off[0, 2, :, :, 1] = 0
-    torch.testing.assert_close(ref, multi_scale_deformable_attn(value, shapes, starts, loc.nan_to_num(0.0, 0.0, 0.0),
-                                                                off, impl='fast'), **TOL[torch.float32])
+    torch.testing.assert_close(
+        ref,
+        multi_scale_deformable_attn(value, shapes, starts, loc.nan_to_num(0.0, 0.0, 0.0), off, impl='fast'),
+        **TOL[torch.float32],
+    )
 
 
 def test_pair_table_holds_each_position_and_its_right_neighbour():

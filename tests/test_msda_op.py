@@ -1,5 +1,6 @@
 """``torch.ops.pit_det.ms_deform_attn`` as a PyTorch custom op: schema, kernels per device, fake
 implementation, autograd, and the op inside torch.compile and torch.export graphs."""
+
 import pytest
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
@@ -14,8 +15,10 @@ OPS = ('pit_det::ms_deform_attn', 'pit_det::ms_deform_attn_backward')
 
 def test_schema_and_a_kernel_for_every_device():
     schema = str(torch.ops.pit_det.ms_deform_attn.default._schema)
-    assert schema == ('pit_det::ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, '
-                      'Tensor sampling_locations, Tensor attention_weights, SymInt im2col_step) -> Tensor')
+    assert schema == (
+        'pit_det::ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, '
+        'Tensor sampling_locations, Tensor attention_weights, SymInt im2col_step) -> Tensor'
+    )
     for op in OPS:
         for key in ('CPU', 'CUDA', 'Meta'):  # Meta: the fake implementation
             assert torch._C._dispatch_has_kernel_for_dispatch_key(op, key), (op, key)
@@ -50,8 +53,13 @@ def attention_layer():
     layer = MultiScaleDeformableAttention(embed_dims=64, num_heads=2, num_levels=2, num_points=3, batch_first=True)
     set_msda_impl(layer, 'fast')
     shapes = torch.tensor([[6, 8], [3, 4]])
-    inputs = dict(query=torch.randn(2, 7, 64), value=torch.randn(2, 60, 64), reference_points=torch.rand(2, 7, 2, 2),
-                  spatial_shapes=shapes, level_start_index=torch.tensor([0, 48]))
+    inputs = dict(
+        query=torch.randn(2, 7, 64),
+        value=torch.randn(2, 60, 64),
+        reference_points=torch.rand(2, 7, 2, 2),
+        spatial_shapes=shapes,
+        level_start_index=torch.tensor([0, 48]),
+    )
     return layer.eval(), inputs
 
 
@@ -73,8 +81,9 @@ def test_compile_keeps_the_op_in_one_graph(attention_layer):
 def test_export_traces_the_op(attention_layer):
     layer, inputs = attention_layer
     exported = torch.export.export(layer, (), kwargs=inputs)
-    assert [n.target for n in exported.graph.nodes if 'pit_det' in str(n.target)] == \
-        [torch.ops.pit_det.ms_deform_attn.default]
+    assert [n.target for n in exported.graph.nodes if 'pit_det' in str(n.target)] == [
+        torch.ops.pit_det.ms_deform_attn.default
+    ]
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(**inputs), layer(**inputs), atol=0, rtol=0)
 
@@ -85,6 +94,7 @@ def test_whole_detector_predict_is_one_graph():
     break: all 12 deformable attention calls (6 encoder, 6 decoder layers) are the custom op in it,
     and the level shapes travel as ints (mmdet's tensor-valued shapes broke it 6 times)."""
     from pit_det import benchmark as bm
+
     model = bm.build_detector('configs/deformable_detr_pit_s.py', None).eval()
     data = model.data_preprocessor(bm.make_sample(160, 208), False)
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """pit-det's Triton deformable-attention kernel, run on CPU tensors by Triton's interpreter
 (TRITON_INTERPRET=1, set by conftest.py), against the C++ kernel and mmcv's pure-PyTorch function."""
+
 import importlib
 
 import pytest
@@ -57,21 +58,30 @@ F32, F64 = torch.float32, torch.float64
 
 # Every level set in fp32; head widths 32 (every shipped config) and 3 (channels masked to a block
 # of 4); fp64 for the exact arithmetic.
-@pytest.mark.parametrize('levels, dtype, head_dim', [
-    (LEVELS[0], F32, 8), (LEVELS[1], F32, 8), (LEVELS[2], F32, 8), (LEVELS[3], F32, 8),
-    (LEVELS[0], F32, 32), (LEVELS[3], F32, 3), (LEVELS[0], F64, 8), (LEVELS[1], F64, 32)])
+@pytest.mark.parametrize(
+    'levels, dtype, head_dim',
+    [
+        (LEVELS[0], F32, 8),
+        (LEVELS[1], F32, 8),
+        (LEVELS[2], F32, 8),
+        (LEVELS[3], F32, 8),
+        (LEVELS[0], F32, 32),
+        (LEVELS[3], F32, 3),
+        (LEVELS[0], F64, 8),
+        (LEVELS[1], F64, 32),
+    ],
+)
 def test_fp32_and_fp64_equal_the_cpp_kernel(levels, dtype, head_dim):
     """Non-square and 1 x 1 levels, padded (zero) values, pixel centres and off-map samples;
     3 images x 37 queries: more than one program in both grid dimensions (32 queries a block)."""
     value, shapes, starts, loc, attn = random_inputs(levels, B=3, D=head_dim, dtype=dtype)
-    value[1, int(starts[-1]):] = 0  # a padded image: its last level reads zero
+    value[1, int(starts[-1]) :] = 0  # a padded image: its last level reads zero
     loc = special_locations(loc, shapes)
     triton_run = run('triton', value, shapes, starts, loc, attn)
     assert_equal_within(triton_run, run('fast', value, shapes, starts, loc, attn), TOL[dtype])
     # mmcv's pure-PyTorch function (grid_sample) differs from both kernels only in its gradient at
     # pixel centres (grid_sample's own one-sided convention), so it is held to the output only.
-    torch.testing.assert_close(triton_run[0], run('mmcv', value, shapes, starts, loc, attn)[0],
-                               atol=TOL[dtype], rtol=0)
+    torch.testing.assert_close(triton_run[0], run('mmcv', value, shapes, starts, loc, attn)[0], atol=TOL[dtype], rtol=0)
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
@@ -130,6 +140,7 @@ def test_cpu_tensors_without_the_interpreter_are_refused(monkeypatch):
 def _bad_inputs():
     """Inputs the C++ kernel refuses, and what the Triton kernel must say about each (on CUDA it
     would read out of bounds instead)."""
+
     def batch(v, s, i, loc, a):
         return v[:1], s, i, loc, a
 
@@ -151,16 +162,21 @@ def _bad_inputs():
     def device(v, s, i, loc, a):
         return v, s.to('meta'), i, loc, a
 
-    return [(batch, 'do not match value'), (heads, 'do not match value'),
-            (shapes_rows, r'spatial_shapes must be \(L, 2\) and level_start_index \(L,\)'),
-            (starts_len, r'spatial_shapes must be \(L, 2\) and level_start_index \(L,\)'),
-            (outside, 'lies outside value'), (empty_level, 'lies outside value'),
-            (device, 'every tensor must be on cpu')]
+    return [
+        (batch, 'do not match value'),
+        (heads, 'do not match value'),
+        (shapes_rows, r'spatial_shapes must be \(L, 2\) and level_start_index \(L,\)'),
+        (starts_len, r'spatial_shapes must be \(L, 2\) and level_start_index \(L,\)'),
+        (outside, 'lies outside value'),
+        (empty_level, 'lies outside value'),
+        (device, 'every tensor must be on cpu'),
+    ]
 
 
 @pytest.mark.parametrize('mutate, message', _bad_inputs(), ids=lambda x: getattr(x, '__name__', ''))
 def test_inputs_the_cpp_kernel_refuses_are_refused(mutate, message):
     from pit_det.ops import load_extension
+
     triton_kernel = importlib.import_module('pit_det.ops.ms_deform_attn_triton')  # the module, not the op
     value, shapes, starts, loc, attn = random_inputs(LEVELS[0], dtype=torch.float32)
     bad = mutate(value, shapes, starts, loc, attn)

@@ -1,6 +1,7 @@
 """Precision chosen by the hardware (pit_det/precision.py): a low precision the processor would
 emulate is refused before anything runs, naming the CPU, what it lacks and the fp32 command. The
 capability is stubbed both ways, so each branch runs on any machine."""
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -15,8 +16,9 @@ from pit_det.precision import CpuInfo, PrecisionError, check_precision, native_d
 ROOT = Path(__file__).resolve().parents[1]
 ZEN3 = CpuInfo('AMD EPYC 7B13 64-Core Processor', 'AVX2', frozenset(), 2)
 ZEN4 = CpuInfo('AMD EPYC 9B14 96-Core Processor', 'AVX512', frozenset({'avx512_bf16'}), 2)
-SAPPHIRE_RAPIDS = CpuInfo('Intel(R) Xeon(R) Platinum 8481C', 'AVX512',
-                          frozenset({'avx512_bf16', 'amx_bf16', 'avx512_fp16'}), 2)
+SAPPHIRE_RAPIDS = CpuInfo(
+    'Intel(R) Xeon(R) Platinum 8481C', 'AVX512', frozenset({'avx512_bf16', 'amx_bf16', 'avx512_fp16'}), 2
+)
 GRAVITON3 = CpuInfo('Neoverse-V1', 'SVE256', frozenset({'bf16', 'sve_bf16', 'fp16_arith'}), 2)
 
 ZEN3_CPUINFO = """processor\t: 0
@@ -73,8 +75,10 @@ def test_gpu_without_bf16_is_refused(monkeypatch):
 
 
 def test_fp32_command_drops_only_the_low_precision():
-    assert without_low_precision(['b.py', 'c.py', '--dtype', 'fp32', 'bf16', '--iters', '2']) == \
-        'b.py c.py --dtype fp32 --iters 2'
+    assert (
+        without_low_precision(['b.py', 'c.py', '--dtype', 'fp32', 'bf16', '--iters', '2'])
+        == 'b.py c.py --dtype fp32 --iters 2'
+    )
     assert without_low_precision(['b.py', '--dtype', 'bf16', '--iters', '2']) == 'b.py --iters 2'
     assert without_low_precision(['b.py', '--dtype', 'bf16']) == 'b.py'
     assert without_low_precision(['t.py', 'my config.py', '--amp']) == "t.py 'my config.py'"
@@ -97,8 +101,9 @@ def test_this_machine_is_described():
     assert cpu.isa == torch.backends.cpu.get_cpu_capability() and cpu.model
     caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, 'get_capabilities') else {}
     if caps:
-        assert cpu.native('bf16') == bool(caps.get('avx512_bf16') or caps.get('amx_bf16')
-                                          or caps.get('bf16') or caps.get('sve_bf16'))
+        assert cpu.native('bf16') == bool(
+            caps.get('avx512_bf16') or caps.get('amx_bf16') or caps.get('bf16') or caps.get('sve_bf16')
+        )
     assert cpu.describe().startswith(f'{cpu.model} ({cpu.isa}, ')
 
 
@@ -109,18 +114,27 @@ def _tool(name: str):
     return module
 
 
-@pytest.mark.parametrize('tool, args', [
-    ('tools/test.py', ['configs/toy/deformable_detr_pit_s_toy.py', 'ckpt.pth', '--bf16', '--work-dir', 'work']),
-    ('tools/quickstart.py', ['--bf16', '--work-dir', 'work', '--data-root', 'data']),
-    ('tools/benchmark_latency.py', ['configs/deformable_detr_pit_s.py', '--bf16', '--out', 'work/bench.json']),
-])
+@pytest.mark.parametrize(
+    'tool, args',
+    [
+        ('tools/test.py', ['configs/toy/deformable_detr_pit_s_toy.py', 'ckpt.pth', '--bf16', '--work-dir', 'work']),
+        ('tools/quickstart.py', ['--bf16', '--work-dir', 'work', '--data-root', 'data']),
+        ('tools/benchmark_latency.py', ['configs/deformable_detr_pit_s.py', '--bf16', '--out', 'work/bench.json']),
+    ],
+)
 def test_tools_refuse_emulated_bf16_before_doing_anything(tool, args, monkeypatch, capsys, tmp_path):
     """Each tool's low-precision flag on an AVX2-only CPU: exit 1, the message, nothing written."""
     monkeypatch.setattr(precision, 'cpu_info', lambda: ZEN3)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     monkeypatch.delenv(precision.ALLOW_EMULATED, raising=False)
-    args = [str(ROOT / a) if a.startswith('configs') else str(tmp_path / a) if a in ('work', 'data') or
-            a.startswith('work/') else a for a in args]
+    args = [
+        str(ROOT / a)
+        if a.startswith('configs')
+        else str(tmp_path / a)
+        if a in ('work', 'data') or a.startswith('work/')
+        else a
+        for a in args
+    ]
     monkeypatch.setattr(sys, 'argv', [tool, *args])
     assert run_tool(_tool(tool).main) == 1
     err = capsys.readouterr().err
@@ -136,6 +150,6 @@ def test_training_with_amp_on_cpu_is_refused_with_the_fp32_command(monkeypatch, 
     monkeypatch.setattr(sys, 'argv', ['tools/train.py', config, '--amp', '--work-dir', str(tmp_path / 'work')])
     assert run_tool(_tool('tools/train.py').main) == 1
     err = capsys.readouterr().err
-    assert "AmpOptimWrapper trains in mixed precision on GPUs only" in err
+    assert 'AmpOptimWrapper trains in mixed precision on GPUs only' in err
     assert err.rstrip().endswith(f'train in fp32: tools/train.py {config} --work-dir {tmp_path / "work"}')
     assert list(tmp_path.iterdir()) == []

@@ -1,6 +1,7 @@
 """INT8 post-training quantization (tools/quantize.py) and the deployed model's COCO AP
 (tools/onnx_eval.py): which matmuls stay fp32, the accuracy bound on a toy-trained detector in
 both runtimes, and the tools' errors."""
+
 import importlib.util
 import json
 import os
@@ -40,8 +41,9 @@ VAL_ANN = 'annotations/instances_val2017.json'
 
 def run(args) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS='ignore')
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 def _quantize_tool():
@@ -61,8 +63,11 @@ def test_fp32_groups_are_found_by_what_the_matmuls_compute(tmp_path):
     groups = fp32_nodes(onnx.load(str(path)), ['head', 'sampling', 'attention'])
     msda = sum(isinstance(m, MultiScaleDeformableAttention) for m in model.modules())
     calls = []  # box refinement calls the box branches in the decoder too: count calls, not modules
-    hooks = [m.register_forward_hook(lambda *_: calls.append(1))
-             for m in model.bbox_head.modules() if isinstance(m, torch.nn.Linear)]
+    hooks = [
+        m.register_forward_hook(lambda *_: calls.append(1))
+        for m in model.bbox_head.modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
     with torch.no_grad():
         exportable(model)(x)
     for hook in hooks:
@@ -108,8 +113,20 @@ def test_int8_keeps_the_toy_ap_in_both_runtimes(trained):
     ann, images = trained['data'] / VAL_ANN, trained['data'] / 'val2017'
     # The tool once, as a user runs it; the other three in this process (the same function).
     out = trained['root'] / 'int8_openvino.json'
-    proc = run(['tools/onnx_eval.py', trained['int8'], '--ann', ann, '--img-dir', images, '--runtime', 'openvino',
-                '--out', out])
+    proc = run(
+        [
+            'tools/onnx_eval.py',
+            trained['int8'],
+            '--ann',
+            ann,
+            '--img-dir',
+            images,
+            '--runtime',
+            'openvino',
+            '--out',
+            out,
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result['images'] == 100 and result['precision'] == 'int8' and result['cpu'] in proc.stdout

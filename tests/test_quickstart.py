@@ -1,6 +1,7 @@
 """tools/quickstart.py (`make demo`) fails when the model it trained learned nothing, so that CI
 cannot pass on a quick start whose training is broken. The training and evaluation are stubbed
 here (they run for real in `make demo` and in test_toy_e2e.py); the stub writes their metrics."""
+
 import importlib.util
 import json
 import sys

@@ -1,4 +1,5 @@
 """Bad data, interrupted runs, non-finite losses: nothing may lose a long run."""
+
 import json
 import os
 import re
@@ -34,27 +35,36 @@ def make_defective_set(root: Path, with_duplicates: bool) -> dict:
     with_boxes = [img for img in images if anns_of[img['id']]]
     path = lambda i: img_dir / images[i]['file_name']  # noqa: E731
 
-    os.remove(path(0))                                            # missing_image
-    path(1).write_bytes(path(1).read_bytes()[:200])               # unreadable (truncated PNG)
-    path(2).write_bytes(b'this is not an image')                  # unreadable (garbage)
+    os.remove(path(0))  # missing_image
+    path(1).write_bytes(path(1).read_bytes()[:200])  # unreadable (truncated PNG)
+    path(2).write_bytes(b'this is not an image')  # unreadable (garbage)
     img = cv2.imread(str(path(3)))
-    cv2.imwrite(str(path(3)), cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))                # grayscale
+    cv2.imwrite(str(path(3)), cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))  # grayscale
     img = cv2.imread(str(path(4)))
-    cv2.imwrite(str(path(4)), cv2.cvtColor(img, cv2.COLOR_BGR2BGRA))                # alpha
+    cv2.imwrite(str(path(4)), cv2.cvtColor(img, cv2.COLOR_BGR2BGRA))  # alpha
     img = cv2.imread(str(path(5)))
-    cv2.imwrite(str(path(5)), img.astype(np.uint16) * 257)                          # 16-bit
-    images[6]['width'] += 7                                                          # size_mismatch
-    cv2.imwrite(str(path(7)), np.full((10, 12, 3), 128, np.uint8))                  # small image
+    cv2.imwrite(str(path(5)), img.astype(np.uint16) * 257)  # 16-bit
+    images[6]['width'] += 7  # size_mismatch
+    cv2.imwrite(str(path(7)), np.full((10, 12, 3), 128, np.uint8))  # small image
     images[7].update(height=10, width=12)
     coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] != images[7]['id']]
     a0, a1, a2, a3 = (anns_of[img['id']][0] for img in with_boxes[-4:])
-    a0['bbox'][2] = 0                                                                # degenerate (w = 0)
-    a1['bbox'][3] = -5                                                               # degenerate (h < 0)
+    a0['bbox'][2] = 0  # degenerate (w = 0)
+    a1['bbox'][3] = -5  # degenerate (h < 0)
     a2['bbox'][0] = next(i for i in images if i['id'] == a2['image_id'])['width'] + 5  # box_outside_image
-    a3['category_id'] = 99                                                           # unknown_category
-    expected = dict(missing_image=1, unreadable_image=2, grayscale_image=1, alpha_image=1,
-                    high_bit_depth_image=1, size_mismatch=1, small_image=1, degenerate_box=2,
-                    box_outside_image=1, unknown_category=1)
+    a3['category_id'] = 99  # unknown_category
+    expected = dict(
+        missing_image=1,
+        unreadable_image=2,
+        grayscale_image=1,
+        alpha_image=1,
+        high_bit_depth_image=1,
+        size_mismatch=1,
+        small_image=1,
+        degenerate_box=2,
+        box_outside_image=1,
+        unknown_category=1,
+    )
     if with_duplicates:
         images.append(dict(images[8]))
         coco['annotations'][1]['id'] = coco['annotations'][0]['id']
@@ -69,8 +79,20 @@ def test_checker_finds_every_defect(tmp_path):
     report, _ = check_coco(tmp_path / 'annotations/instances_train2017.json', tmp_path / 'train2017')
     assert dict(report.counts) == expected
     assert report.num_errors == sum(n for k, n in expected.items() if k in ERRORS)
-    proc = subprocess.run([sys.executable, 'tools/check_dataset.py', tmp_path / 'annotations/instances_train2017.json',
-                           tmp_path / 'train2017', '--workers', '2'], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            'tools/check_dataset.py',
+            tmp_path / 'annotations/instances_train2017.json',
+            tmp_path / 'train2017',
+            '--workers',
+            '2',
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert 'ERROR missing_image: 1' in proc.stdout and '000001.png' in proc.stdout
     assert 'warning small_image: 1' in proc.stdout and '000008.png (12x10)' in proc.stdout
@@ -79,8 +101,18 @@ def test_checker_finds_every_defect(tmp_path):
 @pytest.mark.slow
 def test_checker_passes_a_clean_set_and_names_a_broken_json(tmp_path):
     make_split(tmp_path, 'val', 6, seed=2)
-    proc = subprocess.run([sys.executable, 'tools/check_dataset.py', tmp_path / 'annotations/instances_val2017.json',
-                           tmp_path / 'val2017'], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            'tools/check_dataset.py',
+            tmp_path / 'annotations/instances_val2017.json',
+            tmp_path / 'val2017',
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and '0 errors, 0 warnings' in proc.stdout, proc.stdout + proc.stderr
     bad = tmp_path / 'bad.json'
     bad.write_text('{"images": []}')
@@ -94,9 +126,23 @@ def test_training_over_bad_data_skips_and_reports(tmp_path):
     make_split(tmp_path, 'val', 4, seed=1)
     val_dir = tmp_path / 'val2017'
     os.remove(next(val_dir.glob('*.png')))  # an unreadable image at evaluation time too
-    proc = subprocess.run([sys.executable, 'tools/train.py', TOY, '--work-dir', tmp_path / 'work',
-                           '--data-root', tmp_path, '--cfg-options', 'train_cfg.max_epochs=1'],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            'tools/train.py',
+            TOY,
+            '--work-dir',
+            tmp_path / 'work',
+            '--data-root',
+            tmp_path,
+            '--cfg-options',
+            'train_cfg.max_epochs=1',
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert re.search(r'unreadable image \S+000001\.png .*skipped', log)  # missing
@@ -165,9 +211,24 @@ def test_non_finite_loss_stops_with_a_checkpoint(tmp_path):
     make_split(tmp_path, 'train', 8, seed=0)
     make_split(tmp_path, 'val', 4, seed=1)
     work = tmp_path / 'work'
-    proc = subprocess.run([sys.executable, 'tools/train.py', TOY, '--work-dir', work, '--data-root', tmp_path,
-                           '--cfg-options', 'model.bbox_head.loss_bbox.loss_weight=nan', 'train_cfg.max_epochs=1'],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            'tools/train.py',
+            TOY,
+            '--work-dir',
+            work,
+            '--data-root',
+            tmp_path,
+            '--cfg-options',
+            'model.bbox_head.loss_bbox.loss_weight=nan',
+            'train_cfg.max_epochs=1',
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert 'FloatingPointError: non-finite loss at iteration 1 (epoch 1)' in log, log[-3000:]
@@ -188,17 +249,33 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     validation every epoch both happen to create one)."""
     make_split(tmp_path, 'train', 16, seed=0)
     make_split(tmp_path, 'val', 4, seed=1)
-    loaders = [f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader')
-               for key in ('num_workers=2', 'persistent_workers=True')]
-    opts = ['--data-root', tmp_path, '--cfg-options', 'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
-            'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1', *loaders]
+    loaders = [
+        f'{loader}.{key}'
+        for loader in ('train_dataloader', 'val_dataloader')
+        for key in ('num_workers=2', 'persistent_workers=True')
+    ]
+    opts = [
+        '--data-root',
+        tmp_path,
+        '--cfg-options',
+        'train_cfg.max_epochs=2',
+        'train_cfg.val_interval=2',
+        'default_hooks.checkpoint.interval=1',
+        'default_hooks.logger.interval=1',
+        *loaders,
+    ]
     train = [sys.executable, 'tools/train.py', TOY]
 
     work = tmp_path / 'killed'
     log_path = tmp_path / 'killed.log'
     with open(log_path, 'w') as log:
-        proc = subprocess.Popen([*train, '--work-dir', work, *opts, 'randomness.seed=None'], cwd=ROOT, env=ENV,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*train, '--work-dir', work, *opts, 'randomness.seed=None'],
+            cwd=ROOT,
+            env=ENV,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
             if re.search(r'Epoch\(train\) \[2\]\[\s*2/\d+\]', log_path.read_text()):
@@ -210,11 +287,21 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert (work / 'epoch_1.pth').is_file() and not (work / 'epoch_2.pth').exists()
     seed = checkpoint_seed(str(work / 'epoch_1.pth'))  # drawn by mmengine, as with the shipped configs
 
-    clean = subprocess.run([*train, '--work-dir', tmp_path / 'clean', *opts, f'randomness.seed={seed}'], cwd=ROOT,
-                           env=ENV, capture_output=True, text=True)
+    clean = subprocess.run(
+        [*train, '--work-dir', tmp_path / 'clean', *opts, f'randomness.seed={seed}'],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert clean.returncode == 0, clean.stderr[-3000:]
-    resumed = subprocess.run([*train, '--work-dir', work, '--resume', *opts, 'randomness.seed=None'], cwd=ROOT,
-                             env=ENV, capture_output=True, text=True)
+    resumed = subprocess.run(
+        [*train, '--work-dir', work, '--resume', *opts, 'randomness.seed=None'],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-3000:]
     assert re.search(r'resumed epoch: 1, iter: \d+', log) and 'restored the random number generator states' in log

@@ -1,4 +1,5 @@
 """pit_det.runtime: the data-root override and the process group's teardown."""
+
 from pathlib import Path
 
 import torch.distributed as dist

@@ -3,6 +3,7 @@
 also hold if every sample got the same flip; these pin down that augmentations still vary across
 samples and epochs, repeat for the same (seed, epoch, index), and leave the process's own random
 streams alone."""
+
 import random
 from pathlib import Path
 

@@ -1,6 +1,7 @@
 """Where deformable attention samples: the recorder (record_sampling) sees exactly what each
 module's kernel computes with, the statistics mean what they say, and tools/visualize_sampling.py
 draws and reports them for detectors side by side."""
+
 import json
 import subprocess
 import sys
@@ -35,9 +36,11 @@ def test_recorded_locations_reproduce_every_modules_output(toy):
     decoder layers. Recording changes nothing: the detector's outputs are bit-equal."""
     image = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(0))
     calls = []
-    hooks = [m.register_forward_hook(lambda m, args, kwargs, out: calls.append((kwargs['query'], out)),
-                                     with_kwargs=True)
-             for m in toy.modules() if isinstance(m, MSDeformAttn)]
+    hooks = [
+        m.register_forward_hook(lambda m, args, kwargs, out: calls.append((kwargs['query'], out)), with_kwargs=True)
+        for m in toy.modules()
+        if isinstance(m, MSDeformAttn)
+    ]
     with torch.no_grad():
         plain = DetectorCore(toy)(image)
         calls.clear()
@@ -46,15 +49,17 @@ def test_recorded_locations_reproduce_every_modules_output(toy):
     for hook in hooks:
         hook.remove()
     assert all(torch.equal(a, b) for a, b in zip(plain, recorded))
-    assert [r['module'] for r in records] == [f'encoder.layers.{i}.self_attn' for i in range(3)] + \
-        [f'decoder.layers.{i}.cross_attn' for i in range(3)]
+    assert [r['module'] for r in records] == [f'encoder.layers.{i}.self_attn' for i in range(3)] + [
+        f'decoder.layers.{i}.cross_attn' for i in range(3)
+    ]
     assert len(calls) == len(records) == 6
     modules = dict(toy.named_modules())
     for record, (query, out) in zip(records, calls):
         module = modules[record['module']]
         shapes = [tuple(hw) for hw in record['spatial_shapes'].tolist()]
-        sampled = multi_scale_deformable_attn_pytorch(record['value'], shapes, record['sampling_locations'],
-                                                      record['attention_weights'])
+        sampled = multi_scale_deformable_attn_pytorch(
+            record['value'], shapes, record['sampling_locations'], record['attention_weights']
+        )
         with torch.no_grad():
             rebuilt = module.output_proj(sampled) + query
         torch.testing.assert_close(rebuilt, out, atol=1e-5 * out.abs().max().item(), rtol=0)
@@ -82,9 +87,13 @@ def test_statistics_of_a_known_record():
     loc[..., 0, :, :] = ref + torch.tensor([4 / W, 3 / H])  # 5 px away
     loc[..., 1, :, :] = ref
     weight = torch.tensor([0.5, 0.5, 0.0, 0.0]).view(1, 1, 1, 2, 2)
-    record = dict(module='decoder.layers.0.cross_attn', sampling_locations=loc, attention_weights=weight,
-                  spatial_shapes=torch.tensor([[8, 10], [4, 5]]),
-                  reference_points=torch.cat([ref, torch.tensor([0.1, 0.1])]).view(1, 1, 1, 4).expand(1, 1, 2, 4))
+    record = dict(
+        module='decoder.layers.0.cross_attn',
+        sampling_locations=loc,
+        attention_weights=weight,
+        spatial_shapes=torch.tensor([[8, 10], [4, 5]]),
+        reference_points=torch.cat([ref, torch.tensor([0.1, 0.1])]).view(1, 1, 1, 4).expand(1, 1, 2, 4),
+    )
     assert sampling_stats.level_mass(record).tolist() == [1.0, 0.0]
     dist = sampling_stats.sampling_distance(record, (H, W))
     assert dist['pixels'][0].item() == pytest.approx(5.0) and dist['pixels_all'].item() == pytest.approx(5.0)
@@ -110,9 +119,28 @@ def test_tool_draws_and_compares_two_detectors(toy, tmp_path):
     torch.save(bm.build_detector(str(r50_cfg), None).state_dict(), r50)
     make_split(tmp_path / 'data', 'val', 3, seed=1)
     images = tmp_path / 'data/val2017'
-    proc = subprocess.run([sys.executable, 'tools/visualize_sampling.py', str(TOY), str(ckpt), str(images),
-                           '--compare', str(r50_cfg), str(r50), '--out', str(tmp_path / 'out'), '--draw', '1',
-                           '--top', '2'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            'tools/visualize_sampling.py',
+            str(TOY),
+            str(ckpt),
+            str(images),
+            '--compare',
+            str(r50_cfg),
+            str(r50),
+            '--out',
+            str(tmp_path / 'out'),
+            '--draw',
+            '1',
+            '--top',
+            '2',
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / 'out/sampling.json').read_text())
     assert list(report['results']) == ['pit_s', 'r50'] and report['meta']['num_images'] == 3
@@ -129,7 +157,21 @@ def test_tool_draws_and_compares_two_detectors(toy, tmp_path):
     assert cv2.imread(str(tmp_path / 'out/sampling.png')) is not None
     # An unreadable image is named.
     (images / 'broken.png').write_bytes(b'not an image')
-    proc = subprocess.run([sys.executable, 'tools/visualize_sampling.py', str(TOY), str(ckpt), str(images),
-                           '--out', str(tmp_path / 'out2'), '--draw', '0'], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            'tools/visualize_sampling.py',
+            str(TOY),
+            str(ckpt),
+            str(images),
+            '--out',
+            str(tmp_path / 'out2'),
+            '--draw',
+            '0',
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1 and f'cannot read image {images / "broken.png"}' in proc.stderr

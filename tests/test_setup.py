@@ -1,5 +1,6 @@
 """The set-up's branches that a CPU machine does not take: which mmcv variant is built (CPU, or CUDA
 for the visible GPUs' architectures), the build command, and the self-check's CUDA test."""
+
 import importlib.util
 import os
 import re
@@ -25,19 +26,33 @@ variant = _tool('mmcv_variant')
 
 def test_cpu_variant():
     plan = variant.plan('py311', '2.13.0', '13.0', [], None)
-    assert plan == {'tag': 'py311-torch2.13.0-cpu', 'note': '',
-                    'env': {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0',
-                            'CXX': str(ROOT / 'tools' / 'pch_cxx.py'), 'PIT_DET_CXX': 'c++'}}
+    assert plan == {
+        'tag': 'py311-torch2.13.0-cpu',
+        'note': '',
+        'env': {
+            'MMCV_WITH_OPS': '1',
+            'CFLAGS': '-O3 -g0',
+            'CXXFLAGS': '-O3 -g0',
+            'CXX': str(ROOT / 'tools' / 'pch_cxx.py'),
+            'PIT_DET_CXX': 'c++',
+        },
+    }
 
 
 def test_cuda_variant_builds_for_the_visible_architectures_only(tmp_path):
     nvcc = tmp_path / 'cuda' / 'bin' / 'nvcc'
     plan = variant.plan('py311', '2.13.0+cu130', '13.0', ['9.0', '8.0', '9.0'], str(nvcc))
     assert plan['tag'] == 'py311-torch2.13.0_cu130-cuda8.0_9.0'
-    assert plan['env'] == {'MMCV_WITH_OPS': '1', 'CFLAGS': '-O3 -g0', 'CXXFLAGS': '-O3 -g0',
-                           'CXX': str(ROOT / 'tools' / 'pch_cxx.py'), 'PIT_DET_CXX': 'c++', 'FORCE_CUDA': '1',
-                           'TORCH_CUDA_ARCH_LIST': '8.0;9.0',
-                           'CUDA_HOME': str(tmp_path / 'cuda')}
+    assert plan['env'] == {
+        'MMCV_WITH_OPS': '1',
+        'CFLAGS': '-O3 -g0',
+        'CXXFLAGS': '-O3 -g0',
+        'CXX': str(ROOT / 'tools' / 'pch_cxx.py'),
+        'PIT_DET_CXX': 'c++',
+        'FORCE_CUDA': '1',
+        'TORCH_CUDA_ARCH_LIST': '8.0;9.0',
+        'CUDA_HOME': str(tmp_path / 'cuda'),
+    }
 
 
 def test_cuda_without_nvcc_builds_cpu_ops_and_runs_triton():
@@ -49,8 +64,10 @@ def test_cuda_without_nvcc_builds_cpu_ops_and_runs_triton():
 
 
 def test_no_debug_info_keeps_pythons_other_flags():
-    assert variant.no_debug_info('-Wsign-compare -DNDEBUG -g -fwrapv -O3 -Wall') == \
-        '-Wsign-compare -DNDEBUG -fwrapv -O3 -Wall -g0'
+    assert (
+        variant.no_debug_info('-Wsign-compare -DNDEBUG -g -fwrapv -O3 -Wall')
+        == '-Wsign-compare -DNDEBUG -fwrapv -O3 -Wall -g0'
+    )
     assert variant.no_debug_info('-O2 -ggdb3') == '-O2 -g0'
 
 
@@ -65,15 +82,29 @@ def test_setup_dry_run_prints_the_cuda_build(tmp_path):
     nvcc.parent.mkdir(parents=True)
     nvcc.write_text('#!/bin/sh\nexit 0\n')
     nvcc.chmod(0o755)
-    env = dict(os.environ, PIT_DET_VENV=sys.prefix, PIT_DET_SETUP_DRY_RUN='1', PIT_DET_CUDA_ARCHS='9.0',
-               CUDA_HOME=str(nvcc.parents[1]), PIT_DET_CACHE=str(tmp_path / 'cache'))
+    env = dict(
+        os.environ,
+        PIT_DET_VENV=sys.prefix,
+        PIT_DET_SETUP_DRY_RUN='1',
+        PIT_DET_CUDA_ARCHS='9.0',
+        CUDA_HOME=str(nvcc.parents[1]),
+        PIT_DET_CACHE=str(tmp_path / 'cache'),
+    )
     proc = subprocess.run(['bash', 'tools/setup_env.sh'], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     tag = f'py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.replace("+", "_")}-cuda9.0'
     assert f'mmcv variant {tag}, wheel cache {tmp_path}/cache/wheels/{tag}' in proc.stdout
     command = proc.stdout.split('build command:')[1]
-    for part in ('MMCV_WITH_OPS=1', 'FORCE_CUDA=1', 'TORCH_CUDA_ARCH_LIST=9.0', f'CUDA_HOME={nvcc.parents[1]}',
-                 f'-c {ROOT}/tools/constraints.txt', '--no-build-isolation', '--no-cache-dir', 'mmcv==2.1.0'):
+    for part in (
+        'MMCV_WITH_OPS=1',
+        'FORCE_CUDA=1',
+        'TORCH_CUDA_ARCH_LIST=9.0',
+        f'CUDA_HOME={nvcc.parents[1]}',
+        f'-c {ROOT}/tools/constraints.txt',
+        '--no-build-isolation',
+        '--no-cache-dir',
+        'mmcv==2.1.0',
+    ):
         assert part in command, part
     assert not (tmp_path / 'cache').exists()  # a dry run builds and writes nothing
 
@@ -87,18 +118,24 @@ def test_self_check_uses_triton_where_mmcv_has_no_cuda_ops(monkeypatch):
     from mmcv.ops import MultiScaleDeformableAttention
 
     from pit_det.ops import mmcv_cuda
+
     monkeypatch.setenv('TRITON_INTERPRET', '1')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a: 'NVIDIA H200')
     monkeypatch.setattr(mmcv.ops, 'get_compiling_cuda_version', lambda: 'not available')
     mmcv_cuda.mmcv_has_cuda_ops.cache_clear()
     try:
-        attn = MultiScaleDeformableAttention(embed_dims=16, num_heads=2, num_levels=2, num_points=2,
-                                             batch_first=True).eval()
+        attn = MultiScaleDeformableAttention(
+            embed_dims=16, num_heads=2, num_levels=2, num_points=2, batch_first=True
+        ).eval()
         shapes = torch.tensor([[6, 8], [3, 4]])
-        inputs = dict(query=torch.randn(1, 5, 16), value=torch.randn(1, 60, 16),
-                      reference_points=torch.rand(1, 5, 2, 2),
-                      spatial_shapes=shapes, level_start_index=torch.tensor([0, 48]))
+        inputs = dict(
+            query=torch.randn(1, 5, 16),
+            value=torch.randn(1, 60, 16),
+            reference_points=torch.rand(1, 5, 2, 2),
+            spatial_shapes=shapes,
+            level_start_index=torch.tensor([0, 48]),
+        )
         expected = attn(**inputs)
         said = self_check.check_cuda_ops(attn, inputs, expected, device='cpu')
         assert said.startswith('Triton kernel equal to CPU on NVIDIA H200 (mmcv has no CUDA ops')
@@ -113,12 +150,18 @@ def test_setup_dry_run_without_nvcc_builds_cpu_ops_for_triton(tmp_path):
     machine has): the set-up says it builds mmcv's CPU ops with the GPUs hidden and that Triton runs
     deformable attention."""
     env = {k: v for k, v in os.environ.items() if k not in ('CUDA_HOME', 'CUDA_PATH')}
-    env.update(PIT_DET_VENV=sys.prefix, PIT_DET_SETUP_DRY_RUN='1', PIT_DET_CUDA_ARCHS='9.0',
-               PIT_DET_CACHE=str(tmp_path / 'cache'), PIT_DET_NVCC='none')
+    env.update(
+        PIT_DET_VENV=sys.prefix,
+        PIT_DET_SETUP_DRY_RUN='1',
+        PIT_DET_CUDA_ARCHS='9.0',
+        PIT_DET_CACHE=str(tmp_path / 'cache'),
+        PIT_DET_NVCC='none',
+    )
     proc = subprocess.run(['bash', 'tools/setup_env.sh'], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert ("building mmcv's CPU ops only; on the GPU deformable attention runs in pit-det's Triton kernel"
-            in proc.stdout)
+    assert (
+        "building mmcv's CPU ops only; on the GPU deformable attention runs in pit-det's Triton kernel" in proc.stdout
+    )
     command = proc.stdout.split('build command:')[1]
     assert 'CUDA_VISIBLE_DEVICES= ' in command and 'FORCE_CUDA' not in command and 'MMCV_WITH_OPS=1' in command
     assert '-cpu, wheel cache' in proc.stdout
@@ -126,8 +169,10 @@ def test_setup_dry_run_without_nvcc_builds_cpu_ops_for_triton(tmp_path):
 
 pch_cxx = _tool('pch_cxx')
 # A ninja compile line of mmcv's build as torch's BuildExtension writes it (mmcv-build.log; "-c" twice).
-NINJA_LINE = ('-MMD -MF {obj}.d -O2 -g0 -fPIC -I{inc} -c -c {src} -o {obj} -std=c++17 '
-              '-DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_ext')
+NINJA_LINE = (
+    '-MMD -MF {obj}.d -O2 -g0 -fPIC -I{inc} -c -c {src} -o {obj} -std=c++17 '
+    '-DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_ext'
+)
 
 
 def test_precompiled_header_compiles_the_same_object(tmp_path):
@@ -138,10 +183,12 @@ def test_precompiled_header_compiles_the_same_object(tmp_path):
     inc.mkdir()
     (inc / 'pytorch_cpp_helper.hpp').write_text(
         '#ifndef PYTORCH_CPP_HELPER\n#define PYTORCH_CPP_HELPER\n#include <vector>\n#include <map>\n'
-        'inline int helper(int x) { return x * 3; }\n#endif\n')
+        'inline int helper(int x) { return x * 3; }\n#endif\n'
+    )
     (tmp_path / 'op.cpp').write_text('#include "pytorch_cpp_helper.hpp"\nint op(int x) { return helper(x) + 1; }\n')
     (tmp_path / 'other.cpp').write_text(
-        '#include <vector>\n#include "pytorch_cpp_helper.hpp"\nint other() { return 2; }\n')
+        '#include <vector>\n#include "pytorch_cpp_helper.hpp"\nint other() { return 2; }\n'
+    )
     env = dict(os.environ, PIT_DET_PCH_DIR=str(tmp_path / 'pch'))
     for name in ('op', 'other'):
         objects = {}
@@ -181,7 +228,14 @@ def test_precompiled_header_is_only_for_one_source_compiles():
     line = NINJA_LINE.format(obj='/b/op.o', inc='/s/common', src='/s/op.cpp').split()
     flags, source = pch_cxx.split(line)
     assert str(source) == '/s/op.cpp' and '-c' not in flags and '/b/op.o' not in flags and '/b/op.o.d' not in flags
-    assert flags == ['-O2', '-g0', '-fPIC', '-I/s/common', '-std=c++17', '-DTORCH_API_INCLUDE_EXTENSION_H',
-                     '-DTORCH_EXTENSION_NAME=_ext']
+    assert flags == [
+        '-O2',
+        '-g0',
+        '-fPIC',
+        '-I/s/common',
+        '-std=c++17',
+        '-DTORCH_API_INCLUDE_EXTENSION_H',
+        '-DTORCH_EXTENSION_NAME=_ext',
+    ]
     assert pch_cxx.split(['-shared', '/b/op.o', '-o', '/b/_ext.so']) is None  # the link
     assert pch_cxx.split(['-v']) is None

@@ -1,5 +1,6 @@
 """Each Table 5 config as shipped (its own init_cfg, only the weight file's path moved with
 --cfg-options as the README says) loads every weight-file layout promised for it."""
+
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,11 @@ CASES = [(name, layout) for name, (_, layouts) in PROMISED.items() for layout in
 def source_states():
     """timm-layout (torchvision for ResNet-50) random weights, one set per source model."""
     torch.manual_seed(0)
-    states = {'pit_s_224': perturbed(timm.create_model('pit_s_224')).state_dict(),
-              'deit_small_patch16_224': perturbed(timm.create_model('deit_small_patch16_224')).state_dict(),
-              'torchvision_resnet50': perturbed(torchvision.models.resnet50()).state_dict()}
+    states = {
+        'pit_s_224': perturbed(timm.create_model('pit_s_224')).state_dict(),
+        'deit_small_patch16_224': perturbed(timm.create_model('deit_small_patch16_224')).state_dict(),
+        'torchvision_resnet50': perturbed(torchvision.models.resnet50()).state_dict(),
+    }
     return states
 
 
@@ -38,8 +41,9 @@ def source_states():
 def test_shipped_config_loads_promised_weights(tmp_path, source_states, name, layout, mm_log):
     source = PROMISED[name][0]
     path = write(source_states[source], layout, tmp_path)
-    cfg = load_config(str(ROOT / f'configs/deformable_detr_{name}.py'),
-                      cfg_options={'model.backbone.init_cfg.checkpoint': str(path)})
+    cfg = load_config(
+        str(ROOT / f'configs/deformable_detr_{name}.py'), cfg_options={'model.backbone.init_cfg.checkpoint': str(path)}
+    )
     assert cfg.model.backbone.init_cfg.type == 'Pretrained'  # the config's own init_cfg, not the test's
     model = MODELS.build(cfg.model)
     model.init_weights()

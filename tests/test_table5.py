@@ -1,5 +1,6 @@
 """tools/table5.py and pit_det/table5.py: the paper's Table 5 assembled from generated metrics and
 benchmark files, with missing cells saying what is missing."""
+
 import csv
 import io
 import json
@@ -23,12 +24,29 @@ def metrics(path: Path, ap: float, ap50: float, ap75: float) -> Path:
 
 def benchmark(path: Path) -> Path:
     def row(model, impl, dtype, ms, compiled=False):
-        return dict(model=model, impl=impl, dtype=dtype, compiled=compiled, params=dict(total=36_540_000),
-                    latency=dict(median_ms=ms))
+        return dict(
+            model=model,
+            impl=impl,
+            dtype=dtype,
+            compiled=compiled,
+            params=dict(total=36_540_000),
+            latency=dict(median_ms=ms),
+        )
+
     env = dict(cpu='AMD EPYC 7B13', cpu_isa='AVX2', threads=2, shape=[400, 667])
-    path.write_text(json.dumps(dict(environment=env, results=[
-        row('pit_s', 'stock', 'fp32', 3690.0), row('pit_s', 'fast', 'fp32', 1720.0),
-        row('pit_s', 'fast', 'fp32', 1500.0, compiled=True), row('r50', 'fast', 'bf16', 900.0)])))
+    path.write_text(
+        json.dumps(
+            dict(
+                environment=env,
+                results=[
+                    row('pit_s', 'stock', 'fp32', 3690.0),
+                    row('pit_s', 'fast', 'fp32', 1720.0),
+                    row('pit_s', 'fast', 'fp32', 1500.0, compiled=True),
+                    row('r50', 'fast', 'bf16', 900.0),
+                ],
+            )
+        )
+    )
     return path
 
 
@@ -37,8 +55,9 @@ def test_values_deltas_and_missing_cells(tmp_path):
     newest = metrics(tmp_path / 'pit_s/test/b/metrics.json', 0.401, 0.590, 0.420)
     os.utime(old, (1_000_000, 1_000_000))  # the newest metrics.json of a work dir counts
     (tmp_path / 'vit_s').mkdir()
-    rows = table5.read_results({'pit_s': tmp_path / 'pit_s', 'vit_s': tmp_path / 'vit_s'},
-                               benchmark(tmp_path / 'bench.json'))
+    rows = table5.read_results(
+        {'pit_s': tmp_path / 'pit_s', 'vit_s': tmp_path / 'vit_s'}, benchmark(tmp_path / 'bench.json')
+    )
     by_key = {r['key']: r for r in rows}
     assert [r['key'] for r in rows] == ['pit_s', 'vit_s', 'r50']  # sources first, then the paper's other rows
     pit = by_key['pit_s']
@@ -46,7 +65,7 @@ def test_values_deltas_and_missing_cells(tmp_path):
     # The fastest eager fp32 row (not the compiled one), with where it was measured.
     assert pit['ours']['latency_ms'] == 1720.0 and pit['ours']['params_m'] == pytest.approx(36.54)
     assert pit['measured_on'] == 'AMD EPYC 7B13 (AVX2), 2 threads, fp32, fast, 400 x 667'
-    assert by_key['vit_s']['missing']['ap'] == f"no metrics.json in {tmp_path / 'vit_s'}"
+    assert by_key['vit_s']['missing']['ap'] == f'no metrics.json in {tmp_path / "vit_s"}'
     assert by_key['r50']['missing']['ap'] == 'not trained'
     assert by_key['r50']['missing']['latency_ms'] == 'no eager fp32 row for r50 in the benchmark JSON'
 
@@ -69,28 +88,55 @@ def test_values_deltas_and_missing_cells(tmp_path):
 def test_tool_writes_markdown_csv_plot_and_names_bad_sources(tmp_path):
     metrics(tmp_path / 'deformable_detr_vit_s_pyramid/metrics.json', 0.35, 0.55, 0.37)
     out = tmp_path / 'out' / 'table5'
-    proc = subprocess.run([sys.executable, 'tools/table5.py', str(tmp_path / 'deformable_detr_vit_s_pyramid'),
-                           '--benchmark', str(benchmark(tmp_path / 'bench.json')), '--out', str(out)],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            'tools/table5.py',
+            str(tmp_path / 'deformable_detr_vit_s_pyramid'),
+            '--benchmark',
+            str(benchmark(tmp_path / 'bench.json')),
+            '--out',
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert '| ViT-S pyramid | 35.0 / - |' in out.with_suffix('.md').read_text()
     assert out.with_suffix('.csv').read_text().startswith('detector,ap_pit_det')
     assert out.with_suffix('.png').stat().st_size > 0
-    bad = subprocess.run([sys.executable, 'tools/table5.py', str(tmp_path / 'somewhere'), '--out', str(out)],
-                         cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, 'tools/table5.py', str(tmp_path / 'somewhere'), '--out', str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1 and 'cannot tell which detector' in bad.stderr and 'Traceback' not in bad.stderr
 
 
 def test_no_paper_table_has_only_pit_det_rows_and_the_note(tmp_path):
     """Toy results are not the paper's: no paper rows, values or deltas, and the note says what they are."""
     metrics(tmp_path / 'pit_s/metrics.json', 0.291, 0.611, 0.265)
-    proc = subprocess.run([sys.executable, 'tools/table5.py', f'pit_s={tmp_path / "pit_s"}', '--no-paper',
-                           '--note', 'synthetic toy set, random initialisation', '--out', tmp_path / 't5'],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            'tools/table5.py',
+            f'pit_s={tmp_path / "pit_s"}',
+            '--no-paper',
+            '--note',
+            'synthetic toy set, random initialisation',
+            '--out',
+            tmp_path / 't5',
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     markdown = (tmp_path / 't5.md').read_text()
     table = [line for line in markdown.splitlines() if line.startswith('| ')]
     assert table[1] == '| PiT-S | 29.1 | 61.1 | 26.5 | - | - |' and len(table) == 2  # header + PiT-S only
-    assert "values only: synthetic toy set, random initialisation; not comparable with the paper" in markdown
+    assert 'values only: synthetic toy set, random initialisation; not comparable with the paper' in markdown
     assert '39.4' not in markdown and 'ResNet-50' not in markdown and '(+' not in markdown and '(-' not in markdown
     assert (tmp_path / 't5.png').stat().st_size > 0

@@ -1,4 +1,5 @@
 """End to end on a tiny generated toy set: train, evaluate, distributed, resume."""
+
 import json
 import os
 import subprocess
@@ -23,8 +24,9 @@ pytestmark = pytest.mark.slow
 
 def run(args, **kwargs) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          **kwargs)
+    proc = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, **kwargs
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -57,8 +59,9 @@ def test_generator_is_deterministic_and_varied(tmp_path):
 def trained_toy(tiny_toy, tmp_path_factory) -> Path:
     """One short training run (validating once before it) shared by the tests below."""
     work = tmp_path_factory.mktemp('trained')
-    run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy,
-         '--validate-first', '--cfg-options', *FAST])
+    run(
+        ['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--validate-first', '--cfg-options', *FAST]
+    )
     return work
 
 
@@ -68,8 +71,21 @@ def test_train_then_evaluate_matches_pycocotools(tiny_toy, trained_toy, tmp_path
     ckpt = (trained_toy / 'last_checkpoint').read_text().strip()
     assert Path(ckpt).name == 'epoch_1.pth'
     out = tmp_path / 'eval'
-    run(['tools/test.py', TOY, ckpt, '--work-dir', tmp_path / 'test', '--out-dir', out, '--data-root', tiny_toy,
-         '--show-dir', 'pictures'])
+    run(
+        [
+            'tools/test.py',
+            TOY,
+            ckpt,
+            '--work-dir',
+            tmp_path / 'test',
+            '--out-dir',
+            out,
+            '--data-root',
+            tiny_toy,
+            '--show-dir',
+            'pictures',
+        ]
+    )
     metrics = json.loads((out / 'metrics.json').read_text())
     dets = json.loads((out / 'detections.bbox.json').read_text())
     assert len(dets) == 4 * 100  # test_cfg.max_per_img: top 100 of 50 queries x 3 classes per image
@@ -92,15 +108,41 @@ def test_evaluate_in_bf16(tiny_toy, trained_toy, tmp_path):
     branches with the capability stubbed: test_precision.py)."""
     ckpt = (trained_toy / 'last_checkpoint').read_text().strip()
     if 'bf16' not in native_dtypes('cpu'):
-        proc = subprocess.run([sys.executable, 'tools/test.py', TOY, ckpt, '--data-root', tiny_toy, '--bf16',
-                               '--work-dir', tmp_path / 'work'], cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                'tools/test.py',
+                TOY,
+                ckpt,
+                '--data-root',
+                tiny_toy,
+                '--bf16',
+                '--work-dir',
+                tmp_path / 'work',
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 1 and 'would be emulated' in proc.stderr and 'Traceback' not in proc.stderr
         return
     dets = {}
     for precision in ('fp32', 'bf16'):
         out = tmp_path / precision
-        run(['tools/test.py', TOY, ckpt, '--work-dir', tmp_path / 'work', '--out-dir', out, '--data-root', tiny_toy,
-             *(['--bf16'] if precision == 'bf16' else [])])
+        run(
+            [
+                'tools/test.py',
+                TOY,
+                ckpt,
+                '--work-dir',
+                tmp_path / 'work',
+                '--out-dir',
+                out,
+                '--data-root',
+                tiny_toy,
+                *(['--bf16'] if precision == 'bf16' else []),
+            ]
+        )
         assert 'coco/bbox_mAP' in json.loads((out / 'metrics.json').read_text())
         dets[precision] = json.loads((out / 'detections.bbox.json').read_text())
     assert len(dets['bf16']) == len(dets['fp32']) == 4 * 100
@@ -127,14 +169,40 @@ def test_plain_mmengine_checkpoint_evaluates_and_resumes(tiny_toy, tmp_path):
     work = tmp_path / 'work'
     run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--cfg-options', *FAST, 'custom_hooks=[]'])
     first = safe_torch_load(work / 'epoch_1.pth')
-    assert 'rng_state' not in first['meta'] and type(first['message_hub']['log_scalars']['train/loss']).__name__ == \
-        'HistoryBuffer'
+    assert (
+        'rng_state' not in first['meta']
+        and type(first['message_hub']['log_scalars']['train/loss']).__name__ == 'HistoryBuffer'
+    )
     out = tmp_path / 'eval'
-    run(['tools/test.py', TOY, work / 'epoch_1.pth', '--work-dir', tmp_path / 'test', '--out-dir', out,
-         '--data-root', tiny_toy])
+    run(
+        [
+            'tools/test.py',
+            TOY,
+            work / 'epoch_1.pth',
+            '--work-dir',
+            tmp_path / 'test',
+            '--out-dir',
+            out,
+            '--data-root',
+            tiny_toy,
+        ]
+    )
     assert 'coco/bbox_mAP' in json.loads((out / 'metrics.json').read_text())
-    proc = run(['tools/train.py', TOY, '--work-dir', work, '--data-root', tiny_toy, '--resume',
-                '--cfg-options', *FAST, 'train_cfg.max_epochs=2', 'default_hooks.checkpoint.interval=1'])
+    proc = run(
+        [
+            'tools/train.py',
+            TOY,
+            '--work-dir',
+            work,
+            '--data-root',
+            tiny_toy,
+            '--resume',
+            '--cfg-options',
+            *FAST,
+            'train_cfg.max_epochs=2',
+            'default_hooks.checkpoint.interval=1',
+        ]
+    )
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 1' in log, log[-3000:]
     ckpt = safe_torch_load(work / 'epoch_2.pth', map_location='cpu')
@@ -143,10 +211,26 @@ def test_plain_mmengine_checkpoint_evaluates_and_resumes(tiny_toy, tmp_path):
 
 def test_torchrun_two_processes_on_cpu(tiny_toy, tmp_path):
     work = tmp_path / 'work'
-    proc = run([
-        '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517', 'tools/train.py', TOY,
-        '--launcher', 'pytorch', '--work-dir', work, '--data-root', tiny_toy,
-        '--cfg-options', *FAST, 'train_dataloader.batch_size=2'], timeout=600)
+    proc = run(
+        [
+            '-m',
+            'torch.distributed.run',
+            '--nproc_per_node=2',
+            '--master_port=29517',
+            'tools/train.py',
+            TOY,
+            '--launcher',
+            'pytorch',
+            '--work-dir',
+            work,
+            '--data-root',
+            tiny_toy,
+            '--cfg-options',
+            *FAST,
+            'train_dataloader.batch_size=2',
+        ],
+        timeout=600,
+    )
     log = proc.stdout + proc.stderr
     assert 'Distributed launcher: pytorch' in log or 'world_size: 2' in log or 'distributed: True' in log, log[-3000:]
     ckpt = safe_torch_load(work / 'epoch_1.pth', map_location='cpu')

@@ -1,6 +1,7 @@
 """Weight files in the layouts pit-det promises to read, written from random-weight models (no
 download is possible on test machines): official naver-ai PiT, timm (>= 0.9 and older), safetensors,
 official DeiT, timm ViT, torchvision ResNet-50."""
+
 import re
 from pathlib import Path
 
@@ -18,14 +19,18 @@ def perturbed(model: torch.nn.Module) -> torch.nn.Module:
 
 def to_official_pit(state: dict) -> dict:
     """timm >= 0.9 PiT keys -> naver-ai/pit keys (``pools.N`` is the pooling after stage N)."""
-    return {re.sub(r'^transformers\.(\d+)\.pool\.', lambda m: f'pools.{int(m.group(1)) - 1}.', k): v
-            for k, v in state.items()}
+    return {
+        re.sub(r'^transformers\.(\d+)\.pool\.', lambda m: f'pools.{int(m.group(1)) - 1}.', k): v
+        for k, v in state.items()
+    }
 
 
 def to_old_timm_pit(state: dict) -> dict:
     """timm >= 0.9 PiT keys -> timm < 0.9 keys (pooling stored at the end of the previous stage)."""
-    return {re.sub(r'^transformers\.(\d+)\.pool\.', lambda m: f'transformers.{int(m.group(1)) - 1}.pool.', k): v
-            for k, v in state.items()}
+    return {
+        re.sub(r'^transformers\.(\d+)\.pool\.', lambda m: f'transformers.{int(m.group(1)) - 1}.pool.', k): v
+        for k, v in state.items()
+    }
 
 
 def write(state: dict, layout: str, folder: Path) -> Path:
@@ -48,6 +53,7 @@ def write(state: dict, layout: str, folder: Path) -> Path:
         torch.save(to_old_timm_pit(state), path)
     elif layout == 'safetensors':
         from safetensors.torch import save_file
+
         path = folder / 'model.safetensors'
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     else:

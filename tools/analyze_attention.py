@@ -11,6 +11,7 @@ Examples:
 
 Writes <out-dir>/attention_stats.json (per-layer values) and attention_stats.png.
 """
+
 import argparse
 import json
 import sys
@@ -59,7 +60,7 @@ def list_images(args: argparse.Namespace) -> List[Path]:
         files = image_files(Path(args.images))
     if not files:
         raise FileNotFoundError(f'no images found in {args.coco or args.images}')
-    return files[:args.num_images]
+    return files[: args.num_images]
 
 
 def load_image(path: Path, size) -> torch.Tensor:
@@ -72,8 +73,10 @@ def load_image(path: Path, size) -> torch.Tensor:
 
 def plot(results: Dict[str, dict], path: Path) -> None:
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, res in results.items():
         layers = range(1, len(res['entropy']) + 1)
@@ -91,8 +94,9 @@ def plot(results: Dict[str, dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--backbone', action='append', required=True,
-                        help='pit_s=PATH|random or vit_s=PATH|random; repeat to compare')
+    parser.add_argument(
+        '--backbone', action='append', required=True, help='pit_s=PATH|random or vit_s=PATH|random; repeat to compare'
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--images', help='folder of images')
     source.add_argument('--coco', nargs=2, metavar=('ANN_JSON', 'IMG_DIR'), help='COCO split')
@@ -108,17 +112,32 @@ def main() -> None:
         image = load_image(path, args.size)[None]
         for name, model in models.items():
             res = analyze_backbone(model, image)
-            acc = sums.setdefault(name, {'entropy': np.zeros(len(res['entropy'])),
-                                         'distance': np.zeros(len(res['distance'])), 'stage': res['stage']})
+            acc = sums.setdefault(
+                name,
+                {
+                    'entropy': np.zeros(len(res['entropy'])),
+                    'distance': np.zeros(len(res['distance'])),
+                    'stage': res['stage'],
+                },
+            )
             acc['entropy'] += res['entropy']
             acc['distance'] += res['distance']
-    results = {name: {'entropy': (acc['entropy'] / len(files)).tolist(),
-                      'distance': (acc['distance'] / len(files)).tolist(), 'stage': acc['stage']}
-               for name, acc in sums.items()}
+    results = {
+        name: {
+            'entropy': (acc['entropy'] / len(files)).tolist(),
+            'distance': (acc['distance'] / len(files)).tolist(),
+            'stage': acc['stage'],
+        }
+        for name, acc in sums.items()
+    }
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = dict(backbones=args.backbone, num_images=len(files), size=list(args.size),
-                note='last block skipped (paper Sec. 3.3); spatial tokens only; distance in grid-relative units')
+    meta = dict(
+        backbones=args.backbone,
+        num_images=len(files),
+        size=list(args.size),
+        note='last block skipped (paper Sec. 3.3); spatial tokens only; distance in grid-relative units',
+    )
     (out / 'attention_stats.json').write_text(json.dumps(dict(meta=meta, layers=results), indent=2))
     plot(results, out / 'attention_stats.png')
     for name, res in results.items():

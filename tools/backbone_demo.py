@@ -5,6 +5,7 @@ No pretrained weights can be downloaded here, so the weight file is written firs
 a randomly initialised timm model in the official naver-ai / DeiT layouts; with real
 weights pass ``--pit-checkpoint pit_s_809.pth`` / ``--vit-checkpoint deit_small_...pth``.
 """
+
 import argparse
 import re
 import sys
@@ -22,8 +23,9 @@ from pit_det.errors import run_tool
 
 def _random_checkpoints(folder: Path) -> tuple:
     pit = timm.create_model('pit_s_224', pretrained=False).state_dict()
-    official = {re.sub(r'^transformers\.(\d+)\.pool\.', lambda m: f'pools.{int(m.group(1)) - 1}.', k): v
-                for k, v in pit.items()}
+    official = {
+        re.sub(r'^transformers\.(\d+)\.pool\.', lambda m: f'pools.{int(m.group(1)) - 1}.', k): v for k, v in pit.items()
+    }
     pit_path, vit_path = folder / 'pit_s_random.pth', folder / 'deit_s_random.pth'
     torch.save(official, pit_path)
     torch.save({'model': timm.create_model('deit_small_patch16_224', pretrained=False).state_dict()}, vit_path)
@@ -43,10 +45,10 @@ def main() -> None:
             rand_pit, rand_vit = _random_checkpoints(Path(tmp))
             pit_path, vit_path = pit_path or rand_pit, vit_path or rand_vit
         x = torch.randn(1, 3, *args.size)
-        for name, cfg in [('PiT-S', dict(type='PiT', arch='s',
-                                         init_cfg=dict(type='Pretrained', checkpoint=str(pit_path)))),
-                          ('ViT-S', dict(type='ViT', arch='s',
-                                         init_cfg=dict(type='Pretrained', checkpoint=str(vit_path))))]:
+        for name, cfg in [
+            ('PiT-S', dict(type='PiT', arch='s', init_cfg=dict(type='Pretrained', checkpoint=str(pit_path)))),
+            ('ViT-S', dict(type='ViT', arch='s', init_cfg=dict(type='Pretrained', checkpoint=str(vit_path)))),
+        ]:
             model = MODELS.build(cfg)
             model.init_weights()
             model.eval()
@@ -56,8 +58,10 @@ def main() -> None:
                 outs = model(x)
                 ms = (time.perf_counter() - t0) * 1e3
             params = sum(p.numel() for p in model.parameters()) / 1e6
-            print(f'{name}: {params:.1f} M parameters, {ms:.0f} ms for one {args.size[0]}x{args.size[1]} image '
-                  f'on {torch.get_num_threads()} CPU threads')
+            print(
+                f'{name}: {params:.1f} M parameters, {ms:.0f} ms for one {args.size[0]}x{args.size[1]} image '
+                f'on {torch.get_num_threads()} CPU threads'
+            )
             for out, stride in zip(outs, model.out_strides):
                 print(f'  stride {stride:>2}: {tuple(out.shape)}')
 

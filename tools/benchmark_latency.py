@@ -24,6 +24,7 @@ Examples:
         --msda-impl triton fast --bf16 --compile --compile-mode reduce-overhead --profile \
         --train-throughput                              # everything a GPU run answers (docs/benchmark.md#gpu)
 """
+
 import argparse
 import json
 import os
@@ -51,44 +52,104 @@ warnings.filterwarnings('ignore', message='torch.meshgrid')
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Latency / params / FLOPs of detectors, side by side')
     parser.add_argument('configs', nargs='+', help='config files')
-    parser.add_argument('--shape', nargs=2, type=int, default=[400, 667], metavar=('H', 'W'),
-                        help='input image size (default: 400 667, half-resolution COCO)')
+    parser.add_argument(
+        '--shape',
+        nargs=2,
+        type=int,
+        default=[400, 667],
+        metavar=('H', 'W'),
+        help='input image size (default: 400 667, half-resolution COCO)',
+    )
     parser.add_argument('--device', default=None, help="'cpu' or 'cuda' (default: cuda if available)")
     parser.add_argument('--threads', type=int, help='CPU threads (torch.set_num_threads)')
-    parser.add_argument('--dtype', nargs='+', choices=list(bm.DTYPES), default=['fp32'],
-                        help='precisions to measure, in this order: fp32, or autocast to bf16 / fp16 (default: fp32)')
+    parser.add_argument(
+        '--dtype',
+        nargs='+',
+        choices=list(bm.DTYPES),
+        default=['fp32'],
+        help='precisions to measure, in this order: fp32, or autocast to bf16 / fp16 (default: fp32)',
+    )
     parser.add_argument('--bf16', action='store_true', help='shorthand for --dtype fp32 bf16 (side by side)')
     parser.add_argument('--fp16', action='store_true', help='shorthand for --dtype fp32 fp16 (side by side)')
-    parser.add_argument('--msda-impl', nargs='+', choices=list(IMPLS), default=['stock', 'fast'],
-                        help='deformable-attention kernels to measure, in this order (default: stock fast)')
-    parser.add_argument('--compile', action='store_true',
-                        help='also time torch.compile(test_step) (inductor) beside eager; compile time reported apart')
-    parser.add_argument('--compile-mode', default='default', choices=['default', 'reduce-overhead', 'max-autotune'],
-                        help="torch.compile mode ('reduce-overhead': CUDA graphs on GPU)")
-    parser.add_argument('--runtimes', nargs='+', choices=list(RUNTIMES), default=[],
-                        help="also export each detector as tools/export.py does and time it in these CPU runtimes")
+    parser.add_argument(
+        '--msda-impl',
+        nargs='+',
+        choices=list(IMPLS),
+        default=['stock', 'fast'],
+        help='deformable-attention kernels to measure, in this order (default: stock fast)',
+    )
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='also time torch.compile(test_step) (inductor) beside eager; compile time reported apart',
+    )
+    parser.add_argument(
+        '--compile-mode',
+        default='default',
+        choices=['default', 'reduce-overhead', 'max-autotune'],
+        help="torch.compile mode ('reduce-overhead': CUDA graphs on GPU)",
+    )
+    parser.add_argument(
+        '--runtimes',
+        nargs='+',
+        choices=list(RUNTIMES),
+        default=[],
+        help='also export each detector as tools/export.py does and time it in these CPU runtimes',
+    )
     parser.add_argument('--onnx', action='store_true', help='shorthand for --runtimes onnxruntime')
-    parser.add_argument('--graphs', nargs='+', choices=sorted(GRAPHS), default=['grid_sample'],
-                        help='--runtimes: the exported graphs to time (tools/export.py --msda; default grid_sample)')
-    parser.add_argument('--int8', action='store_true',
-                        help='--runtimes: also the first graph in INT8 (tools/quantize.py), calibrated on noise: '
-                             'speed only')
+    parser.add_argument(
+        '--graphs',
+        nargs='+',
+        choices=sorted(GRAPHS),
+        default=['grid_sample'],
+        help='--runtimes: the exported graphs to time (tools/export.py --msda; default grid_sample)',
+    )
+    parser.add_argument(
+        '--int8',
+        action='store_true',
+        help='--runtimes: also the first graph in INT8 (tools/quantize.py), calibrated on noise: speed only',
+    )
     parser.add_argument('--warmup', type=int, default=3, help='untimed calls first (default: 3)')
     parser.add_argument('--iters', type=int, default=20, help='timed calls (default: 20)')
     parser.add_argument('--no-flops', action='store_true', help='skip the FLOP count')
-    parser.add_argument('--keep-freed-memory', action='store_true',
-                        help='glibc: reuse freed memory instead of unmapping it (no page faults on large temporaries)')
-    parser.add_argument('--profile', type=int, nargs='?', const=12, default=0, metavar='N',
-                        help='also where the time goes: wall time per stage (eager rows), the N ops taking most '
-                             'time (default 12) and, on CUDA, kernel launches and synchronisations per image')
-    parser.add_argument('--train-throughput', action='store_true',
-                        help="also images/s of each config's training step (batch, pipeline and optim wrapper of "
-                             'the config; synthetic photos) in each --dtype, and 50 COCO epochs on 8 GPUs at that rate')
+    parser.add_argument(
+        '--keep-freed-memory',
+        action='store_true',
+        help='glibc: reuse freed memory instead of unmapping it (no page faults on large temporaries)',
+    )
+    parser.add_argument(
+        '--profile',
+        type=int,
+        nargs='?',
+        const=12,
+        default=0,
+        metavar='N',
+        help='also where the time goes: wall time per stage (eager rows), the N ops taking most '
+        'time (default 12) and, on CUDA, kernel launches and synchronisations per image',
+    )
+    parser.add_argument(
+        '--train-throughput',
+        action='store_true',
+        help="also images/s of each config's training step (batch, pipeline and optim wrapper of "
+        'the config; synthetic photos) in each --dtype, and 50 COCO epochs on 8 GPUs at that rate',
+    )
     parser.add_argument('--out', default='work_dirs/benchmark_latency.json', help='JSON results file')
-    parser.add_argument('--plot', nargs='?', const='', default=None, metavar='PNG',
-                        help='draw latency against parameters and FLOPs (default file: next to --out)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
-                        help='config overrides applied to every config, e.g. model.num_queries=100')
+    parser.add_argument(
+        '--plot',
+        nargs='?',
+        const='',
+        default=None,
+        metavar='PNG',
+        help='draw latency against parameters and FLOPs (default file: next to --out)',
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        default={},
+        metavar='KEY=VALUE',
+        help='config overrides applied to every config, e.g. model.num_queries=100',
+    )
     args = parser.parse_args(argv)
     for flag in ('bf16', 'fp16'):
         if getattr(args, flag):
@@ -111,101 +172,154 @@ def run(args: argparse.Namespace) -> dict:
     check_dtypes(device, args.dtype)
     env = bm.environment(device)
     env['keep_freed_memory'] = bm.keep_freed_memory() if args.keep_freed_memory else False
-    env.update(dtypes=args.dtype, shape=args.shape, warmup=args.warmup, iters=args.iters,
-               compile_mode=args.compile_mode if args.compile else None,
-               command=' '.join([osp.basename(sys.executable), *sys.argv]))
+    env.update(
+        dtypes=args.dtype,
+        shape=args.shape,
+        warmup=args.warmup,
+        iters=args.iters,
+        compile_mode=args.compile_mode if args.compile else None,
+        command=' '.join([osp.basename(sys.executable), *sys.argv]),
+    )
     # The practical peak of each precision, measured in this run beside the models; not of one emulated
     # by request (PIT_DET_ALLOW_EMULATED), whose 2048^3 matmuls take minutes to say what is known already.
     emulated = [dtype for dtype in args.dtype if dtype not in native_dtypes(device)]
-    env['matmul_tflops'] = {dtype: bm.matmul_rate(device, dtype) / 1e12 for dtype in args.dtype
-                            if dtype not in emulated}
+    env['matmul_tflops'] = {
+        dtype: bm.matmul_rate(device, dtype) / 1e12 for dtype in args.dtype if dtype not in emulated
+    }
     print(bm.describe_environment(env))
-    print(f"image {args.shape[0]} x {args.shape[1]}, 2048^3 matmul "
-          + ', '.join([f'{dtype} {rate * 1e3:.0f} GFLOP/s' for dtype, rate in env['matmul_tflops'].items()]
-                      + [f'{dtype} emulated, not measured' for dtype in emulated])
-          + (', freed memory kept (mallopt)' if env['keep_freed_memory'] else ''),
-          flush=True)
-    settings = Settings(dtypes=args.dtype, impls=args.msda_impl, shape=tuple(args.shape), device=device,
-                        warmup=args.warmup, iters=args.iters, compile=args.compile, compile_mode=args.compile_mode,
-                        runtimes=args.runtimes, graphs=args.graphs, int8=args.int8, flops=not args.no_flops,
-                        profile=args.profile, train=args.train_throughput, cfg_options=args.cfg_options)
-    with tqdm(total=settings.calls(len(args.configs)), desc='timing', unit='call', disable=None,
-              file=sys.stderr) as bar:
+    print(
+        f'image {args.shape[0]} x {args.shape[1]}, 2048^3 matmul '
+        + ', '.join(
+            [f'{dtype} {rate * 1e3:.0f} GFLOP/s' for dtype, rate in env['matmul_tflops'].items()]
+            + [f'{dtype} emulated, not measured' for dtype in emulated]
+        )
+        + (', freed memory kept (mallopt)' if env['keep_freed_memory'] else ''),
+        flush=True,
+    )
+    settings = Settings(
+        dtypes=args.dtype,
+        impls=args.msda_impl,
+        shape=tuple(args.shape),
+        device=device,
+        warmup=args.warmup,
+        iters=args.iters,
+        compile=args.compile,
+        compile_mode=args.compile_mode,
+        runtimes=args.runtimes,
+        graphs=args.graphs,
+        int8=args.int8,
+        flops=not args.no_flops,
+        profile=args.profile,
+        train=args.train_throughput,
+        cfg_options=args.cfg_options,
+    )
+    with tqdm(
+        total=settings.calls(len(args.configs)), desc='timing', unit='call', disable=None, file=sys.stderr
+    ) as bar:
+
         def progress(what: str, calls: int) -> None:
             bar.set_postfix_str(what, refresh=False)
             bar.update(calls)
+
         rows = benchmark(args.configs, settings, env, progress)
-        training = bm.benchmark_training(args.configs, args.dtype, device, args.warmup, args.iters, args.cfg_options,
-                                         progress) if args.train_throughput else []
-    return dict(environment=env, results=[r for r in rows if 'error' not in r],
-                failed=[r for r in rows if 'error' in r], training=training)
+        training = (
+            bm.benchmark_training(args.configs, args.dtype, device, args.warmup, args.iters, args.cfg_options, progress)
+            if args.train_throughput
+            else []
+        )
+    return dict(
+        environment=env,
+        results=[r for r in rows if 'error' not in r],
+        failed=[r for r in rows if 'error' in r],
+        training=training,
+    )
 
 
 def print_table(report: dict) -> None:
-    header = (f"{'model':<12}{'variant':<30}{'kernel':<19}{'params M':>9}{'GFLOPs':>8}{'bb GFLOPs':>10}"
-              f"{'median ms':>10}{'p90 ms':>8}{'img/s':>7}{'backbone ms':>12}{'peak MiB':>9}{'GFLOP/s':>8}{'% mm':>6}"
-              f"{'compile s':>10}{'speed-up':>9}  detections vs first row")
+    header = (
+        f'{"model":<12}{"variant":<30}{"kernel":<19}{"params M":>9}{"GFLOPs":>8}{"bb GFLOPs":>10}'
+        f'{"median ms":>10}{"p90 ms":>8}{"img/s":>7}{"backbone ms":>12}{"peak MiB":>9}{"GFLOP/s":>8}{"% mm":>6}'
+        f'{"compile s":>10}{"speed-up":>9}  detections vs first row'
+    )
     print(header)
     print('-' * len(header))
     nan = float('nan')
     for r in report['results']:
         lat, f, agree = r['latency'], r['flops'], r.get('vs_reference')
         backbone = r['backbone_latency']['median_ms'] if r['backbone_latency'] else nan
-        speedup = f"{r['speedup']:.2f}x" if 'speedup' in r else ''
-        print(f"{r['model']:<12}{variant(r):<30}{r['kernel']:<19}{r['params']['total'] / 1e6:>9.2f}"
-              f"{(f['total'] / 1e9 if f else nan):>8.1f}{(f['backbone'] / 1e9 if f else nan):>10.1f}"
-              f"{lat['median_ms']:>10.1f}{lat['p90_ms']:>8.1f}{lat['images_per_s']:>7.2f}{backbone:>12.1f}"
-              f"{r['peak_mib']:>9.0f}{r.get('achieved_tflops', nan) * 1e3:>8.0f}"
-              f"{r.get('share_of_matmul_rate', nan) * 100:>6.0f}{r.get('compile_s', r.get('export_s', nan)):>10.1f}"
-              f"{speedup:>9}  "
-              + (f"box {agree['max_box_diff']:.1e} px, score {agree['max_score_diff']:.1e}, labels "
-                 f"{'equal' if agree['labels_equal'] else 'DIFFER'}" if agree else ''))
+        speedup = f'{r["speedup"]:.2f}x' if 'speedup' in r else ''
+        print(
+            f'{r["model"]:<12}{variant(r):<30}{r["kernel"]:<19}{r["params"]["total"] / 1e6:>9.2f}'
+            f'{(f["total"] / 1e9 if f else nan):>8.1f}{(f["backbone"] / 1e9 if f else nan):>10.1f}'
+            f'{lat["median_ms"]:>10.1f}{lat["p90_ms"]:>8.1f}{lat["images_per_s"]:>7.2f}{backbone:>12.1f}'
+            f'{r["peak_mib"]:>9.0f}{r.get("achieved_tflops", nan) * 1e3:>8.0f}'
+            f'{r.get("share_of_matmul_rate", nan) * 100:>6.0f}{r.get("compile_s", r.get("export_s", nan)):>10.1f}'
+            f'{speedup:>9}  '
+            + (
+                f'box {agree["max_box_diff"]:.1e} px, score {agree["max_score_diff"]:.1e}, labels '
+                f'{"equal" if agree["labels_equal"] else "DIFFER"}'
+                if agree
+                else ''
+            )
+        )
         if r.get('cudagraph_skips'):
-            print(f"    CUDA graphs skipped {r['cudagraph_skips']} times (inductor could not capture a graph)")
+            print(f'    CUDA graphs skipped {r["cudagraph_skips"]} times (inductor could not capture a graph)')
         if 'stages' in r:
             print('    stages: ' + ' | '.join(f'{name} {ms:.1f}' for name, ms in r['stages'].items()) + ' ms')
         if 'cuda' in r:
             c = r['cuda']
-            print(f"    per image: {c['kernel_launches']} kernel launches, {c['graph_launches']} CUDA graph launches, "
-                  f"{c['kernels']} kernels, {c['syncs']} host-device synchronisations, "
-                  f"{c['dtoh_copies']} device-to-host copies")
+            print(
+                f'    per image: {c["kernel_launches"]} kernel launches, {c["graph_launches"]} CUDA graph launches, '
+                f'{c["kernels"]} kernels, {c["syncs"]} host-device synchronisations, '
+                f'{c["dtoh_copies"]} device-to-host copies'
+            )
             if c.get('kernel_launches_by_stage'):
-                print('    kernel launches by stage: '
-                      + ', '.join(f'{stage} {n}' for stage, n in c['kernel_launches_by_stage'].items()))
+                print(
+                    '    kernel launches by stage: '
+                    + ', '.join(f'{stage} {n}' for stage, n in c['kernel_launches_by_stage'].items())
+                )
         for op in r.get('top_ops', []):
-            device = f"{op['device_ms']:8.1f} ms on the device " if 'device_ms' in op else ''
-            print(f"    {op['self_ms']:8.1f} ms {op['share'] * 100:5.1f}%  {device}{op['calls']:4d} x {op['op']}")
+            device = f'{op["device_ms"]:8.1f} ms on the device ' if 'device_ms' in op else ''
+            print(f'    {op["self_ms"]:8.1f} ms {op["share"] * 100:5.1f}%  {device}{op["calls"]:4d} x {op["op"]}')
     for r in report.get('failed', []):
-        print(f"{r['model']:<12}{variant(r):<30}FAILED: {r['error']}")
+        print(f'{r["model"]:<12}{variant(r):<30}FAILED: {r["error"]}')
 
 
 def print_training(report: dict) -> None:
     """The --train-throughput rows: images/s per device and what 50 COCO epochs on 8 GPUs take."""
     env = report['environment']
-    where = env.get('gpu') or f"{env['cpu']}, {env['threads']} threads"
-    print(f"\ntraining step on {where}: forward, backward and optimizer step of each config's own optim wrapper, "
-          f"its batch size per device, synthetic photos through its train pipeline; {env['warmup']} warm-up and "
-          f"{env['iters']} timed iterations")
-    header = (f"{'model':<12}{'dtype':<7}{'kernel':<19}{'batch':>6}{'img/s':>8}{'step ms':>9}{'p90 ms':>8}"
-              f"{'peak MiB':>9}{'loss':>8}  50 COCO epochs on 8 GPUs at this rate")
+    where = env.get('gpu') or f'{env["cpu"]}, {env["threads"]} threads'
+    print(
+        f"\ntraining step on {where}: forward, backward and optimizer step of each config's own optim wrapper, "
+        f'its batch size per device, synthetic photos through its train pipeline; {env["warmup"]} warm-up and '
+        f'{env["iters"]} timed iterations'
+    )
+    header = (
+        f'{"model":<12}{"dtype":<7}{"kernel":<19}{"batch":>6}{"img/s":>8}{"step ms":>9}{"p90 ms":>8}'
+        f'{"peak MiB":>9}{"loss":>8}  50 COCO epochs on 8 GPUs at this rate'
+    )
     print(header)
     print('-' * len(header))
     for r in report['training']:
         if 'error' in r:
-            print(f"{r['model']:<12}{r['dtype']:<7}FAILED: {r['error']}")
+            print(f'{r["model"]:<12}{r["dtype"]:<7}FAILED: {r["error"]}')
             continue
         coco = r['coco_50e_8gpus']
-        print(f"{r['model']:<12}{r['dtype']:<7}{r['kernel']:<19}{r['batch_size']:>6}{r['images_per_s']:>8.2f}"
-              f"{r['step']['median_ms']:>9.1f}{r['step']['p90_ms']:>8.1f}{r['peak_mib']:>9.0f}{r['loss']:>8.2f}  "
-              f"{coco['hours']:.1f} h ({coco['iters_per_epoch']} iterations x {coco['epochs']} epochs; "
-              f"{coco['images_per_epoch']:,} images per epoch, filter_empty_gt={coco['filter_empty_gt']}; "
-              f"ideal scaling, no validation)")
+        print(
+            f'{r["model"]:<12}{r["dtype"]:<7}{r["kernel"]:<19}{r["batch_size"]:>6}{r["images_per_s"]:>8.2f}'
+            f'{r["step"]["median_ms"]:>9.1f}{r["step"]["p90_ms"]:>8.1f}{r["peak_mib"]:>9.0f}{r["loss"]:>8.2f}  '
+            f'{coco["hours"]:.1f} h ({coco["iters_per_epoch"]} iterations x {coco["epochs"]} epochs; '
+            f'{coco["images_per_epoch"]:,} images per epoch, filter_empty_gt={coco["filter_empty_gt"]}; '
+            f'ideal scaling, no validation)'
+        )
 
 
 def plot(report: dict, path: str) -> None:
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     rows = [r for r in report['results'] if r['flops']]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, key, axis_name in ((axes[0], 'params', 'parameters (M)'), (axes[1], 'flops', 'GFLOPs')):
@@ -221,8 +335,9 @@ def plot(report: dict, path: str) -> None:
     env = report['environment']
     axes[0].set_ylabel('median latency (ms)')
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{env.get('gpu', env['cpu'])}, {env['threads']} threads, "
-                 f"{env['shape'][0]} x {env['shape'][1]}", fontsize=9)
+    fig.suptitle(
+        f'{env.get("gpu", env["cpu"])}, {env["threads"]} threads, {env["shape"][0]} x {env["shape"][1]}', fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -7,6 +7,7 @@ Examples:
     python tools/benchmark_msda.py --device cuda --kernels triton grid_sample mmcv-cuda-source --dtype fp32 bf16
     python tools/benchmark_msda.py --device cpu --threads 2 --kernels fast gather grid_sample stock
 """
+
 import argparse
 import json
 import sys
@@ -24,10 +25,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Deformable-attention kernels side by side')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, help='CPU threads (torch.set_num_threads)')
-    parser.add_argument('--kernels', nargs='+', choices=[i for i in IMPLS if i != 'auto'] + [MMCV_SOURCE],
-                        help=f"default: triton, grid_sample and {MMCV_SOURCE} (mmcv's CUDA kernel built from "
-                             "its sources with nvcc) on a GPU; fast (the C++ kernel), gather, grid_sample, stock "
-                             "on CPU")
+    parser.add_argument(
+        '--kernels',
+        nargs='+',
+        choices=[i for i in IMPLS if i != 'auto'] + [MMCV_SOURCE],
+        help=f"default: triton, grid_sample and {MMCV_SOURCE} (mmcv's CUDA kernel built from "
+        'its sources with nvcc) on a GPU; fast (the C++ kernel), gather, grid_sample, stock '
+        'on CPU',
+    )
     parser.add_argument('--dtype', nargs='+', choices=['fp32', 'bf16'], default=['fp32'])
     parser.add_argument('--cases', nargs='+', choices=list(PIT_S_QUERIES), default=list(PIT_S_QUERIES))
     parser.add_argument('--warmup', type=int, default=10)
@@ -41,21 +46,31 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     gpu = args.device.startswith('cuda')
-    kernels = args.kernels or (['triton', 'grid_sample', MMCV_SOURCE] if gpu else
-                               ['fast', 'gather', 'grid_sample', 'stock'])
+    kernels = args.kernels or (
+        ['triton', 'grid_sample', MMCV_SOURCE] if gpu else ['fast', 'gather', 'grid_sample', 'stock']
+    )
     env = environment(args.device)
     print(describe_environment(env), flush=True)
-    rows = compare_kernels(kernels, args.dtype, {c: PIT_S_QUERIES[c] for c in args.cases}, args.device,
-                           warmup=args.warmup, iters=args.iters)
-    print(f"{'case':<9}{'queries':>8}  {'kernel':<18}{'dtype':<6}{'fwd ms':>8}{'fwd+bwd ms':>11}  max rel diff vs fp64")
+    rows = compare_kernels(
+        kernels,
+        args.dtype,
+        {c: PIT_S_QUERIES[c] for c in args.cases},
+        args.device,
+        warmup=args.warmup,
+        iters=args.iters,
+    )
+    print(f'{"case":<9}{"queries":>8}  {"kernel":<18}{"dtype":<6}{"fwd ms":>8}{"fwd+bwd ms":>11}  max rel diff vs fp64')
     for r in rows:
-        head = f"{r['case']:<9}{r['queries']:>8}  {r['kernel']:<18}{r['dtype']:<6}"
+        head = f'{r["case"]:<9}{r["queries"]:>8}  {r["kernel"]:<18}{r["dtype"]:<6}'
         if 'error' in r and 'forward' not in r:
-            print(head + f"  not run: {r['error'][:150]}")
+            print(head + f'  not run: {r["error"][:150]}')
             continue
         diff = max(r['max_rel_diff'].values())
-        print(head + f"{r['forward']['median_ms']:>8.3f}{r['forward_backward']['median_ms']:>11.3f}  {diff:.1e}"
-              + (f"  FAILED: {r['error']}" if 'error' in r else ''))
+        print(
+            head
+            + f'{r["forward"]["median_ms"]:>8.3f}{r["forward_backward"]["median_ms"]:>11.3f}  {diff:.1e}'
+            + (f'  FAILED: {r["error"]}' if 'error' in r else '')
+        )
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(dict(environment=env, levels=PIT_S_LEVELS, batch=2, rows=rows), f, indent=2)

@@ -8,6 +8,7 @@ duplicate ids, images smaller than a patch.
 Prints counts and the first offending entries (file, entry, field) per problem; exits 1 when errors
 are found, or with one line naming the file when it is not a COCO detection json.
 """
+
 import argparse
 import sys
 

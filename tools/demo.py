@@ -6,6 +6,7 @@ Writes DIR/<image name>.png with boxes, class names and scores (``pit_det_deploy
 picture ``tools/onnx_demo.py`` draws too) and DIR/detections.json with every detection above the
 threshold (boxes as x1, y1, x2, y2 pixels).
 """
+
 import argparse
 import json
 import sys
@@ -31,8 +32,9 @@ def main() -> None:
     args = parser.parse_args()
 
     files = image_files(Path(args.inputs))
-    model = init_detector(args.config, args.checkpoint, device=args.device,
-                          cfg_options={'model.backbone.init_cfg': None})
+    model = init_detector(
+        args.config, args.checkpoint, device=args.device, cfg_options={'model.backbone.init_cfg': None}
+    )
     classes = model.dataset_meta['classes']
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,10 +45,17 @@ def main() -> None:
             raise OSError(f'cannot read image {path}')
         result = inference_detector(model, str(path))  # the test pipeline, its loader included
         pred = result.pred_instances.cpu()
-        cv2.imwrite(str(out / f'{path.stem}.png'), draw_detections(
-            img, pred.bboxes.numpy(), pred.scores.numpy(), pred.labels.numpy(), classes, args.score_thr))
-        records.append(detection_record(path, pred.bboxes.numpy(), pred.scores.numpy(), pred.labels.numpy(), classes,
-                                        args.score_thr))
+        cv2.imwrite(
+            str(out / f'{path.stem}.png'),
+            draw_detections(
+                img, pred.bboxes.numpy(), pred.scores.numpy(), pred.labels.numpy(), classes, args.score_thr
+            ),
+        )
+        records.append(
+            detection_record(
+                path, pred.bboxes.numpy(), pred.scores.numpy(), pred.labels.numpy(), classes, args.score_thr
+            )
+        )
     (out / 'detections.json').write_text(json.dumps(records, indent=2))
     print(f'wrote {len(files)} pictures and detections.json to {out}')
 

@@ -12,6 +12,7 @@ ops: one GridSample per level (default, the faster graph in onnxruntime and Open
 Without ``--dynamic`` the model takes exactly ``--shape`` inputs; with it, any height and width
 within the range it prints.
 """
+
 import argparse
 import sys
 
@@ -28,17 +29,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('--out', required=True, help='the .onnx file to write')
-    parser.add_argument('--shape', nargs=2, type=int, metavar=('H', 'W'),
-                        help="example input size (default: the test resize of a 4:3 image, e.g. 400 x 533)")
+    parser.add_argument(
+        '--shape',
+        nargs=2,
+        type=int,
+        metavar=('H', 'W'),
+        help='example input size (default: the test resize of a 4:3 image, e.g. 400 x 533)',
+    )
     parser.add_argument('--dynamic', action='store_true', help='any input height and width within a range')
-    parser.add_argument('--min-size', type=int, help='--dynamic: smallest side (default: the smallest that gives '
-                        'the encoder num_queries tokens)')
-    parser.add_argument('--msda', choices=sorted(GRAPHS), default='grid_sample',
-                        help='deformable attention as GridSample (default) or as Gather and arithmetic')
-    parser.add_argument('--opset', type=int, default=18,
-                        help='ONNX opset (default 18; the gather graph comes out at 18 or more)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='config overrides, e.g. model.num_queries=100')
+    parser.add_argument(
+        '--min-size',
+        type=int,
+        help='--dynamic: smallest side (default: the smallest that gives the encoder num_queries tokens)',
+    )
+    parser.add_argument(
+        '--msda',
+        choices=sorted(GRAPHS),
+        default='grid_sample',
+        help='deformable attention as GridSample (default) or as Gather and arithmetic',
+    )
+    parser.add_argument(
+        '--opset', type=int, default=18, help='ONNX opset (default 18; the gather graph comes out at 18 or more)'
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        metavar='KEY=VALUE',
+        help='config overrides, e.g. model.num_queries=100',
+    )
     return parser.parse_args(argv)
 
 
@@ -51,16 +70,28 @@ def main(argv=None) -> None:
         h, w = args.shape
     else:  # a 4:3 landscape image through the test resize
         from pit_det_deploy.preprocess import rescale_size
+
         w, h = rescale_size(640, 480, preprocess['resize_scale'])
     image = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-    info = export_onnx(detector, image, args.out, dynamic=args.dynamic, opset=args.opset, min_size=args.min_size,
-                       msda=args.msda,
-                       metadata=dict(preprocess=preprocess, classes=classes_of(cfg, args.checkpoint),
-                                     config=args.config))
-    size = (f"any {info['min_size']}..{info['max_size']} x {info['min_size']}..{info['max_size']}" if args.dynamic
-            else f'{h} x {w}')
-    print(f'wrote {args.out}: inputs {size}, opset {args.opset}, deformable attention as {args.msda}, '
-          f'{len(info["classes"])} classes')
+    info = export_onnx(
+        detector,
+        image,
+        args.out,
+        dynamic=args.dynamic,
+        opset=args.opset,
+        min_size=args.min_size,
+        msda=args.msda,
+        metadata=dict(preprocess=preprocess, classes=classes_of(cfg, args.checkpoint), config=args.config),
+    )
+    size = (
+        f'any {info["min_size"]}..{info["max_size"]} x {info["min_size"]}..{info["max_size"]}'
+        if args.dynamic
+        else f'{h} x {w}'
+    )
+    print(
+        f'wrote {args.out}: inputs {size}, opset {args.opset}, deformable attention as {args.msda}, '
+        f'{len(info["classes"])} classes'
+    )
 
 
 if __name__ == '__main__':

@@ -19,6 +19,7 @@ Steps, each writing OUT/<step>.json (and OUT/summary.json at the end):
              The speed targets are reported as met or not met; they do not fail the check.
 A step that fails is recorded with its error, and the others still run; the exit code is 1 then.
 """
+
 import argparse
 import json
 import math
@@ -56,8 +57,15 @@ def python(args: list, timeout: int, env: Optional[dict] = None) -> subprocess.C
     """``python ARGS`` in the repository. Past ``timeout`` its whole process group is killed: the tools
     it starts (training runs, inductor's compile workers) must not hold the GPU for the next step."""
     env = dict(env or os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
-    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -105,8 +113,15 @@ def read_junit(path: Path) -> List[dict]:
                 figures[prop.get('name')] = json.loads(prop.get('value'))
             except (TypeError, ValueError):
                 figures[prop.get('name')] = prop.get('value')
-        cases.append(dict(name=f"{case.get('classname')}::{case.get('name')}", outcome=outcome,
-                          seconds=float(case.get('time') or 0), message=message[-2000:], figures=figures))
+        cases.append(
+            dict(
+                name=f'{case.get("classname")}::{case.get("name")}',
+                outcome=outcome,
+                seconds=float(case.get('time') or 0),
+                message=message[-2000:],
+                figures=figures,
+            )
+        )
     return cases
 
 
@@ -123,27 +138,49 @@ def check_tests(out: Path, dry_run: bool, tests: str) -> dict:
     xml.unlink(missing_ok=True)
     env = dict(subprocess_env(dry_run), PIT_DET_GPU_TESTS='dry-run' if dry_run else '1')
     # legacy JUnit: the tier's record_property figures are written per test case.
-    proc = python(['-m', 'pytest', tests, '-q', '-p', 'no:cacheprovider', '--junitxml', xml,
-                   '-o', 'junit_family=legacy', '--basetemp', out / 'gpu_tests'], timeout=1200, env=env)
+    proc = python(
+        [
+            '-m',
+            'pytest',
+            tests,
+            '-q',
+            '-p',
+            'no:cacheprovider',
+            '--junitxml',
+            xml,
+            '-o',
+            'junit_family=legacy',
+            '--basetemp',
+            out / 'gpu_tests',
+        ],
+        timeout=1200,
+        env=env,
+    )
     log.write_text(proc.stdout + proc.stderr)
     result = judge_tests(read_junit(xml) if xml.is_file() else [], proc.returncode)
-    result.update(command=f"PIT_DET_GPU_TESTS={env['PIT_DET_GPU_TESTS']} pytest {tests}", log=str(log),
-                  junit=str(xml))
+    result.update(command=f'PIT_DET_GPU_TESTS={env["PIT_DET_GPU_TESTS"]} pytest {tests}', log=str(log), junit=str(xml))
     if not result['ok']:
-        result['error'] = f"pytest exited {proc.returncode}, {result['counts'] or 'no tests'}: " + \
-            '\n'.join(proc.stdout.splitlines()[-15:])
+        result['error'] = f'pytest exited {proc.returncode}, {result["counts"] or "no tests"}: ' + '\n'.join(
+            proc.stdout.splitlines()[-15:]
+        )
     return result
 
 
 # --- the benchmark -------------------------------------------------------------------------------
 
 
-def expected_rows(configs: Sequence[str], dtypes: Sequence[str], impls: Sequence[str],
-                  compiled: bool) -> List[Tuple[str, str]]:
+def expected_rows(
+    configs: Sequence[str], dtypes: Sequence[str], impls: Sequence[str], compiled: bool
+) -> List[Tuple[str, str]]:
     """(model, variant) of every row a benchmark_latency.py run of these arguments writes."""
     modes = [False, True] if compiled else [False]
-    return [(bm.label(config), bm.variant(dict(impl=impl, dtype=dtype, compiled=c)))
-            for config in configs for dtype in dtypes for impl in impls for c in modes]
+    return [
+        (bm.label(config), bm.variant(dict(impl=impl, dtype=dtype, compiled=c)))
+        for config in configs
+        for dtype in dtypes
+        for impl in impls
+        for c in modes
+    ]
 
 
 def judge_benchmark(report: dict, expected: List[Tuple[str, str]]) -> dict:
@@ -153,21 +190,27 @@ def judge_benchmark(report: dict, expected: List[Tuple[str, str]]) -> dict:
     for r in report['results'] + report.get('failed', []):
         row = dict(model=r['model'], variant=bm.variant(r), kernel=r.get('kernel'))
         if 'error' in r:
-            problems.append(f"{row['model']} {row['variant']} failed: {r['error']}")
+            problems.append(f'{row["model"]} {row["variant"]} failed: {r["error"]}')
             rows.append(dict(row, error=r['error']))
             continue
-        row.update(median_ms=r['latency']['median_ms'], vs_reference=r.get('vs_reference'),
-                   reference=r.get('reference'), cudagraph_skips=r.get('cudagraph_skips'))
+        row.update(
+            median_ms=r['latency']['median_ms'],
+            vs_reference=r.get('vs_reference'),
+            reference=r.get('reference'),
+            cudagraph_skips=r.get('cudagraph_skips'),
+        )
         ms = row['median_ms']
         if not (isinstance(ms, (int, float)) and math.isfinite(ms) and ms > 0):
-            problems.append(f"{row['model']} {row['variant']}: median latency {ms}")
+            problems.append(f'{row["model"]} {row["variant"]}: median latency {ms}')
         row['judged'] = ['latency']
         if r['dtype'] == 'fp32' and row['vs_reference']:
             row['judged'].append('scores')
             diff = row['vs_reference']['max_score_diff']
             if not diff <= FP32_SCORE_TOL:  # NaN fails too
-                problems.append(f"{row['model']} {row['variant']}: scores {diff:.2e} from {row['reference']} "
-                                f"(fp32 tolerance {FP32_SCORE_TOL:g})")
+                problems.append(
+                    f'{row["model"]} {row["variant"]}: scores {diff:.2e} from {row["reference"]} '
+                    f'(fp32 tolerance {FP32_SCORE_TOL:g})'
+                )
         rows.append(row)
     missing = sorted(set(expected) - {(row['model'], row['variant']) for row in rows})
     problems += [f'{model} {variant}: no row' for model, variant in missing]
@@ -179,14 +222,35 @@ def speed_targets(eager: List[dict], graphs: List[dict], kernel: str = 'fast') -
     targets = []
     pit_s = bm.label(TABLE5[-1])
     for how, rows, compiled in (('eager', eager, False), ('CUDA graphs', graphs, True)):
-        ms = {dtype: next((r.get('median_ms') for r in rows if r['model'] == pit_s and
-                           r['variant'] == bm.variant(dict(impl=kernel, dtype=dtype, compiled=compiled))), None)
-              for dtype in TARGET_MS}
+        ms = {
+            dtype: next(
+                (
+                    r.get('median_ms')
+                    for r in rows
+                    if r['model'] == pit_s
+                    and r['variant'] == bm.variant(dict(impl=kernel, dtype=dtype, compiled=compiled))
+                ),
+                None,
+            )
+            for dtype in TARGET_MS
+        }
         for dtype, limit in TARGET_MS.items():
-            targets.append(dict(target=f'PiT-S {dtype} <= {limit:g} ms', run=how, ms=ms[dtype],
-                                met=ms[dtype] is not None and ms[dtype] <= limit))
-        targets.append(dict(target='PiT-S bf16 not slower than fp32', run=how, ms=[ms['bf16'], ms['fp32']],
-                            met=None not in ms.values() and ms['bf16'] <= ms['fp32']))
+            targets.append(
+                dict(
+                    target=f'PiT-S {dtype} <= {limit:g} ms',
+                    run=how,
+                    ms=ms[dtype],
+                    met=ms[dtype] is not None and ms[dtype] <= limit,
+                )
+            )
+        targets.append(
+            dict(
+                target='PiT-S bf16 not slower than fp32',
+                run=how,
+                ms=[ms['bf16'], ms['fp32']],
+                met=None not in ms.values() and ms['bf16'] <= ms['fp32'],
+            )
+        )
     return targets
 
 
@@ -200,8 +264,21 @@ def benchmark_runs(device: str, dry_run: bool) -> dict:
     """
     pit_s = TABLE5[-1:]
     if dry_run:
-        common = ['--device', device, '--shape', '64', '96', '--iters', '1', '--warmup', '0', '--no-flops',
-                  '--cfg-options', 'model.encoder.num_layers=1', 'model.decoder.num_layers=1']
+        common = [
+            '--device',
+            device,
+            '--shape',
+            '64',
+            '96',
+            '--iters',
+            '1',
+            '--warmup',
+            '0',
+            '--no-flops',
+            '--cfg-options',
+            'model.encoder.num_layers=1',
+            'model.decoder.num_layers=1',
+        ]
         plan = {'eager': (pit_s, ['fp32'], False)}
     else:
         common = ['--device', device, '--iters', '20']
@@ -217,14 +294,17 @@ def benchmark_runs(device: str, dry_run: bool) -> dict:
 
 def check_benchmark(out: Path, device: str, dry_run: bool) -> dict:
     env = subprocess_env(dry_run)
-    result = dict(fp32_score_tol=FP32_SCORE_TOL,
-                  bf16='timed only: bf16 precision is judged by the tests step, on the trained toy detector')
+    result = dict(
+        fp32_score_tol=FP32_SCORE_TOL,
+        bf16='timed only: bf16 precision is judged by the tests step, on the trained toy detector',
+    )
     runs = benchmark_runs(device, dry_run)
     for name, (args, expected) in runs.items():
         path = out / f'benchmark_{name}.json'
         proc = run(['tools/benchmark_latency.py', *args, '--out', path], timeout=900, env=env)
-        result[name] = dict(header=proc.stdout.splitlines()[0],
-                            **judge_benchmark(json.loads(path.read_text()), expected))
+        result[name] = dict(
+            header=proc.stdout.splitlines()[0], **judge_benchmark(json.loads(path.read_text()), expected)
+        )
     result['targets'] = speed_targets(result['eager']['rows'], result.get('pit_s_cuda_graphs', {}).get('rows', []))
     result['ok'] = all(result[name]['ok'] for name in runs)
     if not result['ok']:
@@ -248,8 +328,10 @@ def main() -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     summary = dict(environment=bm.environment(device), dry_run=args.dry_run, steps={})
-    steps = dict(tests=lambda: check_tests(out, args.dry_run, args.tests),
-                 benchmark=lambda: check_benchmark(out, device, args.dry_run))
+    steps = dict(
+        tests=lambda: check_tests(out, args.dry_run, args.tests),
+        benchmark=lambda: check_benchmark(out, device, args.dry_run),
+    )
     results = {}
     for name in args.steps:
         t0 = time.time()
@@ -262,10 +344,13 @@ def main() -> int:
         results[name] = result
         (out / f'{name}.json').write_text(json.dumps(result, indent=2))
         summary['steps'][name] = dict(ok=result['ok'], seconds=result['seconds'])
-        print(f"[gpu check] {name}: {'ok' if result['ok'] else 'FAILED: ' + result.get('error', '')} "
-              f"({result['seconds']:.0f} s)", flush=True)
+        print(
+            f'[gpu check] {name}: {"ok" if result["ok"] else "FAILED: " + result.get("error", "")} '
+            f'({result["seconds"]:.0f} s)',
+            flush=True,
+        )
     for t in results.get('benchmark', {}).get('targets', []):
-        print(f"[gpu check] target {t['target']} ({t['run']}): {'met' if t['met'] else 'not met'}, {t['ms']} ms")
+        print(f'[gpu check] target {t["target"]} ({t["run"]}): {"met" if t["met"] else "not met"}, {t["ms"]} ms')
     (out / 'summary.json').write_text(json.dumps(summary, indent=2))
     print(f'[gpu check] results in {out}')
     return 0 if all(s['ok'] for s in summary['steps'].values()) else 1

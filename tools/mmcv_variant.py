@@ -19,6 +19,7 @@ Run by the set-up inside the new venv (after torch is installed); prints bash as
 
 Exit code 2 with a message naming the fix when torch cannot run the GPUs asked for.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,15 @@ def no_debug_info(cflags: str) -> str:
     return ' '.join([*flags, '-g0'])
 
 
-def plan(python_tag: str, torch_version: str, torch_cuda: Optional[str], cuda_archs: Sequence[str],
-         nvcc: Optional[str], cflags: str = '-O3', compiler: str = 'c++') -> dict:
+def plan(
+    python_tag: str,
+    torch_version: str,
+    torch_cuda: Optional[str],
+    cuda_archs: Sequence[str],
+    nvcc: Optional[str],
+    cflags: str = '-O3',
+    compiler: str = 'c++',
+) -> dict:
     """The build of mmcv's ops for these inputs.
 
     Args:
@@ -87,33 +95,43 @@ def plan(python_tag: str, torch_version: str, torch_cuda: Optional[str], cuda_ar
         ``{'tag': cache key of the wheel, 'env': build environment, 'note': what to tell the user}``.
     """
     archs = sorted(set(cuda_archs), key=lambda a: tuple(int(x) for x in a.split('.')))
-    tag = f"{python_tag}-torch{torch_version.replace('+', '_')}"
+    tag = f'{python_tag}-torch{torch_version.replace("+", "_")}'
     fast = no_debug_info(cflags)
     # CXX: tools/pch_cxx.py, the compiler CXX named before (PIT_DET_CXX) with the torch headers every
     # op includes first precompiled once (nms.cpp 10.9 s -> 2.3 s, the same object file; 2-core AMD
     # EPYC Zen 3). The set-up gives it PIT_DET_PCH_DIR, a folder for that one build.
-    env = {'MMCV_WITH_OPS': '1', 'CFLAGS': fast, 'CXXFLAGS': fast, 'CXX': str(PCH_CXX),
-           'PIT_DET_CXX': compiler}
+    env = {'MMCV_WITH_OPS': '1', 'CFLAGS': fast, 'CXXFLAGS': fast, 'CXX': str(PCH_CXX), 'PIT_DET_CXX': compiler}
     if not archs:
         return {'tag': f'{tag}-cpu', 'env': env, 'note': ''}
     if torch_cuda is None:
         raise VariantError(
             f'CUDA architectures {";".join(archs)} were asked for, but torch {torch_version} is a '
-            'CPU-only build. Install the registry torch (tools/constraints.txt), or unset PIT_DET_CUDA_ARCHS.')
+            'CPU-only build. Install the registry torch (tools/constraints.txt), or unset PIT_DET_CUDA_ARCHS.'
+        )
     if nvcc is None:
         # mmcv's setup.py builds CUDA ops whenever torch sees a GPU: hide them from the build.
-        return {'tag': f'{tag}-cpu', 'env': {'CUDA_VISIBLE_DEVICES': '', **env}, 'note': (
-            f'GPUs of compute capability {";".join(archs)} but no nvcc (CUDA_HOME, PATH, /usr/local/cuda): '
-            "building mmcv's CPU ops only; on the GPU deformable attention runs in pit-det's Triton kernel. "
-            f"For mmcv's CUDA kernel instead, install the CUDA {torch_cuda} toolkit, set CUDA_HOME and run the "
-            'set-up again.')}
+        return {
+            'tag': f'{tag}-cpu',
+            'env': {'CUDA_VISIBLE_DEVICES': '', **env},
+            'note': (
+                f'GPUs of compute capability {";".join(archs)} but no nvcc (CUDA_HOME, PATH, /usr/local/cuda): '
+                "building mmcv's CPU ops only; on the GPU deformable attention runs in pit-det's Triton kernel. "
+                f"For mmcv's CUDA kernel instead, install the CUDA {torch_cuda} toolkit, set CUDA_HOME and run the "
+                'set-up again.'
+            ),
+        }
     env.update(FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST=';'.join(archs), CUDA_HOME=os.path.dirname(os.path.dirname(nvcc)))
-    return {'tag': f'{tag}-cuda{"_".join(archs)}', 'env': env, 'note': f'GPUs of compute capability '
-            f'{";".join(archs)} and nvcc at {nvcc}: building mmcv with its CUDA ops for them'}
+    return {
+        'tag': f'{tag}-cuda{"_".join(archs)}',
+        'env': env,
+        'note': f'GPUs of compute capability '
+        f'{";".join(archs)} and nvcc at {nvcc}: building mmcv with its CUDA ops for them',
+    }
 
 
 def visible_archs() -> list:
     import torch
+
     if not torch.cuda.is_available():
         return []
     return ['%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
@@ -127,21 +145,31 @@ def user_compiler() -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--cuda-archs', default=os.environ.get('PIT_DET_CUDA_ARCHS'),
-                        help='";"-separated compute capabilities (default: $PIT_DET_CUDA_ARCHS, else the visible GPUs)')
+    parser.add_argument(
+        '--cuda-archs',
+        default=os.environ.get('PIT_DET_CUDA_ARCHS'),
+        help='";"-separated compute capabilities (default: $PIT_DET_CUDA_ARCHS, else the visible GPUs)',
+    )
     args = parser.parse_args(argv)
     import torch
+
     archs = [a for a in args.cuda_archs.replace(',', ';').split(';') if a] if args.cuda_archs else visible_archs()
     try:
-        result = plan(f'py{sys.version_info[0]}{sys.version_info[1]}', torch.__version__, torch.version.cuda,
-                      archs, find_nvcc() if archs else None, sysconfig.get_config_var('CFLAGS') or '-O3',
-                      user_compiler())
+        result = plan(
+            f'py{sys.version_info[0]}{sys.version_info[1]}',
+            torch.__version__,
+            torch.version.cuda,
+            archs,
+            find_nvcc() if archs else None,
+            sysconfig.get_config_var('CFLAGS') or '-O3',
+            user_compiler(),
+        )
     except VariantError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    print(f"MMCV_TAG={shlex.quote(result['tag'])}")
+    print(f'MMCV_TAG={shlex.quote(result["tag"])}')
     print('MMCV_BUILD_ENV=(' + ' '.join(shlex.quote(f'{k}={v}') for k, v in result['env'].items()) + ')')
-    print(f"MMCV_NOTE={shlex.quote(result['note'])}")
+    print(f'MMCV_NOTE={shlex.quote(result["note"])}')
     return 0
 
 

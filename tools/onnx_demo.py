@@ -7,6 +7,7 @@ Writes the picture ``tools/demo.py`` writes (DIR/<image name>.png) and DIR/detec
 Needs only the runtime, numpy and OpenCV, with this repository's ``pit_det_deploy`` package
 importable (installed with pit-det, or run from the repository root).
 """
+
 import argparse
 import json
 import sys
@@ -47,8 +48,10 @@ def main(argv=None) -> int:
                 boxes, scores, labels = detector(image)
             except DeployError as e:
                 raise DeployError(f'{path}: {e}') from None
-            cv2.imwrite(str(out / f'{path.stem}.png'),
-                        draw_detections(image, boxes, scores, labels, detector.classes, args.score_thr))
+            cv2.imwrite(
+                str(out / f'{path.stem}.png'),
+                draw_detections(image, boxes, scores, labels, detector.classes, args.score_thr),
+            )
             records.append(detection_record(path, boxes, scores, labels, detector.classes, args.score_thr))
     except (DeployError, FileNotFoundError) as e:  # inputs the user can fix; anything else is a bug
         print(f'error: {e}', file=sys.stderr)

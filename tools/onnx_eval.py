@@ -7,6 +7,7 @@ Runs every image of the annotation file through the model and scores all its det
 pycocotools' COCOeval, the evaluation tools/test.py runs through mmdet. Prints AP, AP50, AP75 and
 the median time of the runtime call per image, naming the processor.
 """
+
 import argparse
 import json
 import sys
@@ -32,9 +33,11 @@ def main(argv=None) -> None:
             raise FileNotFoundError(f'no such file or folder: {path}')
     result = evaluate_onnx(args.model, args.ann, args.img_dir, args.runtime, args.threads)
     result.update(model=args.model, cpu=cpu_info().describe())
-    print(f"{args.model} ({result['precision']}) in {args.runtime} on {result['cpu']}: "
-          f"AP {result['bbox_mAP']:.3f}, AP50 {result['bbox_mAP_50']:.3f}, AP75 {result['bbox_mAP_75']:.3f} "
-          f"over {result['images']} images, median {result['latency_ms']:.1f} ms per image")
+    print(
+        f'{args.model} ({result["precision"]}) in {args.runtime} on {result["cpu"]}: '
+        f'AP {result["bbox_mAP"]:.3f}, AP50 {result["bbox_mAP_50"]:.3f}, AP75 {result["bbox_mAP_75"]:.3f} '
+        f'over {result["images"]} images, median {result["latency_ms"]:.1f} ms per image'
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))

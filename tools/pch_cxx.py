@@ -15,6 +15,7 @@ flags that matter agree, and otherwise parses the header as text (``-Winvalid-pc
 log), so the objects are the same either way. If the precompiled header cannot be built, the file
 is compiled without it.
 """
+
 import fcntl
 import hashlib
 import os
@@ -75,8 +76,9 @@ def precompiled(cxx: str, flags: List[str], header: Path, root: Path) -> Optiona
         if not gch.exists():
             stub.write_text(f'#include "{header.resolve()}"\n')
             tmp = folder / (HEADER + '.gch.tmp')
-            proc = subprocess.run([cxx, *flags, '-x', 'c++-header', str(stub), '-o', str(tmp)],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [cxx, *flags, '-x', 'c++-header', str(stub), '-o', str(tmp)], capture_output=True, text=True
+            )
             if proc.returncode:
                 (folder / 'failed').write_text(proc.stderr)
                 print(f'pch_cxx: no precompiled header ({folder / "failed"}); compiling without it', file=sys.stderr)

@@ -10,6 +10,7 @@ deformable attention's sampling projection stay fp32 by default (``--keep-fp32``
 has the accuracy and speed of each choice). INT8 is fast only on CPUs with int8 dot products
 (AVX-512 VNNI, AVX-VNNI, AMX, Arm i8mm); the tool says which this CPU is.
 """
+
 import argparse
 import sys
 import time
@@ -26,11 +27,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('model', help='fp32 .onnx file written by tools/export.py')
     parser.add_argument('--calib', required=True, help='folder of calibration images (e.g. the training set)')
     parser.add_argument('--out', required=True, help='the INT8 .onnx file to write')
-    parser.add_argument('--num-images', type=int, default=32,
-                        help='calibration images: the first N, sorted (default 32)')
-    parser.add_argument('--keep-fp32', nargs='+', default=list(DEFAULT_KEEP), metavar='GROUP',
-                        help=f"matmul groups left in fp32: {', '.join(KEEP_FP32)} or none "
-                             f"(default: {' '.join(DEFAULT_KEEP)})")
+    parser.add_argument(
+        '--num-images', type=int, default=32, help='calibration images: the first N, sorted (default 32)'
+    )
+    parser.add_argument(
+        '--keep-fp32',
+        nargs='+',
+        default=list(DEFAULT_KEEP),
+        metavar='GROUP',
+        help=f'matmul groups left in fp32: {", ".join(KEEP_FP32)} or none (default: {" ".join(DEFAULT_KEEP)})',
+    )
     return parser.parse_args(argv)
 
 
@@ -43,17 +49,21 @@ def main(argv=None) -> None:
     if Path(args.out).resolve() == Path(args.model).resolve():
         raise PitDetError(f'--out {args.out} is the fp32 model itself: write the INT8 model to another file')
     found = image_files(Path(args.calib))
-    images = found[:args.num_images]
+    images = found[: args.num_images]
     if len(images) < args.num_images:
-        print(f'calibrating on {len(images)} images: {args.calib} has only {len(found)} (asked for {args.num_images})',
-              flush=True)
+        print(
+            f'calibrating on {len(images)} images: {args.calib} has only {len(found)} (asked for {args.num_images})',
+            flush=True,
+        )
     keep = [] if args.keep_fp32 == ['none'] else args.keep_fp32
     print(cpu_info().int8_note(), flush=True)
     start = time.perf_counter()
     info = quantize(args.model, args.out, calibration_inputs(images, model_info(args.model)), keep)
     kept = ', '.join(f'{KEEP_FP32[g]} ({n} matmuls)' for g, n in info['fp32_groups'].items()) or 'nothing'
-    print(f'wrote {args.out}: INT8, calibrated on {len(images)} images from {args.calib} in '
-          f'{time.perf_counter() - start:.0f} s; kept in fp32: {kept}')
+    print(
+        f'wrote {args.out}: INT8, calibrated on {len(images)} images from {args.calib} in '
+        f'{time.perf_counter() - start:.0f} s; kept in fp32: {kept}'
+    )
 
 
 if __name__ == '__main__':

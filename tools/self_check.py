@@ -2,6 +2,7 @@
 pit-det's C++ kernel built (first run: 20 to 45 s on 2 cores, then cached) and equal to mmcv's, and with a CUDA
 GPU, the GPU kernel (mmcv's CUDA one, or pit-det's Triton one where mmcv has no CUDA ops) equal to
 the CPU result."""
+
 import time
 import warnings
 
@@ -23,22 +24,27 @@ def check_cuda_ops(attn, inputs: dict, expected: torch.Tensor, device: str = 'cu
 
     from pit_det.models import msda_impl_as
     from pit_det.ops import cuda_kernel
+
     kernel = cuda_kernel()
     gpu = {k: v.to(device) for k, v in inputs.items()}
     try:
         with msda_impl_as(attn, 'stock' if kernel == 'mmcv' else 'triton'):
             out = attn.to(device)(**gpu).cpu()
     except Exception as err:
-        raise SetupError(f'deformable attention failed on {torch.cuda.get_device_name()} in the {kernel} kernel: '
-                         f'{err}') from err
+        raise SetupError(
+            f'deformable attention failed on {torch.cuda.get_device_name()} in the {kernel} kernel: {err}'
+        ) from err
     finally:
         attn.cpu()
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     if kernel == 'mmcv':
-        return (f'CUDA ops (built for CUDA {get_compiling_cuda_version()}) equal to CPU on '
-                f'{torch.cuda.get_device_name()}')
-    return (f'Triton kernel equal to CPU on {torch.cuda.get_device_name()} (mmcv has no CUDA ops; '
-            "for mmcv's CUDA kernel, install nvcc and run the set-up again)")
+        return (
+            f'CUDA ops (built for CUDA {get_compiling_cuda_version()}) equal to CPU on {torch.cuda.get_device_name()}'
+        )
+    return (
+        f'Triton kernel equal to CPU on {torch.cuda.get_device_name()} (mmcv has no CUDA ops; '
+        "for mmcv's CUDA kernel, install nvcc and run the set-up again)"
+    )
 
 
 def main() -> None:
@@ -47,6 +53,7 @@ def main() -> None:
     import mmcv.ops  # noqa: F401  compiled ops must import, not mmcv-lite
     import mmdet
     import mmengine
+
     with warnings.catch_warnings():  # its deprecation notice is setuptools', not an action for the user
         warnings.simplefilter('ignore')
         import pkg_resources  # noqa: F401  mmengine imports it at run time (needs setuptools < 81)
@@ -70,17 +77,18 @@ def main() -> None:
     cuda = check_cuda_ops(attn, inputs, out)
 
     from pit_det.models import set_msda_impl
+
     set_msda_impl(attn, 'fast')  # compiles the kernel now rather than inside the first training run
     fast = attn(**inputs)
     torch.testing.assert_close(fast, out, atol=1e-5, rtol=1e-5)
     print(
-        f"self-check OK in {time.time() - t0:.1f}s: torch {torch.__version__}, torchvision {torchvision.__version__}, "
-        f"mmcv {mmcv.__version__} (ops), mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, "
-        f"timm {timm.__version__}, pit_det {pit_det.__version__} (C++ deformable attention kernel built); {cuda}"
+        f'self-check OK in {time.time() - t0:.1f}s: torch {torch.__version__}, torchvision {torchvision.__version__}, '
+        f'mmcv {mmcv.__version__} (ops), mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, '
+        f'timm {timm.__version__}, pit_det {pit_det.__version__} (C++ deformable attention kernel built); {cuda}'
     )
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     try:
         main()
     except SetupError as err:

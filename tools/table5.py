@@ -8,6 +8,7 @@ A source is NAME=PATH (NAME one of r50, vit_s, vit_s_pyramid, pit_s) or a PATH w
 one; PATH is a work dir (its newest metrics.json) or a metrics.json. Missing cells say what is
 missing.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -23,8 +24,10 @@ def parse_sources(items) -> dict:
         key = name if sep else table5.detector_key(item)
         path = path if sep else item
         if key not in table5.NAMES:
-            raise PitDetError(f'{item}: cannot tell which detector this is; write NAME=PATH with NAME one of '
-                              f'{", ".join(table5.NAMES)}')
+            raise PitDetError(
+                f'{item}: cannot tell which detector this is; write NAME=PATH with NAME one of '
+                f'{", ".join(table5.NAMES)}'
+            )
         sources[key] = path
     return sources
 
@@ -35,8 +38,11 @@ def main(argv=None) -> int:
     parser.add_argument('--benchmark', help='tools/benchmark_latency.py JSON (params, latency)')
     parser.add_argument('--variant', help="benchmark row per detector, e.g. 'fast fp32' (default: fastest eager fp32)")
     parser.add_argument('--out', default='work_dirs/table5', help='writes OUT.md, OUT.csv and OUT.png')
-    parser.add_argument('--no-paper', action='store_true',
-                        help="no paper columns or deltas: for results not comparable with the paper's (toy set)")
+    parser.add_argument(
+        '--no-paper',
+        action='store_true',
+        help="no paper columns or deltas: for results not comparable with the paper's (toy set)",
+    )
     parser.add_argument('--note', help="what the results are, e.g. 'synthetic toy set, random initialisation'")
     args = parser.parse_args(argv)
     if args.benchmark and not Path(args.benchmark).is_file():

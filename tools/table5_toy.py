@@ -11,6 +11,7 @@ shows that every detector learns under the same recipe and how they compare ther
 latency of the toy detectors at 128 x 128) and table5.{md,csv,png}, and prints how long each
 training took on which processor.
 """
+
 import argparse
 import json
 import subprocess
@@ -56,27 +57,83 @@ def main(argv=None) -> None:
     make_toy_coco(ROOT / args.data_root)
     options = []
     if args.epochs:
-        options = ['--cfg-options', f'train_cfg.max_epochs={args.epochs}', f'train_cfg.val_interval={args.epochs}',
-                   f'param_scheduler.0.end={args.epochs}', f'param_scheduler.0.milestones=[{max(args.epochs - 1, 1)}]']
+        options = [
+            '--cfg-options',
+            f'train_cfg.max_epochs={args.epochs}',
+            f'train_cfg.val_interval={args.epochs}',
+            f'param_scheduler.0.end={args.epochs}',
+            f'param_scheduler.0.milestones=[{max(args.epochs - 1, 1)}]',
+        ]
     times = {}
     for name in args.detectors:
         out = work / name
         out.mkdir(exist_ok=True)
         print(f'[{name}] training from random weights', flush=True)
-        train_s = run([sys.executable, 'tools/train.py', config(name), '--work-dir', out, '--data-root',
-                       args.data_root, *options], out / 'train.log')
+        train_s = run(
+            [
+                sys.executable,
+                'tools/train.py',
+                config(name),
+                '--work-dir',
+                out,
+                '--data-root',
+                args.data_root,
+                *options,
+            ],
+            out / 'train.log',
+        )
         checkpoint = (out / 'last_checkpoint').read_text().strip()
-        test_s = run([sys.executable, 'tools/test.py', config(name), checkpoint, '--work-dir', out / 'test',
-                      '--out-dir', out, '--data-root', args.data_root], out / 'test.log')
+        test_s = run(
+            [
+                sys.executable,
+                'tools/test.py',
+                config(name),
+                checkpoint,
+                '--work-dir',
+                out / 'test',
+                '--out-dir',
+                out,
+                '--data-root',
+                args.data_root,
+            ],
+            out / 'test.log',
+        )
         ap = json.loads((out / 'metrics.json').read_text())['coco/bbox_mAP']
         times[name] = dict(train_s=train_s, test_s=test_s, ap=ap)
         print(f'[{name}] AP {ap:.3f}; training {train_s / 60:.1f} min, evaluation {test_s:.0f} s', flush=True)
     print('[benchmark] params and latency of the toy detectors', flush=True)
-    run([sys.executable, 'tools/benchmark_latency.py', *[config(n) for n in args.detectors], '--shape', '128', '128',
-         '--msda-impl', 'fast', '--iters', '20', '--out', work / 'benchmark.json'], work / 'benchmark.log')
-    run([sys.executable, 'tools/table5.py', *[f'{n}={work / n}' for n in args.detectors],
-         '--benchmark', work / 'benchmark.json', '--out', work / 'table5', '--no-paper',
-         '--note', 'synthetic toy set, random initialisation, one seed'], work / 'table5.log')
+    run(
+        [
+            sys.executable,
+            'tools/benchmark_latency.py',
+            *[config(n) for n in args.detectors],
+            '--shape',
+            '128',
+            '128',
+            '--msda-impl',
+            'fast',
+            '--iters',
+            '20',
+            '--out',
+            work / 'benchmark.json',
+        ],
+        work / 'benchmark.log',
+    )
+    run(
+        [
+            sys.executable,
+            'tools/table5.py',
+            *[f'{n}={work / n}' for n in args.detectors],
+            '--benchmark',
+            work / 'benchmark.json',
+            '--out',
+            work / 'table5',
+            '--no-paper',
+            '--note',
+            'synthetic toy set, random initialisation, one seed',
+        ],
+        work / 'table5.log',
+    )
     machine = f'{device_name(default_device())}, {torch.get_num_threads()} threads'
     (work / 'times.json').write_text(json.dumps(dict(machine=machine, runs=times), indent=2))
     print((work / 'table5.md').read_text())

@@ -7,6 +7,7 @@ runs the model under bfloat16 autocast.
 Example:
     python tools/test.py configs/deformable_detr_pit_s.py work_dirs/deformable_detr_pit_s/epoch_50.pth
 """
+
 import argparse
 import json
 import os
@@ -32,9 +33,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--data-root', help='COCO-layout data root overriding the config')
     parser.add_argument('--show-dir', help='draw detections into this folder (under the work dir)')
     parser.add_argument('--score-thr', type=float, default=0.3, help='score threshold for --show-dir')
-    parser.add_argument('--bf16', action='store_true',
-                        help='run the model under bfloat16 autocast (GPUs with bf16, CPUs with native bf16 '
-                        'instructions; refused elsewhere); data and metrics stay as they are')
+    parser.add_argument(
+        '--bf16',
+        action='store_true',
+        help='run the model under bfloat16 autocast (GPUs with bf16, CPUs with native bf16 '
+        'instructions; refused elsewhere); data and metrics stay as they are',
+    )
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)

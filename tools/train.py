@@ -6,6 +6,7 @@ Examples:
     python tools/train.py configs/deformable_detr_pit_s.py --resume work_dirs/x/epoch_20.pth
     bash tools/dist_train.sh configs/deformable_detr_pit_s.py 8               # torchrun, 8 GPUs
 """
+
 import argparse
 import os
 import sys
@@ -27,14 +28,26 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/<config name>)')
     parser.add_argument('--data-root', help='COCO-layout data root overriding the config')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
-    parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale lr linearly to the actual total batch (base: auto_scale_lr.base_batch_size)')
-    parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from PATH, or from the latest checkpoint in the work dir if no PATH')
-    parser.add_argument('--validate-first', action='store_true',
-                        help='validate the initial model before training (metrics_before_train.json)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. train_cfg.max_epochs=12')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale lr linearly to the actual total batch (base: auto_scale_lr.base_batch_size)',
+    )
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from PATH, or from the latest checkpoint in the work dir if no PATH',
+    )
+    parser.add_argument(
+        '--validate-first',
+        action='store_true',
+        help='validate the initial model before training (metrics_before_train.json)',
+    )
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, help='override config entries, e.g. train_cfg.max_epochs=12'
+    )
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -46,8 +59,10 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config, args.launcher, args.cfg_options, args.data_root, args.work_dir)
     if args.amp:
         if not torch.cuda.is_available():  # AmpOptimWrapper asserts a GPU (mmengine 0.10.7)
-            raise PitDetError(f"--amp: mmengine's AmpOptimWrapper trains in mixed precision on GPUs only. On CPU, "
-                              f'train in fp32: {without_low_precision(sys.argv)}')
+            raise PitDetError(
+                f"--amp: mmengine's AmpOptimWrapper trains in mixed precision on GPUs only. On CPU, "
+                f'train in fp32: {without_low_precision(sys.argv)}'
+            )
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:

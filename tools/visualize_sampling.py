@@ -15,6 +15,7 @@ DIR/sampling.png, the detectors side by side (tools/analyze_attention.py does th
 backbones). The locations are recorded from the deformable attention modules as they run
 (pit_det.models.record_sampling); nothing of the computation changes.
 """
+
 import argparse
 import json
 import sys
@@ -45,12 +46,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('images', help='an image or a folder of images')
-    parser.add_argument('--compare', nargs=2, action='append', default=[], metavar=('CONFIG', 'CHECKPOINT'),
-                        help='another detector, side by side (repeatable)')
+    parser.add_argument(
+        '--compare',
+        nargs=2,
+        action='append',
+        default=[],
+        metavar=('CONFIG', 'CHECKPOINT'),
+        help='another detector, side by side (repeatable)',
+    )
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--top', type=int, default=3, help='detections drawn per image (default 3)')
-    parser.add_argument('--token', nargs=2, type=float, metavar=('X', 'Y'),
-                        help='encoder token to draw, in image pixels (default: the best detection\'s centre)')
+    parser.add_argument(
+        '--token',
+        nargs=2,
+        type=float,
+        metavar=('X', 'Y'),
+        help="encoder token to draw, in image pixels (default: the best detection's centre)",
+    )
     parser.add_argument('--num-images', type=int, default=16, help='images for the statistics (default 16)')
     parser.add_argument('--draw', type=int, default=2, help='images drawn per detector (default 2)')
     return parser.parse_args(argv)
@@ -84,10 +96,18 @@ def encoder_token(record: dict, input_hw: Tuple[int, int], xy_input: Tuple[float
     return row * W_l + col
 
 
-def draw_query(ax, image_rgb: np.ndarray, record: dict, query: int, to_image: np.ndarray, title: str,
-               box: Optional[np.ndarray] = None) -> None:
+def draw_query(
+    ax,
+    image_rgb: np.ndarray,
+    record: dict,
+    query: int,
+    to_image: np.ndarray,
+    title: str,
+    box: Optional[np.ndarray] = None,
+) -> None:
     """One panel: every head's samples of ``query`` over the image, coloured by level, sized by weight."""
     import matplotlib.patches as patches
+
     ax.imshow(image_rgb)
     loc = record['sampling_locations'][0, query]  # (M, L, P, 2)
     weight = record['attention_weights'][0, query]  # (M, L, P)
@@ -95,8 +115,15 @@ def draw_query(ax, image_rgb: np.ndarray, record: dict, query: int, to_image: np
     for level in range(levels):
         xy = loc[:, level].reshape(-1, 2).numpy() * to_image
         w = weight[:, level].reshape(-1).numpy()
-        ax.scatter(xy[:, 0], xy[:, 1], s=8 + 400 * w / max(weight.max().item(), 1e-6), alpha=0.6,
-                   color=f'C{level}', edgecolors='none', label=f'level {level}')
+        ax.scatter(
+            xy[:, 0],
+            xy[:, 1],
+            s=8 + 400 * w / max(weight.max().item(), 1e-6),
+            alpha=0.6,
+            color=f'C{level}',
+            edgecolors='none',
+            label=f'level {level}',
+        )
     ref = sampling_stats.reference_centres(record)[0, query, 0].numpy() * to_image
     ax.scatter([ref[0]], [ref[1]], marker='x', s=60, color='black', linewidths=2)
     if box is not None:
@@ -110,8 +137,10 @@ def draw_query(ax, image_rgb: np.ndarray, record: dict, query: int, to_image: np
 
 def draw(detector: Detector, path: Path, result, top: int, token_xy: Optional[Tuple[float, float]], out: Path) -> None:
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     logits, boxes, records, (H, W), scale = result
     encoder = [r for r in records if r['module'].startswith('encoder')][-1]
     decoder = [r for r in records if r['module'].startswith('decoder')][-1]
@@ -140,16 +169,19 @@ def mean_over_images(per_image: List[Dict[str, Dict[str, list]]]) -> Dict[str, D
     """Element-wise mean of :func:`pit_det.sampling_stats.summarize` results."""
     out = {}
     for part in per_image[0]:
-        out[part] = {key: np.mean([np.asarray(s[part][key]) for s in per_image], axis=0).tolist()
-                     for key in per_image[0][part]}
+        out[part] = {
+            key: np.mean([np.asarray(s[part][key]) for s in per_image], axis=0).tolist() for key in per_image[0][part]
+        }
     return out
 
 
 def plot_statistics(results: Dict[str, dict], path: Path) -> None:
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     names = list(results)
     width = 0.8 / len(names)
@@ -189,7 +221,7 @@ def main(argv=None) -> None:
     results = {}
     for detector in detectors:
         per_image = []
-        for i, path in enumerate(files[:max(args.num_images, args.draw)]):
+        for i, path in enumerate(files[: max(args.num_images, args.draw)]):
             if cv2.imread(str(path), cv2.IMREAD_COLOR) is None:
                 raise PitDetError(f'cannot read image {path}')
             result = detector.run(path)
@@ -199,10 +231,17 @@ def main(argv=None) -> None:
                 per_image.append(sampling_stats.summarize(result[2], result[3]))
         results[detector.name] = mean_over_images(per_image)
         dec = results[detector.name]['decoder']
-        print(f"{detector.name}: decoder weight per level {np.round(np.mean(dec['level_mass'], 0), 3).tolist()}, "
-              f"mean distance {np.mean(dec['distance_px_all']):.1f} px", flush=True)
-    meta = dict(detectors={d.name: c for d, (c, _) in zip(detectors, [(args.config, args.checkpoint), *args.compare])},
-                num_images=min(len(files), args.num_images), images=str(args.images), cpu=cpu_info().describe())
+        print(
+            f'{detector.name}: decoder weight per level {np.round(np.mean(dec["level_mass"], 0), 3).tolist()}, '
+            f'mean distance {np.mean(dec["distance_px_all"]):.1f} px',
+            flush=True,
+        )
+    meta = dict(
+        detectors={d.name: c for d, (c, _) in zip(detectors, [(args.config, args.checkpoint), *args.compare])},
+        num_images=min(len(files), args.num_images),
+        images=str(args.images),
+        cpu=cpu_info().describe(),
+    )
     (out / 'sampling.json').write_text(json.dumps(dict(meta=meta, results=results), indent=2))
     plot_statistics(results, out / 'sampling.png')
     print(f'written: {out}/sampling.json, sampling.png and the drawings')

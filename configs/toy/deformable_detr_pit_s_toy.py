@@ -31,9 +31,12 @@ model = dict(
     num_queries=50,
     backbone=dict(init_cfg=None),
     encoder=dict(num_layers=3, layer_cfg=dict(self_attn_cfg=dict(dropout=0.0), ffn_cfg=dict(ffn_drop=0.0))),
-    decoder=dict(num_layers=3, layer_cfg=dict(self_attn_cfg=dict(dropout=0.0), cross_attn_cfg=dict(dropout=0.0),
-                                              ffn_cfg=dict(ffn_drop=0.0))),
-    bbox_head=dict(num_classes=3))
+    decoder=dict(
+        num_layers=3,
+        layer_cfg=dict(self_attn_cfg=dict(dropout=0.0), cross_attn_cfg=dict(dropout=0.0), ffn_cfg=dict(ffn_drop=0.0)),
+    ),
+    bbox_head=dict(num_classes=3),
+)
 
 train_pipeline = [
     dict(type='SafeLoadImageFromFile', on_failure='skip', backend_args=None),
@@ -54,12 +57,14 @@ train_dataloader = dict(
     batch_size=4,
     num_workers=0,  # 2 CPU cores: loading tiny PNGs inline is cheaper than a worker process
     persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline),
+)
 val_dataloader = dict(
     batch_size=4,
     num_workers=0,  # 2 CPU cores: loading tiny PNGs inline is cheaper than a worker process
     persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline),
+)
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator

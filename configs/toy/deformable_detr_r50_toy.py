@@ -19,5 +19,7 @@ model = dict(
         norm_cfg=dict(type='BN', requires_grad=True),  # mmdet: requires_grad=False
         norm_eval=False,  # mmdet: True
         style='pytorch',
-        init_cfg=None),
-    neck=dict(in_channels=[512, 1024, 2048]))
+        init_cfg=None,
+    ),
+    neck=dict(in_channels=[512, 1024, 2048]),
+)

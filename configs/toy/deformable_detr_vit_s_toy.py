@@ -9,5 +9,7 @@ model = dict(
         type='ViT',
         arch='s',
         out_indices=(1, 7, 11),  # layers 2, 8 and 12
-        init_cfg=None),
-    neck=dict(in_channels=[384, 384, 384]))
+        init_cfg=None,
+    ),
+    neck=dict(in_channels=[384, 384, 384]),
+)

@@ -11,6 +11,7 @@ fp32 values (it dispatches fp32, fp64 and fp16, no bf16).
 Latencies are per call from Python, each call synchronised: the dispatcher's Python (for the
 dispatcher's names) is in them, and at 300 queries a call is near the cost of a launch.
 """
+
 import math
 import os
 from pathlib import Path
@@ -32,9 +33,9 @@ DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 # row may show. fp32: 3.0e-6 to 3.9e-6 measured (C++ kernel on CPU; every kernel on an H200 at 300
 # queries); 1e-5 is 84 fp32 ulps. bf16: the output is rounded once to bf16, half a unit in the last
 # place (2^-8) on a GPU, a whole one (2^-7) in Triton's interpreter, which truncates.
-TOLERANCE = {'fp32': 1e-5, 'bf16': 2 ** -7}
+TOLERANCE = {'fp32': 1e-5, 'bf16': 2**-7}
 
-_BINDING = r'''
+_BINDING = r"""
 #include <torch/extension.h>
 // Defined in mmcv/ops/csrc/pytorch/cuda/ms_deform_attn_cuda.cu (mmcv 2.1.0), compiled beside this file.
 at::Tensor ms_deform_attn_cuda_forward(const at::Tensor &value, const at::Tensor &spatial_shapes,
@@ -49,7 +50,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &ms_deform_attn_cuda_forward);
   m.def("backward", &ms_deform_attn_cuda_backward);
 }
-'''
+"""
 
 
 def build_mmcv_cuda_kernel(build_dir: Optional[Path] = None):
@@ -63,6 +64,7 @@ def build_mmcv_cuda_kernel(build_dir: Optional[Path] = None):
     """
     import mmcv
     from torch.utils import cpp_extension
+
     if not torch.cuda.is_available():
         raise RuntimeError("mmcv's CUDA kernel needs a CUDA GPU")
     if cpp_extension.CUDA_HOME is None:
@@ -78,9 +80,14 @@ def build_mmcv_cuda_kernel(build_dir: Optional[Path] = None):
     binding = build_dir / 'binding.cpp'
     if not binding.is_file() or binding.read_text() != _BINDING:  # unchanged: ninja need not rebuild
         binding.write_text(_BINDING)
-    return cpp_extension.load(name=name, sources=[str(binding), str(source)],
-                              extra_include_paths=[str(csrc / 'common'), str(csrc / 'common' / 'cuda')],
-                              extra_cuda_cflags=['-O3'], build_directory=str(build_dir), verbose=False)
+    return cpp_extension.load(
+        name=name,
+        sources=[str(binding), str(source)],
+        extra_include_paths=[str(csrc / 'common'), str(csrc / 'common' / 'cuda')],
+        extra_cuda_cflags=['-O3'],
+        build_directory=str(build_dir),
+        verbose=False,
+    )
 
 
 class _MmcvSourceKernel(torch.autograd.Function):
@@ -100,8 +107,16 @@ class _MmcvSourceKernel(torch.autograd.Function):
         return None, grads[0], None, None, grads[1], grads[2], None
 
 
-def make_inputs(levels: Sequence[Tuple[int, int]], batch: int, queries: int, heads: int = 8, points: int = 4,
-                channels: int = 32, device: str = 'cpu', seed: int = 0) -> List[torch.Tensor]:
+def make_inputs(
+    levels: Sequence[Tuple[int, int]],
+    batch: int,
+    queries: int,
+    heads: int = 8,
+    points: int = 4,
+    channels: int = 32,
+    device: str = 'cpu',
+    seed: int = 0,
+) -> List[torch.Tensor]:
     """fp32 (value, spatial_shapes, level_start_index, sampling_locations, attention_weights) on
     ``device``; weights softmaxed over each query's levels and points.
 
@@ -127,13 +142,15 @@ def make_inputs(levels: Sequence[Tuple[int, int]], batch: int, queries: int, hea
 def kernel_fn(name: str, module=None) -> Callable:
     """``fn(value, shapes, starts, loc, attn) -> (B, Q, M * D)`` for a kernel name."""
     if name == MMCV_SOURCE:
-        return lambda v, s, i, loc, a: _MmcvSourceKernel.apply(module, v.contiguous(), s, i, loc.contiguous(),
-                                                             a.contiguous(), 64)
+        return lambda v, s, i, loc, a: _MmcvSourceKernel.apply(
+            module, v.contiguous(), s, i, loc.contiguous(), a.contiguous(), 64
+        )
     return lambda v, s, i, loc, a: multi_scale_deformable_attn(v, s, i, loc, a, impl=name)
 
 
-def forward_backward(fn: Callable, value: torch.Tensor, loc: torch.Tensor, attn: torch.Tensor,
-                     grad: torch.Tensor) -> List[torch.Tensor]:
+def forward_backward(
+    fn: Callable, value: torch.Tensor, loc: torch.Tensor, attn: torch.Tensor, grad: torch.Tensor
+) -> List[torch.Tensor]:
     """``fn(value, loc, attn)`` and the gradients of (value, loc, attn) for output gradient ``grad``."""
     leaves = [t.detach().requires_grad_() for t in (value, loc, attn)]
     out = fn(*leaves)
@@ -147,8 +164,15 @@ def max_rel_diff(a: torch.Tensor, ref: torch.Tensor) -> float:
     return ((a.double() - ref).abs().max() / ref.abs().max()).item()
 
 
-def check_and_time(fn: Callable, inputs: List[torch.Tensor], dtype: torch.dtype, device: str, warmup: int,
-                   iters: int, reference: Optional[List[torch.Tensor]] = None) -> Dict[str, object]:
+def check_and_time(
+    fn: Callable,
+    inputs: List[torch.Tensor],
+    dtype: torch.dtype,
+    device: str,
+    warmup: int,
+    iters: int,
+    reference: Optional[List[torch.Tensor]] = None,
+) -> Dict[str, object]:
     """Output and value / location / weight gradients against ``reference`` (:func:`max_rel_diff`),
     then the forward and forward + backward latency."""
     value, shapes, starts, loc, attn = inputs
@@ -161,8 +185,10 @@ def check_and_time(fn: Callable, inputs: List[torch.Tensor], dtype: torch.dtype,
 
     row: Dict[str, object] = {}
     if reference is not None:
-        row['max_rel_diff'] = {name: max_rel_diff(a, r) for name, a, r in
-                               zip(('output', 'value grad', 'location grad', 'weight grad'), fwd_bwd(), reference)}
+        row['max_rel_diff'] = {
+            name: max_rel_diff(a, r)
+            for name, a, r in zip(('output', 'value grad', 'location grad', 'weight grad'), fwd_bwd(), reference)
+        }
     with torch.no_grad():
         row['forward'] = summarize(time_calls(lambda: fn(value, shapes, starts, loc, attn), warmup, iters, device))
     row['forward_backward'] = summarize(time_calls(fwd_bwd, warmup, iters, device))
@@ -180,9 +206,17 @@ def reference(inputs: List[torch.Tensor], device: str) -> List[torch.Tensor]:
     return [out.detach(), *(t.grad for t in leaves)]
 
 
-def compare_kernels(kernels: Sequence[str], dtypes: Sequence[str], cases: Dict[str, int], device: str,
-                    levels: Sequence[Tuple[int, int]] = PIT_S_LEVELS, batch: int = 2, warmup: int = 10,
-                    iters: int = 50, mmcv_build_dir: Optional[Path] = None) -> List[Dict[str, object]]:
+def compare_kernels(
+    kernels: Sequence[str],
+    dtypes: Sequence[str],
+    cases: Dict[str, int],
+    device: str,
+    levels: Sequence[Tuple[int, int]] = PIT_S_LEVELS,
+    batch: int = 2,
+    warmup: int = 10,
+    iters: int = 50,
+    mmcv_build_dir: Optional[Path] = None,
+) -> List[Dict[str, object]]:
     """One row per case (name -> queries) x kernel x precision: errors against fp64 and latencies.
     A kernel that cannot run (mmcv's CUDA kernel without nvcc; bf16 for it) gets a row with its
     error instead, and so does one further from the reference than ``TOLERANCE``."""
@@ -202,8 +236,9 @@ def compare_kernels(kernels: Sequence[str], dtypes: Sequence[str], cases: Dict[s
                     rows.append(dict(row, error=build_error or "mmcv's CUDA kernel takes no bf16 values"))
                     continue
                 try:
-                    row.update(check_and_time(kernel_fn(name, module), inputs, DTYPES[dtype], device, warmup, iters,
-                                              ref))
+                    row.update(
+                        check_and_time(kernel_fn(name, module), inputs, DTYPES[dtype], device, warmup, iters, ref)
+                    )
                 except Exception as err:
                     row['error'] = f'{type(err).__name__}: {err}'
                 rows.append(row)
@@ -212,7 +247,7 @@ def compare_kernels(kernels: Sequence[str], dtypes: Sequence[str], cases: Dict[s
             continue
         worst = max(row['max_rel_diff'].values())
         if not worst <= TOLERANCE[row['dtype']]:  # NaN fails too
-            row['error'] = f"{worst:.1e} from the fp64 reference (tolerance {TOLERANCE[row['dtype']]:.1e})"
+            row['error'] = f'{worst:.1e} from the fp64 reference (tolerance {TOLERANCE[row["dtype"]]:.1e})'
         elif not math.isfinite(row['forward']['median_ms']):
             row['error'] = 'no finite latency'
     return rows

@@ -12,6 +12,7 @@ Conventions:
 * Efficiency is FLOPs / latency against the measured rate of a large matmul on the same device,
   dtype and threads: how far the model is from the hardware's practical limit.
 """
+
 import platform
 import statistics
 import time
@@ -55,8 +56,9 @@ def autocast(device: str, dtype: str):
     return torch.autocast(device_type=device.split(':')[0], dtype=DTYPES[dtype])
 
 
-def time_calls(fn: Callable[[], object], warmup: int, iters: int, device: str,
-               progress: Optional[Callable[[], None]] = None) -> List[float]:
+def time_calls(
+    fn: Callable[[], object], warmup: int, iters: int, device: str, progress: Optional[Callable[[], None]] = None
+) -> List[float]:
     """Seconds per call of ``fn`` over ``iters`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
@@ -77,8 +79,7 @@ def summarize(times: List[float]) -> Dict[str, float]:
     ms = sorted(t * 1e3 for t in times)
     p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
     median = statistics.median(ms)
-    return dict(median_ms=median, p90_ms=p90, mean_ms=statistics.fmean(ms), images_per_s=1e3 / median,
-                iters=len(ms))
+    return dict(median_ms=median, p90_ms=p90, mean_ms=statistics.fmean(ms), images_per_s=1e3 / median, iters=len(ms))
 
 
 @contextmanager
@@ -110,6 +111,7 @@ def peak_memory(device: str) -> Iterator[dict]:
         result['peak_kind'] = 'process peak RSS (VmHWM, reset before the run)'
     else:
         import resource
+
         scale = 1 if platform.system() == 'Darwin' else 1024  # bytes on macOS, KiB on Linux
         result['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
         result['peak_kind'] = 'process peak RSS since start (ru_maxrss)'
@@ -124,6 +126,7 @@ def keep_freed_memory() -> bool:
     Process-wide; returns False where it does not apply (not glibc).
     """
     import ctypes
+
     try:
         libc = ctypes.CDLL('libc.so.6')
     except OSError:
@@ -144,11 +147,15 @@ def _msda_counter(model: nn.Module) -> Iterator[List[int]]:
     def hook(module, args, kwargs, output):
         query = kwargs.get('query', args[0] if args else None)
         batch, queries = (query.shape[0], query.shape[1]) if module.batch_first else (query.shape[1], query.shape[0])
-        counts.append(msda_flops(queries, module.num_heads, module.num_levels, module.num_points,
-                                 module.embed_dims, batch))
+        counts.append(
+            msda_flops(queries, module.num_heads, module.num_levels, module.num_points, module.embed_dims, batch)
+        )
 
-    handles = [m.register_forward_hook(hook, with_kwargs=True)
-               for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
+    handles = [
+        m.register_forward_hook(hook, with_kwargs=True)
+        for m in model.modules()
+        if isinstance(m, MultiScaleDeformableAttention)
+    ]
     try:
         yield counts
     finally:
@@ -170,8 +177,11 @@ def count_flops(model: nn.Module, fn: Callable[[], object]) -> Dict[str, float]:
     requires_grad = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)  # the counter's module tracker wants no autograd under no_grad
     try:
-        with torch.no_grad(), _msda_counter(model) as msda, \
-                FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        with (
+            torch.no_grad(),
+            _msda_counter(model) as msda,
+            FlopCounterMode(display=False, custom_mapping=mapping) as counter,
+        ):
             fn()
     finally:
         for p, flag in zip(model.parameters(), requires_grad):
@@ -181,8 +191,9 @@ def count_flops(model: nn.Module, fn: Callable[[], object]) -> Dict[str, float]:
 
 
 def count_params(model: nn.Module) -> Dict[str, int]:
-    return dict(total=sum(p.numel() for p in model.parameters()),
-                backbone=sum(p.numel() for p in model.backbone.parameters()))
+    return dict(
+        total=sum(p.numel() for p in model.parameters()), backbone=sum(p.numel() for p in model.backbone.parameters())
+    )
 
 
 def matmul_rate(device: str, dtype: str = 'fp32', size: int = 2048, iters: int = 10) -> float:
@@ -200,8 +211,11 @@ def detections(result) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def compare_detections(a, b) -> Dict[str, float]:
     """Largest box (pixels) and score differences of two ``detections`` results, same order."""
-    return dict(max_box_diff=(a[0] - b[0]).abs().max().item(), max_score_diff=(a[1] - b[1]).abs().max().item(),
-                labels_equal=bool(torch.equal(a[2], b[2])))
+    return dict(
+        max_box_diff=(a[0] - b[0]).abs().max().item(),
+        max_score_diff=(a[1] - b[1]).abs().max().item(),
+        labels_equal=bool(torch.equal(a[2], b[2])),
+    )
 
 
 def environment(device: str) -> Dict[str, object]:
@@ -212,12 +226,24 @@ def environment(device: str) -> Dict[str, object]:
     """
     import mmcv
     import mmdet
+
     cpu = cpu_info()
-    info = dict(device=device, torch=torch.__version__, mmcv=mmcv.__version__, mmdet=mmdet.__version__,
-                onnxruntime=_version('onnxruntime'), openvino=_version('openvino'),
-                threads=torch.get_num_threads(), cpu=cpu.model, cpu_isa=cpu.isa, cpu_cores=cpu.cores,
-                cpu_native_bf16=cpu.native('bf16'), cpu_native_fp16=cpu.native('fp16'),
-                python=platform.python_version(), date=time.strftime('%Y-%m-%d %H:%M %Z'))
+    info = dict(
+        device=device,
+        torch=torch.__version__,
+        mmcv=mmcv.__version__,
+        mmdet=mmdet.__version__,
+        onnxruntime=_version('onnxruntime'),
+        openvino=_version('openvino'),
+        threads=torch.get_num_threads(),
+        cpu=cpu.model,
+        cpu_isa=cpu.isa,
+        cpu_cores=cpu.cores,
+        cpu_native_bf16=cpu.native('bf16'),
+        cpu_native_fp16=cpu.native('fp16'),
+        python=platform.python_version(),
+        date=time.strftime('%Y-%m-%d %H:%M %Z'),
+    )
     if device.startswith('cuda'):
         info['gpu'] = torch.cuda.get_device_name()
         info['cuda'] = torch.version.cuda
@@ -228,18 +254,21 @@ def environment(device: str) -> Dict[str, object]:
 
 def describe_environment(env: Dict[str, object]) -> str:
     """One header line naming the hardware and versions of ``environment(...)``."""
-    cpu = (f"{env['cpu']} ({env['cpu_isa']}, {'native' if env['cpu_native_bf16'] else 'no native'} bf16, "
-           f"{env['cpu_cores']} cores)")
-    where = f"{env['gpu']}, host {cpu}" if env.get('gpu') else cpu
+    cpu = (
+        f'{env["cpu"]} ({env["cpu_isa"]}, {"native" if env["cpu_native_bf16"] else "no native"} bf16, '
+        f'{env["cpu_cores"]} cores)'
+    )
+    where = f'{env["gpu"]}, host {cpu}' if env.get('gpu') else cpu
     names = {k: f'{k} {env[k]}' for k in ('torch', 'cuda', 'mmcv', 'onnxruntime', 'openvino') if env.get(k)}
     if 'mmcv_cuda_ops' in env:
-        names['mmcv'] += f" ({'with' if env['mmcv_cuda_ops'] else 'without'} CUDA ops)"
+        names['mmcv'] += f' ({"with" if env["mmcv_cuda_ops"] else "without"} CUDA ops)'
     versions = ', '.join(names.values())
-    return f"{env['device']}: {where}; {env['threads']} threads; {versions}"
+    return f'{env["device"]}: {where}; {env["threads"]} threads; {versions}'
 
 
 def _version(package: str) -> Optional[str]:
     from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version(package)
     except PackageNotFoundError:

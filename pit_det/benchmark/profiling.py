@@ -19,6 +19,7 @@ A stage's time runs from a marker at its entry to one at its exit: CUDA events o
 stream's time between them: no synchronisation is added, and for a launch-bound model it is the
 host's time), ``perf_counter`` on CPU. What lies between stages is ``other``.
 """
+
 import functools
 import statistics
 import time
@@ -33,10 +34,16 @@ from .measure import synchronize
 
 STAGES = ('preprocess', 'backbone', 'neck + encoder', 'proposals', 'decoder', 'head + post-processing')
 # Where each stage runs: (stage, the detector's submodule holding the method ('' for the detector), method).
-STAGE_CALLS = (('preprocess', 'data_preprocessor', 'forward'), ('backbone', 'backbone', 'forward'),
-               ('neck + encoder', 'neck', 'forward'), ('neck + encoder', '', 'pre_transformer'),
-               ('neck + encoder', '', 'forward_encoder'), ('proposals', '', 'pre_decoder'),
-               ('decoder', '', 'forward_decoder'), ('head + post-processing', 'bbox_head', 'predict'))
+STAGE_CALLS = (
+    ('preprocess', 'data_preprocessor', 'forward'),
+    ('backbone', 'backbone', 'forward'),
+    ('neck + encoder', 'neck', 'forward'),
+    ('neck + encoder', '', 'pre_transformer'),
+    ('neck + encoder', '', 'forward_encoder'),
+    ('proposals', '', 'pre_decoder'),
+    ('decoder', '', 'forward_decoder'),
+    ('head + post-processing', 'bbox_head', 'predict'),
+)
 RANGE = 'stage: '  # record_function name prefix of a stage, as the profiler's traces show it
 CALL = 'benchmark: profiled call'  # the record_function range of the whole call
 
@@ -73,6 +80,7 @@ def _marked(stage: str, fn: Callable, clock: Optional[Clock], spans: list) -> Ca
         if clock:
             spans.append((stage, start, clock.now()))
         return out
+
     return call
 
 
@@ -101,8 +109,9 @@ def stage_marks(model: nn.Module, clock: Optional[Clock] = None) -> Iterator[Lis
                 setattr(owner, method, own)
 
 
-def stage_times(model: nn.Module, fn: Callable[[], object], device: str, iters: int,
-                progress: Optional[Callable[[], None]] = None) -> Dict[str, float]:
+def stage_times(
+    model: nn.Module, fn: Callable[[], object], device: str, iters: int, progress: Optional[Callable[[], None]] = None
+) -> Dict[str, float]:
     """Median wall ms per stage over ``iters`` calls of ``fn`` (which runs ``model``), with
     ``total`` (the median call) and ``other`` (``total`` less the stages: between them);
     ``progress()`` after each call."""
@@ -150,12 +159,14 @@ def count_cuda_events(events: Sequence) -> Dict[str, object]:
         host = [e for e in host if call.start <= e.time_range.start <= call.end]
     device = [e for e in events if e.device_type == DeviceType.CUDA]
     launches = [e for e in host if e.name.startswith(LAUNCHES)]
-    counts = dict(kernel_launches=len(launches),
-                  graph_launches=sum(e.name.startswith(GRAPH_LAUNCHES) for e in host),
-                  kernels=sum(map(_is_kernel, device)),
-                  syncs=sum(e.name.startswith('cu') and 'Synchronize' in e.name for e in host),  # cuda* and cu* APIs
-                  dtoh_copies=sum(e.name.startswith('Memcpy DtoH') for e in device))
-    ranges = [(e.name[len(RANGE):], e.time_range) for e in host if e.name.startswith(RANGE)]
+    counts = dict(
+        kernel_launches=len(launches),
+        graph_launches=sum(e.name.startswith(GRAPH_LAUNCHES) for e in host),
+        kernels=sum(map(_is_kernel, device)),
+        syncs=sum(e.name.startswith('cu') and 'Synchronize' in e.name for e in host),  # cuda* and cu* APIs
+        dtoh_copies=sum(e.name.startswith('Memcpy DtoH') for e in device),
+    )
+    ranges = [(e.name[len(RANGE) :], e.time_range) for e in host if e.name.startswith(RANGE)]
     if ranges:
         # A launch belongs to the stage whose range (on the host's clock) it starts in.
         by_stage = dict.fromkeys((stage for stage, _ in ranges), 0)  # stages in order, once each
@@ -174,8 +185,9 @@ def _is_kernel(event) -> bool:
     return not (event.name.startswith((*COPIES, RANGE, CALL)) or 'Sync' in event.name or 'Stream Wait' in event.name)
 
 
-def profile_call(fn: Callable[[], object], device: str, top: int = 12,
-                 model: Optional[nn.Module] = None) -> Dict[str, object]:
+def profile_call(
+    fn: Callable[[], object], device: str, top: int = 12, model: Optional[nn.Module] = None
+) -> Dict[str, object]:
     """One call of ``fn`` under torch.profiler.
 
     Args:
@@ -191,8 +203,11 @@ def profile_call(fn: Callable[[], object], device: str, top: int = 12,
     """
     cuda = device.startswith('cuda')
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-    with (stage_marks(model) if model is not None else nullcontext()), \
-            torch.profiler.profile(activities=activities) as prof, torch.profiler.record_function(CALL):
+    with (
+        stage_marks(model) if model is not None else nullcontext(),
+        torch.profiler.profile(activities=activities) as prof,
+        torch.profiler.record_function(CALL),
+    ):
         fn()
     # (Leaving the profile synchronises the device: the call's kernels are all recorded.) A range's
     # self time is the Python between its ops, not an op.
@@ -209,4 +224,3 @@ def profile_call(fn: Callable[[], object], device: str, top: int = 12,
     if cuda:
         result['cuda'] = count_cuda_events(prof.events())
     return result
-

@@ -6,6 +6,7 @@ kernel that ran (``kernel``) beside the one asked for (``impl``). The deployed r
 OpenVINO; GridSample and gather graphs; INT8) run the file ``tools/export.py`` writes. A variant
 that fails (a kernel this device lacks, ...) becomes a row with its ``error``, and the others
 still run. Conventions: :mod:`.measure`; ``--profile``: :mod:`.profiling`; training: :mod:`.training`."""
+
 import os.path as osp
 import tempfile
 import time
@@ -47,6 +48,7 @@ class Settings:
         train: also the training throughput of each detector in each precision (:mod:`.training`).
         cfg_options: config overrides for every detector.
     """
+
     dtypes: Sequence[str] = ('fp32',)
     impls: Sequence[str] = ('stock', 'fast')
     shape: Tuple[int, int] = (400, 667)
@@ -67,9 +69,11 @@ class Settings:
         """Timed calls in all (for a progress bar)."""
         modes = [False, True] if self.compile else [False]
         eager = 2 + bool(self.profile)  # test_step, backbone and the stages
-        return num_configs * (len(self.impls) * len(self.dtypes) * sum(self.iters * (1 if c else eager) for c in modes)
-                              + self.iters * len(self.runtimes) * (len(self.graphs) + self.int8)
-                              + self.iters * len(self.dtypes) * self.train)
+        return num_configs * (
+            len(self.impls) * len(self.dtypes) * sum(self.iters * (1 if c else eager) for c in modes)
+            + self.iters * len(self.runtimes) * (len(self.graphs) + self.int8)
+            + self.iters * len(self.dtypes) * self.train
+        )
 
 
 def label(config: str) -> str:
@@ -79,12 +83,13 @@ def label(config: str) -> str:
 def variant(row: dict) -> str:
     """'fast bf16 compiled': kernel, precision and eager / compiled of a result row."""
     if row['impl'] in RUNTIMES:
-        return f"{row['impl']} {row['graph']} {row['dtype']}"
-    return f"{row['impl']} {row['dtype']}" + (' compiled' if row['compiled'] else '')
+        return f'{row["impl"]} {row["graph"]} {row["dtype"]}'
+    return f'{row["impl"]} {row["dtype"]}' + (' compiled' if row['compiled'] else '')
 
 
-def benchmark(configs: Sequence[str], settings: Settings, env: dict,
-              progress: Optional[Callable[[str, int], None]] = None) -> List[dict]:
+def benchmark(
+    configs: Sequence[str], settings: Settings, env: dict, progress: Optional[Callable[[str, int], None]] = None
+) -> List[dict]:
     """Result rows of every detector in ``configs``; ``env`` is :func:`.measure.environment`'s,
     with ``matmul_tflops`` per dtype. ``progress(what, calls_done)`` is called as calls are timed."""
     impls = [resolve_impl(i) for i in settings.impls]
@@ -94,8 +99,9 @@ def benchmark(configs: Sequence[str], settings: Settings, env: dict,
     return rows
 
 
-def benchmark_config(config: str, impls: List[str], settings: Settings, env: dict,
-                     progress: Callable[[str, int], None]) -> List[dict]:
+def benchmark_config(
+    config: str, impls: List[str], settings: Settings, env: dict, progress: Callable[[str, int], None]
+) -> List[dict]:
     """One result row per precision x kernel x eager / compiled (and onnxruntime) of one detector."""
     device = settings.device
     model = bm.build_detector(config, cfg_options=settings.cfg_options).to(device)
@@ -110,9 +116,16 @@ def benchmark_config(config: str, impls: List[str], settings: Settings, env: dic
     for dtype in settings.dtypes:
         for impl in impls:
             set_msda_impl(model, impl)
-            for compiled in ([False, True] if settings.compile else [False]):
-                row = dict(config=config, model=label(config), impl=impl, dtype=dtype, compiled=compiled,
-                           params=params, flops=flops)
+            for compiled in [False, True] if settings.compile else [False]:
+                row = dict(
+                    config=config,
+                    model=label(config),
+                    impl=impl,
+                    dtype=dtype,
+                    compiled=compiled,
+                    params=params,
+                    flops=flops,
+                )
                 what = f'{label(config)} {variant(row)}'
                 try:
                     row['kernel'] = ops.kernel_on(impl, device)
@@ -122,8 +135,15 @@ def benchmark_config(config: str, impls: List[str], settings: Settings, env: dic
                 rows.append(row)
     if settings.runtimes:
         for row, measured in measure_deployed(model, image, settings, label(config), progress):
-            row.update(config=config, model=label(config), compiled=False, kernel=row['graph'], params=params,
-                       flops=flops, **measured)
+            row.update(
+                config=config,
+                model=label(config),
+                compiled=False,
+                kernel=row['graph'],
+                params=params,
+                flops=flops,
+                **measured,
+            )
             rows.append(row)
     _compare(rows, flops, env)
     return rows
@@ -173,8 +193,13 @@ def measure(model, data: dict, image, dtype: str, compiled: bool, settings: Sett
             # Inductor runs a graph without CUDA graphs when it cannot capture it (CPU tensors,
             # dynamic shapes, ...), and says so only in this counter and its log.
             result['cudagraph_skips'] = counters['inductor']['cudagraph_skips']
-        result['backbone_latency'] = None if compiled else bm.summarize(
-            bm.time_calls(lambda: model.backbone(image), settings.warmup, settings.iters, device, progress))
+        result['backbone_latency'] = (
+            None
+            if compiled
+            else bm.summarize(
+                bm.time_calls(lambda: model.backbone(image), settings.warmup, settings.iters, device, progress)
+            )
+        )
         result['detections'] = bm.detections(step())
         if settings.profile:
             if not compiled:  # a compiled call is whole graphs: no stage boundaries in it
@@ -183,8 +208,9 @@ def measure(model, data: dict, image, dtype: str, compiled: bool, settings: Sett
     return result
 
 
-def measure_deployed(model, image, settings: Settings, name: str,
-                     progress: Callable[[str, int], None]) -> Iterator[Tuple[dict, dict]]:
+def measure_deployed(
+    model, image, settings: Settings, name: str, progress: Callable[[str, int], None]
+) -> Iterator[Tuple[dict, dict]]:
     """The detector exported as ``tools/export.py`` does (static, at this input size) for each of
     ``settings.graphs`` (and INT8 of the first), run in each of ``settings.runtimes`` on CPU with
     as many threads as torch: latency (from the normalised image: the normalisation, about 1 ms,
@@ -193,6 +219,7 @@ def measure_deployed(model, image, settings: Settings, name: str,
     from pit_det.export import export_onnx
     from pit_det.export.quantize import quantize
     from pit_det_deploy import load_graph
+
     threads = torch.get_num_threads()
     x = image.cpu()
     with tempfile.TemporaryDirectory() as tmp:
@@ -217,6 +244,13 @@ def measure_deployed(model, image, settings: Settings, name: str,
                 with bm.peak_memory('cpu') as memory:
                     latency = bm.time_calls(step, settings.warmup, settings.iters, 'cpu', lambda: progress(what, 1))
                 boxes, scores, labels = step()
-                yield (dict(impl=runtime, graph=graph, dtype=dtype),
-                       dict(latency=bm.summarize(latency), backbone_latency=None, export_s=prepare_s, **memory,
-                            detections=tuple(torch.from_numpy(a[0]) for a in (boxes, scores, labels))))
+                yield (
+                    dict(impl=runtime, graph=graph, dtype=dtype),
+                    dict(
+                        latency=bm.summarize(latency),
+                        backbone_latency=None,
+                        export_s=prepare_s,
+                        **memory,
+                        detections=tuple(torch.from_numpy(a[0]) for a in (boxes, scores, labels)),
+                    ),
+                )

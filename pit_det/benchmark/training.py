@@ -10,6 +10,7 @@ photo-sized images with boxes; reading and decoding files is left out, as data-l
 it beside the step. Warm-up iterations are not timed; the rate is the images of the timed
 iterations over their summed time, CUDA synchronised around each.
 """
+
 import copy
 import logging
 import math
@@ -66,7 +67,7 @@ def optim_wrapper_for(model: nn.Module, cfg: Config, device: str, dtype: str) ->
     scaling, with ``dtype``), on CPU :class:`CpuAutocastOptimWrapper`."""
     optim_cfg = copy.deepcopy(cfg.optim_wrapper)
     if dtype != 'fp32' and device.startswith('cuda'):
-        optim_cfg.update(type='AmpOptimWrapper', loss_scale='dynamic', dtype=str(bm.DTYPES[dtype])[len('torch.'):])
+        optim_cfg.update(type='AmpOptimWrapper', loss_scale='dynamic', dtype=str(bm.DTYPES[dtype])[len('torch.') :])
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.WARNING)  # the constructor logs every parameter's lr and weight decay
@@ -75,13 +76,15 @@ def optim_wrapper_for(model: nn.Module, cfg: Config, device: str, dtype: str) ->
     finally:
         logger.setLevel(level)
     if dtype != 'fp32' and not device.startswith('cuda'):
-        wrapper = CpuAutocastOptimWrapper(bm.DTYPES[dtype], optimizer=wrapper.optimizer,
-                                          clip_grad=optim_cfg.get('clip_grad'))
+        wrapper = CpuAutocastOptimWrapper(
+            bm.DTYPES[dtype], optimizer=wrapper.optimizer, clip_grad=optim_cfg.get('clip_grad')
+        )
     return wrapper
 
 
-def synthetic_batches(cfg: Config, count: int, photo: Tuple[int, int] = PHOTO, boxes: int = BOXES_PER_PHOTO,
-                      seed: int = 0) -> List[dict]:
+def synthetic_batches(
+    cfg: Config, count: int, photo: Tuple[int, int] = PHOTO, boxes: int = BOXES_PER_PHOTO, seed: int = 0
+) -> List[dict]:
     """``count`` training batches as the config's data loader gives them to ``train_step``.
 
     Each image is ``photo`` (H, W) of uint8 noise with ``boxes`` random boxes of the config's
@@ -106,20 +109,29 @@ def synthetic_batches(cfg: Config, count: int, photo: Tuple[int, int] = PHOTO, b
                 corner = rng.uniform(0.0, 0.8, (boxes, 2))
                 extent = rng.uniform(0.05, 0.5, (boxes, 2))
                 xyxy = np.concatenate([corner, np.minimum(corner + extent, 1.0)], 1) * size
-                samples.append(pipeline(dict(
-                    img=rng.integers(0, 256, (height, width, 3), dtype=np.uint8), img_shape=(height, width),
-                    ori_shape=(height, width), img_id=i, img_path=f'synthetic/{i}.jpg',
-                    gt_bboxes=HorizontalBoxes(torch.from_numpy(xyxy.astype(np.float32))),
-                    gt_bboxes_labels=rng.integers(0, cfg.model.bbox_head.num_classes, boxes),
-                    gt_ignore_flags=np.zeros(boxes, dtype=bool))))
+                samples.append(
+                    pipeline(
+                        dict(
+                            img=rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+                            img_shape=(height, width),
+                            ori_shape=(height, width),
+                            img_id=i,
+                            img_path=f'synthetic/{i}.jpg',
+                            gt_bboxes=HorizontalBoxes(torch.from_numpy(xyxy.astype(np.float32))),
+                            gt_bboxes_labels=rng.integers(0, cfg.model.bbox_head.num_classes, boxes),
+                            gt_ignore_flags=np.zeros(boxes, dtype=bool),
+                        )
+                    )
+                )
             batches.append(pseudo_collate(samples))
     finally:
         np.random.set_state(state)
     return batches
 
 
-def coco_schedule(images_per_s: float, batch_size: int, filter_empty_gt: bool, gpus: int = 8,
-                  epochs: int = 50) -> Dict[str, object]:
+def coco_schedule(
+    images_per_s: float, batch_size: int, filter_empty_gt: bool, gpus: int = 8, epochs: int = 50
+) -> Dict[str, object]:
     """Hours of ``epochs`` COCO train2017 epochs on ``gpus`` devices, each at ``images_per_s``
     with ``batch_size`` images per iteration: ideal scaling, i.e. no time for the gradients'
     all-reduce, for data loading that falls behind, or for validation.
@@ -131,12 +143,25 @@ def coco_schedule(images_per_s: float, batch_size: int, filter_empty_gt: bool, g
     images = COCO_TRAIN2017_ANNOTATED if filter_empty_gt else COCO_TRAIN2017_IMAGES
     iters_per_epoch = math.ceil(images / (gpus * batch_size))
     hours = iters_per_epoch * epochs * batch_size / images_per_s / 3600
-    return dict(gpus=gpus, epochs=epochs, images_per_epoch=images, filter_empty_gt=filter_empty_gt,
-                iters_per_epoch=iters_per_epoch, hours=hours)
+    return dict(
+        gpus=gpus,
+        epochs=epochs,
+        images_per_epoch=images,
+        filter_empty_gt=filter_empty_gt,
+        iters_per_epoch=iters_per_epoch,
+        hours=hours,
+    )
 
 
-def train_throughput(config: str, cfg: Config, batches: List[dict], device: str, dtype: str = 'fp32',
-                     warmup: int = 3, progress: Optional[Callable[[], None]] = None) -> Dict[str, object]:
+def train_throughput(
+    config: str,
+    cfg: Config,
+    batches: List[dict],
+    device: str,
+    dtype: str = 'fp32',
+    warmup: int = 3,
+    progress: Optional[Callable[[], None]] = None,
+) -> Dict[str, object]:
     """Images/s per device of ``config``'s training step (module docstring) in ``dtype``.
 
     Args:
@@ -170,10 +195,20 @@ def train_throughput(config: str, cfg: Config, batches: List[dict], device: str,
     step_ms = {k: v for k, v in bm.summarize(times).items() if k != 'images_per_s'}  # its images/s is batch 1's
     impl = _msda_impl(model)
     filter_empty_gt = cfg.train_dataloader.dataset.get('filter_cfg', {}).get('filter_empty_gt', False)
-    return dict(config=config, dtype=dtype, device=device, batch_size=batch_size, photo=list(PHOTO),
-                impl=impl, kernel=ops.kernel_on(impl, device), images_per_s=images_per_s, step=step_ms,
-                loss=last['log_vars']['loss'].item(), **memory,
-                coco_50e_8gpus=coco_schedule(images_per_s, batch_size, filter_empty_gt))
+    return dict(
+        config=config,
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        photo=list(PHOTO),
+        impl=impl,
+        kernel=ops.kernel_on(impl, device),
+        images_per_s=images_per_s,
+        step=step_ms,
+        loss=last['log_vars']['loss'].item(),
+        **memory,
+        coco_50e_8gpus=coco_schedule(images_per_s, batch_size, filter_empty_gt),
+    )
 
 
 def _msda_impl(model: nn.Module) -> str:
@@ -182,9 +217,15 @@ def _msda_impl(model: nn.Module) -> str:
     return ' / '.join(sorted(impls))
 
 
-def benchmark_training(configs: Sequence[str], dtypes: Sequence[str], device: str, warmup: int, iters: int,
-                       cfg_options: Optional[dict] = None,
-                       progress: Optional[Callable[[str, int], None]] = None) -> List[dict]:
+def benchmark_training(
+    configs: Sequence[str],
+    dtypes: Sequence[str],
+    device: str,
+    warmup: int,
+    iters: int,
+    cfg_options: Optional[dict] = None,
+    progress: Optional[Callable[[str, int], None]] = None,
+) -> List[dict]:
     """:func:`train_throughput` of every config in every precision; one that fails becomes a row
     with its ``error``, and the others still run."""
     rows = []
@@ -196,8 +237,15 @@ def benchmark_training(configs: Sequence[str], dtypes: Sequence[str], device: st
         for dtype in dtypes:
             what = f'{label(config)} training {dtype}'
             try:
-                row = train_throughput(config, cfg, batches, device, dtype, warmup,
-                                       progress=lambda: progress(what, 1) if progress else None)
+                row = train_throughput(
+                    config,
+                    cfg,
+                    batches,
+                    device,
+                    dtype,
+                    warmup,
+                    progress=lambda: progress(what, 1) if progress else None,
+                )
             except Exception as err:  # one precision failing must not cost the run its other rows
                 row = dict(config=config, dtype=dtype, device=device, error=f'{type(err).__name__}: {err}')
             rows.append(dict(model=label(config), **row))

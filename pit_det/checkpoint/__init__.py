@@ -7,6 +7,7 @@ loader for local files and the atomic writer as its local file backend, so ``loa
 ``--resume``, ``init_cfg``, ``tools/test.py`` and mmdet's ``init_detector`` never unpickle code,
 and no checkpoint is left half-written.
 """
+
 from mmengine.fileio import register_backend
 from mmengine.runner import CheckpointLoader
 
@@ -17,9 +18,21 @@ from .reading import SAFE_GLOBALS, StateDict, load_checkpoint_file, read_state_d
 from .resume import checkpoint_seed, find_resumable_checkpoint
 from .writing import AtomicLocalBackend
 
-__all__ = ['AtomicLocalBackend', 'CheckpointError', 'SAFE_GLOBALS', 'StateDict', 'StateDictMismatch', 'checkpoint_seed',
-           'find_resumable_checkpoint', 'load_checkpoint_file', 'load_pretrained', 'read_state_dict',
-           'safe_torch_load', 'state_dict_mismatch', 'strip_prefix']
+__all__ = [
+    'AtomicLocalBackend',
+    'CheckpointError',
+    'SAFE_GLOBALS',
+    'StateDict',
+    'StateDictMismatch',
+    'checkpoint_seed',
+    'find_resumable_checkpoint',
+    'load_checkpoint_file',
+    'load_pretrained',
+    'read_state_dict',
+    'safe_torch_load',
+    'state_dict_mismatch',
+    'strip_prefix',
+]
 
 CheckpointLoader.register_scheme(prefixes='', force=True)(load_checkpoint_file)
 register_backend('local', AtomicLocalBackend, force=True)

@@ -1,4 +1,5 @@
 """The one state-dict comparison: what keeps a checkpoint's weights from loading into a model."""
+
 from typing import List, Mapping, NamedTuple
 
 from torch import Tensor
@@ -7,14 +8,18 @@ from torch import Tensor
 class StateDictMismatch(NamedTuple):
     """What keeps a state dict from loading into a model: keys missing from it, keys the model
     does not have, and keys whose shapes differ (``'key: checkpoint (..) vs model (..)'``)."""
+
     missing: List[str]
     unexpected: List[str]
     shapes: List[str]
 
     def describe(self, limit: int = 5) -> str:
         parts = []
-        for what, keys in (('missing from the checkpoint', self.missing), ('not in the model', self.unexpected),
-                           ('with other shapes', self.shapes)):
+        for what, keys in (
+            ('missing from the checkpoint', self.missing),
+            ('not in the model', self.unexpected),
+            ('with other shapes', self.shapes),
+        ):
             if keys:
                 parts.append(f'{len(keys)} weights {what}: {keys[:limit]}' + (' ...' if len(keys) > limit else ''))
         return '; '.join(parts)
@@ -23,6 +28,11 @@ class StateDictMismatch(NamedTuple):
 def state_dict_mismatch(own: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> StateDictMismatch:
     """Compare a checkpoint's ``state`` with a model's ``own`` state dict, key by key."""
     return StateDictMismatch(
-        missing=sorted(set(own) - set(state)), unexpected=sorted(set(state) - set(own)),
-        shapes=[f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}'
-                for k, v in own.items() if k in state and state[k].shape != v.shape])
+        missing=sorted(set(own) - set(state)),
+        unexpected=sorted(set(state) - set(own)),
+        shapes=[
+            f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}'
+            for k, v in own.items()
+            if k in state and state[k].shape != v.shape
+        ],
+    )

@@ -1,4 +1,5 @@
 """Strict loading of pretrained backbone weights (ImageNet files or a detector's ``backbone.*``)."""
+
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -15,12 +16,16 @@ def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
     the state dict is returned unchanged when no key has the prefix."""
     if not any(k.startswith(prefix) for k in state_dict):
         return state_dict
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
-def load_pretrained(model: nn.Module, path: Union[str, Path],
-                    filter_fn: Callable[[StateDict], StateDict],
-                    keep_init: Sequence[str] = (), logger: Optional[str] = 'current') -> None:
+def load_pretrained(
+    model: nn.Module,
+    path: Union[str, Path],
+    filter_fn: Callable[[StateDict], StateDict],
+    keep_init: Sequence[str] = (),
+    logger: Optional[str] = 'current',
+) -> None:
     """Load backbone weights from ``path`` through ``filter_fn`` into ``model``.
 
     Every parameter and buffer of ``model`` must be present, except those under a
@@ -42,6 +47,9 @@ def load_pretrained(model: nn.Module, path: Union[str, Path],
     if mismatch.shapes:
         raise CheckpointError(f'{path}: shape mismatch (wrong arch, or distilled flag?): {mismatch.shapes}')
     model.load_state_dict({k: state[k] for k in own if k in state}, strict=not kept)
-    print_log(f'loaded {len(own) - len(kept)} tensors from {path}'
-              + (f'; {len(kept)} not in it keep their own init (added for detection): {kept}' if kept else '')
-              + (f'; ignored {len(unexpected)} unused keys: {unexpected}' if unexpected else ''), logger=logger)
+    print_log(
+        f'loaded {len(own) - len(kept)} tensors from {path}'
+        + (f'; {len(kept)} not in it keep their own init (added for detection): {kept}' if kept else '')
+        + (f'; ignored {len(unexpected)} unused keys: {unexpected}' if unexpected else ''),
+        logger=logger,
+    )

@@ -11,6 +11,7 @@ into inert :class:`_HistoryBufferRecord` stand-ins, whose ``getattr`` may only n
 method, and then rebuilt through ``HistoryBuffer``'s public constructor from their numbers alone:
 none of mmengine's code runs on the file's data, and the class's shared state is left alone.
 """
+
 import collections
 import pickle
 import re
@@ -50,20 +51,39 @@ def _empty_bytes(*args) -> bytes:
     return b''
 
 
-_NUMPY_DTYPES = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-                 np.float16, np.float32, np.float64)
+_NUMPY_DTYPES = (
+    np.bool_,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+)
 
 # Plain-data globals found in mmengine / mmdet checkpoints: the message hub, numpy arrays and
 # scalars in meta and runtime info (under numpy 2 and numpy 1 names), ``Counter`` milestones of
 # the schedulers, ``ConfigDict``.
 SAFE_GLOBALS: List = [
-    collections.Counter, ConfigDict, np.ndarray, np.dtype, _np_core.multiarray._reconstruct,
-    _np_core.multiarray.scalar, *(type(np.dtype(t)) for t in _NUMPY_DTYPES),
+    collections.Counter,
+    ConfigDict,
+    np.ndarray,
+    np.dtype,
+    _np_core.multiarray._reconstruct,
+    _np_core.multiarray.scalar,
+    *(type(np.dtype(t)) for t in _NUMPY_DTYPES),
     (_np_core.multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
     (_np_core.multiarray.scalar, 'numpy.core.multiarray.scalar'),
     (_HistoryBufferRecord, 'mmengine.logging.history_buffer.HistoryBuffer'),
-    (_statistics_method, '__builtin__.getattr'), (_statistics_method, 'builtins.getattr'),
-    (_empty_bytes, '__builtin__.bytes'), (_empty_bytes, 'builtins.bytes'),
+    (_statistics_method, '__builtin__.getattr'),
+    (_statistics_method, 'builtins.getattr'),
+    (_empty_bytes, '__builtin__.bytes'),
+    (_empty_bytes, 'builtins.bytes'),
 ]
 
 
@@ -84,17 +104,21 @@ def safe_torch_load(path: Union[str, Path], map_location=None, **kwargs):
     except pickle.UnpicklingError as err:
         # torch wraps the reason in boilerplate about its weights_only default; keep the reason.
         found = re.search(r'GLOBAL ([\w.]+)', str(err))
-        reasons = [line for line in str(err).splitlines()
-                   if line.strip() and not line.startswith(('Weights only load failed', 'Please file an issue',
-                                                            'Check the documentation'))]
+        reasons = [
+            line
+            for line in str(err).splitlines()
+            if line.strip()
+            and not line.startswith(('Weights only load failed', 'Please file an issue', 'Check the documentation'))
+        ]
         name = found.group(1) if found else ''
         name = name if '.' in name else f'builtins.{name}'  # torch 2.6 names it builtins.print, 2.13 print
         what = f'the global {name}' if found else (reasons or [str(err)])[0]
         raise CheckpointError(
-            f'{path}: refused: it needs {what}, which is not on pit-det\'s allowlist of plain data '
-            f'(tensors, numbers, strings, containers, numpy arrays, mmengine\'s message hub); '
+            f"{path}: refused: it needs {what}, which is not on pit-det's allowlist of plain data "
+            f"(tensors, numbers, strings, containers, numpy arrays, mmengine's message hub); "
             f'unpickling it could run code. If the file is yours, load it where you trust it and '
-            f're-save plain tensors: torch.save(model.state_dict(), ...).') from err
+            f're-save plain tensors: torch.save(model.state_dict(), ...).'
+        ) from err
     except Exception as err:  # zip / EOF / magic-number errors from a corrupt or foreign file
         raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({err})') from err
     return _rebuild_history_buffers(obj, path)
@@ -106,8 +130,13 @@ def _rebuild_history_buffers(obj, path, depth: int = 0):
     if isinstance(obj, _HistoryBufferRecord):
         state = vars(obj)
         logs, counts, max_length = (state.get(k) for k in ('_log_history', '_count_history', 'max_length'))
-        if not (isinstance(logs, np.ndarray) and isinstance(counts, np.ndarray) and isinstance(max_length, int)
-                and logs.dtype.kind in 'biuf' and counts.dtype.kind in 'biuf'):
+        if not (
+            isinstance(logs, np.ndarray)
+            and isinstance(counts, np.ndarray)
+            and isinstance(max_length, int)
+            and logs.dtype.kind in 'biuf'
+            and counts.dtype.kind in 'biuf'
+        ):
             raise CheckpointError(f'{path}: a message-hub HistoryBuffer holds something other than numbers')
         return HistoryBuffer(logs.tolist(), counts.tolist(), max_length)
     if depth > 16 or isinstance(obj, torch.Tensor):
@@ -142,6 +171,7 @@ def read_state_dict(path: Union[str, Path]) -> StateDict:
         raise FileNotFoundError(f'checkpoint file not found: {path}')
     if path.suffix == '.safetensors':
         from safetensors.torch import load_file
+
         obj = load_file(str(path))
     else:
         obj = safe_torch_load(path, map_location='cpu')
@@ -151,4 +181,4 @@ def read_state_dict(path: Union[str, Path]) -> StateDict:
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f'{path}: expected a dict of tensors, got {type(obj).__name__}')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in obj.items()}
+    return {k[len('module.') :] if k.startswith('module.') else k: v for k, v in obj.items()}

@@ -1,4 +1,5 @@
 """Which checkpoint ``--resume`` continues from, and the seed it was trained with."""
+
 import os
 import os.path as osp
 import re
@@ -35,11 +36,15 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
         if named and not _inside(named, work_dir):
             raise CheckpointError(
                 f'{record} names {named}, which is outside the work dir {work_dir}; refusing to resume from '
-                f'it. To continue from that file, pass it explicitly: --resume {named}')
+                f'it. To continue from that file, pass it explicitly: --resume {named}'
+            )
         if named and _is_complete_checkpoint(named):
             return named
-    candidates = [osp.join(work_dir, f) for f in os.listdir(work_dir) if re.fullmatch(r'(epoch|iter)_\d+\.pth', f)] \
-        if osp.isdir(work_dir) else []
+    candidates = (
+        [osp.join(work_dir, f) for f in os.listdir(work_dir) if re.fullmatch(r'(epoch|iter)_\d+\.pth', f)]
+        if osp.isdir(work_dir)
+        else []
+    )
     candidates = sorted((c for c in candidates if _is_complete_checkpoint(c)), key=osp.getmtime)
     return candidates[-1] if candidates else None
 

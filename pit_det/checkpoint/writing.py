@@ -1,4 +1,5 @@
 """Atomic checkpoint writes for mmengine's local file backend."""
+
 import os
 import os.path as osp
 import secrets

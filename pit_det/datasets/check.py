@@ -4,6 +4,7 @@ Every problem found is recorded under a kind, with the offending file name or an
 Errors make training wrong or impossible; warnings are handled by pit-det's loaders
 (converted or padded) but worth knowing about.
 """
+
 import json
 import math
 from collections import Counter, defaultdict
@@ -72,8 +73,12 @@ def entry_problems(field: str, index: int, entry) -> List[Tuple[str, str]]:
         if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value is None):
             # A width of 640.0 is harmless; an integral float is accepted where an int is due.
             if not (kind is int and isinstance(value, float) and value.is_integer() and name in ('width', 'height')):
-                problems.append(('wrong_type', f'{where}: field {name!r} must be {kind.__name__}, '
-                                               f'got {_type_name(value)} {value!r:.60}'))
+                problems.append(
+                    (
+                        'wrong_type',
+                        f'{where}: field {name!r} must be {kind.__name__}, got {_type_name(value)} {value!r:.60}',
+                    )
+                )
     bbox = entry.get('bbox') if field == 'annotations' else None
     if isinstance(bbox, list):
         if len(bbox) != 4:
@@ -115,13 +120,16 @@ class Report:
         return sum(n for k, n in self.counts.items() if k in ERRORS)
 
     def summary(self, num_images: int, num_annotations: int) -> str:
-        lines = [f'{num_images} images, {num_annotations} annotations: '
-                 f'{self.num_errors} errors, {sum(self.counts.values()) - self.num_errors} warnings']
+        lines = [
+            f'{num_images} images, {num_annotations} annotations: '
+            f'{self.num_errors} errors, {sum(self.counts.values()) - self.num_errors} warnings'
+        ]
         for table, label in ((ERRORS, 'ERROR'), (WARNINGS, 'warning')):
             for kind, text in table.items():
                 if self.counts[kind]:
-                    lines.append(f'  {label} {kind}: {self.counts[kind]} ({text}), e.g. '
-                                 + ', '.join(self.examples[kind]))
+                    lines.append(
+                        f'  {label} {kind}: {self.counts[kind]} ({text}), e.g. ' + ', '.join(self.examples[kind])
+                    )
         return '\n'.join(lines)
 
 
@@ -151,8 +159,9 @@ def inspect_image(path: Union[str, Path]) -> Tuple[Optional[Tuple[int, int]], Li
     return (h, w), kinds
 
 
-def check_coco(ann_file: Union[str, Path], img_dir: Union[str, Path], min_size: int = 16,
-               workers: int = 0, progress: bool = False) -> Tuple[Report, dict]:
+def check_coco(
+    ann_file: Union[str, Path], img_dir: Union[str, Path], min_size: int = 16, workers: int = 0, progress: bool = False
+) -> Tuple[Report, dict]:
     """Check annotations and every image of a COCO detection set.
 
     Args:
@@ -202,8 +211,11 @@ def _check_entries(coco: dict, report: Report) -> Tuple[dict, dict]:
                 valid[field].append(entry)
             elif isinstance(entry, dict) and isinstance(entry.get('id'), int):
                 malformed_ids[field].add(entry['id'])
-    for field, kind in (('images', 'duplicate_image_id'), ('annotations', 'duplicate_annotation_id'),
-                        ('categories', 'duplicate_category_id')):
+    for field, kind in (
+        ('images', 'duplicate_image_id'),
+        ('annotations', 'duplicate_annotation_id'),
+        ('categories', 'duplicate_category_id'),
+    ):
         for item_id, n in duplicate_ids(valid[field]).items():
             report.add(kind, f'id {item_id} x{n}')
     return valid, malformed_ids
@@ -230,8 +242,9 @@ def _check_references_and_boxes(valid: dict, malformed_ids: dict, report: Report
             report.add('box_outside_image', f'{where} (bbox {bbox}, image {img["width"]}x{img["height"]})')
 
 
-def _check_image_files(images: list, img_dir: Path, min_size: int, workers: int, progress: bool,
-                       report: Report) -> None:
+def _check_image_files(
+    images: list, img_dir: Path, min_size: int, workers: int, progress: bool, report: Report
+) -> None:
     """Every image file decodes, has the json's size and at least ``min_size`` pixels a side."""
     paths = [img_dir / img['file_name'] for img in images]
     if workers > 0:
@@ -245,8 +258,10 @@ def _check_image_files(images: list, img_dir: Path, min_size: int, workers: int,
         if size is None:
             continue
         if size != (img.get('height'), img.get('width')):
-            report.add('size_mismatch', f'{img["file_name"]} (file {size[1]}x{size[0]}, json '
-                                        f'{img.get("width")}x{img.get("height")})')
+            report.add(
+                'size_mismatch',
+                f'{img["file_name"]} (file {size[1]}x{size[0]}, json {img.get("width")}x{img.get("height")})',
+            )
         if min(size) < min_size:
             report.add('small_image', f'{img["file_name"]} ({size[1]}x{size[0]})')
 
@@ -268,4 +283,5 @@ def _progress(items, total: int, enabled: bool):
     if not enabled:
         return items
     from tqdm import tqdm
+
     return tqdm(items, total=total, desc='images', unit='img')

@@ -1,4 +1,5 @@
 """COCO dataset that refuses malformed annotation files and reports what it drops."""
+
 from collections import Counter
 from typing import List, Union
 
@@ -26,19 +27,23 @@ class ValidatedCOCO(COCO):
         problem = top_level_problem(self.dataset)
         if problem:
             raise DatasetError(f'{annotation_file}: {problem}')
-        problems = [p for field in SCHEMA for i, e in enumerate(self.dataset[field])
-                    for p in entry_problems(field, i, e)]
+        problems = [
+            p for field in SCHEMA for i, e in enumerate(self.dataset[field]) for p in entry_problems(field, i, e)
+        ]
         if problems:
             examples = '\n  '.join(example for _, example in problems[:8])
             raise DatasetError(
                 f'{annotation_file}: {len(problems)} malformed entries '
                 f'({dict(Counter(k for k, _ in problems))}), e.g.\n'
-                f'  {examples}\nFix them, or list all with: python tools/check_dataset.py {annotation_file} IMAGE_DIR')
+                f'  {examples}\nFix them, or list all with: python tools/check_dataset.py {annotation_file} IMAGE_DIR'
+            )
         for field in SCHEMA:  # pycocotools would keep the last of each, mmdet asserts on annotations
             duplicates = duplicate_ids(self.dataset[field])
             if duplicates:
-                raise DatasetError(f'{annotation_file}: {len(duplicates)} ids used more than once in {field!r}, '
-                                   f'e.g. {list(duplicates)[:5]}')
+                raise DatasetError(
+                    f'{annotation_file}: {len(duplicates)} ids used more than once in {field!r}, '
+                    f'e.g. {list(duplicates)[:5]}'
+                )
         self.createIndex()
         # What mmdet's COCO.__init__ sets after pycocotools' own.
         self.img_ann_map, self.cat_img_map = self.imgToAnns, self.catToImgs
@@ -89,11 +94,17 @@ class CheckedCocoDataset(CocoDataset):
         if not self.cat_ids or self._mostly_foreign_classes():
             raise DatasetError(self._class_mismatch_message(list(self.metainfo['classes']), self._json_classes))
         if self._num_boxes and len(self._dropped) == self._num_boxes:
-            raise DatasetError(f'{self.ann_file}: all {self._num_boxes} boxes are unusable, e.g. '
-                               f'{"; ".join(self._dropped[:3])}. List them with tools/check_dataset.py.')
+            raise DatasetError(
+                f'{self.ann_file}: all {self._num_boxes} boxes are unusable, e.g. '
+                f'{"; ".join(self._dropped[:3])}. List them with tools/check_dataset.py.'
+            )
         if self._dropped:
-            print_log(f'{self.ann_file}: dropped {len(self._dropped)} of {self._num_boxes} boxes, e.g. '
-                      f'{"; ".join(self._dropped[:5])}', logger='current', level=30)
+            print_log(
+                f'{self.ann_file}: dropped {len(self._dropped)} of {self._num_boxes} boxes, e.g. '
+                f'{"; ".join(self._dropped[:5])}',
+                logger='current',
+                level=30,
+            )
         return data_list
 
     def _mostly_foreign_classes(self) -> bool:
@@ -113,28 +124,36 @@ class CheckedCocoDataset(CocoDataset):
             return repr(names[:12])[:-1] + (f', ... ({len(names)} in all)]' if len(names) > 12 else ']')
 
         if not self.cat_ids:
-            what = 'none of the config\'s class names is among its categories'
+            what = "none of the config's class names is among its categories"
         elif self._num_unknown_category == self._num_boxes:
             what = f'all {self._num_boxes} of its boxes have categories outside metainfo.classes'
         else:
-            what = (f'{self._num_unknown_category} of its {self._num_boxes} boxes have categories outside '
-                    f'metainfo.classes, and {len(set(classes) - set(json_names))} of the config\'s class names '
-                    'are not among its categories')
+            what = (
+                f'{self._num_unknown_category} of its {self._num_boxes} boxes have categories outside '
+                f"metainfo.classes, and {len(set(classes) - set(json_names))} of the config's class names "
+                'are not among its categories'
+            )
         fix = ''
         if not any(c in name for name in json_names for c in ' ,\'"[]()'):  # what --cfg-options can spell
             names = ','.join(json_names)
-            fix = ('  --cfg-options ' + ' '.join(f'{loader}.dataset.metainfo.classes="[{names}]"' for loader in
-                                             ('train_dataloader', 'val_dataloader', 'test_dataloader'))
-                   + f' model.bbox_head.num_classes={len(json_names)}\nor in a config:\n')
-        return (f'{self.ann_file}: {what}.\n'
-                f'  categories in the json:  {show(json_names)}\n'
-                f'  config metainfo.classes: {show(classes)}\n'
-                'Train on the json\'s classes with\n' + fix +
-                f'  metainfo = dict(classes={tuple(json_names)!r})\n'
-                '  train_dataloader = dict(dataset=dict(metainfo=metainfo))\n'
-                '  val_dataloader = dict(dataset=dict(metainfo=metainfo))\n'
-                '  test_dataloader = val_dataloader\n'
-                f'  model = dict(bbox_head=dict(num_classes={len(json_names)}))')
+            fix = (
+                '  --cfg-options '
+                + ' '.join(
+                    f'{loader}.dataset.metainfo.classes="[{names}]"'
+                    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+                )
+                + f' model.bbox_head.num_classes={len(json_names)}\nor in a config:\n'
+            )
+        return (
+            f'{self.ann_file}: {what}.\n'
+            f'  categories in the json:  {show(json_names)}\n'
+            f'  config metainfo.classes: {show(classes)}\n'
+            "Train on the json's classes with\n" + fix + f'  metainfo = dict(classes={tuple(json_names)!r})\n'
+            '  train_dataloader = dict(dataset=dict(metainfo=metainfo))\n'
+            '  val_dataloader = dict(dataset=dict(metainfo=metainfo))\n'
+            '  test_dataloader = val_dataloader\n'
+            f'  model = dict(bbox_head=dict(num_classes={len(json_names)}))'
+        )
 
     def parse_data_info(self, raw_data_info: dict) -> Union[dict, List[dict]]:
         """mmdet 3.3.0's ``CocoDataset.parse_data_info``, and a record of each box it dropped and why.
@@ -152,15 +171,22 @@ class CheckedCocoDataset(CocoDataset):
                 continue
             self._num_boxes += 1
             x1, y1, w, h = ann['bbox']
-            if kept is not None and kept['bbox'] == [x1, y1, x1 + w, y1 + h] and \
-                    kept['bbox_label'] == self.cat2label.get(ann['category_id']):
+            if (
+                kept is not None
+                and kept['bbox'] == [x1, y1, x1 + w, y1 + h]
+                and kept['bbox_label'] == self.cat2label.get(ann['category_id'])
+            ):
                 kept = next(instances, None)
             elif ann['category_id'] not in self.cat_ids:
                 self._num_unknown_category += 1
                 name = self.coco.cats.get(ann['category_id'], {}).get('name')
-                self._dropped.append(f'annotation {ann.get("id")} of {img_info["file_name"]}: category '
-                                     f'{ann["category_id"]} ({name!r}) not in metainfo.classes')
+                self._dropped.append(
+                    f'annotation {ann.get("id")} of {img_info["file_name"]}: category '
+                    f'{ann["category_id"]} ({name!r}) not in metainfo.classes'
+                )
             else:
-                self._dropped.append(f'annotation {ann.get("id")} of {img_info["file_name"]}: degenerate '
-                                     f'or outside the image, bbox {ann["bbox"]}')
+                self._dropped.append(
+                    f'annotation {ann.get("id")} of {img_info["file_name"]}: degenerate '
+                    f'or outside the image, bbox {ann["bbox"]}'
+                )
         return data_info

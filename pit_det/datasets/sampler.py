@@ -8,6 +8,7 @@ seed, the epoch and the index, and the dataset runs the pipeline under Python, n
 generators seeded with it: each sample's augmentation is the same whichever worker, process or
 rank loads it, and however the run was interrupted.
 """
+
 import random
 from contextlib import contextmanager
 from typing import Iterator
@@ -68,8 +69,10 @@ class SeededSampler(DefaultSampler):
 
     def __init__(self, dataset, **kwargs) -> None:
         if not getattr(dataset, 'accepts_seeded_indices', False):
-            raise TypeError(f'SeededSampler needs a dataset that runs its pipeline under the index\'s seed, '
-                            f'such as CheckedCocoDataset; got {type(dataset).__name__}. Use DefaultSampler instead.')
+            raise TypeError(
+                f"SeededSampler needs a dataset that runs its pipeline under the index's seed, "
+                f'such as CheckedCocoDataset; got {type(dataset).__name__}. Use DefaultSampler instead.'
+            )
         super().__init__(dataset, **kwargs)
 
     def __iter__(self) -> Iterator[SeededIndex]:

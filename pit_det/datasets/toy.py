@@ -5,6 +5,7 @@ Images (80-128 px a side) are textured backgrounds (smooth noise, stripes or che
 colour (a hue band per category), size (12-44 px) and aspect ratio (1:2 to 2:1); about 10% of images are empty.
 Everything derives from one seed, so the same call always writes the same files.
 """
+
 import json
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
@@ -85,8 +86,9 @@ def _draw(rng: np.random.Generator, img: np.ndarray, boxes: List[List[float]]) -
     return cat, box
 
 
-def make_split(root: Union[str, Path], split: str, num_images: int, seed: int,
-               size_range: Tuple[int, int] = (80, 128)) -> Dict:
+def make_split(
+    root: Union[str, Path], split: str, num_images: int, seed: int, size_range: Tuple[int, int] = (80, 128)
+) -> Dict:
     """Write ``root/{split}2017/*.png`` and ``root/annotations/instances_{split}2017.json``.
 
     Returns:
@@ -109,20 +111,33 @@ def make_split(root: Union[str, Path], split: str, num_images: int, seed: int,
                 continue
             cat, box = drawn
             boxes.append(box)
-            annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=cat, bbox=box,
-                                    area=box[2] * box[3], iscrowd=0))
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=image_id,
+                    category_id=cat,
+                    bbox=box,
+                    area=box[2] * box[3],
+                    iscrowd=0,
+                )
+            )
         name = f'{image_id:06d}.png'
         cv2.imwrite(str(img_dir / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         images.append(dict(id=image_id, file_name=name, height=h, width=w))
-    coco = dict(images=images, annotations=annotations, categories=[dict(c) for c in CATEGORIES],
-                info=dict(description=f'pit-det toy set, split {split}, seed {seed}'))
+    coco = dict(
+        images=images,
+        annotations=annotations,
+        categories=[dict(c) for c in CATEGORIES],
+        info=dict(description=f'pit-det toy set, split {split}, seed {seed}'),
+    )
     with open(root / 'annotations' / f'instances_{split}2017.json', 'w') as f:
         json.dump(coco, f)
     return coco
 
 
-def make_toy_coco(root: Union[str, Path] = 'data/toy_coco', num_train: int = 600, num_val: int = 100,
-                  seed: int = 0) -> Path:
+def make_toy_coco(
+    root: Union[str, Path] = 'data/toy_coco', num_train: int = 600, num_val: int = 100, seed: int = 0
+) -> Path:
     """Write train and val splits (different seeds) under ``root``; skipped when both
     annotation files already exist with the requested image counts."""
     root = Path(root)

@@ -1,4 +1,5 @@
 """Data-pipeline transforms that keep a multi-day run alive through bad inputs."""
+
 from typing import Optional
 
 import numpy as np
@@ -40,12 +41,17 @@ class SafeLoadImageFromFile(LoadImageFromFile):
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         SafeLoadImageFromFile.failures += 1
         action = 'skipped' if self.on_failure == 'skip' else 'replaced by a blank image'
-        print_log(f'unreadable image {results["img_path"]} ({reason}): {action} '
-                  f'[{SafeLoadImageFromFile.failures}/{self.max_failures} tolerated]',
-                  logger='current', level=30)
+        print_log(
+            f'unreadable image {results["img_path"]} ({reason}): {action} '
+            f'[{SafeLoadImageFromFile.failures}/{self.max_failures} tolerated]',
+            logger='current',
+            level=30,
+        )
         if SafeLoadImageFromFile.failures > self.max_failures:
-            raise RuntimeError(f'more than {self.max_failures} unreadable images (last: {results["img_path"]}); '
-                               f'stopping. Run tools/check_dataset.py on the annotation file and image folder.')
+            raise RuntimeError(
+                f'more than {self.max_failures} unreadable images (last: {results["img_path"]}); '
+                f'stopping. Run tools/check_dataset.py on the annotation file and image folder.'
+            )
         if self.on_failure == 'skip':
             return None
         h, w = int(results.get('height', 32)), int(results.get('width', 32))

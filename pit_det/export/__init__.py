@@ -12,12 +12,25 @@ factor gives original-image boxes, which is all mmdet's ``rescale=True`` does.
   know of it (classes, preprocessing);
 * :mod:`.to_onnx`: the ONNX model ``tools/export.py`` writes and ``pit_det_deploy`` runs.
 """
+
 from ..models.build import build_detector
 from .detector import classes_of, preprocessing_of
 from .program import MIN_TORCH, dynamic_image_shapes, export_program, min_dynamic_size, require_torch_for_export
 from .to_onnx import GRAPHS, export_onnx
 from .wrappers import DetectorCore, DetectorWithPostprocess, exportable
 
-__all__ = ['GRAPHS', 'MIN_TORCH', 'DetectorCore', 'DetectorWithPostprocess', 'build_detector', 'classes_of',
-           'dynamic_image_shapes', 'export_onnx', 'export_program', 'exportable', 'min_dynamic_size',
-           'preprocessing_of', 'require_torch_for_export']
+__all__ = [
+    'GRAPHS',
+    'MIN_TORCH',
+    'DetectorCore',
+    'DetectorWithPostprocess',
+    'build_detector',
+    'classes_of',
+    'dynamic_image_shapes',
+    'export_onnx',
+    'export_program',
+    'exportable',
+    'min_dynamic_size',
+    'preprocessing_of',
+    'require_torch_for_export',
+]

@@ -1,5 +1,6 @@
 """What a runtime must know of an exported detector besides its weights (the detector itself:
 :func:`pit_det.models.build_detector`)."""
+
 from typing import Dict
 
 from mmengine.config import Config
@@ -17,6 +18,7 @@ def classes_of(cfg: Config, checkpoint: str) -> list:
         classes = (cfg.test_dataloader.dataset.get('metainfo') or {}).get('classes')
     if classes is None:
         from mmdet.datasets import CocoDataset
+
         classes = CocoDataset.METAINFO['classes']
     return list(classes)
 
@@ -28,6 +30,9 @@ def preprocessing_of(cfg: Config) -> Dict[str, object]:
     if resize is None or not resize.get('keep_ratio', False):
         raise PitDetError(f'{cfg.filename}: export needs a test pipeline with Resize(keep_ratio=True)')
     pre = cfg.model.data_preprocessor
-    return dict(resize_scale=list(resize['scale']),
-                mean=list(pre.get('mean', [0.0] * 3)), std=list(pre.get('std', [1.0] * 3)),
-                bgr_to_rgb=bool(pre.get('bgr_to_rgb', False)))
+    return dict(
+        resize_scale=list(resize['scale']),
+        mean=list(pre.get('mean', [0.0] * 3)),
+        std=list(pre.get('std', [1.0] * 3)),
+        bgr_to_rgb=bool(pre.get('bgr_to_rgb', False)),
+    )

@@ -1,5 +1,6 @@
 """COCO box AP of an exported detector (fp32 or INT8) in onnxruntime or OpenVINO: what a deployed
 model scores on a data set, with the same COCOeval mmdet's evaluator runs."""
+
 import contextlib
 import io
 import time
@@ -11,8 +12,9 @@ import cv2
 from ..errors import PitDetError
 
 
-def evaluate_onnx(model_path: str, ann_file: str, img_dir: str, runtime: str = 'onnxruntime',
-                  threads: int = 0) -> Dict[str, float]:
+def evaluate_onnx(
+    model_path: str, ann_file: str, img_dir: str, runtime: str = 'onnxruntime', threads: int = 0
+) -> Dict[str, float]:
     """Every image of ``ann_file`` through the model (all its detections, no score threshold),
     scored by pycocotools' COCOeval.
 
@@ -28,6 +30,7 @@ def evaluate_onnx(model_path: str, ann_file: str, img_dir: str, runtime: str = '
     from pycocotools.cocoeval import COCOeval
 
     from pit_det_deploy import OnnxDetector
+
     try:
         detector = OnnxDetector(model_path, threads=threads, runtime=runtime)
     except ValueError as e:
@@ -49,15 +52,21 @@ def evaluate_onnx(model_path: str, ann_file: str, img_dir: str, runtime: str = '
         boxes, scores, labels = detector(image)
         times.append(time.perf_counter() - start)
         for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
-            results.append(dict(image_id=image_id, category_id=category[label], score=score,
-                                bbox=[x1, y1, x2 - x1, y2 - y1]))
+            results.append(
+                dict(image_id=image_id, category_id=category[label], score=score, bbox=[x1, y1, x2 - x1, y2 - y1])
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator = COCOeval(coco, coco.loadRes(results) if results else COCO(), 'bbox')
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     times.sort()
-    return dict(bbox_mAP=float(evaluator.stats[0]), bbox_mAP_50=float(evaluator.stats[1]),
-                bbox_mAP_75=float(evaluator.stats[2]), images=len(times), latency_ms=1e3 * times[len(times) // 2],
-                runtime=runtime, precision=detector.info.get('precision', 'fp32'))
-
+    return dict(
+        bbox_mAP=float(evaluator.stats[0]),
+        bbox_mAP_50=float(evaluator.stats[1]),
+        bbox_mAP_75=float(evaluator.stats[2]),
+        images=len(times),
+        latency_ms=1e3 * times[len(times) // 2],
+        runtime=runtime,
+        precision=detector.info.get('precision', 'fp32'),
+    )

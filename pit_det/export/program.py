@@ -1,4 +1,5 @@
 """``torch.export`` of a detector, pit-det's deformable-attention op kept in the graph."""
+
 import torch
 from torch import Tensor, nn
 from torch.torch_version import TorchVersion
@@ -17,26 +18,33 @@ MIN_TORCH = {'static': (2, 7), 'dynamic': (2, 13)}
 
 def require_torch_for_export(dynamic: bool) -> None:
     """Raises:
-        PitDetError: this torch is older than :data:`MIN_TORCH` for the export asked for, naming
-            both versions (an old torch fails deep in its exporter instead)."""
+    PitDetError: this torch is older than :data:`MIN_TORCH` for the export asked for, naming
+        both versions (an old torch fails deep in its exporter instead)."""
     kind = 'dynamic' if dynamic else 'static'
     if TorchVersion(torch.__version__) < MIN_TORCH[kind]:
         need = '.'.join(map(str, MIN_TORCH[kind]))
-        raise PitDetError(f'{"a dynamic" if dynamic else "an"} export needs torch >= {need}; this is torch '
-                          f'{torch.__version__} (training, evaluation and inference run on it). Install the '
-                          f'torch of tools/constraints.txt, or export where it is installed.')
+        raise PitDetError(
+            f'{"a dynamic" if dynamic else "an"} export needs torch >= {need}; this is torch '
+            f'{torch.__version__} (training, evaluation and inference run on it). Install the '
+            f'torch of tools/constraints.txt, or export where it is installed.'
+        )
 
 
-def export_program(detector: nn.Module, image: Tensor, msda_impl: str = 'fast', postprocess: bool = False,
-                   dynamic: bool = False) -> torch.export.ExportedProgram:
+def export_program(
+    detector: nn.Module, image: Tensor, msda_impl: str = 'fast', postprocess: bool = False, dynamic: bool = False
+) -> torch.export.ExportedProgram:
     """``torch.export`` of the detector on ``image``'s shape (``dynamic``: any height and width).
 
     With ``msda_impl='fast'`` deformable attention is the custom op ``pit_det::ms_deform_attn``.
     """
     require_torch_for_export(dynamic)
     with torch.no_grad(), msda_impl_as(detector, msda_impl):
-        return torch.export.export(exportable(detector, postprocess), (image,), strict=False,
-                                   dynamic_shapes=dynamic_image_shapes() if dynamic else None)
+        return torch.export.export(
+            exportable(detector, postprocess),
+            (image,),
+            strict=False,
+            dynamic_shapes=dynamic_image_shapes() if dynamic else None,
+        )
 
 
 # The largest side a dynamic export accepts (the exported graph's guard, and its metadata).
@@ -46,8 +54,12 @@ MAX_DYNAMIC_SIZE = 4096
 def dynamic_image_shapes(min_size: int = 256, max_size: int = MAX_DYNAMIC_SIZE) -> tuple:
     """Height and width free within [min_size, max_size]; batch 1. The lower bound keeps the
     encoder tokens above the shipped configs' 300 queries (so one graph covers the range)."""
-    return ({2: torch.export.Dim('height', min=min_size, max=max_size),
-             3: torch.export.Dim('width', min=min_size, max=max_size)},)
+    return (
+        {
+            2: torch.export.Dim('height', min=min_size, max=max_size),
+            3: torch.export.Dim('width', min=min_size, max=max_size),
+        },
+    )
 
 
 def min_dynamic_size(detector: nn.Module, step: int = 32, max_size: int = MAX_DYNAMIC_SIZE) -> int:

@@ -9,6 +9,7 @@ model ran about as fast as fp32; docs/export.md). The same file runs in onnxrunt
 Which matmuls stay fp32 is chosen by what they compute, read from the module path that torch's
 exporter stores on every node (:data:`KEEP_FP32`).
 """
+
 import ast
 import json
 import logging
@@ -62,8 +63,10 @@ def fp32_nodes(model, keep: Sequence[str]) -> Dict[str, List[str]]:
         raise PitDetError(f'--keep-fp32 {", ".join(sorted(unknown))}: choose from {", ".join(KEEP_FP32)}')
     matmuls = [n for n in model.graph.node if n.op_type in ('MatMul', 'Gemm')]
     if keep and not any(p.key == 'pkg.torch.onnx.class_hierarchy' for n in matmuls for p in n.metadata_props):
-        raise PitDetError('the model has no module paths on its nodes (not written by tools/export.py); '
-                          'quantize it with --keep-fp32 none')
+        raise PitDetError(
+            'the model has no module paths on its nodes (not written by tools/export.py); '
+            'quantize it with --keep-fp32 none'
+        )
     groups = {name: [] for name in keep}
     for node in matmuls:
         group = _group(node)
@@ -88,6 +91,7 @@ def calibration_inputs(images: Sequence[Path], info: dict) -> Iterator[Dict[str,
     import cv2
 
     from pit_det_deploy.preprocess import prepare
+
     for path in images:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
@@ -117,6 +121,7 @@ def model_info(model_path: str) -> dict:
 def _load(model_path: str):
     """The model's graph (weights left on disk) and its ``pit_det`` metadata (:func:`model_info`)."""
     import onnx
+
     try:
         model = onnx.load(model_path, load_external_data=False)
     except Exception as e:  # onnx's own errors on files that are no ONNX model
@@ -127,8 +132,9 @@ def _load(model_path: str):
     return model, json.loads(meta['pit_det'])
 
 
-def quantize(model_path: str, out_path: str, inputs: Iterable[Dict[str, np.ndarray]],
-             keep: Sequence[str] = DEFAULT_KEEP) -> dict:
+def quantize(
+    model_path: str, out_path: str, inputs: Iterable[Dict[str, np.ndarray]], keep: Sequence[str] = DEFAULT_KEEP
+) -> dict:
     """Writes the INT8 (QDQ) model of ``model_path`` to ``out_path``, calibrated on ``inputs``
     (network inputs, e.g. :func:`calibration_inputs`). Returns its ``pit_det`` metadata: the fp32
     model's, plus ``precision``, the number of calibration inputs and the groups kept in fp32 with
@@ -166,20 +172,28 @@ def quantize(model_path: str, out_path: str, inputs: Iterable[Dict[str, np.ndarr
     note = _DropMessage('pre-processing before quantization')
     logging.getLogger().addFilter(note)
     try:
-        quantize_static(model_path, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=['MatMul', 'Gemm'],
-                        nodes_to_exclude=[n for names in groups.values() for n in names],
-                        calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True},
-                        calibration_providers=['CPUExecutionProvider'])
+        quantize_static(
+            model_path,
+            out_path,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=['MatMul', 'Gemm'],
+            nodes_to_exclude=[n for names in groups.values() for n in names],
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True},
+            calibration_providers=['CPUExecutionProvider'],
+        )
     finally:
         logging.getLogger().removeFilter(note)
     if not count:
         Path(out_path).unlink(missing_ok=True)
         raise PitDetError('no calibration input: give at least one image')
-    info.update(precision='int8', calibration_inputs=count,
-                fp32_groups={name: len(names) for name, names in groups.items()})
+    info.update(
+        precision='int8', calibration_inputs=count, fp32_groups={name: len(names) for name, names in groups.items()}
+    )
     quantized = onnx.load(out_path)
     onnx.helper.set_model_props(quantized, {'pit_det': json.dumps(info)})
     onnx.save(quantized, out_path)

@@ -1,5 +1,6 @@
 """The ONNX model of a detector: standard ops only, post-processing inside, facts for the runtime
 in its metadata."""
+
 import json
 from typing import Dict, Optional
 
@@ -18,9 +19,16 @@ from .wrappers import exportable
 GRAPHS = {'grid_sample': 16, 'gather': 13}
 
 
-def export_onnx(detector: nn.Module, image: Tensor, path: str, dynamic: bool = False, opset: int = 18,
-                min_size: Optional[int] = None, metadata: Optional[dict] = None,
-                msda: str = 'grid_sample') -> Dict[str, object]:
+def export_onnx(
+    detector: nn.Module,
+    image: Tensor,
+    path: str,
+    dynamic: bool = False,
+    opset: int = 18,
+    min_size: Optional[int] = None,
+    metadata: Optional[dict] = None,
+    msda: str = 'grid_sample',
+) -> Dict[str, object]:
     """The detector with post-processing as an ONNX model at ``path``; deformable attention as
     standard ops: ``msda='grid_sample'`` (one GridSample per level; the faster graph in both
     runtimes, docs/export.md) or ``'gather'`` (Gather and arithmetic, no GridSample: for runtimes
@@ -33,6 +41,7 @@ def export_onnx(detector: nn.Module, image: Tensor, path: str, dynamic: bool = F
             export.
     """
     import onnx
+
     require_torch_for_export(dynamic)
     if msda not in GRAPHS:
         raise PitDetError(f'--msda {msda!r}: choose one of {sorted(GRAPHS)}')
@@ -48,15 +57,24 @@ def export_onnx(detector: nn.Module, image: Tensor, path: str, dynamic: bool = F
     with torch.no_grad(), msda_impl_as(detector, msda):
         # onnxscript's graph optimiser (0.7.2) left a dangling input in these graphs
         # ('sigmoid_1_min_1' is not ... output of a previous node); onnxruntime optimises at load.
-        program = torch.onnx.export(exportable(detector), (image,), dynamo=True, opset_version=opset,
-                                    dynamic_shapes=shapes,
-                                    input_names=['image'], output_names=['boxes', 'scores', 'labels'],
-                                    optimize=False, verbose=False)
+        program = torch.onnx.export(
+            exportable(detector),
+            (image,),
+            dynamo=True,
+            opset_version=opset,
+            dynamic_shapes=shapes,
+            input_names=['image'],
+            output_names=['boxes', 'scores', 'labels'],
+            optimize=False,
+            verbose=False,
+        )
     model = program.model_proto
     written = next(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx'))
     if written != opset:  # the exporter falls back to its own opset when it cannot convert
-        raise PitDetError(f'torch\'s ONNX exporter could not convert this {msda} graph to opset {opset} (it '
-                          f'wrote opset {written}); export with --opset {written}')
+        raise PitDetError(
+            f"torch's ONNX exporter could not convert this {msda} graph to opset {opset} (it "
+            f'wrote opset {written}); export with --opset {written}'
+        )
     onnx.helper.set_model_props(model, {'pit_det': json.dumps(info)})
     onnx.save(model, path)
     return info

@@ -1,5 +1,6 @@
 """The modules that are exported: a Deformable DETR from normalised image to head outputs
 (:class:`DetectorCore`), or to post-processed detections (:class:`DetectorWithPostprocess`)."""
+
 from types import SimpleNamespace
 from typing import Optional, Tuple
 

@@ -6,5 +6,15 @@ from .pit import PiT
 from .vit import ViT
 from .vit_pyramid import ViTPyramid
 
-__all__ = ['MSDeformAttn', 'PiT', 'PitDeformableDETR', 'PortableFocalLoss', 'ViT', 'ViTPyramid', 'build_detector',
-           'msda_impl_as', 'record_sampling', 'set_msda_impl']
+__all__ = [
+    'MSDeformAttn',
+    'PiT',
+    'PitDeformableDETR',
+    'PortableFocalLoss',
+    'ViT',
+    'ViTPyramid',
+    'build_detector',
+    'msda_impl_as',
+    'record_sampling',
+    'set_msda_impl',
+]

@@ -1,4 +1,5 @@
 """What the PiT and ViT backbones share: pretrained loading and stage freezing."""
+
 from typing import Callable, List, Tuple
 
 from mmengine.model import BaseModule

@@ -1,5 +1,6 @@
 """The one way to build a detector from a config: seeded random weights, or every weight from a
 checkpoint."""
+
 import copy
 import logging
 from typing import Optional, Union
@@ -14,8 +15,9 @@ from ..checkpoint import read_state_dict, state_dict_mismatch
 from ..errors import CheckpointError
 
 
-def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None,
-                   seed: int = 0) -> nn.Module:
+def build_detector(
+    config: Union[str, Config], checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None, seed: int = 0
+) -> nn.Module:
     """The config's detector, in eval mode.
 
     Args:
@@ -33,6 +35,7 @@ def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None,
         CheckpointError: the checkpoint does not fit the config.
     """
     import pit_det  # noqa: F401  registers the backbones and the detector
+
     cfg = Config.fromfile(config) if isinstance(config, str) else config
     if cfg_options:
         cfg.merge_from_dict(cfg_options)

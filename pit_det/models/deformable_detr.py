@@ -1,5 +1,6 @@
 """mmdet's Deformable DETR with a selectable multi-scale deformable attention kernel, for images of
 any size, traceable by ``torch.export``."""
+
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -58,8 +59,7 @@ class PitDeformableDETR(DeformableDETR):
         super().__init__(*args, **kwargs)
         set_msda_impl(self, msda_impl)
 
-    def pre_transformer(self, mlvl_feats: Tuple[Tensor], batch_data_samples: OptSampleList = None
-                        ) -> Tuple[Dict, Dict]:
+    def pre_transformer(self, mlvl_feats: Tuple[Tensor], batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
         """Follows mmdet 3.3.0 ``DeformableDETR.pre_transformer`` (padding masks, position and level
         embeddings, flattening); differs in also giving the level shapes as Python ints: both dicts
         carry ``level_shapes``, [(H_l, W_l)], beside mmdet's (L, 2) ``spatial_shapes`` tensor."""
@@ -79,8 +79,13 @@ class PitDeformableDETR(DeformableDETR):
         level_shapes = [tuple(feat.shape[-2:]) for feat in mlvl_feats]
         # (B, C, H_l, W_l) -> (B, H_l * W_l, C), concatenated over levels: (B, S, C)
         feat_flatten = torch.cat([feat.flatten(2).transpose(1, 2) for feat in mlvl_feats], 1)
-        pos_flatten = torch.cat([pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
-                                 for lvl, pos in enumerate(pos_embeds)], 1)
+        pos_flatten = torch.cat(
+            [
+                pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
+                for lvl, pos in enumerate(pos_embeds)
+            ],
+            1,
+        )
         mask_flatten = None if masks[0] is None else torch.cat([m.flatten(1) for m in masks], 1)  # (B, S)
         spatial_shapes = level_shapes_tensor(level_shapes, feat_flatten.device)  # (L, 2)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
@@ -88,15 +93,26 @@ class PitDeformableDETR(DeformableDETR):
             valid_ratios = mlvl_feats[0].new_ones(batch_size, len(mlvl_feats), 2)
         else:
             valid_ratios = torch.stack([self.get_valid_ratio(m) for m in masks], 1)  # (B, L, 2)
-        levels = dict(spatial_shapes=spatial_shapes, level_start_index=level_start_index,
-                      valid_ratios=valid_ratios, level_shapes=level_shapes)
+        levels = dict(
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            valid_ratios=valid_ratios,
+            level_shapes=level_shapes,
+        )
         encoder_inputs = dict(feat=feat_flatten, feat_mask=mask_flatten, feat_pos=pos_flatten, **levels)
         decoder_inputs = dict(memory_mask=mask_flatten, **levels)
         return encoder_inputs, decoder_inputs
 
-    def forward_encoder(self, feat: Tensor, feat_mask: Optional[Tensor], feat_pos: Tensor, spatial_shapes: Tensor,
-                        level_start_index: Tensor, valid_ratios: Tensor,
-                        level_shapes: List[Tuple[int, int]]) -> Dict:
+    def forward_encoder(
+        self,
+        feat: Tensor,
+        feat_mask: Optional[Tensor],
+        feat_pos: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        valid_ratios: Tensor,
+        level_shapes: List[Tuple[int, int]],
+    ) -> Dict:
         """Follows mmdet 3.3.0 ``DeformableDETR.forward_encoder`` and
         ``DeformableDetrTransformerEncoder.forward``; differs in computing the reference points from
         ``level_shapes`` (traceable) and handing ``level_shapes`` to the layers, whose deformable
@@ -104,13 +120,21 @@ class PitDeformableDETR(DeformableDETR):
         reference_points = encoder_reference_points(level_shapes, valid_ratios)
         memory = feat
         for layer in self.encoder.layers:
-            memory = layer(query=memory, query_pos=feat_pos, key_padding_mask=feat_mask,
-                           spatial_shapes=spatial_shapes, level_start_index=level_start_index,
-                           valid_ratios=valid_ratios, reference_points=reference_points, level_shapes=level_shapes)
+            memory = layer(
+                query=memory,
+                query_pos=feat_pos,
+                key_padding_mask=feat_mask,
+                spatial_shapes=spatial_shapes,
+                level_start_index=level_start_index,
+                valid_ratios=valid_ratios,
+                reference_points=reference_points,
+                level_shapes=level_shapes,
+            )
         return dict(memory=memory, memory_mask=feat_mask, spatial_shapes=spatial_shapes, level_shapes=level_shapes)
 
-    def pre_decoder(self, memory: Tensor, memory_mask: Optional[Tensor], spatial_shapes: Tensor,
-                    level_shapes: List[Tuple[int, int]]) -> Tuple[Dict, Dict]:
+    def pre_decoder(
+        self, memory: Tensor, memory_mask: Optional[Tensor], spatial_shapes: Tensor, level_shapes: List[Tuple[int, int]]
+    ) -> Tuple[Dict, Dict]:
         """Follows mmdet 3.3.0 ``DeformableDETR.pre_decoder``, two-stage branch (the single-stage
         one is mmdet's, called as is). It differs in two places:
 
@@ -126,8 +150,9 @@ class PitDeformableDETR(DeformableDETR):
             return super().pre_decoder(memory, memory_mask, spatial_shapes)
         batch_size, num_tokens, c = memory.shape
         num_queries = min(self.num_queries, num_tokens)
-        output_memory, output_proposals = self.gen_encoder_output_proposals(memory, memory_mask, spatial_shapes,
-                                                                            level_shapes)
+        output_memory, output_proposals = self.gen_encoder_output_proposals(
+            memory, memory_mask, spatial_shapes, level_shapes
+        )
         enc_outputs_class = self.bbox_head.cls_branches[self.decoder.num_layers](output_memory)
         enc_outputs_coord_unact = self.bbox_head.reg_branches[self.decoder.num_layers](output_memory) + output_proposals
         enc_outputs_coord = enc_outputs_coord_unact.sigmoid()
@@ -139,12 +164,18 @@ class PitDeformableDETR(DeformableDETR):
         pos_trans_out = self.pos_trans_norm(self.pos_trans_fc(self.get_proposal_pos_embed(topk_coords_unact)))
         query_pos, query = torch.split(pos_trans_out, c, dim=2)
         decoder_inputs_dict = dict(query=query, query_pos=query_pos, memory=memory, reference_points=reference_points)
-        head_inputs_dict = dict(enc_outputs_class=enc_outputs_class,
-                                enc_outputs_coord=enc_outputs_coord) if self.training else dict()
+        head_inputs_dict = (
+            dict(enc_outputs_class=enc_outputs_class, enc_outputs_coord=enc_outputs_coord) if self.training else dict()
+        )
         return decoder_inputs_dict, head_inputs_dict
 
-    def gen_encoder_output_proposals(self, memory: Tensor, memory_mask: Optional[Tensor], spatial_shapes: Tensor,
-                                     level_shapes: Optional[List[Tuple[int, int]]] = None) -> Tuple[Tensor, Tensor]:
+    def gen_encoder_output_proposals(
+        self,
+        memory: Tensor,
+        memory_mask: Optional[Tensor],
+        spatial_shapes: Tensor,
+        level_shapes: Optional[List[Tuple[int, int]]] = None,
+    ) -> Tuple[Tensor, Tensor]:
         """Follows mmdet 3.3.0 ``DeformableDETR.gen_encoder_output_proposals``: a box (cx, cy,
         0.05 * 2^l, same) at every pixel of every level. It differs in reading the level sizes
         from ``level_shapes`` (Python ints; from ``spatial_shapes`` when not given), which
@@ -161,15 +192,17 @@ class PitDeformableDETR(DeformableDETR):
         proposals, start = [], 0
         for lvl, (h, w) in enumerate(level_shapes):
             if memory_mask is not None:
-                mask = memory_mask[:, start:start + h * w].view(bs, h, w, 1)
+                mask = memory_mask[:, start : start + h * w].view(bs, h, w, 1)
                 valid_h = (~mask[:, :, 0, 0]).sum(1).unsqueeze(-1)
                 valid_w = (~mask[:, 0, :, 0]).sum(1).unsqueeze(-1)
                 scale = torch.cat([valid_w, valid_h], 1).view(bs, 1, 1, 2)
             else:
                 scale = level_shapes_tensor([(w, h)], memory.device).to(memory.dtype).view(1, 1, 1, 2)
-            grid_y, grid_x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=memory.device),
-                                            torch.arange(w, dtype=torch.float32, device=memory.device),
-                                            indexing='ij')
+            grid_y, grid_x = torch.meshgrid(
+                torch.arange(h, dtype=torch.float32, device=memory.device),
+                torch.arange(w, dtype=torch.float32, device=memory.device),
+                indexing='ij',
+            )
             grid = torch.cat([grid_x.unsqueeze(-1), grid_y.unsqueeze(-1)], -1)  # (h, w, 2) as (x, y)
             grid = (grid.unsqueeze(0).expand(bs, -1, -1, -1) + 0.5) / scale
             wh = torch.ones_like(grid) * 0.05 * (2.0**lvl)
@@ -185,16 +218,32 @@ class PitDeformableDETR(DeformableDETR):
         memory = memory.masked_fill(~valid, float(0))
         return self.memory_trans_norm(self.memory_trans_fc(memory)), proposals
 
-    def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor, memory_mask: Optional[Tensor],
-                        reference_points: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                        valid_ratios: Tensor, level_shapes: List[Tuple[int, int]]) -> Dict:
+    def forward_decoder(
+        self,
+        query: Tensor,
+        query_pos: Tensor,
+        memory: Tensor,
+        memory_mask: Optional[Tensor],
+        reference_points: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        valid_ratios: Tensor,
+        level_shapes: List[Tuple[int, int]],
+    ) -> Dict:
         """Follows mmdet 3.3.0 ``DeformableDETR.forward_decoder``; differs only in handing
         ``level_shapes`` to the cross-attention layers."""
         inter_states, inter_references = self.decoder(
-            query=query, value=memory, query_pos=query_pos, key_padding_mask=memory_mask,
-            reference_points=reference_points, spatial_shapes=spatial_shapes, level_start_index=level_start_index,
-            valid_ratios=valid_ratios, reg_branches=self.bbox_head.reg_branches if self.with_box_refine else None,
-            level_shapes=level_shapes)
+            query=query,
+            value=memory,
+            query_pos=query_pos,
+            key_padding_mask=memory_mask,
+            reference_points=reference_points,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            valid_ratios=valid_ratios,
+            reg_branches=self.bbox_head.reg_branches if self.with_box_refine else None,
+            level_shapes=level_shapes,
+        )
         return dict(hidden_states=inter_states, references=[reference_points, *inter_references])
 
     def predict(self, batch_inputs: Tensor, batch_data_samples: SampleList, rescale: bool = True) -> SampleList:
@@ -211,8 +260,10 @@ class PitDeformableDETR(DeformableDETR):
         # Under autocast the head (class and box branches, box decoding) still runs in fp32: bf16
         # boxes would be off by pixels at image scale, and COCO tools cannot read bf16.
         head_inputs = {k: [t.float() for t in v] if isinstance(v, list) else v.float() for k, v in head_inputs.items()}
-        with _attribute(self.bbox_head, 'test_cfg', {**test_cfg, 'max_per_img': cap}), \
-                torch.autocast(batch_inputs.device.type, enabled=False):
+        with (
+            _attribute(self.bbox_head, 'test_cfg', {**test_cfg, 'max_per_img': cap}),
+            torch.autocast(batch_inputs.device.type, enabled=False),
+        ):
             results = self.bbox_head.predict(**head_inputs, rescale=rescale, batch_data_samples=batch_data_samples)
         return self.add_pred_to_datasample(batch_data_samples, results)
 
@@ -220,8 +271,9 @@ class PitDeformableDETR(DeformableDETR):
 def level_shapes_tensor(level_shapes: List[Tuple[int, int]], device: torch.device) -> Tensor:
     """[(H_l, W_l)] -> (L, 2) int64, built so that symbolic sizes stay symbolic under
     ``torch.export`` (``torch.tensor`` would freeze them to the example's)."""
-    return torch.stack([torch.stack([torch.scalar_tensor(n, dtype=torch.int64, device=device) for n in hw])
-                        for hw in level_shapes])
+    return torch.stack(
+        [torch.stack([torch.scalar_tensor(n, dtype=torch.int64, device=device) for n in hw]) for hw in level_shapes]
+    )
 
 
 def encoder_reference_points(level_shapes: List[Tuple[int, int]], valid_ratios: Tensor) -> Tensor:
@@ -230,9 +282,11 @@ def encoder_reference_points(level_shapes: List[Tuple[int, int]], valid_ratios: 
     exactly (all values are exact in fp32) and traces with symbolic n."""
     points = []
     for lvl, (h, w) in enumerate(level_shapes):
-        ref_y, ref_x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=valid_ratios.device) + 0.5,
-                                      torch.arange(w, dtype=torch.float32, device=valid_ratios.device) + 0.5,
-                                      indexing='ij')
+        ref_y, ref_x = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32, device=valid_ratios.device) + 0.5,
+            torch.arange(w, dtype=torch.float32, device=valid_ratios.device) + 0.5,
+            indexing='ij',
+        )
         ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
         ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
         points.append(torch.stack((ref_x, ref_y), -1))

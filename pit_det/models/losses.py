@@ -1,4 +1,5 @@
 """The classification loss of pit-det's detectors, on every mmcv build."""
+
 import torch.nn.functional as F
 from mmdet.models.losses import FocalLoss
 from mmdet.registry import MODELS
@@ -20,8 +21,7 @@ class PortableFocalLoss(FocalLoss):
     With mmcv's CUDA ops, or on CPU, nothing changes. Arguments and state are ``FocalLoss``'s.
     """
 
-    def forward(self, pred: Tensor, target: Tensor, weight=None, avg_factor=None,
-                reduction_override=None) -> Tensor:
+    def forward(self, pred: Tensor, target: Tensor, weight=None, avg_factor=None, reduction_override=None) -> Tensor:
         """Args and return as ``FocalLoss.forward``: ``pred`` (N, C) logits, ``target`` (N,)
         class indices (C = background) or (N, C) one-hot."""
         if pred.is_cuda and not self.activated and pred.dim() != target.dim() and not mmcv_has_cuda_ops():

@@ -4,6 +4,7 @@ mmdet builds ``MultiScaleDeformableAttention`` directly inside its Deformable DE
 through a registry, so ``set_msda_impl`` switches existing modules to this subclass in place:
 same parameters, same state-dict keys, only ``forward`` differs.
 """
+
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -26,11 +27,20 @@ class MSDeformAttn(MultiScaleDeformableAttention):
     # Set by :func:`record_sampling`: called with what the kernel receives, before it runs.
     recorder: Optional[Callable[..., None]] = None
 
-    def forward(self, query: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None,
-                identity: Optional[Tensor] = None, query_pos: Optional[Tensor] = None,
-                key_padding_mask: Optional[Tensor] = None, reference_points: Optional[Tensor] = None,
-                spatial_shapes: Optional[Tensor] = None, level_start_index: Optional[Tensor] = None,
-                level_shapes: Optional[List[Tuple[int, int]]] = None, **kwargs) -> Tensor:
+    def forward(
+        self,
+        query: Tensor,
+        key: Optional[Tensor] = None,
+        value: Optional[Tensor] = None,
+        identity: Optional[Tensor] = None,
+        query_pos: Optional[Tensor] = None,
+        key_padding_mask: Optional[Tensor] = None,
+        reference_points: Optional[Tensor] = None,
+        spatial_shapes: Optional[Tensor] = None,
+        level_start_index: Optional[Tensor] = None,
+        level_shapes: Optional[List[Tuple[int, int]]] = None,
+        **kwargs,
+    ) -> Tensor:
         """
         Args:
             query: (B, Q, C) if ``batch_first`` else (Q, B, C).
@@ -63,8 +73,7 @@ class MSDeformAttn(MultiScaleDeformableAttention):
         # One matmul for both projections of the query: (B, Q, M*L*P*2 + M*L*P).
         weight = torch.cat([self.sampling_offsets.weight, self.attention_weights.weight])
         bias = torch.cat([self.sampling_offsets.bias, self.attention_weights.bias])
-        offsets, weights = nn.functional.linear(query, weight, bias).split(
-            [M * L * P * 2, M * L * P], dim=-1)
+        offsets, weights = nn.functional.linear(query, weight, bias).split([M * L * P * 2, M * L * P], dim=-1)
         weights = weights.view(B, Q, M, L * P).softmax(-1).view(B, Q, M, L, P)
 
         # Locations as mmcv computes them, the same operations on the same numbers, but with
@@ -77,21 +86,34 @@ class MSDeformAttn(MultiScaleDeformableAttention):
             ref = reference_points[:, :, :, None, :].expand(B, Q, L, P, 2).reshape(B, Q, 1, -1)
             locations = ref + offsets / normalizer
         elif reference_points.shape[-1] == 4:
-            ref, wh = (reference_points[:, :, :, None, i:i + 2].expand(B, Q, L, P, 2).reshape(B, Q, 1, -1)
-                       for i in (0, 2))
+            ref, wh = (
+                reference_points[:, :, :, None, i : i + 2].expand(B, Q, L, P, 2).reshape(B, Q, 1, -1) for i in (0, 2)
+            )
             locations = ref + offsets / P * wh * 0.5
         else:
-            raise ValueError(f'reference_points must end in 2 or 4 values, got shape '
-                             f'{tuple(reference_points.shape)}')
+            raise ValueError(f'reference_points must end in 2 or 4 values, got shape {tuple(reference_points.shape)}')
         locations = locations.view(B, Q, M, L, P, 2)
 
         if self.recorder is not None:
-            self.recorder(self, value=value, spatial_shapes=spatial_shapes, level_start_index=level_start_index,
-                          sampling_locations=locations, attention_weights=weights,
-                          reference_points=reference_points)
-        output = multi_scale_deformable_attn(value, spatial_shapes, level_start_index, locations,
-                                             weights, impl=self.impl, im2col_step=self.im2col_step,
-                                             level_shapes=level_shapes)
+            self.recorder(
+                self,
+                value=value,
+                spatial_shapes=spatial_shapes,
+                level_start_index=level_start_index,
+                sampling_locations=locations,
+                attention_weights=weights,
+                reference_points=reference_points,
+            )
+        output = multi_scale_deformable_attn(
+            value,
+            spatial_shapes,
+            level_start_index,
+            locations,
+            weights,
+            impl=self.impl,
+            im2col_step=self.im2col_step,
+            level_shapes=level_shapes,
+        )
         output = self.output_proj(output)
         if not self.batch_first:
             output = output.transpose(0, 1)
@@ -125,8 +147,11 @@ def set_msda_impl(model: nn.Module, impl: str) -> int:
 def msda_impl_as(model: nn.Module, impl: str) -> Iterator[None]:
     """:func:`set_msda_impl` for the duration of the block; every module gets its own kernel back
     after it (export switches a detector to the traceable kernel without changing it for good)."""
-    saved = [(m, m.__class__, m.__dict__.get('impl')) for m in model.modules()
-             if isinstance(m, MultiScaleDeformableAttention)]
+    saved = [
+        (m, m.__class__, m.__dict__.get('impl'))
+        for m in model.modules()
+        if isinstance(m, MultiScaleDeformableAttention)
+    ]
     set_msda_impl(model, impl)
     try:
         yield
@@ -155,8 +180,10 @@ def record_sampling(model: nn.Module) -> Iterator[List[Dict[str, object]]]:
     """
     names = {m: n for n, m in model.named_modules() if isinstance(m, MSDeformAttn)}
     if not names:
-        raise ValueError('no recordable deformable attention: the model runs mmcv\'s own module (msda_impl '
-                         "'stock'); set_msda_impl(model, 'fast') (or 'grid_sample') first")
+        raise ValueError(
+            "no recordable deformable attention: the model runs mmcv's own module (msda_impl "
+            "'stock'); set_msda_impl(model, 'fast') (or 'grid_sample') first"
+        )
     records: List[Dict[str, object]] = []
 
     def record(module: MSDeformAttn, **tensors: Tensor) -> None:

@@ -10,6 +10,7 @@ layer (paper Fig. 4) reshapes the spatial tokens to a (C, H, W) map, halves the 
 doubles the channels with a stride-2 depthwise convolution, and maps the class (and
 distillation) tokens to the new width with a fully-connected layer.
 """
+
 import re
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -62,14 +63,26 @@ class PiTStage(nn.Module):
     """An optional pooling layer followed by ``depth`` transformer blocks over
     [class tokens; spatial tokens]."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float, pool: Optional[Pooling],
-                 drop_rate: float, attn_drop_rate: float, drop_path_rates: Sequence[float],
-                 with_cp: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        pool: Optional[Pooling],
+        drop_rate: float,
+        attn_drop_rate: float,
+        drop_path_rates: Sequence[float],
+        with_cp: bool = False,
+    ) -> None:
         super().__init__()
         self.pool = pool
-        self.blocks = nn.Sequential(*[
-            Block(dim, num_heads, mlp_ratio, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr)
-            for dpr in drop_path_rates])
+        self.blocks = nn.Sequential(
+            *[
+                Block(dim, num_heads, mlp_ratio, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr)
+                for dpr in drop_path_rates
+            ]
+        )
         self.with_cp = with_cp
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -119,10 +132,21 @@ class PiT(TransformerBackbone):
         out_strides: Nominal stride of each returned map relative to the input.
     """
 
-    def __init__(self, arch: str = 's', out_indices: Sequence[int] = (0, 1, 2), distilled: bool = False,
-                 img_size: int = 224, in_channels: int = 3, mlp_ratio: float = 4.0, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, frozen_stages: int = -1,
-                 with_cp: bool = False, init_cfg: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        arch: str = 's',
+        out_indices: Sequence[int] = (0, 1, 2),
+        distilled: bool = False,
+        img_size: int = 224,
+        in_channels: int = 3,
+        mlp_ratio: float = 4.0,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        frozen_stages: int = -1,
+        with_cp: bool = False,
+        init_cfg: Optional[dict] = None,
+    ) -> None:
         super().__init__(init_cfg=init_cfg)
         if arch not in ARCH_SETTINGS:
             raise ValueError(f'unknown PiT arch {arch!r}; expected one of {sorted(ARCH_SETTINGS)}')
@@ -151,12 +175,23 @@ class PiT(TransformerBackbone):
         for i, (depth, num_heads) in enumerate(zip(depths, heads)):
             pool = Pooling(dims[i - 1], dims[i]) if i > 0 else None
             start = sum(depths[:i])
-            stages.append(PiTStage(dims[i], depth, num_heads, mlp_ratio, pool, drop_rate, attn_drop_rate,
-                                   dpr[start:start + depth], with_cp=with_cp))
+            stages.append(
+                PiTStage(
+                    dims[i],
+                    depth,
+                    num_heads,
+                    mlp_ratio,
+                    pool,
+                    drop_rate,
+                    attn_drop_rate,
+                    dpr[start : start + depth],
+                    with_cp=with_cp,
+                )
+            )
         self.transformers = nn.ModuleList(stages)
 
         self.out_channels = tuple(dims[i] for i in self.out_indices)
-        self.out_strides = tuple(self.stride * 2 ** i for i in self.out_indices)
+        self.out_strides = tuple(self.stride * 2**i for i in self.out_indices)
         self._init_random()
         self._freeze_stages()
 
@@ -168,7 +203,7 @@ class PiT(TransformerBackbone):
     def frozen_parts(self) -> list:
         if self.frozen_stages < 0:
             return []
-        return [self.patch_embed, self.pos_embed, self.cls_token, *self.transformers[:self.frozen_stages]]
+        return [self.patch_embed, self.pos_embed, self.cls_token, *self.transformers[: self.frozen_stages]]
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Args:
@@ -183,7 +218,7 @@ class PiT(TransformerBackbone):
         x = self.pos_drop(x + resize_pos_embed(self.pos_embed, x.shape[-2:]))
         tokens = self.cls_token.expand(x.shape[0], -1, -1)
         outs = []
-        for i, stage in enumerate(self.transformers[:max(self.out_indices) + 1]):
+        for i, stage in enumerate(self.transformers[: max(self.out_indices) + 1]):
             x, tokens = stage(x, tokens)
             if i in self.out_indices:
                 outs.append(x)

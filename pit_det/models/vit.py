@@ -8,6 +8,7 @@ official DeiT checkpoints and timm's ``VisionTransformer``, so their weights loa
 For detection the PiT paper (Sec. 4.2) takes ViT-S features after layers 2, 8 and 12,
 mirroring the positions of PiT's pooling layers; all three are at stride 16.
 """
+
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -72,10 +73,22 @@ class ViT(TransformerBackbone):
         out_strides: Stride of each returned map relative to the input.
     """
 
-    def __init__(self, arch: str = 's', out_indices: Sequence[int] = (1, 7, 11), distilled: bool = False,
-                 img_size: int = 224, patch_size: int = 16, in_channels: int = 3, mlp_ratio: float = 4.0,
-                 drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 frozen_stages: int = -1, with_cp: bool = False, init_cfg: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        arch: str = 's',
+        out_indices: Sequence[int] = (1, 7, 11),
+        distilled: bool = False,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_channels: int = 3,
+        mlp_ratio: float = 4.0,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        frozen_stages: int = -1,
+        with_cp: bool = False,
+        init_cfg: Optional[dict] = None,
+    ) -> None:
         super().__init__(init_cfg=init_cfg)
         if arch not in ARCH_SETTINGS:
             raise ValueError(f'unknown ViT arch {arch!r}; expected one of {sorted(ARCH_SETTINGS)}')
@@ -97,12 +110,15 @@ class ViT(TransformerBackbone):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distilled else None
         # Layout of DeiT / timm: the class (and distillation) token positions come first.
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens + self.grid ** 2, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens + self.grid**2, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.blocks = nn.ModuleList([
-            Block(embed_dim, cfg['num_heads'], mlp_ratio, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=p)
-            for p in dpr])
+        self.blocks = nn.ModuleList(
+            [
+                Block(embed_dim, cfg['num_heads'], mlp_ratio, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=p)
+                for p in dpr
+            ]
+        )
 
         self.out_channels = (embed_dim,) * len(self.out_indices)
         self.out_strides = (patch_size,) * len(self.out_indices)
@@ -120,7 +136,7 @@ class ViT(TransformerBackbone):
         if self.frozen_stages < 0:
             return []
         tokens = [p for p in (self.pos_embed, self.cls_token, self.dist_token) if p is not None]
-        return [self.patch_embed, *tokens, *self.blocks[:self.frozen_stages]]
+        return [self.patch_embed, *tokens, *self.blocks[: self.frozen_stages]]
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Args:
@@ -131,17 +147,17 @@ class ViT(TransformerBackbone):
         """
         x = self.patch_embed(pad_to_grid(x, self.patch_size, self.patch_size))
         B, C, H, W = x.shape
-        pos_tokens, pos_grid = self.pos_embed[:, :self.num_tokens], self.pos_embed[:, self.num_tokens:]
+        pos_tokens, pos_grid = self.pos_embed[:, : self.num_tokens], self.pos_embed[:, self.num_tokens :]
         pos_grid = pos_grid.reshape(1, self.grid, self.grid, C).permute(0, 3, 1, 2)
         pos_grid = resize_pos_embed(pos_grid, (H, W)).flatten(2).transpose(1, 2)
         tokens = self.cls_token if self.dist_token is None else torch.cat([self.cls_token, self.dist_token], 1)
         seq = torch.cat([(tokens + pos_tokens).expand(B, -1, -1), x.flatten(2).transpose(1, 2) + pos_grid], 1)
         seq = self.pos_drop(seq)
         outs = []
-        for i, blk in enumerate(self.blocks[:max(self.out_indices) + 1]):
+        for i, blk in enumerate(self.blocks[: max(self.out_indices) + 1]):
             seq = checkpoint(blk, seq, use_reentrant=False) if self.with_cp and seq.requires_grad else blk(seq)
             if i in self.out_indices:
-                outs.append(seq[:, self.num_tokens:].transpose(1, 2).reshape(B, C, H, W))
+                outs.append(seq[:, self.num_tokens :].transpose(1, 2).reshape(B, C, H, W))
         return tuple(outs)
 
 

@@ -6,6 +6,7 @@ is resampled by a fixed factor: 2x by a learned 2 x 2 transposed convolution, 0.
 2 x 2 max-pooling, 1x unchanged. With the default factors layers 2, 8 and 12 become a
 stride 8 / 16 / 32 pyramid like PiT's stages.
 """
+
 from typing import Sequence, Tuple
 
 import torch
@@ -58,8 +59,9 @@ class ViTPyramid(ViT):
     def __init__(self, scale_factors: Sequence[float] = (2.0, 1.0, 0.5), **kwargs) -> None:
         super().__init__(**kwargs)
         if len(scale_factors) != len(self.out_indices):
-            raise ValueError(f'scale_factors={tuple(scale_factors)} needs one factor per out_indices '
-                             f'entry {self.out_indices}')
+            raise ValueError(
+                f'scale_factors={tuple(scale_factors)} needs one factor per out_indices entry {self.out_indices}'
+            )
         self.resample = nn.ModuleList([_resampler(c, f) for c, f in zip(self.out_channels, scale_factors)])
         self.out_strides = tuple(int(self.patch_size / f) for f in scale_factors)
 

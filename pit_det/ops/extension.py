@@ -4,6 +4,7 @@ Compiled on first use with ``torch.utils.cpp_extension.load`` (20 s on 2 Xeon co
 Zen 3 cores; the set-up's ``tools/self_check.py`` does it once) and cached under ``TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``), rebuilt when its source or torch changes.
 """
+
 import logging
 import os.path as osp
 import warnings
@@ -35,13 +36,19 @@ def load_extension(verbose: bool = False) -> ModuleType:
     # this kernel is CPU-only, so that line is noise.
     logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)
     from torch.utils.cpp_extension import load
+
     isa = torch.backends.cpu.get_cpu_capability().lower()
     # -fopenmp makes at::parallel_for use torch's OpenMP pool (libgomp is already loaded by
     # torch, so the extension shares it rather than starting a second runtime).
     flags = ['-O3', '-fopenmp'] + _ISA_FLAGS.get(isa, [])
     try:
-        return load(name=f'pit_det_ms_deform_attn_cpu_{isa}', sources=[_SOURCE], extra_cflags=flags,
-                    extra_ldflags=['-fopenmp'], verbose=verbose)
+        return load(
+            name=f'pit_det_ms_deform_attn_cpu_{isa}',
+            sources=[_SOURCE],
+            extra_cflags=flags,
+            extra_ldflags=['-fopenmp'],
+            verbose=verbose,
+        )
     except Exception as e:  # no compiler, no headers, ...
         raise ExtensionUnavailable(f'could not build the pit-det CPU kernel from {_SOURCE}: {e}') from e
 

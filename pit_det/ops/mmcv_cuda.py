@@ -14,6 +14,7 @@ PyTorch or Triton path when the answer is no:
 ``tests/test_cuda_branch.py`` runs a train and a test step of every shipped detector with tensors
 that report ``is_cuda`` and fails on any mmcv extension call that would need CUDA ops.
 """
+
 from functools import lru_cache
 
 
@@ -22,4 +23,5 @@ def mmcv_has_cuda_ops() -> bool:
     """True when mmcv's compiled extension was built with CUDA (``get_compiling_cuda_version()``
     names a CUDA version instead of ``'not available'``)."""
     from mmcv.ops import get_compiling_cuda_version  # mmdet imports mmcv.ops: an import error surfaces there first
+
     return get_compiling_cuda_version() != 'not available'

@@ -19,6 +19,7 @@ Four implementations compute the same function (Deformable DETR, arXiv 2010.0415
 * ``'auto'``: ``'fast'`` when the C++ kernel can be built here (:mod:`.extension`), else
   ``'stock'`` with a warning.
 """
+
 import warnings
 from typing import List, Optional, Tuple
 
@@ -64,15 +65,23 @@ def kernel_on(impl: str, device: str) -> str:
         return {'fast': 'cpp', 'stock': 'mmcv-pytorch', 'triton': 'triton-interpreter'}.get(impl, impl)
     mmcv_cuda = cuda_kernel() == 'mmcv'
     if impl == 'stock' and not mmcv_cuda:
-        raise ValueError("'stock' runs mmcv's CUDA kernel on a GPU, and this mmcv was built without CUDA ops; "
-                         "'fast' and 'triton' run pit-det's Triton kernel")
+        raise ValueError(
+            "'stock' runs mmcv's CUDA kernel on a GPU, and this mmcv was built without CUDA ops; "
+            "'fast' and 'triton' run pit-det's Triton kernel"
+        )
     return {'fast': 'mmcv-cuda' if mmcv_cuda else 'triton', 'stock': 'mmcv-cuda'}.get(impl, impl)
 
 
-def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                                sampling_locations: Tensor, attention_weights: Tensor,
-                                impl: str = 'fast', im2col_step: int = 64,
-                                level_shapes: Optional[List[Tuple[int, int]]] = None) -> Tensor:
+def multi_scale_deformable_attn(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    impl: str = 'fast',
+    im2col_step: int = 64,
+    level_shapes: Optional[List[Tuple[int, int]]] = None,
+) -> Tensor:
     """Samples each level at the given locations and sums the samples with attention weights.
 
     Args:
@@ -97,14 +106,18 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_sta
         return ms_deform_attn_grid_sample(value, level_shapes, sampling_locations, attention_weights)
     if impl == 'stock':
         if value.is_cuda:
-            return MultiScaleDeformableAttnFunction.apply(value, spatial_shapes, level_start_index,
-                                                          sampling_locations, attention_weights, im2col_step)
+            return MultiScaleDeformableAttnFunction.apply(
+                value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
+            )
         return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
     dtype = value.dtype
     if impl == 'fast' and value.is_cuda and cuda_kernel() == 'mmcv' and dtype not in (torch.float32, torch.float64):
         # mmcv's CUDA kernel takes fp32 / fp64 only; said once per process (Python's warning filter).
-        warnings.warn(f"mmcv's CUDA deformable-attention kernel takes fp32 values only: {dtype} values are cast to "
-                      "fp32 for it (msda_impl='triton' reads them as they are)", stacklevel=2)
+        warnings.warn(
+            f"mmcv's CUDA deformable-attention kernel takes fp32 values only: {dtype} values are cast to "
+            "fp32 for it (msda_impl='triton' reads them as they are)",
+            stacklevel=2,
+        )
         value = value.float()
     # The kernels accumulate in fp32 (fp64 for fp64 values) and take locations and weights in it;
     # on CPU and in Triton bf16 / fp16 values are read as they are.
@@ -113,15 +126,23 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_sta
     if impl == 'gather':
         return ms_deform_attn_gather(value, spatial_shapes, sampling_locations, attention_weights, level_shapes)
     if impl == 'triton':
-        return ms_deform_attn_triton(value, spatial_shapes.long(), level_start_index.long(), sampling_locations,
-                                     attention_weights)
-    out = ms_deform_attn(value.contiguous(), spatial_shapes.long().contiguous(), level_start_index.long().contiguous(),
-                         sampling_locations.contiguous(), attention_weights.contiguous(), im2col_step)
+        return ms_deform_attn_triton(
+            value, spatial_shapes.long(), level_start_index.long(), sampling_locations, attention_weights
+        )
+    out = ms_deform_attn(
+        value.contiguous(),
+        spatial_shapes.long().contiguous(),
+        level_start_index.long().contiguous(),
+        sampling_locations.contiguous(),
+        attention_weights.contiguous(),
+        im2col_step,
+    )
     return out.to(dtype)
 
 
-def msda_flops(num_queries: int, num_heads: int, num_levels: int, num_points: int,
-               embed_dims: int, batch_size: int = 1) -> int:
+def msda_flops(
+    num_queries: int, num_heads: int, num_levels: int, num_points: int, embed_dims: int, batch_size: int = 1
+) -> int:
     """FLOPs of the sampling core, which FLOP counters (fvcore, mmengine, torch) count as 0.
 
     Per sample and channel: 4 bilinear corner products + 1 attention product, each a

@@ -14,6 +14,7 @@ semantics of the C++ one (bilinear, zero padding, ``align_corners=False``).
 
 Which is faster depends on the runtime; ``docs/export.md`` has the measurements.
 """
+
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -28,7 +29,7 @@ def _levels(value: Tensor, level_shapes: LevelShapes):
     B, _, M, D = value.shape
     begin = 0
     for H, W in level_shapes:
-        yield value[:, begin:begin + H * W].view(B, H, W, M, D).permute(0, 3, 1, 2, 4)
+        yield value[:, begin : begin + H * W].view(B, H, W, M, D).permute(0, 3, 1, 2, 4)
         begin += H * W
 
 
@@ -46,8 +47,13 @@ def pair_table(value: Tensor, level_shapes: LevelShapes) -> Tensor:
     return torch.cat([flat[:, :, :-1], flat[:, :, 1:]], dim=-1)
 
 
-def ms_deform_attn_gather(value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor,
-                          attention_weights: Tensor, level_shapes: Optional[List[Tuple[int, int]]] = None) -> Tensor:
+def ms_deform_attn_gather(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    level_shapes: Optional[List[Tuple[int, int]]] = None,
+) -> Tensor:
     """Bilinear sampling from one gather over the pair table of all levels.
 
     Args:
@@ -97,8 +103,9 @@ def ms_deform_attn_gather(value: Tensor, spatial_shapes: Tensor, sampling_locati
     return out.view(B, M, Q, D).permute(0, 2, 1, 3).reshape(B, Q, M * D)
 
 
-def ms_deform_attn_grid_sample(value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor,
-                               attention_weights: Tensor) -> Tensor:
+def ms_deform_attn_grid_sample(
+    value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor, attention_weights: Tensor
+) -> Tensor:
     """One ``grid_sample`` per level, weighted and summed level by level. Arguments and result as
     :func:`ms_deform_attn_gather` (``level_shapes`` required).
 

@@ -11,6 +11,7 @@ for tracing) and autograd, the op stays inside compiled and exported graphs:
   machine without ``nvcc`` needs only mmcv's CPU build (:func:`cuda_kernel`);
 * backward: the op ``pit_det::ms_deform_attn_backward``, registered the same way.
 """
+
 from typing import Tuple
 
 import torch
@@ -33,12 +34,19 @@ def cuda_kernel() -> str:
 
 def _mmcv_ext():
     from mmcv.utils import ext_loader
+
     return ext_loader.load_ext('_ext', ['ms_deform_attn_forward', 'ms_deform_attn_backward'])
 
 
 @torch.library.custom_op('pit_det::ms_deform_attn', mutates_args=())
-def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
-                   attention_weights: Tensor, im2col_step: int) -> Tensor:
+def ms_deform_attn(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    im2col_step: int,
+) -> Tensor:
     """(B, S, M, D) values sampled at (B, Q, M, L, P, 2) locations and summed with (B, Q, M, L, P)
     weights -> (B, Q, M * D); see :func:`pit_det.ops.multi_scale_deformable_attn` for the contract.
     ``im2col_step`` is the batch chunk of mmcv's CUDA kernel."""
@@ -54,8 +62,9 @@ def _forward_cpu(value, spatial_shapes, level_start_index, sampling_locations, a
 def _forward_cuda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
     if cuda_kernel() == 'triton':
         return triton_kernel.forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    return _mmcv_ext().ms_deform_attn_forward(value, spatial_shapes, level_start_index, sampling_locations,
-                                             attention_weights, im2col_step=im2col_step)
+    return _mmcv_ext().ms_deform_attn_forward(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step=im2col_step
+    )
 
 
 @ms_deform_attn.register_fake
@@ -65,37 +74,56 @@ def _forward_fake(value, spatial_shapes, level_start_index, sampling_locations, 
 
 
 @torch.library.custom_op('pit_det::ms_deform_attn_backward', mutates_args=())
-def ms_deform_attn_backward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                            sampling_locations: Tensor, attention_weights: Tensor, grad_output: Tensor,
-                            im2col_step: int) -> Tuple[Tensor, Tensor, Tensor]:
+def ms_deform_attn_backward(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    grad_output: Tensor,
+    im2col_step: int,
+) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients of :func:`ms_deform_attn` for ``value``, ``sampling_locations`` and
     ``attention_weights``."""
     raise NotImplementedError(f'pit_det::ms_deform_attn_backward has CPU and CUDA kernels, not {value.device.type}')
 
 
 @ms_deform_attn_backward.register_kernel('cpu')
-def _backward_cpu(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output,
-                  im2col_step):
-    grad_value, grad_loc, grad_attn = load_extension().backward(value, spatial_shapes, level_start_index,
-                                                                sampling_locations, attention_weights, grad_output)
+def _backward_cpu(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output, im2col_step
+):
+    grad_value, grad_loc, grad_attn = load_extension().backward(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output
+    )
     return grad_value, grad_loc, grad_attn
 
 
 @ms_deform_attn_backward.register_kernel('cuda')
-def _backward_cuda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output,
-                   im2col_step):
+def _backward_cuda(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output, im2col_step
+):
     if cuda_kernel() == 'triton':
-        return triton_kernel.backward(value, spatial_shapes, level_start_index, sampling_locations,
-                                      attention_weights, grad_output)
+        return triton_kernel.backward(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output
+        )
     grads = torch.zeros_like(value), torch.zeros_like(sampling_locations), torch.zeros_like(attention_weights)
-    _mmcv_ext().ms_deform_attn_backward(value, spatial_shapes, level_start_index, sampling_locations,
-                                        attention_weights, grad_output, *grads, im2col_step=im2col_step)
+    _mmcv_ext().ms_deform_attn_backward(
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        grad_output,
+        *grads,
+        im2col_step=im2col_step,
+    )
     return grads
 
 
 @ms_deform_attn_backward.register_fake
-def _backward_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output,
-                   im2col_step):
+def _backward_fake(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output, im2col_step
+):
     return torch.empty_like(value), torch.empty_like(sampling_locations), torch.empty_like(attention_weights)
 
 
@@ -106,8 +134,9 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _backward(ctx, grad_output: Tensor):
-    grad_value, grad_loc, grad_attn = ms_deform_attn_backward(*ctx.saved_tensors, grad_output.contiguous(),
-                                                              ctx.im2col_step)
+    grad_value, grad_loc, grad_attn = ms_deform_attn_backward(
+        *ctx.saved_tensors, grad_output.contiguous(), ctx.im2col_step
+    )
     return grad_value, None, None, grad_loc, grad_attn, None
 
 

@@ -19,6 +19,7 @@ Layout per program: ``BLOCK_Q`` queries x the channels of one (batch, head). For
 point it computes the four bilinear corners of every query at once and gathers ``BLOCK_Q`` rows
 of ``D`` channels per corner.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,8 +75,9 @@ def _sample(shapes, starts, loc, attn, first, q_ok, lvl: tl.constexpr, pt: tl.co
 
 
 @_jit
-def _corner(b, m, S, H, W, start, inside, x0, y0, fx, fy, dx: tl.constexpr, dy: tl.constexpr,
-            M: tl.constexpr, D: tl.constexpr):
+def _corner(
+    b, m, S, H, W, start, inside, x0, y0, fx, fy, dx: tl.constexpr, dy: tl.constexpr, M: tl.constexpr, D: tl.constexpr
+):
     """Corner (x0 + dx, y0 + dy): whether it lies on the map, its bilinear weights along x and y,
     and the offset of its D channels in value, (B, S, M, D)."""
     xi = x0.to(tl.int64) + dx
@@ -87,9 +89,23 @@ def _corner(b, m, S, H, W, start, inside, x0, y0, fx, fy, dx: tl.constexpr, dy: 
 
 
 @_jit
-def _forward_kernel(value, shapes, starts, loc, attn, out, S, Q,
-                    M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-                    BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
+def _forward_kernel(
+    value,
+    shapes,
+    starts,
+    loc,
+    attn,
+    out,
+    S,
+    Q,
+    M: tl.constexpr,
+    D: tl.constexpr,
+    L: tl.constexpr,
+    P: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+):
     b, m, q, ch, q_ok, ch_ok = _program(Q, M, D, BLOCK, BLOCK_D)
     acc = tl.zeros((BLOCK, BLOCK_D), ACC)
     first = ((b * Q + q) * M + m) * (L * P)  # (BLOCK,) first sample of each (query, head)
@@ -106,9 +122,26 @@ def _forward_kernel(value, shapes, starts, loc, attn, out, S, Q,
 
 
 @_jit
-def _backward_kernel(value, shapes, starts, loc, attn, grad_out, grad_value, grad_loc, grad_attn, S, Q,
-                     M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-                     BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
+def _backward_kernel(
+    value,
+    shapes,
+    starts,
+    loc,
+    attn,
+    grad_out,
+    grad_value,
+    grad_loc,
+    grad_attn,
+    S,
+    Q,
+    M: tl.constexpr,
+    D: tl.constexpr,
+    L: tl.constexpr,
+    P: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+):
     b, m, q, ch, q_ok, ch_ok = _program(Q, M, D, BLOCK, BLOCK_D)
     src = ((b * Q + q) * M + m) * D
     g = tl.load(grad_out + src[:, None] + ch[None, :], mask=q_ok[:, None] & ch_ok[None, :], other=0.0).to(ACC)
@@ -140,37 +173,67 @@ def _check_device(t: Tensor) -> None:
         raise TritonUnavailable('Triton is not installed (it ships with the CUDA builds of torch)')
     if t.is_cuda or (t.device.type == 'cpu' and os.environ.get('TRITON_INTERPRET') == '1'):
         return
-    raise TritonUnavailable(f'the Triton deformable-attention kernel runs on CUDA tensors, or on CPU tensors under '
-                            f"Triton's interpreter (TRITON_INTERPRET=1 set before Python starts; slow, for tests), "
-                            f'not on {t.device}')
+    raise TritonUnavailable(
+        f'the Triton deformable-attention kernel runs on CUDA tensors, or on CPU tensors under '
+        f"Triton's interpreter (TRITON_INTERPRET=1 set before Python starts; slow, for tests), "
+        f'not on {t.device}'
+    )
 
 
-def _launch(fn: Callable, value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, attn: Tensor,
-            *tensors: Tensor) -> None:
+def _launch(
+    fn: Callable, value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, attn: Tensor, *tensors: Tensor
+) -> None:
     """``fn`` over (query blocks, batch x heads) programs; ``tensors`` are its other arguments."""
     _check_device(value)
     batch, num_value, heads, channels = value.shape
     _, num_query, _, levels, points, _ = loc.shape
     acc = tl.float64 if value.dtype == torch.float64 else tl.float32
     grid = (triton.cdiv(num_query, BLOCK_Q), batch * heads)
-    fn[grid](value, shapes.contiguous(), starts.contiguous(), loc, attn, *tensors, num_value, num_query,
-             M=heads, D=channels, L=levels, P=points, BLOCK=BLOCK_Q, BLOCK_D=triton.next_power_of_2(channels), ACC=acc)
+    fn[grid](
+        value,
+        shapes.contiguous(),
+        starts.contiguous(),
+        loc,
+        attn,
+        *tensors,
+        num_value,
+        num_query,
+        M=heads,
+        D=channels,
+        L=levels,
+        P=points,
+        BLOCK=BLOCK_Q,
+        BLOCK_D=triton.next_power_of_2(channels),
+        ACC=acc,
+    )
 
 
-def _check(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
-           attention_weights: Tensor, levels_inside: bool = True) -> None:
+def _check(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    levels_inside: bool = True,
+) -> None:
     """The C++ kernel's refusals. ``levels_inside=False`` skips the one that reads tensor values (a
     few kernel launches on CUDA): the backward of the op takes the inputs its forward checked."""
     compute = torch.promote_types(value.dtype, torch.float32)
     if value.dim() != 4 or sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
-        raise ValueError(f'value must be (B, S, M, D) and sampling_locations (B, Q, M, L, P, 2), got '
-                         f'{tuple(value.shape)} and {tuple(sampling_locations.shape)}')
+        raise ValueError(
+            f'value must be (B, S, M, D) and sampling_locations (B, Q, M, L, P, 2), got '
+            f'{tuple(value.shape)} and {tuple(sampling_locations.shape)}'
+        )
     if attention_weights.shape != sampling_locations.shape[:-1]:
-        raise ValueError(f'attention_weights {tuple(attention_weights.shape)} do not match sampling_locations '
-                         f'{tuple(sampling_locations.shape)}')
+        raise ValueError(
+            f'attention_weights {tuple(attention_weights.shape)} do not match sampling_locations '
+            f'{tuple(sampling_locations.shape)}'
+        )
     if sampling_locations.dtype != compute or attention_weights.dtype != compute:
-        raise ValueError(f'sampling_locations and attention_weights must be {compute} for {value.dtype} values, '
-                         f'got {sampling_locations.dtype} and {attention_weights.dtype}')
+        raise ValueError(
+            f'sampling_locations and attention_weights must be {compute} for {value.dtype} values, '
+            f'got {sampling_locations.dtype} and {attention_weights.dtype}'
+        )
     if spatial_shapes.dtype != torch.int64 or level_start_index.dtype != torch.int64:
         raise ValueError('spatial_shapes and level_start_index must be int64')
     # The checks of the C++ kernel (csrc/ms_deform_attn_cpu.cpp, check()): on CUDA each gap would be
@@ -178,53 +241,88 @@ def _check(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sam
     batch, num_value, heads, _ = value.shape
     levels = sampling_locations.shape[3]
     if sampling_locations.shape[0] != batch or sampling_locations.shape[2] != heads:
-        raise ValueError(f'sampling_locations {tuple(sampling_locations.shape)} do not match value '
-                         f'{tuple(value.shape)}')
+        raise ValueError(
+            f'sampling_locations {tuple(sampling_locations.shape)} do not match value {tuple(value.shape)}'
+        )
     if tuple(spatial_shapes.shape) != (levels, 2) or tuple(level_start_index.shape) != (levels,):
-        raise ValueError(f'spatial_shapes must be (L, 2) and level_start_index (L,) with L = {levels}, got '
-                         f'{tuple(spatial_shapes.shape)} and {tuple(level_start_index.shape)}')
+        raise ValueError(
+            f'spatial_shapes must be (L, 2) and level_start_index (L,) with L = {levels}, got '
+            f'{tuple(spatial_shapes.shape)} and {tuple(level_start_index.shape)}'
+        )
     devices = {t.device for t in (spatial_shapes, level_start_index, sampling_locations, attention_weights)}
     if devices != {value.device}:
-        raise ValueError(f'every tensor must be on {value.device} (the device of value), got '
-                         f'{sorted(map(str, devices))}')
+        raise ValueError(
+            f'every tensor must be on {value.device} (the device of value), got {sorted(map(str, devices))}'
+        )
     if not levels_inside:
         return
     # Levels inside value, checked on the device without a host sync (an asynchronous assert on CUDA).
-    inside = ((spatial_shapes > 0).all(1) & (level_start_index >= 0)
-              & (level_start_index + spatial_shapes.prod(1) <= num_value)).all()
+    inside = (
+        (spatial_shapes > 0).all(1)
+        & (level_start_index >= 0)
+        & (level_start_index + spatial_shapes.prod(1) <= num_value)
+    ).all()
     torch._assert_async(inside, 'a level of spatial_shapes / level_start_index lies outside value')
 
 
-def forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
-            attention_weights: Tensor) -> Tensor:
+def forward(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
     """The kernel itself (no autograd); contract of :func:`ms_deform_attn_triton`."""
     _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    value, sampling_locations, attention_weights = (t.contiguous() for t in
-                                                    (value, sampling_locations, attention_weights))
+    value, sampling_locations, attention_weights = (
+        t.contiguous() for t in (value, sampling_locations, attention_weights)
+    )
     batch, _, heads, channels = value.shape
     out = value.new_empty(batch, sampling_locations.shape[1], heads * channels)
     _launch(_forward_kernel, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, out)
     return out
 
 
-def backward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
-             attention_weights: Tensor, grad_output: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def backward(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    grad_output: Tensor,
+) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients for value, sampling_locations and attention_weights (no autograd)."""
     # The op's forward checked these tensors; the shapes are checked again (cheap, on the host).
     _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, levels_inside=False)
     value, sampling_locations, attention_weights, grad_output = (
-        t.contiguous() for t in (value, sampling_locations, attention_weights, grad_output))
+        t.contiguous() for t in (value, sampling_locations, attention_weights, grad_output)
+    )
     grad_value = torch.zeros_like(value, dtype=torch.promote_types(value.dtype, torch.float32))
     grad_loc = torch.empty_like(sampling_locations)
     grad_attn = torch.empty_like(attention_weights)
-    _launch(_backward_kernel, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-            grad_output, grad_value, grad_loc, grad_attn)
+    _launch(
+        _backward_kernel,
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        grad_output,
+        grad_value,
+        grad_loc,
+        grad_attn,
+    )
     return grad_value.to(value.dtype), grad_loc, grad_attn
 
 
 @torch.library.custom_op('pit_det::ms_deform_attn_triton', mutates_args=())
-def ms_deform_attn_triton(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                          sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+def ms_deform_attn_triton(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
     """Multi-scale deformable attention by the Triton kernel.
 
     Args:
@@ -247,9 +345,14 @@ def _forward_fake(value, spatial_shapes, level_start_index, sampling_locations, 
 
 
 @torch.library.custom_op('pit_det::ms_deform_attn_triton_backward', mutates_args=())
-def ms_deform_attn_triton_backward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                                   sampling_locations: Tensor, attention_weights: Tensor,
-                                   grad_output: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def ms_deform_attn_triton_backward(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    grad_output: Tensor,
+) -> Tuple[Tensor, Tensor, Tensor]:
     return backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output)
 
 

@@ -1,6 +1,7 @@
 """The GPU tier: every test here is marked ``gpu`` and skipped, with the reason, where it cannot run
 (:func:`gpu_tier.skip_reason`); the toy detector is trained and evaluated once per pytest run, its runs
 side by side, and shared by the tests that judge it."""
+
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Optional
@@ -34,8 +35,12 @@ def tier() -> gpu_tier.Tier:
 
 
 # The toy detector's runs (each a tool in a subprocess) and what each waits for.
-RUNS = {'trained_fp32': (), 'trained_bf16': (), 'evaluated_cpu_fp32': ('trained_fp32',),
-        'evaluated_bf16': ('trained_fp32',)}
+RUNS = {
+    'trained_fp32': (),
+    'trained_bf16': (),
+    'evaluated_cpu_fp32': ('trained_fp32',),
+    'evaluated_bf16': ('trained_fp32',),
+}
 
 
 def runs_needed(items) -> set:

@@ -11,6 +11,7 @@ its compiler and its interpreter when it is first imported (``tests/conftest.py`
   commands, the files they write and the judgements; what only a GPU's scale can show (a loss that falls
   over 100 iterations, AP above the untrained model's, bf16 training) each test names and leaves to the GPU.
 """
+
 import json
 import math
 import os
@@ -50,6 +51,7 @@ class Tier:
         bf16_inference: whether bf16 inference is tested (a CPU without bf16 instructions emulates it:
             minutes for the dry run's 4 images).
     """
+
     dry_run: bool
     device: str
     levels: Tuple[Tuple[int, int], ...]
@@ -70,16 +72,35 @@ class Tier:
 
 
 # 100 iterations (loss 16.7 -> 11.6 on an NVIDIA H200), evaluated on 100 images.
-GPU = Tier(dry_run=False, device='cuda', levels=PIT_S_LEVELS, batch=2,
-           queries=PIT_S_QUERIES,
-           num_train=400, num_val=100, epochs=1, precisions=('fp32', 'bf16'))
+GPU = Tier(
+    dry_run=False,
+    device='cuda',
+    levels=PIT_S_LEVELS,
+    batch=2,
+    queries=PIT_S_QUERIES,
+    num_train=400,
+    num_val=100,
+    epochs=1,
+    precisions=('fp32', 'bf16'),
+)
 # The dry run: Triton's interpreter runs each program in Python, so one block of queries a head
 # (32), 2 heads, 2 levels of 2 points.
 DRY_LEVELS = ((4, 6), (2, 3))
-DRY_RUN = Tier(dry_run=True, device='cpu', levels=DRY_LEVELS, batch=1,
-               queries=dict(decoder=8, encoder=sum(h * w for h, w in DRY_LEVELS)),
-               num_train=8, num_val=4, epochs=1, precisions=('fp32',), bf16_inference='bf16' in native_dtypes('cpu'),
-               heads=2, points=2, channels=8)
+DRY_RUN = Tier(
+    dry_run=True,
+    device='cpu',
+    levels=DRY_LEVELS,
+    batch=1,
+    queries=dict(decoder=8, encoder=sum(h * w for h, w in DRY_LEVELS)),
+    num_train=8,
+    num_val=4,
+    epochs=1,
+    precisions=('fp32',),
+    bf16_inference='bf16' in native_dtypes('cpu'),
+    heads=2,
+    points=2,
+    channels=8,
+)
 
 
 def mode() -> str:
@@ -94,7 +115,7 @@ def skip_reason() -> Optional[str]:
     """Why the tier cannot run in this pytest process, or None."""
     interpreted = os.environ.get('TRITON_INTERPRET') == '1'
     if mode() == '':
-        return f"the GPU tier runs on its own, with Triton compiled: {HOW}"
+        return f'the GPU tier runs on its own, with Triton compiled: {HOW}'
     if mode() == 'dry-run':
         return None if interpreted else f'{MODE}=dry-run runs Triton on CPU tensors: set TRITON_INTERPRET=1 too'
     if mode() != '1':
@@ -112,8 +133,9 @@ def run_tool(args: Sequence, env: Optional[Dict[str, str]] = None, timeout: int 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]), **(env or {}))
     if current().dry_run:
         env.update(CPU_ONLY)  # the rehearsal is a CPU run wherever it runs
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f'{args[0]} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}'
     return proc
 
@@ -135,6 +157,7 @@ def msda_inputs(tier: Tier, queries: int, seed: int = 0) -> List[torch.Tensor]:
 @dataclass
 class Evaluation:
     """COCO metrics and detections (COCO result format) of one checkpoint on the toy val split."""
+
     metrics: Dict[str, float]
     detections: List[dict]
 
@@ -143,6 +166,7 @@ class Evaluation:
 class TrainRun:
     """One training run of the toy config: where, its checkpoint, the loss of every iteration, COCO
     AP before training, and the validation after it."""
+
     work: Path
     checkpoint: Path
     losses: List[float]
@@ -161,20 +185,40 @@ def train(tier: Tier, data: Path, work: Path, precision: str) -> TrainRun:
     """tools/train.py on the toy config: ``tier.epochs`` epochs, every iteration's loss logged as it
     is (no smoothing window), validated before training and after it (detections written)."""
     amp = ['optim_wrapper.type=AmpOptimWrapper', 'optim_wrapper.dtype=bfloat16'] if precision == 'bf16' else []
-    run_tool(['tools/train.py', TOY_CONFIG, '--work-dir', work, '--data-root', data, '--validate-first',
-              '--cfg-options', f'train_cfg.max_epochs={tier.epochs}', f'train_cfg.val_interval={tier.epochs}',
-              'default_hooks.logger.interval=1', 'log_processor.window_size=1',
-              f'default_hooks.checkpoint.interval={tier.epochs}', f'val_evaluator.outfile_prefix={work}/detections',
-              *amp], fp32_env(tier.device) if precision == 'fp32' else {})
+    run_tool(
+        [
+            'tools/train.py',
+            TOY_CONFIG,
+            '--work-dir',
+            work,
+            '--data-root',
+            data,
+            '--validate-first',
+            '--cfg-options',
+            f'train_cfg.max_epochs={tier.epochs}',
+            f'train_cfg.val_interval={tier.epochs}',
+            'default_hooks.logger.interval=1',
+            'log_processor.window_size=1',
+            f'default_hooks.checkpoint.interval={tier.epochs}',
+            f'val_evaluator.outfile_prefix={work}/detections',
+            *amp,
+        ],
+        fp32_env(tier.device) if precision == 'fp32' else {},
+    )
     scalars = sorted(work.glob('*/vis_data/scalars.json'))[-1]
     records = [json.loads(line) for line in scalars.read_text().splitlines()]
     validations = [r for r in records if 'coco/bbox_mAP' in r]
     assert len(validations) == 2, f'{work}: {len(validations)} validations, not one before and one after training'
-    return TrainRun(work=work, checkpoint=Path((work / 'last_checkpoint').read_text().strip()),
-                    losses=[r['loss'] for r in records if 'loss' in r],
-                    ap_before=json.loads((work / 'metrics_before_train.json').read_text())['coco/bbox_mAP'],
-                    final=Evaluation(metrics={k: v for k, v in validations[-1].items() if k.startswith('coco/')},
-                                     detections=json.loads((work / 'detections.bbox.json').read_text())))
+    return TrainRun(
+        work=work,
+        checkpoint=Path((work / 'last_checkpoint').read_text().strip()),
+        losses=[r['loss'] for r in records if 'loss' in r],
+        ap_before=json.loads((work / 'metrics_before_train.json').read_text())['coco/bbox_mAP'],
+        final=Evaluation(
+            metrics={k: v for k, v in validations[-1].items() if k.startswith('coco/')},
+            detections=json.loads((work / 'detections.bbox.json').read_text()),
+        ),
+    )
 
 
 def evaluate(checkpoint: Path, data: Path, out: Path, device: str, precision: str) -> Evaluation:
@@ -185,10 +229,25 @@ def evaluate(checkpoint: Path, data: Path, out: Path, device: str, precision: st
         env.update(fp32_env(device))
     elif device == 'cpu':
         env['PIT_DET_ALLOW_EMULATED'] = '1'  # the dry run on a CPU without bf16 instructions: numerics only
-    run_tool(['tools/test.py', TOY_CONFIG, checkpoint, '--work-dir', out / 'work', '--out-dir', out,
-              '--data-root', data, *(['--bf16'] if precision == 'bf16' else [])], env)
-    return Evaluation(metrics=json.loads((out / 'metrics.json').read_text()),
-                      detections=json.loads((out / 'detections.bbox.json').read_text()))
+    run_tool(
+        [
+            'tools/test.py',
+            TOY_CONFIG,
+            checkpoint,
+            '--work-dir',
+            out / 'work',
+            '--out-dir',
+            out,
+            '--data-root',
+            data,
+            *(['--bf16'] if precision == 'bf16' else []),
+        ],
+        env,
+    )
+    return Evaluation(
+        metrics=json.loads((out / 'metrics.json').read_text()),
+        detections=json.loads((out / 'detections.bbox.json').read_text()),
+    )
 
 
 def match_detections(a: List[dict], b: List[dict], per_image: int, box_tol: float, score_tol: float) -> dict:
@@ -202,6 +261,7 @@ def match_detections(a: List[dict], b: List[dict], per_image: int, box_tol: floa
         dict: ``compared`` and ``matched`` counts, ``images_with_unmatched`` (ids), and over the
         matched the largest ``box_diff`` (px) and ``score_diff``.
     """
+
     def by_image(dets):
         grouped = defaultdict(list)
         for d in dets:
@@ -218,8 +278,11 @@ def match_detections(a: List[dict], b: List[dict], per_image: int, box_tol: floa
         free = list(b.get(image, []))
         for d in sorted(dets, key=lambda d: -d['score'])[:per_image]:
             result['compared'] += 1
-            diffs = [(max(abs(p - q) for p, q in zip(corners(d), corners(e))), abs(d['score'] - e['score']), i)
-                     for i, e in enumerate(free) if e['category_id'] == d['category_id']]
+            diffs = [
+                (max(abs(p - q) for p, q in zip(corners(d), corners(e))), abs(d['score'] - e['score']), i)
+                for i, e in enumerate(free)
+                if e['category_id'] == d['category_id']
+            ]
             within = [t for t in diffs if t[0] <= box_tol and t[1] <= score_tol]
             if not within:
                 if image not in result['images_with_unmatched']:

@@ -1,6 +1,7 @@
 """The Triton deformable-attention kernel (impl 'triton' through ``pit_det.ops.multi_scale_deformable_attn``),
 compiled, at PiT-S's real shapes on the GPU: fp32 and bf16 values, forward and the gradients of
 values, locations and weights, against mmcv's pure-PyTorch function in fp64 on the same device."""
+
 import json
 
 import pytest
@@ -24,8 +25,8 @@ FP32_TOL = 1e-5
 # an NVIDIA H200: 3.6e-3 against mmcv's function, under 2^-8 = 3.9e-3; the C++ kernel's bf16 output
 # reaches 0.99 of this bound on the CPU above: it is the rounding's own, no looser. The location and
 # weight gradients are fp32 sums of numbers bf16 represents exactly: FP32_TOL.
-OUTPUT_RTOL = {torch.float32: 0.0, torch.bfloat16: 2 ** -7 if TIER.dry_run else 2 ** -8}
-VALUE_GRAD_RTOL = {torch.float32: 0.0, torch.bfloat16: 2 ** -8}
+OUTPUT_RTOL = {torch.float32: 0.0, torch.bfloat16: 2**-7 if TIER.dry_run else 2**-8}
+VALUE_GRAD_RTOL = {torch.float32: 0.0, torch.bfloat16: 2**-8}
 
 
 def assert_within(name: str, a: torch.Tensor, ref: torch.Tensor, rtol: float) -> None:
@@ -34,8 +35,10 @@ def assert_within(name: str, a: torch.Tensor, ref: torch.Tensor, rtol: float) ->
     bound = rtol * ref.abs() + FP32_TOL * ref.abs().max()
     worst = int((err - bound).argmax())
     within = bool((err <= bound).all())
-    assert within, (f'{name}: {err.flatten()[worst]:.3e} off at element {worst} (reference '
-                    f'{ref.flatten()[worst]:.4e}, allowed {bound.flatten()[worst]:.3e})')
+    assert within, (
+        f'{name}: {err.flatten()[worst]:.3e} off at element {worst} (reference '
+        f'{ref.flatten()[worst]:.4e}, allowed {bound.flatten()[worst]:.3e})'
+    )
 
 
 @pytest.mark.parametrize('queries', ['decoder', 'encoder'])
@@ -59,8 +62,11 @@ def test_triton_kernel_equals_the_fp64_reference(dtype, queries, record_property
     assert out.device.type == TIER.device and out.shape == ref[0].shape
     assert out.dtype == g_value.dtype == dtype and g_loc.dtype == g_attn.dtype == torch.float32
     names = ('output', 'value grad', 'location grad', 'weight grad')
-    record_property('max_rel_diff', json.dumps({n: max_rel_diff(a, r) for n, a, r in
-                                                zip(names, (out, g_value, g_loc, g_attn), ref)}))
-    for name, a, r, rtol in zip(names, (out, g_value, g_loc, g_attn), ref,
-                                (OUTPUT_RTOL[dtype], VALUE_GRAD_RTOL[dtype], 0.0, 0.0)):
+    record_property(
+        'max_rel_diff',
+        json.dumps({n: max_rel_diff(a, r) for n, a, r in zip(names, (out, g_value, g_loc, g_attn), ref)}),
+    )
+    for name, a, r, rtol in zip(
+        names, (out, g_value, g_loc, g_attn), ref, (OUTPUT_RTOL[dtype], VALUE_GRAD_RTOL[dtype], 0.0, 0.0)
+    ):
         assert_within(name, a, r, rtol)

@@ -3,6 +3,7 @@
 its fp32 detections held to the CPU's (tools/test.py on the same checkpoint, the C++ kernel there),
 and bf16 inference (tools/test.py --bf16) held to fp32 on the trained model. The checkpoint is
 trained once per pytest run (conftest.py)."""
+
 import json
 import math
 
