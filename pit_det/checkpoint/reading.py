@@ -66,10 +66,9 @@ _NUMPY_DTYPES = (
     np.float64,
 )
 
-# Plain-data globals found in mmengine / mmdet checkpoints: the message hub, numpy arrays and
-# scalars in meta and runtime info (under numpy 2 and numpy 1 names), ``Counter`` milestones of
-# the schedulers, ``ConfigDict``.
-SAFE_GLOBALS: List = [
+# Plain-data globals found in mmengine / mmdet checkpoints, allowed as they are: numpy arrays and
+# scalars in meta and runtime info, ``Counter`` milestones of the schedulers, ``ConfigDict``.
+ALLOWED_GLOBALS: List = [
     collections.Counter,
     ConfigDict,
     np.ndarray,
@@ -77,14 +76,22 @@ SAFE_GLOBALS: List = [
     _np_core.multiarray._reconstruct,
     _np_core.multiarray.scalar,
     *(type(np.dtype(t)) for t in _NUMPY_DTYPES),
+    # The same numpy functions under the names numpy 1 pickled them with.
     (_np_core.multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
     (_np_core.multiarray.scalar, 'numpy.core.multiarray.scalar'),
+]
+# Globals replaced while unpickling by pit-det's stand-ins, which rebuild plain data and refuse
+# anything else: the message hub's ``HistoryBuffer`` records, the ``getattr`` that names their
+# statistics methods, and ``bytes()`` (an empty numpy array); under Python 2 and 3 names.
+STAND_INS: List = [
     (_HistoryBufferRecord, 'mmengine.logging.history_buffer.HistoryBuffer'),
     (_statistics_method, '__builtin__.getattr'),
     (_statistics_method, 'builtins.getattr'),
     (_empty_bytes, '__builtin__.bytes'),
     (_empty_bytes, 'builtins.bytes'),
 ]
+# What ``torch.load(weights_only=True)`` may meet in a checkpoint pit-det reads.
+SAFE_GLOBALS: List = [*ALLOWED_GLOBALS, *STAND_INS]
 
 
 def safe_torch_load(path: Union[str, Path], map_location=None, **kwargs):
