@@ -46,7 +46,10 @@ def draw_detections(
     """
     out = image_bgr.copy()
     scale = max(0.35, min(out.shape[:2]) / 600)  # legible on small and large images
-    for box, score, label in sorted(zip(boxes, scores, labels), key=lambda d: d[1]):  # best on top
+    # Best on top, by the score as written; ties by class and box, so that two runtimes whose fp32
+    # scores differ in the last bits draw the same picture.
+    order = sorted(zip(boxes, scores, labels), key=lambda d: (round(float(d[1]), 2), int(d[2]), *np.rint(d[0])))
+    for box, score, label in order:
         if score < score_thr:
             continue
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)

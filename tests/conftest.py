@@ -33,13 +33,14 @@ TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 
 # The test files that take longest, longest first (pytest --durations on 2 cores, 2026-12-05): they
 # run first, so that the workers, which take one file at a time, end together rather than one of
-# them running a long file alone at the end. test_export_tools.py comes after test_export.py: by
-# then the worker that runs test_quantize.py has built the trained detector both share.
+# them running a long file alone at the end. test_export_tools.py comes after test_export.py and
+# test_benchmark.py: on 2 workers, by then the one that runs test_quantize.py has built the trained
+# detector both share (with more workers, one may wait for it on the lock).
 LONGEST_FIRST = (
     'test_quantize.py',
     'test_export.py',
-    'test_export_tools.py',
     'test_benchmark.py',
+    'test_export_tools.py',
     'test_msda_triton.py',
     'test_any_image_size.py',
     'test_reliability.py',
@@ -104,15 +105,24 @@ def trained_toy_detector(tmp_path_factory) -> dict:
     """
     base = tmp_path_factory.getbasetemp()
     root = (base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base) / 'trained_toy_detector'
-    done = root / 'trained.json'
+    done, failed = root.with_suffix('.json'), root.with_suffix('.failed')
     with FileLock(f'{root}.lock'):
+        if failed.is_file():  # another worker's build failed: its error, not a second try of minutes
+            pytest.fail(failed.read_text(), pytrace=False)
         if not done.is_file():
-            done.write_text(json.dumps(_train_and_export(root)))
+            try:
+                result = _train_and_export(root)
+            except BaseException as err:
+                failed.write_text(f'building the trained toy detector failed: {err}')
+                raise
+            partial = done.with_suffix('.partial')
+            partial.write_text(json.dumps(result))
+            os.replace(partial, done)  # whole or absent: a killed writer leaves no half file
     return {k: (v if k == 'stdout' else Path(v)) for k, v in json.loads(done.read_text()).items()}
 
 
 def _train_and_export(root: Path) -> dict:
-    shutil.rmtree(root, ignore_errors=True)  # what a failed build left
+    shutil.rmtree(root, ignore_errors=True)  # what a killed build left
     data = make_toy_coco(root / 'data')
     env = dict(os.environ, PYTHONWARNINGS='ignore')
 

@@ -33,14 +33,44 @@ def predict(model, image: torch.Tensor):
     return pred.bboxes.numpy(), pred.scores.numpy(), pred.labels.numpy()
 
 
+def pair_detections(a: list, b: list, same) -> list:
+    """Pairs each detection of ``a`` with the first unpaired one of ``b`` that ``same(x, y)``
+    accepts. Both lists are in score order, and ``same`` holds scores to a tolerance, so only
+    detections whose scores tie within it (a trained model's near-equal low scores, whose order fp32
+    rounding may swap) can trade places.
+
+    Returns:
+        the ranks in ``b`` of ``a``'s detections; ``None`` for one without a match.
+    """
+    free, pairs = list(range(len(b))), []
+    for x in a:
+        j = next((j for j in free if same(x, b[j])), None)
+        pairs.append(j)
+        if j is not None:
+            free.remove(j)
+    return pairs
+
+
 def assert_same_detections(onnx_out, torch_out, size: int):
-    """Same detections in the same order; boxes within ``BOX_TOL_PER_PX`` of the image's longer side."""
+    """Same detections in score order, up to the order of tied scores: labels equal, scores within
+    ``SCORE_TOL``, boxes within ``BOX_TOL_PER_PX`` of the image's longer side."""
     boxes, scores, labels = (x[0] if x.ndim > 1 and x.shape[0] == 1 else x for x in onnx_out)
     ref_boxes, ref_scores, ref_labels = torch_out
     assert boxes.shape == ref_boxes.shape and len(boxes) > 0
-    assert np.abs(boxes - ref_boxes).max() <= BOX_TOL_PER_PX * size
-    assert np.abs(scores - ref_scores).max() <= SCORE_TOL
-    assert np.array_equal(labels, ref_labels)
+    ref = list(zip(ref_boxes, ref_scores, ref_labels))
+    got = list(zip(boxes, scores, labels))
+
+    def same(x, y):
+        return (
+            x[2] == y[2]
+            and abs(float(x[1]) - float(y[1])) <= SCORE_TOL
+            and np.abs(x[0] - y[0]).max() <= BOX_TOL_PER_PX * size
+        )
+
+    pairs = pair_detections(ref, got, same)
+    assert None not in pairs, [i for i, j in enumerate(pairs) if j is None]
+    # Out of place only within a tie: both scores of a swapped pair equal within the tolerance.
+    assert all(abs(float(ref_scores[i]) - float(ref_scores[j])) <= 2 * SCORE_TOL for i, j in enumerate(pairs))
 
 
 RUNTIMES = ('onnxruntime', 'openvino')

@@ -5,6 +5,7 @@ both runtimes, and the tools' errors."""
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -188,11 +189,14 @@ def test_bad_inputs_are_named(trained, tmp_path):
     assert proc.returncode == 1 and f'cannot read calibration image {empty / "broken.jpg"}' in proc.stderr
     assert f'calibrating on 1 images: {empty} has only 1 (asked for 32)' in proc.stdout  # said, not silent
     assert not (tmp_path / 'x').exists()
-    # --out naming the fp32 model itself: refused before anything is written.
-    before = Path(trained['fp32']).read_bytes()
+    # --out naming the fp32 model itself: refused before anything is written (on a copy: the
+    # fp32 model is shared with other test files).
+    own = tmp_path / 'own.onnx'
+    shutil.copyfile(trained['fp32'], own)
+    before = own.read_bytes()
     with pytest.raises(PitDetError, match='is the fp32 model itself: write the INT8 model to another file'):
-        _quantize_tool().main([str(trained['fp32']), '--calib', str(calib), '--out', str(trained['fp32'])])
-    assert Path(trained['fp32']).read_bytes() == before
+        _quantize_tool().main([str(own), '--calib', str(calib), '--out', str(own)])
+    assert own.read_bytes() == before
     # Evaluation on annotations of other classes.
     ann = json.loads((trained['data'] / VAL_ANN).read_text())
     ann['categories'] = [dict(c, name=c['name'] + '_other') for c in ann['categories']]

@@ -14,6 +14,7 @@ dispatcher's names) is in them, and at 300 queries a call is near the cost of a 
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -56,7 +57,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 def build_mmcv_cuda_kernel(build_dir: Optional[Path] = None):
     """mmcv's CUDA deformable-attention kernel compiled from mmcv's installed sources with nvcc,
     into ``build_dir`` (default: a folder named for it and the CUDA version in torch's extensions
-    folder, ``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``, where a second run finds it built).
+    folder, ``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``, where a second run finds it built;
+    torch's own default folder is private API).
 
     Raises:
         RuntimeError: no CUDA GPU, no nvcc (``torch.utils.cpp_extension.CUDA_HOME`` unset), or
@@ -75,7 +77,8 @@ def build_mmcv_cuda_kernel(build_dir: Optional[Path] = None):
         raise RuntimeError(f'{source} is missing: this mmcv install ships no CUDA sources')
     name = 'pit_det_mmcv_msda_cuda'
     root = Path(os.environ.get('TORCH_EXTENSIONS_DIR') or Path.home() / '.cache' / 'torch_extensions')
-    build_dir = Path(build_dir or root / f'{name}_cu{torch.version.cuda}')
+    python = f'py{sys.version_info[0]}{sys.version_info[1]}'  # one folder per Python and CUDA, as torch's own
+    build_dir = Path(build_dir or root / f'{name}_{python}_cu{torch.version.cuda}')
     build_dir.mkdir(parents=True, exist_ok=True)
     binding = build_dir / 'binding.cpp'
     if not binding.is_file() or binding.read_text() != _BINDING:  # unchanged: ninja need not rebuild
