@@ -6,7 +6,8 @@
 # auto_scale_lr with base batch 32 (16 GPUs x 2 images).
 _base_ = 'mmdet::deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py'
 
-custom_imports = dict(imports=['pit_det'], allow_failed_imports=False)
+# pit-det's modules, its safe checkpoint reader and atomic writer (pit_det/integration.py).
+custom_imports = dict(imports=['pit_det.integration'], allow_failed_imports=False)
 
 # mmdet's DeformableDETR with a selectable deformable-attention kernel (pit_det/models/
 # deformable_detr.py); same weights and checkpoints. 'auto': pit-det's C++ kernel on CPU when it

@@ -6,7 +6,8 @@ raises ``ValueError: LoadImageFromFile is not found in the test pipeline`` other
 configs load images with ``SafeLoadImageFromFile`` (a subclass that survives unreadable files in
 long runs). Before mmdet's method runs, that entry becomes the plain ``LoadImageFromFile`` it
 extends (without its own two arguments), so mmdet's method does the swap as for its own configs.
-``init_detector`` / ``inference_detector`` need no change.
+``init_detector`` / ``inference_detector`` need no change. :func:`pit_det.integration.install`
+makes the change (:func:`accept_pit_det_loader`); importing this module does not.
 """
 
 from mmdet.apis import DetInferencer
@@ -30,4 +31,10 @@ def _init_pipeline(self, cfg: ConfigDict):
     return _mmdet_init_pipeline(self, cfg)
 
 
-DetInferencer._init_pipeline = _init_pipeline
+def accept_pit_det_loader() -> None:
+    """Put :func:`_init_pipeline` in front of mmdet's method (idempotent)."""
+    DetInferencer._init_pipeline = _init_pipeline
+
+
+def accepts_pit_det_loader() -> bool:
+    return DetInferencer._init_pipeline is _init_pipeline

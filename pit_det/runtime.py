@@ -1,12 +1,14 @@
 """Config and launcher glue between the tools and mmengine: the config as the tools load it
-(command-line overrides, data root, work dir) and distributed runs on CPU. Checkpoint reading and
-writing live in :mod:`pit_det.checkpoint`."""
+(command-line overrides, data root, work dir, :func:`pit_det.integration.install` called) and
+distributed runs on CPU. Checkpoint reading and writing live in :mod:`pit_det.checkpoint`."""
 
 import os.path as osp
 from typing import Optional
 
 import torch
 from mmengine.config import Config
+
+from .integration import install
 
 
 def set_data_root(cfg: Config, data_root: str) -> None:
@@ -70,6 +72,7 @@ def load_config(
 ) -> Config:
     """The config as the tools use it: command-line overrides merged, data root moved,
     work dir defaulting to ``work_dirs/<config name>``, CPU distributed set up."""
+    install()  # checkpoints read weights-only and written atomically, whatever the config imports
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
     if cfg_options:

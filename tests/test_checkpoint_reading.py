@@ -12,7 +12,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
-import pit_det  # noqa: F401  installs the safe loader in mmengine
+import pit_det.integration  # noqa: F401  installs the safe loader in mmengine, as the configs do
 from pit_det.checkpoint import CheckpointError, find_resumable_checkpoint, safe_torch_load
 
 

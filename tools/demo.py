@@ -16,8 +16,8 @@ import cv2
 from mmdet.apis import inference_detector, init_detector
 from tqdm import tqdm
 
-import pit_det  # noqa: F401  checkpoints are read weights-only (pit_det.checkpoint)
 from pit_det.errors import run_tool
+from pit_det.integration import install
 from pit_det_deploy import detection_record, draw_detections, image_files
 
 
@@ -32,6 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     files = image_files(Path(args.inputs))
+    install()  # the checkpoint is read weights-only, whatever the config imports
     model = init_detector(
         args.config, args.checkpoint, device=args.device, cfg_options={'model.backbone.init_cfg': None}
     )

@@ -2,14 +2,9 @@
 loading (:mod:`.pretrained`), the state-dict comparison (:mod:`.compare`), atomic writing
 (:mod:`.writing`) and the resume lookup (:mod:`.resume`).
 
-Importing pit-det (configs do, through ``custom_imports``) installs the safe reader as mmengine's
-loader for local files and the atomic writer as its local file backend, so ``load_from``,
-``--resume``, ``init_cfg``, ``tools/test.py`` and mmdet's ``init_detector`` never unpickle code,
-and no checkpoint is left half-written.
+:func:`pit_det.integration.install` makes the safe reader mmengine's loader for local files and the
+atomic writer its local file backend; importing this package does not.
 """
-
-from mmengine.fileio import register_backend
-from mmengine.runner import CheckpointLoader
 
 from ..errors import CheckpointError
 from .compare import StateDictMismatch, state_dict_mismatch
@@ -33,6 +28,3 @@ __all__ = [
     'state_dict_mismatch',
     'strip_prefix',
 ]
-
-CheckpointLoader.register_scheme(prefixes='', force=True)(load_checkpoint_file)
-register_backend('local', AtomicLocalBackend, force=True)
