@@ -1,8 +1,9 @@
 """Errors about the user's inputs (files, configs, data). The tools print their message and exit 1
 without a traceback: the message itself names the file, entry or field and the fix."""
 
-import sys
 from typing import Callable, Optional
+
+from pit_det_deploy import errors as deploy_errors
 
 
 class PitDetError(RuntimeError):
@@ -18,15 +19,7 @@ class DatasetError(PitDetError):
 
 
 def run_tool(main: Callable[[], Optional[int]]) -> int:
-    """Run a tool's ``main`` and return its exit code (``main``'s, when it returns an int, else 0).
-
-    A :class:`PitDetError` or ``FileNotFoundError`` is printed as ``error: <message>`` on stderr
-    with exit code 1, since its message already names the input and what is wrong; other errors
-    keep their traceback (they are bugs).
-    """
-    try:
-        code = main()
-    except (PitDetError, FileNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    return code if isinstance(code, int) else 0
+    """:func:`pit_det_deploy.errors.run_tool` for the tools that train, test and export: a
+    :class:`PitDetError`, a ``DeployError`` or a ``FileNotFoundError`` is printed as
+    ``error: <message>`` with exit code 1; other errors keep their traceback (they are bugs)."""
+    return deploy_errors.run_tool(main, (PitDetError, deploy_errors.DeployError))

@@ -6,6 +6,11 @@ OpenMMLab: onnxruntime or OpenVINO, numpy and OpenCV.
   normalisation), the same pixels as mmdet's;
 * :mod:`.detector`: ``OnnxDetector``, an image in, detections in the image's pixels out;
 * :mod:`.errors`: ``DeployError``, an input the user can fix;
+* :mod:`.metadata`: the ``pit_det`` entry an export carries (input range, graph, classes,
+  preprocessing, precision);
+* :mod:`.quantize` and :mod:`.evaluate`: INT8 calibration and COCO AP of an exported model
+  (``tools/quantize.py``, ``tools/onnx_eval.py``);
+* :mod:`.hardware`: the processor a figure was measured on and the precisions it runs natively;
 * :mod:`.draw`: the picture and ``detections.json`` entry ``tools/demo.py`` and
   ``tools/onnx_demo.py`` both write, and the images they both take.
 """

@@ -6,11 +6,11 @@ for fp32, so that both runtimes give PyTorch's detections. An INT8 model (``tool
 carries its precision in the graph.
 """
 
-import json
 from typing import Callable, Dict, List
 
 import numpy as np
 
+from . import metadata
 from .errors import DeployError
 
 RUNTIMES = ('onnxruntime', 'openvino')
@@ -58,10 +58,8 @@ def _onnxruntime(path: str, threads: int) -> Graph:
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: not its notes on constants it cannot fold
     inference = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-    meta = inference.get_modelmeta().custom_metadata_map
-    return Graph(
-        lambda feed: inference.run(None, feed), json.loads(meta['pit_det']) if 'pit_det' in meta else {}, 'onnxruntime'
-    )
+    meta = metadata.parse(inference.get_modelmeta().custom_metadata_map)
+    return Graph(lambda feed: inference.run(None, feed), meta, 'onnxruntime')
 
 
 def _openvino(path: str, threads: int) -> Graph:
@@ -74,9 +72,7 @@ def _openvino(path: str, threads: int) -> Graph:
         config['INFERENCE_NUM_THREADS'] = threads
     compiled = core.compile_model(model, 'CPU', config)
     request = compiled.create_infer_request()
-    meta = {}
-    if model.has_rt_info(['framework', 'pit_det']):  # ONNX metadata_props, as OpenVINO keeps them
-        meta = json.loads(model.get_rt_info(['framework', 'pit_det']).astype(str))
+    meta = metadata.from_openvino(model)
 
     def run(feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
         result = request.infer(feed)

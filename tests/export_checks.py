@@ -24,6 +24,18 @@ def run(args, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
+def run_without_torch(script: str, *args) -> subprocess.CompletedProcess:
+    """The tool ``script`` with torch and OpenMMLab made unimportable: a deploy runtime without them."""
+    code = (
+        'import runpy, sys\n'
+        "for name in ('torch', 'torchvision', 'mmcv', 'mmdet', 'mmengine', 'pit_det', 'timm'):\n"
+        '    sys.modules[name] = None\n'
+        f'sys.argv = {[script, *map(str, args)]!r}\n'
+        f"runpy.run_path({script!r}, run_name='__main__')\n"
+    )
+    return subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
 def predict(model, image: torch.Tensor):
     """mmdet's predict on an unpadded normalised batch, boxes in its pixels (no rescale)."""
     hw = tuple(image.shape[-2:])

@@ -22,7 +22,7 @@ from pit_det import ops
 from pit_det.benchmark import kernels, profiling, training
 from pit_det.models import set_msda_impl
 from pit_det.ops import msda_flops
-from pit_det.precision import cpu_info, native_dtypes
+from pit_det_deploy.hardware import cpu_info, native_dtypes
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'

@@ -3,8 +3,6 @@ tools/export.py (dynamic, both graphs) and run by tools/onnx_demo.py without tor
 PyTorch; and every bad input each tool names."""
 
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -21,6 +19,7 @@ from export_checks import (
     predict,
     run,
     run_graph,
+    run_without_torch,
 )
 
 from pit_det import benchmark as bm
@@ -69,18 +68,6 @@ def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy
             assert_same_detections(run_graph(path, runtime, x.numpy()), expected, max(h, w))
 
 
-def blocked_run(script: str, *args) -> subprocess.CompletedProcess:
-    """``script`` with torch and OpenMMLab made unimportable: a runtime without them."""
-    code = (
-        'import runpy, sys\n'
-        "for name in ('torch', 'torchvision', 'mmcv', 'mmdet', 'mmengine', 'pit_det', 'timm'):\n"
-        '    sys.modules[name] = None\n'
-        f'sys.argv = {[script, *map(str, args)]!r}\n'
-        f"runpy.run_path({script!r}, run_name='__main__')\n"
-    )
-    return subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('runtime', RUNTIMES)
 def test_onnx_demo_draws_what_demo_draws_without_torch(toy, tmp_path, runtime):
@@ -89,7 +76,7 @@ def test_onnx_demo_draws_what_demo_draws_without_torch(toy, tmp_path, runtime):
     and in OpenVINO."""
     folder = toy['images'][0].parent  # both tools take a folder: one run each for both images
     onnx_out, torch_out = tmp_path / 'onnx', tmp_path / 'torch'
-    proc = blocked_run(
+    proc = run_without_torch(
         'tools/onnx_demo.py', folder, toy['onnx'], '--out', onnx_out, '--score-thr', '0', '--runtime', runtime
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -153,16 +140,16 @@ def test_bad_inputs_are_named(toy, tmp_path):
     # Something that is not an ONNX model.
     fake = tmp_path / 'model.onnx'
     fake.write_text('not a model')
-    proc = blocked_run('tools/onnx_demo.py', toy['images'][0], fake, '--out', tmp_path / 'o')
+    proc = run_without_torch('tools/onnx_demo.py', toy['images'][0], fake, '--out', tmp_path / 'o')
     assert proc.returncode == 1 and f'error: {fake}: cannot load as an ONNX model' in proc.stderr
     # A static model and an image that resizes to another size.
     static = tmp_path / 'static.onnx'
     proc = run(['tools/export.py', TOY, toy['checkpoint'], '--out', static, '--shape', '64', '64'])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = blocked_run('tools/onnx_demo.py', toy['images'][0], static, '--out', tmp_path / 'o')
+    proc = run_without_torch('tools/onnx_demo.py', toy['images'][0], static, '--out', tmp_path / 'o')
     assert proc.returncode == 1 and 'takes 64 x 64 inputs only' in proc.stderr and '--dynamic' in proc.stderr
     # A strip that resizes below the dynamic model's range (PyTorch handles it; the graph does not).
     strip = tmp_path / 'strip.png'
     cv2.imwrite(str(strip), np.full((20, 2000, 3), 128, np.uint8))
-    proc = blocked_run('tools/onnx_demo.py', strip, toy['onnx'], '--out', tmp_path / 'o')
+    proc = run_without_torch('tools/onnx_demo.py', strip, toy['onnx'], '--out', tmp_path / 'o')
     assert proc.returncode == 1 and "outside the model's input range" in proc.stderr and str(strip) in proc.stderr

@@ -3,6 +3,7 @@ emulate is refused before anything runs, naming the CPU, what it lacks and the f
 capability is stubbed both ways, so each branch runs on any machine."""
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import torch
 
 from pit_det import precision
 from pit_det.errors import run_tool
-from pit_det.precision import CpuInfo, PrecisionError, check_precision, native_dtypes, without_low_precision
+from pit_det.precision import PrecisionError, check_precision, without_low_precision
+from pit_det_deploy import hardware
+from pit_det_deploy.hardware import CpuInfo, native_dtypes
 
 ROOT = Path(__file__).resolve().parents[1]
 ZEN3 = CpuInfo('AMD EPYC 7B13 64-Core Processor', 'AVX2', frozenset(), 2)
@@ -90,14 +93,24 @@ def test_cpuinfo_flags_are_read_where_torch_has_no_query(monkeypatch, tmp_path):
     for text, bf16, fp16 in ((ZEN3_CPUINFO, False, False), (ARM_CPUINFO, True, True)):
         path = tmp_path / 'cpuinfo'
         path.write_text(text)
-        monkeypatch.setattr(precision, 'CPUINFO', str(path))
-        cpu = precision.cpu_info()
+        monkeypatch.setattr(hardware, 'CPUINFO', str(path))
+        cpu = hardware.cpu_info()
         assert (cpu.native('bf16'), cpu.native('fp16')) == (bf16, fp16)
-    assert precision.cpu_info().isa == torch.backends.cpu.get_cpu_capability()
+    assert hardware.cpu_info().isa == torch.backends.cpu.get_cpu_capability()
+
+
+def test_without_torch_this_machine_is_described_as_torch_describes_it():
+    """The deploy tools run without torch: the ISA and features then come from /proc/cpuinfo."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        'from pit_det_deploy.hardware import cpu_info; print(cpu_info().describe())'
+    )
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == hardware.cpu_info().describe()
 
 
 def test_this_machine_is_described():
-    cpu = precision.cpu_info()
+    cpu = hardware.cpu_info()
     assert cpu.isa == torch.backends.cpu.get_cpu_capability() and cpu.model
     caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, 'get_capabilities') else {}
     if caps:
@@ -124,7 +137,7 @@ def _tool(name: str):
 )
 def test_tools_refuse_emulated_bf16_before_doing_anything(tool, args, monkeypatch, capsys, tmp_path):
     """Each tool's low-precision flag on an AVX2-only CPU: exit 1, the message, nothing written."""
-    monkeypatch.setattr(precision, 'cpu_info', lambda: ZEN3)
+    monkeypatch.setattr(hardware, 'cpu_info', lambda: ZEN3)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     monkeypatch.delenv(precision.ALLOW_EMULATED, raising=False)
     args = [

@@ -4,10 +4,8 @@ both runtimes, and the tools' errors."""
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -15,15 +13,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from export_checks import run_without_torch
 from mmcv.ops import MultiScaleDeformableAttention
 from weight_files import perturbed
 
 from pit_det import benchmark as bm
-from pit_det.errors import PitDetError
 from pit_det.export import export_onnx, exportable
-from pit_det.export.evaluate import evaluate_onnx
-from pit_det.export.quantize import fit_to, fp32_nodes
-from pit_det_deploy import RUNTIMES, OnnxDetector
+from pit_det_deploy import RUNTIMES, DeployError, OnnxDetector
+from pit_det_deploy.evaluate import evaluate_onnx
+from pit_det_deploy.quantize import fit_to, fp32_nodes
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
@@ -41,10 +39,8 @@ VAL_ANN = 'annotations/instances_val2017.json'
 
 
 def run(args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS='ignore')
-    return subprocess.run(
-        [sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
+    """A deploy tool as its users run it: without torch or OpenMMLab."""
+    return run_without_torch(*args)
 
 
 def _quantize_tool():
@@ -81,7 +77,7 @@ def test_fp32_groups_are_found_by_what_the_matmuls_compute(tmp_path):
     # 2 products per backbone block (q k^T, attention v); torch's MultiheadAttention exports 2 more per layer.
     assert len(groups['attention']) == 2 * backbone_blocks + 2 * decoder_layers
     assert not set(groups['head']) & set(groups['sampling'])
-    with pytest.raises(PitDetError, match='--keep-fp32 box: choose from head, sampling, attention'):
+    with pytest.raises(DeployError, match='--keep-fp32 box: choose from head, sampling, attention'):
         fp32_nodes(onnx.load(str(path)), ['box'])
 
 
@@ -194,7 +190,7 @@ def test_bad_inputs_are_named(trained, tmp_path):
     own = tmp_path / 'own.onnx'
     shutil.copyfile(trained['fp32'], own)
     before = own.read_bytes()
-    with pytest.raises(PitDetError, match='is the fp32 model itself: write the INT8 model to another file'):
+    with pytest.raises(DeployError, match='is the fp32 model itself: write the INT8 model to another file'):
         _quantize_tool().main([str(own), '--calib', str(calib), '--out', str(own)])
     assert own.read_bytes() == before
     # Evaluation on annotations of other classes.

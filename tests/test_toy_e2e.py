@@ -12,7 +12,7 @@ from pycocotools.cocoeval import COCOeval
 
 from pit_det.checkpoint import safe_torch_load
 from pit_det.datasets import make_toy_coco
-from pit_det.precision import native_dtypes
+from pit_det_deploy.hardware import native_dtypes
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'

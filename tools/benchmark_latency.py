@@ -41,8 +41,9 @@ from pit_det.benchmark import Settings, benchmark, variant
 from pit_det.errors import run_tool
 from pit_det.export import GRAPHS
 from pit_det.ops import IMPLS
-from pit_det.precision import check_precision, default_device, native_dtypes
+from pit_det.precision import check_precision
 from pit_det_deploy import RUNTIMES
+from pit_det_deploy.hardware import default_device, native_dtypes
 
 # Noise from mmdet 3.3 / mmengine 0.10.7 internals, nothing this tool can change.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')

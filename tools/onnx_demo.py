@@ -16,9 +16,10 @@ from pathlib import Path
 import cv2
 
 from pit_det_deploy import RUNTIMES, DeployError, OnnxDetector, detection_record, draw_detections, image_files
+from pit_det_deploy.errors import run_tool
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('inputs', help='an image file or a folder of images')
     parser.add_argument('model', help='.onnx file written by tools/export.py')
@@ -27,39 +28,34 @@ def main(argv=None) -> int:
     parser.add_argument('--runtime', choices=RUNTIMES, default='onnxruntime', help='default: onnxruntime')
     parser.add_argument('--threads', type=int, default=0, help="the runtime's threads (default: its own choice)")
     args = parser.parse_args(argv)
+    files = image_files(Path(args.inputs))
+    if not Path(args.model).is_file():
+        raise FileNotFoundError(f'no such model file: {args.model}')
     try:
-        files = image_files(Path(args.inputs))
-        if not Path(args.model).is_file():
-            raise FileNotFoundError(f'no such model file: {args.model}')
+        detector = OnnxDetector(args.model, threads=args.threads, runtime=args.runtime)
+    except DeployError:
+        raise
+    except Exception as e:  # the runtime's own errors on files that are no ONNX model
+        raise DeployError(f'{args.model}: cannot load as an ONNX model: {e}') from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for path in files:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DeployError(f'cannot read image {path}')
         try:
-            detector = OnnxDetector(args.model, threads=args.threads, runtime=args.runtime)
-        except DeployError:
-            raise
-        except Exception as e:  # the runtime's own errors on files that are no ONNX model
-            raise DeployError(f'{args.model}: cannot load as an ONNX model: {e}') from None
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        records = []
-        for path in files:
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                raise DeployError(f'cannot read image {path}')
-            try:
-                boxes, scores, labels = detector(image)
-            except DeployError as e:
-                raise DeployError(f'{path}: {e}') from None
-            cv2.imwrite(
-                str(out / f'{path.stem}.png'),
-                draw_detections(image, boxes, scores, labels, detector.classes, args.score_thr),
-            )
-            records.append(detection_record(path, boxes, scores, labels, detector.classes, args.score_thr))
-    except (DeployError, FileNotFoundError) as e:  # inputs the user can fix; anything else is a bug
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+            boxes, scores, labels = detector(image)
+        except DeployError as e:
+            raise DeployError(f'{path}: {e}') from None
+        cv2.imwrite(
+            str(out / f'{path.stem}.png'),
+            draw_detections(image, boxes, scores, labels, detector.classes, args.score_thr),
+        )
+        records.append(detection_record(path, boxes, scores, labels, detector.classes, args.score_thr))
     (out / 'detections.json').write_text(json.dumps(records, indent=2))
     print(f'wrote {len(files)} pictures and detections.json to {out}')
-    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -13,10 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-from pit_det.errors import run_tool
-from pit_det.export.evaluate import evaluate_onnx
-from pit_det.precision import cpu_info
 from pit_det_deploy import RUNTIMES
+from pit_det_deploy.errors import run_tool
+from pit_det_deploy.evaluate import evaluate_onnx
+from pit_det_deploy.hardware import cpu_info
 
 
 def main(argv=None) -> None:

@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from pit_det.errors import PitDetError, run_tool
-from pit_det.export.quantize import DEFAULT_KEEP, KEEP_FP32, calibration_inputs, model_info, quantize
-from pit_det.precision import cpu_info
-from pit_det_deploy import image_files
+from pit_det_deploy import DeployError, image_files
+from pit_det_deploy.errors import run_tool
+from pit_det_deploy.hardware import cpu_info
+from pit_det_deploy.quantize import DEFAULT_KEEP, KEEP_FP32, calibration_inputs, model_info, quantize
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,9 +45,9 @@ def main(argv=None) -> None:
     if not Path(args.model).is_file():
         raise FileNotFoundError(f'no such model file: {args.model}')
     if args.num_images < 1:
-        raise PitDetError(f'--num-images {args.num_images}: calibrate on at least one image')
+        raise DeployError(f'--num-images {args.num_images}: calibrate on at least one image')
     if Path(args.out).resolve() == Path(args.model).resolve():
-        raise PitDetError(f'--out {args.out} is the fp32 model itself: write the INT8 model to another file')
+        raise DeployError(f'--out {args.out} is the fp32 model itself: write the INT8 model to another file')
     found = image_files(Path(args.calib))
     images = found[: args.num_images]
     if len(images) < args.num_images:

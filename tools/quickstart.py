@@ -18,7 +18,8 @@ import torch
 
 from pit_det.datasets import make_toy_coco
 from pit_det.errors import run_tool
-from pit_det.precision import check_precision, default_device, device_name
+from pit_det.precision import check_precision
+from pit_det_deploy.hardware import default_device, device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'

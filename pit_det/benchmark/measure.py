@@ -25,9 +25,10 @@ from mmdet.structures import DetDataSample
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from pit_det_deploy.hardware import cpu_info
+
 from ..models.build import build_detector  # noqa: F401  the benchmark's detectors: seeded random weights
 from ..ops import cuda_kernel, msda_flops
-from ..precision import cpu_info
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 

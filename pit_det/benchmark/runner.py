@@ -217,8 +217,8 @@ def measure_deployed(
     is outside the graph), export time (``export_s``; for INT8 the quantization's), detections.
     Yields (row keys, measurements)."""
     from pit_det.export import export_onnx
-    from pit_det.export.quantize import quantize
     from pit_det_deploy import load_graph
+    from pit_det_deploy.quantize import quantize
 
     threads = torch.get_num_threads()
     x = image.cpu()

@@ -1,11 +1,12 @@
 """The ONNX model of a detector: standard ops only, post-processing inside, facts for the runtime
 in its metadata."""
 
-import json
 from typing import Dict, Optional
 
 import torch
 from torch import Tensor, nn
+
+from pit_det_deploy import metadata as model_metadata
 
 from ..errors import PitDetError
 from ..models import msda_impl_as
@@ -75,6 +76,6 @@ def export_onnx(
             f"torch's ONNX exporter could not convert this {msda} graph to opset {opset} (it "
             f'wrote opset {written}); export with --opset {written}'
         )
-    onnx.helper.set_model_props(model, {'pit_det': json.dumps(info)})
+    model_metadata.write(model, info)
     onnx.save(model, path)
     return info

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from pit_det.benchmark.kernels import PIT_S_LEVELS, PIT_S_QUERIES, make_inputs
-from pit_det.precision import native_dtypes
+from pit_det_deploy.hardware import native_dtypes
 
 ROOT = Path(__file__).resolve().parents[2]
 MODE = 'PIT_DET_GPU_TESTS'

@@ -11,14 +11,14 @@ exporter stores on every node (:data:`KEEP_FP32`).
 """
 
 import ast
-import json
 import logging
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Sequence
 
 import numpy as np
 
-from ..errors import PitDetError
+from . import metadata
+from .errors import DeployError
 
 # Groups of matmuls that can stay fp32, each by what torch's exporter recorded of the node.
 KEEP_FP32 = {
@@ -55,15 +55,15 @@ def fp32_nodes(model, keep: Sequence[str]) -> Dict[str, List[str]]:
     """The names of the MatMul / Gemm nodes of each group in ``keep``.
 
     Raises:
-        PitDetError: an unknown group, or a model without the exporter's node metadata (one not
+        DeployError: an unknown group, or a model without the exporter's node metadata (one not
             written by ``tools/export.py``).
     """
     unknown = set(keep) - set(KEEP_FP32)
     if unknown:
-        raise PitDetError(f'--keep-fp32 {", ".join(sorted(unknown))}: choose from {", ".join(KEEP_FP32)}')
+        raise DeployError(f'--keep-fp32 {", ".join(sorted(unknown))}: choose from {", ".join(KEEP_FP32)}')
     matmuls = [n for n in model.graph.node if n.op_type in ('MatMul', 'Gemm')]
     if keep and not any(p.key == 'pkg.torch.onnx.class_hierarchy' for n in matmuls for p in n.metadata_props):
-        raise PitDetError(
+        raise DeployError(
             'the model has no module paths on its nodes (not written by tools/export.py); '
             'quantize it with --keep-fp32 none'
         )
@@ -90,12 +90,12 @@ def calibration_inputs(images: Sequence[Path], info: dict) -> Iterator[Dict[str,
     fitted to the model's input size when it has a fixed one."""
     import cv2
 
-    from pit_det_deploy.preprocess import prepare
+    from .preprocess import prepare
 
     for path in images:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            raise PitDetError(f'cannot read calibration image {path}')
+            raise DeployError(f'cannot read calibration image {path}')
         x, _ = prepare(image, info['preprocess'])
         yield {'image': x if info['dynamic'] else fit_to(x, info['input_shape'])}
 
@@ -113,23 +113,9 @@ def model_info(model_path: str) -> dict:
     """The ``pit_det`` metadata of an exported model.
 
     Raises:
-        PitDetError: the file is no ONNX model, or not one written by ``tools/export.py``.
+        DeployError: the file is no ONNX model, or not one written by ``tools/export.py``.
     """
-    return _load(model_path)[1]
-
-
-def _load(model_path: str):
-    """The model's graph (weights left on disk) and its ``pit_det`` metadata (:func:`model_info`)."""
-    import onnx
-
-    try:
-        model = onnx.load(model_path, load_external_data=False)
-    except Exception as e:  # onnx's own errors on files that are no ONNX model
-        raise PitDetError(f'{model_path}: cannot load as an ONNX model: {e}') from None
-    meta = {p.key: p.value for p in model.metadata_props}
-    if 'pit_det' not in meta:
-        raise PitDetError(f'{model_path}: no pit_det metadata; quantize a model written by tools/export.py')
-    return model, json.loads(meta['pit_det'])
+    return metadata.load(model_path)[1]
 
 
 def quantize(
@@ -141,7 +127,7 @@ def quantize(
     their node counts.
 
     Raises:
-        PitDetError: the model is no fp32 pit-det export, no input was given, or a group is unknown.
+        DeployError: the model is no fp32 pit-det export, no input was given, or a group is unknown.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -152,9 +138,9 @@ def quantize(
         quantize_static,
     )
 
-    model, info = _load(model_path)
+    model, info = metadata.load(model_path)
     if info.get('precision', 'fp32') != 'fp32':
-        raise PitDetError(f'{model_path} is already {info["precision"]}; quantize the fp32 export')
+        raise DeployError(f'{model_path} is already {info["precision"]}; quantize the fp32 export')
     groups = fp32_nodes(model, keep)
     feeds = iter(inputs)
     count = 0
@@ -190,11 +176,11 @@ def quantize(
         logging.getLogger().removeFilter(note)
     if not count:
         Path(out_path).unlink(missing_ok=True)
-        raise PitDetError('no calibration input: give at least one image')
+        raise DeployError('no calibration input: give at least one image')
     info.update(
         precision='int8', calibration_inputs=count, fp32_groups={name: len(names) for name, names in groups.items()}
     )
     quantized = onnx.load(out_path)
-    onnx.helper.set_model_props(quantized, {'pit_det': json.dumps(info)})
+    metadata.write(quantized, info)
     onnx.save(quantized, out_path)
     return info

@@ -9,7 +9,7 @@ from typing import Dict
 
 import cv2
 
-from ..errors import PitDetError
+from .errors import DeployError
 
 
 def evaluate_onnx(
@@ -23,31 +23,31 @@ def evaluate_onnx(
         ``latency_ms`` of the runtime call per image.
 
     Raises:
-        PitDetError: an image that cannot be read, a class name missing from the annotations, or
+        DeployError: an image that cannot be read, a class name missing from the annotations, or
             a model that is no pit-det export.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from pit_det_deploy import OnnxDetector
+    from .detector import OnnxDetector
 
     try:
         detector = OnnxDetector(model_path, threads=threads, runtime=runtime)
     except ValueError as e:
-        raise PitDetError(str(e)) from None
+        raise DeployError(str(e)) from None
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         coco = COCO(ann_file)
     by_name = {c['name']: c['id'] for c in coco.loadCats(coco.getCatIds())}
     missing = [name for name in detector.classes if name not in by_name]
     if missing:
-        raise PitDetError(f'{ann_file} has no categories named {missing}; the model detects {detector.classes}')
+        raise DeployError(f'{ann_file} has no categories named {missing}; the model detects {detector.classes}')
     category = [by_name[name] for name in detector.classes]
     results, times = [], []
     for image_id in sorted(coco.getImgIds()):
         path = Path(img_dir) / coco.loadImgs(image_id)[0]['file_name']
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            raise PitDetError(f'cannot read image {path} (from {ann_file})')
+            raise DeployError(f'cannot read image {path} (from {ann_file})')
         start = time.perf_counter()
         boxes, scores, labels = detector(image)
         times.append(time.perf_counter() - start)
