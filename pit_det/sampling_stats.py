@@ -6,9 +6,12 @@ kernel inputs that :func:`pit_det.models.record_sampling` records, this module c
 attention layer:
 
 - **level mass**: the share of the attention weight that goes to each level (sums to 1);
-- **sampling distance**: the attention-weighted mean distance of the sample points from the
-  query's reference point (the box centre for the decoder's box references), in input pixels
-  and in tokens of the level sampled (pixels / the level's stride).
+- **on-map share**: per level, the share of that level's weight on samples that lie on the map.
+  A sample off the map reads zeros (the kernels' zero padding), so its weight is spent on nothing;
+- **sampling distance**: the attention-weighted mean distance of the on-map sample points from
+  the query's reference point (the box centre for the decoder's box references), in input pixels
+  and in tokens of the level sampled (pixels / the level's stride). Off-map samples are left out:
+  their distance says how far a query reaches past the image, not where it reads.
 
 All of it is for one unpadded image at a time, as :func:`run_recorded` runs it (the valid ratios
 are 1, so normalised coordinates cover the whole input).
@@ -55,20 +58,39 @@ def level_mass(record: dict) -> Tensor:
     return record['attention_weights'].sum(-1).mean(dim=(0, 1, 2))
 
 
+def on_map(record: dict) -> Tensor:
+    """(B, Q, M, L, P) True where a sample lies on its level's map: normalised x and y in [0, 1].
+
+    Within half a token of the edge, bilinear interpolation reads partly the zero padding; such
+    samples count as on the map, since their centre is."""
+    loc = record['sampling_locations']  # (B, Q, M, L, P, 2)
+    return ((loc >= 0) & (loc <= 1)).all(dim=-1)
+
+
+def on_map_share(record: dict) -> Tensor:
+    """(L,) share of each level's attention weight on samples on the map (NaN for a level
+    without weight)."""
+    weight = record['attention_weights']  # (B, Q, M, L, P)
+    return (weight * on_map(record)).sum(dim=(0, 1, 2, 4)) / weight.sum(dim=(0, 1, 2, 4))
+
+
 def sampling_distance(record: dict, input_hw: Tuple[int, int]) -> Dict[str, Tensor]:
-    """Attention-weighted mean distance of the samples from the reference point.
+    """Attention-weighted mean distance of the on-map samples (:func:`on_map`) from the reference
+    point.
 
     Returns:
         ``pixels`` (L,) and ``tokens`` (L,): per level, the weight-weighted mean distance within
         that level (input pixels; tokens of that level), and ``pixels_all`` (): over all levels.
+        NaN where no weight lands on the map.
     """
-    loc, weight = record['sampling_locations'], record['attention_weights']  # (B, Q, M, L, P, 2), (..., P)
+    loc = record['sampling_locations']  # (B, Q, M, L, P, 2)
+    weight = record['attention_weights'] * on_map(record)  # (B, Q, M, L, P), zero off the map
     offset = loc - reference_centres(record)[:, :, None, :, None, :]  # (B, Q, M, L, P, 2)
     H, W = input_hw
     pixels = (offset * offset.new_tensor([W, H])).norm(dim=-1)  # (B, Q, M, L, P)
     level_wh = record['spatial_shapes'].flip(-1).to(offset.dtype)  # (L, 2) as (W_l, H_l)
     tokens = (offset * level_wh[:, None, :]).norm(dim=-1)
-    per_level = weight.sum(dim=(0, 1, 2, 4)).clamp_min(1e-12)  # (L,)
+    per_level = weight.sum(dim=(0, 1, 2, 4))  # (L,); 0 / 0 = NaN for a level read nowhere on the map
     return dict(
         pixels=(weight * pixels).sum(dim=(0, 1, 2, 4)) / per_level,
         tokens=(weight * tokens).sum(dim=(0, 1, 2, 4)) / per_level,
@@ -77,14 +99,18 @@ def sampling_distance(record: dict, input_hw: Tuple[int, int]) -> Dict[str, Tens
 
 
 def summarize(records: List[dict], input_hw: Tuple[int, int]) -> Dict[str, Dict[str, List]]:
-    """Per part ('encoder', 'decoder'): for each layer, its level mass, per-level distances in
-    pixels and tokens, and its all-level distance in pixels (plain lists, for JSON)."""
+    """Per part ('encoder', 'decoder'): for each layer, its level mass, per-level on-map share,
+    per-level distances in pixels and tokens, and its all-level distance in pixels (plain lists,
+    for JSON; NaN where no weight lands on the map)."""
     out: Dict[str, Dict[str, List]] = {}
     for record in records:
         part = record['module'].split('.')[0]
-        stats = out.setdefault(part, dict(level_mass=[], distance_px=[], distance_tokens=[], distance_px_all=[]))
+        stats = out.setdefault(
+            part, dict(level_mass=[], on_map=[], distance_px=[], distance_tokens=[], distance_px_all=[])
+        )
         dist = sampling_distance(record, input_hw)
         stats['level_mass'].append(level_mass(record).tolist())
+        stats['on_map'].append(on_map_share(record).tolist())
         stats['distance_px'].append(dist['pixels'].tolist())
         stats['distance_tokens'].append(dist['tokens'].tolist())
         stats['distance_px_all'].append(dist['pixels_all'].item())

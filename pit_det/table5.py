@@ -1,12 +1,18 @@
 """PiT (arXiv 2103.16302) Table 5 assembled from pit-det's own results: AP, AP50 and AP75 from each
 detector's ``metrics.json`` (``tools/test.py``), parameters and latency from a benchmark JSON
-(``tools/benchmark_latency.py``), beside the paper's values and the deltas."""
+(``tools/benchmark_latency.py``), beside the paper's values and the deltas.
+
+A detector trained with several seeds (one ``seed_*`` folder each, as ``tools/table5_toy.py``
+writes them) gets the mean and sample standard deviation over its runs, and two detectors' gap
+counts only beyond its noise (:func:`gap`)."""
 
 import csv
 import io
 import json
+import math
+import statistics
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from pit_det_deploy.runtime import RUNTIMES
 
@@ -31,6 +37,15 @@ def find_metrics(path: Union[str, Path]) -> Optional[Path]:
         return path
     found = sorted(path.rglob('metrics.json'), key=lambda p: p.stat().st_mtime) if path.is_dir() else []
     return found[-1] if found else None
+
+
+def find_runs(path: Union[str, Path]) -> List[Path]:
+    """The ``metrics.json`` of every run in ``path``: the newest in each ``seed_*`` folder where
+    ``path`` has such folders (one run per seed), else :func:`find_metrics`'s one."""
+    path = Path(path)
+    seeds = sorted(p for p in path.glob('seed_*') if p.is_dir()) if path.is_dir() else []
+    found = [find_metrics(p) for p in seeds] if seeds else [find_metrics(path)]
+    return [p for p in found if p is not None]
 
 
 def detector_key(name_or_path: str) -> Optional[str]:
@@ -58,7 +73,8 @@ def read_results(
 
     Returns:
         rows with ``key``, ``name``, pit-det's values (None where missing, with ``missing`` saying
-        why), the paper's, and the latency's ``measured_on``.
+        why; the mean over seeds, with ``sd`` the sample standard deviation and ``runs`` their
+        number, where a source holds several), the paper's, and the latency's ``measured_on``.
     """
     bench = json.loads(Path(benchmark).read_text()) if benchmark else None
     keys = list(dict.fromkeys([*sources, *(PAPER if paper else [])]))
@@ -68,25 +84,45 @@ def read_results(
             key=key,
             name=NAMES.get(key, key),
             ours={c: None for c in COLUMNS},
+            sd={},
+            runs=0,
             missing={},
             paper=PAPER.get(key) if paper else None,
         )
         if key in sources:
-            path = find_metrics(sources[key])
-            if path is None:
-                row['missing'].update({c: f'no metrics.json in {sources[key]}' for c in METRICS})
-            else:
-                metrics = json.loads(path.read_text())
-                for col, name in METRICS.items():
-                    if name in metrics:
-                        row['ours'][col] = 100 * float(metrics[name])
-                    else:
-                        row['missing'][col] = f'{path} has no {name}'
+            _metric_cells(row, find_runs(sources[key]), sources[key])
         else:
             row['missing'].update({c: 'not trained' for c in METRICS})
         _benchmark_cells(row, bench, variant)
         rows.append(row)
     return rows
+
+
+def _metric_cells(row: dict, paths: List[Path], source) -> None:
+    if not paths:
+        row['missing'].update({c: f'no metrics.json in {source}' for c in METRICS})
+        return
+    runs = [json.loads(p.read_text()) for p in paths]
+    row['runs'] = len(runs)
+    for col, name in METRICS.items():
+        lacking = [str(p) for p, m in zip(paths, runs) if name not in m]
+        if lacking:
+            row['missing'][col] = f'{", ".join(lacking)} has no {name}'
+            continue
+        values = [100 * float(m[name]) for m in runs]
+        row['ours'][col] = statistics.fmean(values)
+        if len(values) > 1:
+            row['sd'][col] = statistics.stdev(values)
+
+
+def gap(a: dict, b: dict, col: str = 'ap') -> Optional[Tuple[float, float]]:
+    """``a``'s mean minus ``b``'s and the noise it must exceed to count: two standard errors of the
+    difference, ``2 * sqrt(sd_a^2 / n_a + sd_b^2 / n_b)`` (about a 95% interval for a normal
+    difference). None unless both rows have at least two runs."""
+    if col not in a['sd'] or col not in b['sd']:
+        return None
+    noise = 2 * math.sqrt(a['sd'][col] ** 2 / a['runs'] + b['sd'][col] ** 2 / b['runs'])
+    return a['ours'][col] - b['ours'][col], noise
 
 
 def _benchmark_cells(row: dict, bench: Optional[dict], variant: Optional[str]) -> None:
@@ -115,12 +151,13 @@ def _benchmark_cells(row: dict, bench: Optional[dict], variant: Optional[str]) -
     row['measured_on'] = f'{where}, {best["dtype"]}, {best["impl"]}, {env["shape"][0]} x {env["shape"][1]}'
 
 
-def _cell(value: Optional[float], paper: Optional[float], digits: int = 1) -> str:
+def _cell(value: Optional[float], paper: Optional[float], sd: Optional[float] = None, digits: int = 1) -> str:
     if value is None:
         return '-'
+    text = f'{value:.{digits}f}' + (f' ± {sd:.{digits}f}' if sd is not None else '')
     if paper is None:
-        return f'{value:.{digits}f}'
-    return f'{value:.{digits}f} ({value - paper:+.{digits}f})'
+        return text
+    return f'{text} ({value - paper:+.{digits}f})'
 
 
 def to_markdown(rows: List[dict], note: Optional[str] = None) -> str:
@@ -133,7 +170,8 @@ def to_markdown(rows: List[dict], note: Optional[str] = None) -> str:
     for row in rows:
         paper = row['paper'] or {}
         cells = [
-            _cell(row['ours'][c], paper.get(c)) + (f' / {paper[c] if c in paper else "-"}' if with_paper else '')
+            _cell(row['ours'][c], paper.get(c), row['sd'].get(c))
+            + (f' / {paper[c] if c in paper else "-"}' if with_paper else '')
             for c in COLUMNS
         ]
         lines.append(f'| {row["name"]} | ' + ' | '.join(cells) + ' |')
@@ -149,12 +187,32 @@ def to_markdown(rows: List[dict], note: Optional[str] = None) -> str:
             f"pit-det's values only{': ' + note if note else ''}; not comparable with the paper's COCO "
             "Table 5. A '-' is a value not measured:",
         ]
+    runs = sorted({row['runs'] for row in rows if row['runs'] > 1})
+    if runs:
+        notes.append(f'- AP columns: mean ± sample sd over {" or ".join(map(str, runs))} seeds')
+        notes.extend(_gap_notes(rows))
     for row in rows:
         for col, why in row['missing'].items():
             notes.append(f'- {row["name"]} {col}: {why}')
         if row.get('measured_on'):
             notes.append(f'- {row["name"]} latency measured on {row["measured_on"]}')
     return '\n'.join(lines + notes) + '\n'
+
+
+def _gap_notes(rows: List[dict]) -> List[str]:
+    """One line per pair of multi-seed rows: their AP gap, and whether it exceeds the noise."""
+    notes = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            found = gap(a, b)
+            if found is None:
+                continue
+            diff, noise = found
+            verdict = 'beyond' if abs(diff) > noise else 'within'
+            notes.append(
+                f'- {a["name"]} - {b["name"]}: {diff:+.1f} AP, {verdict} the noise (2 standard errors: {noise:.1f})'
+            )
+    return notes
 
 
 def to_csv(rows: List[dict]) -> str:
@@ -165,6 +223,8 @@ def to_csv(rows: List[dict]) -> str:
             'detector',
             *[f'{c}_pit_det' for c in COLUMNS],
             *[f'{c}_paper' for c in COLUMNS],
+            *[f'{c}_sd' for c in METRICS],
+            'runs',
             'latency_measured_on',
             'missing',
         ]
@@ -176,6 +236,8 @@ def to_csv(rows: List[dict]) -> str:
                 row['name'],
                 *[row['ours'][c] for c in COLUMNS],
                 *[paper.get(c) for c in COLUMNS],
+                *[row['sd'].get(c) for c in METRICS],
+                row['runs'],
                 row.get('measured_on', ''),
                 '; '.join(f'{c}: {w}' for c, w in row['missing'].items()),
             ]
@@ -184,8 +246,8 @@ def to_csv(rows: List[dict]) -> str:
 
 
 def plot(rows: List[dict], path: Union[str, Path], note: Optional[str] = None) -> None:
-    """AP / AP50 / AP75 bars, pit-det's beside the paper's where rows have the paper's values;
-    ``note`` becomes the title."""
+    """AP / AP50 / AP75 bars (with the sd over seeds as error bars), pit-det's beside the paper's
+    where rows have the paper's values; ``note`` becomes the title."""
     import matplotlib
 
     matplotlib.use('Agg')
@@ -195,13 +257,14 @@ def plot(rows: List[dict], path: Union[str, Path], note: Optional[str] = None) -
     for ax, col in zip(axes, ['ap', 'ap50', 'ap75']):
         names = [r['name'] for r in rows]
         ours = [r['ours'][col] or 0.0 for r in rows]
+        err = [r['sd'].get(col, 0.0) for r in rows]
         paper = [(r['paper'] or {}).get(col, 0.0) for r in rows]
         xs = range(len(rows))
         if any(paper):
-            ax.bar([x - 0.2 for x in xs], ours, 0.4, label='pit-det')
+            ax.bar([x - 0.2 for x in xs], ours, 0.4, yerr=err, label='pit-det')
             ax.bar([x + 0.2 for x in xs], paper, 0.4, label='paper')
         else:
-            ax.bar(list(xs), ours, 0.6, label='pit-det')
+            ax.bar(list(xs), ours, 0.6, yerr=err, label='pit-det')
         ax.set_xticks(list(xs), names, rotation=20)
         ax.set_title(col.upper())
     axes[0].legend()

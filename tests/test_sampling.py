@@ -102,6 +102,33 @@ def test_statistics_of_a_known_record():
     assert list(summary) == ['decoder'] and summary['decoder']['distance_px_all'] == [pytest.approx(5.0)]
 
 
+def test_off_map_samples_count_in_the_share_not_in_the_distance():
+    """Level 0: weight 0.3 on a sample 5 px from the reference and 0.2 on one left of the map
+    (x < 0), which reads zeros; level 1: all its weight right of the map (x > 1)."""
+    H, W = 64, 80
+    ref = torch.tensor([0.1, 0.5])
+    loc = torch.zeros(1, 1, 1, 2, 2, 2)
+    loc[0, 0, 0, 0, 0] = ref + torch.tensor([4 / W, 3 / H])  # on the map, 5 px away
+    loc[0, 0, 0, 0, 1] = torch.tensor([-0.05, 0.5])  # 12 px away, off the map
+    loc[0, 0, 0, 1, :] = torch.tensor([1.2, 0.5])
+    weight = torch.tensor([0.3, 0.2, 0.25, 0.25]).view(1, 1, 1, 2, 2)  # level 0: 0.3 on, 0.2 off
+    record = dict(
+        module='encoder.layers.0.self_attn',
+        sampling_locations=loc,
+        attention_weights=weight,
+        spatial_shapes=torch.tensor([[8, 10], [4, 5]]),
+        reference_points=ref.view(1, 1, 1, 2).expand(1, 1, 2, 2),
+    )
+    assert sampling_stats.on_map(record).tolist() == [[[[[True, False], [False, False]]]]]
+    share = sampling_stats.on_map_share(record)
+    assert share.tolist() == [pytest.approx(0.6), 0.0]
+    dist = sampling_stats.sampling_distance(record, (H, W))
+    assert dist['pixels'][0].item() == pytest.approx(5.0)  # the off-map sample 12 px away is left out
+    assert dist['pixels'][1].isnan() and dist['pixels_all'].item() == pytest.approx(5.0)
+    summary = sampling_stats.summarize([record], (H, W))['encoder']
+    assert summary['on_map'] == [[pytest.approx(0.6), 0.0]]
+
+
 def test_top_queries_rank_pairs_like_the_head():
     logits = torch.tensor([[0.0, 3.0], [2.0, -1.0], [5.0, 1.0]])
     queries, labels, scores = sampling_stats.top_queries(logits, 3)
@@ -149,6 +176,7 @@ def test_tool_draws_and_compares_two_detectors(toy, tmp_path):
             stats = report['results'][name][part]
             assert len(stats['level_mass']) == layers
             assert np.allclose(np.sum(stats['level_mass'], axis=1), 1.0, atol=1e-5)
+            assert np.all((np.asarray(stats['on_map']) >= 0) & (np.asarray(stats['on_map']) <= 1))
             assert all(d > 0 for d in stats['distance_px_all'])
     first = sorted(images.iterdir())[0]
     for name in ('pit_s', 'r50'):

@@ -140,3 +140,32 @@ def test_no_paper_table_has_only_pit_det_rows_and_the_note(tmp_path):
     assert 'values only: synthetic toy set, random initialisation; not comparable with the paper' in markdown
     assert '39.4' not in markdown and 'ResNet-50' not in markdown and '(+' not in markdown and '(-' not in markdown
     assert (tmp_path / 't5.png').stat().st_size > 0
+
+
+def test_seeds_give_mean_and_sd_and_gaps_count_only_beyond_their_noise(tmp_path):
+    """Three seeds each (tools/table5_toy.py's seed_* folders): PiT-S 30 +- 1, ViT-S pyramid
+    29 +- 1 (a gap of 1.0 inside 2 standard errors, 1.63), ViT-S 20 +- 1 (10.0 beyond them)."""
+    for key, aps in (
+        ('pit_s', (0.29, 0.30, 0.31)),
+        ('vit_s_pyramid', (0.28, 0.29, 0.30)),
+        ('vit_s', (0.19, 0.20, 0.21)),
+    ):
+        for seed, ap in enumerate(aps):
+            metrics(tmp_path / key / f'seed_{seed}/metrics.json', ap, 2 * ap, ap / 2)
+    rows = table5.read_results({k: tmp_path / k for k in ('pit_s', 'vit_s_pyramid', 'vit_s')}, paper=False)
+    pit, pyramid, vit = rows
+    assert pit['runs'] == 3 and pit['ours']['ap'] == pytest.approx(30.0) and pit['sd']['ap'] == pytest.approx(1.0)
+    assert pit['sd']['ap50'] == pytest.approx(2.0)  # the sample sd (n - 1), per column
+    diff, noise = table5.gap(pit, pyramid)
+    assert diff == pytest.approx(1.0) and noise == pytest.approx(2 * (2 / 3) ** 0.5)
+    markdown = table5.to_markdown(rows, 'toy')
+    assert '| PiT-S | 30.0 ± 1.0 | 60.0 ± 2.0 | 15.0 ± 0.5 | - | - |' in markdown
+    assert '- AP columns: mean ± sample sd over 3 seeds' in markdown
+    assert '- PiT-S - ViT-S pyramid: +1.0 AP, within the noise (2 standard errors: 1.6)' in markdown
+    assert '- PiT-S - ViT-S: +10.0 AP, beyond the noise (2 standard errors: 1.6)' in markdown
+    table = list(csv.DictReader(io.StringIO(table5.to_csv(rows))))
+    assert float(table[0]['ap_sd']) == pytest.approx(1.0) and table[0]['runs'] == '3'
+    # One run has no sd and no gap: a single run is never ranked against another.
+    single = table5.read_results({'pit_s': tmp_path / 'pit_s/seed_0', 'vit_s': tmp_path / 'vit_s/seed_0'}, paper=False)
+    assert single[0]['sd'] == {} and table5.gap(*single) is None
+    assert 'noise' not in table5.to_markdown(single)

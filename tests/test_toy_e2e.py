@@ -53,6 +53,21 @@ def test_generator_is_deterministic_and_varied(tmp_path):
     assert len({(img['height'], img['width']) for img in train['images']}) > 10
     other = make_toy_coco(tmp_path / 'c', 30, 5, seed=4)
     assert json.loads((other / 'annotations/instances_train2017.json').read_text()) != train
+    assert not (a / 'annotations/instances_test2017.json').exists()  # the held-out split only when asked
+
+
+def test_held_out_split_is_its_own_and_leaves_the_others_as_they_were(tmp_path):
+    """tools/table5_toy.py scores a test split that the recipe's tuning on val never saw."""
+    root = make_toy_coco(tmp_path, 30, 5, seed=3)
+    val = (root / 'annotations/instances_val2017.json').read_bytes()
+    make_toy_coco(root, 30, 5, seed=3, num_test=6)
+    test = json.loads((root / 'annotations/instances_test2017.json').read_text())
+    assert len(test['images']) == 6 and test['info']['description'].endswith('seed 5')  # seed + 2
+    assert (root / 'annotations/instances_val2017.json').read_bytes() == val
+    first_val = json.loads(val)['images'][0]['file_name']
+    assert (root / 'test2017' / test['images'][0]['file_name']).read_bytes() != (
+        root / 'val2017' / first_val
+    ).read_bytes()
 
 
 @pytest.fixture(scope='module')

@@ -9,8 +9,9 @@ weight; x: the reference point; the detection's box), and the same for one encod
 token of the finest level at pixel --token X Y, default the centre of the best detection).
 
 Over the first --num-images images it reports, per detector, encoder and decoder, the share of
-attention weight on each feature level and the attention-weighted mean distance of the samples
-from the reference point (input pixels and level tokens): DIR/sampling.json and
+attention weight on each feature level, the share of each level's weight on samples on the map
+(off it they read zeros), and the attention-weighted mean distance of the on-map samples from the
+reference point (input pixels and level tokens): DIR/sampling.json and
 DIR/sampling.png, the detectors side by side (tools/analyze_attention.py does the same for the
 backbones). The locations are recorded from the deformable attention modules as they run
 (pit_det.models.record_sampling); nothing of the computation changes.
@@ -19,6 +20,7 @@ backbones). The locations are recorded from the deformable attention modules as 
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -35,10 +37,10 @@ from pit_det import sampling_stats
 from pit_det.errors import PitDetError, run_tool
 from pit_det.export import classes_of
 from pit_det.models import build_detector
-from pit_det.precision import cpu_info
 from pit_det.runtime import load_config
 from pit_det.table5 import detector_key
 from pit_det_deploy import image_files
+from pit_det_deploy.hardware import cpu_info
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -166,12 +168,16 @@ def draw(detector: Detector, path: Path, result, top: int, token_xy: Optional[Tu
 
 
 def mean_over_images(per_image: List[Dict[str, Dict[str, list]]]) -> Dict[str, Dict[str, list]]:
-    """Element-wise mean of :func:`pit_det.sampling_stats.summarize` results."""
+    """Element-wise mean of :func:`pit_det.sampling_stats.summarize` results, over the images where
+    a value is defined (a distance is NaN on an image whose samples all fall off the map)."""
     out = {}
     for part in per_image[0]:
-        out[part] = {
-            key: np.mean([np.asarray(s[part][key]) for s in per_image], axis=0).tolist() for key in per_image[0][part]
-        }
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN stays NaN
+            out[part] = {
+                key: np.nanmean([np.asarray(s[part][key], dtype=float) for s in per_image], axis=0).tolist()
+                for key in per_image[0][part]
+            }
     return out
 
 
@@ -182,7 +188,7 @@ def plot_statistics(results: Dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     names = list(results)
     width = 0.8 / len(names)
     for ax, part in zip(axes[:2], ('encoder', 'decoder')):
@@ -196,13 +202,19 @@ def plot_statistics(results: Dict[str, dict], path: Path) -> None:
         ax.legend(fontsize=8)
     for i, name in enumerate(names):
         for part, style in (('encoder', '-'), ('decoder', '--')):
+            share = np.mean(results[name][part]['on_map'], axis=0)  # over layers
+            axes[2].plot(range(len(share)), share, style, marker='o', color=f'C{i}', label=f'{name} {part}')
             dist = results[name][part]['distance_px_all']
-            axes[2].plot(range(1, len(dist) + 1), dist, style, marker='o', color=f'C{i}', label=f'{name} {part}')
+            axes[3].plot(range(1, len(dist) + 1), dist, style, marker='o', color=f'C{i}', label=f'{name} {part}')
     axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[2].set_xlabel('layer')
-    axes[2].set_title('mean sampling distance from the reference (px)')
-    axes[2].grid(alpha=0.3)
-    axes[2].legend(fontsize=7)
+    axes[2].set_xlabel('level')
+    axes[2].set_title("share of each level's weight on the map")
+    axes[3].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[3].set_xlabel('layer')
+    axes[3].set_title('mean distance of on-map samples (px)')
+    for ax in axes[2:]:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -230,12 +242,13 @@ def main(argv=None) -> None:
             if i < args.num_images:
                 per_image.append(sampling_stats.summarize(result[2], result[3]))
         results[detector.name] = mean_over_images(per_image)
-        dec = results[detector.name]['decoder']
-        print(
-            f'{detector.name}: decoder weight per level {np.round(np.mean(dec["level_mass"], 0), 3).tolist()}, '
-            f'mean distance {np.mean(dec["distance_px_all"]):.1f} px',
-            flush=True,
-        )
+        for part, stats in results[detector.name].items():
+            print(
+                f'{detector.name} {part}: weight per level {np.round(np.mean(stats["level_mass"], 0), 3).tolist()}, '
+                f'on the map {np.round(np.mean(stats["on_map"], 0), 3).tolist()}, '
+                f'mean on-map distance {np.mean(stats["distance_px_all"]):.1f} px',
+                flush=True,
+            )
     meta = dict(
         detectors={d.name: c for d, (c, _) in zip(detectors, [(args.config, args.checkpoint), *args.compare])},
         num_images=min(len(files), args.num_images),

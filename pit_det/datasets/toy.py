@@ -136,12 +136,22 @@ def make_split(
 
 
 def make_toy_coco(
-    root: Union[str, Path] = 'data/toy_coco', num_train: int = 600, num_val: int = 100, seed: int = 0
+    root: Union[str, Path] = 'data/toy_coco',
+    num_train: int = 600,
+    num_val: int = 100,
+    seed: int = 0,
+    num_test: int = 0,
 ) -> Path:
-    """Write train and val splits (different seeds) under ``root``; skipped when both
-    annotation files already exist with the requested image counts."""
+    """Write train, val and (``num_test`` > 0) test splits, each from its own seed, under ``root``;
+    a split is skipped when its annotation file already exists with the requested image count.
+
+    The test split is held out: the toy recipe was tuned on val, so comparisons that must not
+    rest on the tuning images (``tools/table5_toy.py``) are scored on test."""
     root = Path(root)
-    for split, num, split_seed in (('train', num_train, seed), ('val', num_val, seed + 1)):
+    splits = [('train', num_train, seed), ('val', num_val, seed + 1)] + (
+        [('test', num_test, seed + 2)] if num_test else []
+    )
+    for split, num, split_seed in splits:
         ann = root / 'annotations' / f'instances_{split}2017.json'
         if ann.is_file():
             with open(ann) as f:

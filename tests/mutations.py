@@ -1,0 +1,89 @@
+"""Break the code a test guards and watch the test fail: every test must be able to fail.
+
+    python tests/mutations.py            # every mutation below
+    python tests/mutations.py on_map     # the ones whose name contains 'on_map'
+
+Each mutation replaces one exact piece of a source file (it must occur there once), runs the
+tests that guard it, and restores the file whatever happens. A mutation the tests do not catch is
+printed as SURVIVED and the script exits with 1. Add one whenever a test is written for a bug.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Mutation(NamedTuple):
+    name: str
+    path: str  # relative to the repository root
+    old: str
+    new: str
+    tests: Tuple[str, ...]  # pytest node ids or files
+
+
+MUTATIONS = [
+    Mutation(
+        'table5_gap_threshold',
+        'pit_det/table5.py',
+        "verdict = 'beyond' if abs(diff) > noise else 'within'",
+        "verdict = 'beyond' if abs(diff) > noise / 2 else 'within'",
+        ('tests/test_table5.py::test_seeds_give_mean_and_sd_and_gaps_count_only_beyond_their_noise',),
+    ),
+    Mutation(
+        'table5_population_sd',
+        'pit_det/table5.py',
+        'statistics.stdev(values)',
+        'statistics.pstdev(values)',
+        ('tests/test_table5.py::test_seeds_give_mean_and_sd_and_gaps_count_only_beyond_their_noise',),
+    ),
+    Mutation(
+        'sampling_on_map_everywhere',
+        'pit_det/sampling_stats.py',
+        'return ((loc >= 0) & (loc <= 1)).all(dim=-1)',
+        'return torch.ones_like(loc[..., 0], dtype=torch.bool)',
+        ('tests/test_sampling.py::test_off_map_samples_count_in_the_share_not_in_the_distance',),
+    ),
+    Mutation(
+        'sampling_distance_counts_off_map',
+        'pit_det/sampling_stats.py',
+        "weight = record['attention_weights'] * on_map(record)",
+        "weight = record['attention_weights']",
+        ('tests/test_sampling.py::test_off_map_samples_count_in_the_share_not_in_the_distance',),
+    ),
+]
+
+
+def caught(mutation: Mutation) -> bool:
+    """True when the mutated code makes at least one of its tests fail."""
+    path = ROOT / mutation.path
+    source = path.read_text()
+    if source.count(mutation.old) != 1:
+        raise SystemExit(
+            f'{mutation.name}: {mutation.path} has {source.count(mutation.old)} copies of {mutation.old!r}'
+        )
+    try:
+        path.write_text(source.replace(mutation.old, mutation.new))
+        cmd = [sys.executable, '-m', 'pytest', '-q', '-x', '-p', 'no:cacheprovider', *mutation.tests]
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode != 0
+    finally:
+        path.write_text(source)
+
+
+def main(argv=None) -> int:
+    pattern = (argv if argv is not None else sys.argv[1:]) or ['']
+    chosen = [m for m in MUTATIONS if any(p in m.name for p in pattern)]
+    survived = []
+    for mutation in chosen:
+        ok = caught(mutation)
+        print(f'{"caught  " if ok else "SURVIVED"} {mutation.name}', flush=True)
+        if not ok:
+            survived.append(mutation.name)
+    print(f'{len(chosen) - len(survived)} of {len(chosen)} mutations caught')
+    return 1 if survived else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
