@@ -53,6 +53,13 @@ MUTATIONS = [
         "weight = record['attention_weights']",
         ('tests/test_sampling.py::test_off_map_samples_count_in_the_share_not_in_the_distance',),
     ),
+    Mutation(
+        'run_tool_hides_bugs',
+        'pit_det_deploy/errors.py',
+        'except (*user_errors, FileNotFoundError) as err:',
+        'except Exception as err:',
+        ('tests/test_deploy_errors.py::test_other_errors_keep_their_traceback',),
+    ),
 ]
 
 

@@ -29,7 +29,7 @@ def onnx_demo(monkeypatch, error: Exception):
             raise error
 
     monkeypatch.setattr(tool, 'OnnxDetector', Detector)
-    return tool.main
+    return lambda argv: tool.run_tool(lambda: tool.main(argv))  # as its ``__main__`` runs it
 
 
 @pytest.fixture
