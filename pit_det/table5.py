@@ -14,8 +14,6 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
-from pit_det_deploy.runtime import RUNTIMES
-
 from .benchmark.runner import variant as benchmark_variant
 
 # The paper's Table 5: COCO val2017 at half resolution, latency on a V100.
@@ -136,7 +134,7 @@ def _benchmark_cells(row: dict, bench: Optional[dict], variant: Optional[str]) -
         and (
             benchmark_variant(r) == variant
             if variant
-            else r['dtype'] == 'fp32' and not r['compiled'] and r['impl'] not in RUNTIMES
+            else r['dtype'] == 'fp32' and not r['compiled'] and r.get('runtime', 'torch') == 'torch'
         )
     ]
     if not candidates:

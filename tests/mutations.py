@@ -60,6 +60,27 @@ MUTATIONS = [
         'except Exception as err:',
         ('tests/test_deploy_errors.py::test_other_errors_keep_their_traceback',),
     ),
+    Mutation(
+        'msda_gpu_branch_by_device_not_is_cuda',
+        'pit_det/ops/ms_deform_attn.py',
+        "return 'cuda' if tensor.is_cuda else tensor.device.type",
+        'return tensor.device.type',
+        ('tests/test_cuda_branch.py::test_train_and_test_step_reach_no_mmcv_cuda_op',),
+    ),
+    Mutation(
+        'msda_fast_ignores_mmcv_build',
+        'pit_det/ops/ms_deform_attn.py',
+        "if impl == 'triton' or not mmcv_has_cuda_ops():",
+        "if impl == 'triton':",
+        ('tests/test_msda.py::test_resolve_names_the_kernel_of_each_impl_on_each_device',),
+    ),
+    Mutation(
+        'msda_resolve_logs_every_call',
+        'pit_det/ops/ms_deform_attn.py',
+        '        _resolved[impl, kind] = kernel\n',
+        '',
+        ('tests/test_msda.py::test_resolve_logs_each_answer_once',),
+    ),
 ]
 
 

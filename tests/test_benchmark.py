@@ -27,7 +27,6 @@ from pit_det_deploy.hardware import cpu_info, native_dtypes
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 # The dispatcher's module (the package's `ms_deform_attn` is the custom op).
-DISPATCHER = importlib.import_module('pit_det.ops.ms_deform_attn')
 ONE_LAYER = {'model.encoder.num_layers': 1, 'model.decoder.num_layers': 1}
 
 
@@ -133,8 +132,8 @@ def test_benchmark_tool_smoke(tmp_path):
     assert all(0.005 < rate < 50 for rate in env['matmul_tflops'].values())
     rows = report['results']
     kernels = (('stock', 'mmcv-pytorch'), ('fast', 'cpp'))
-    assert [(r['impl'], r['kernel'], r['dtype'], r['compiled']) for r in rows] == [
-        (impl, kernel, dtype, False) for dtype in dtypes for impl, kernel in kernels
+    assert [(r['runtime'], r['impl'], r['kernel'], r['dtype'], r['compiled']) for r in rows] == [
+        ('torch', impl, kernel, dtype, False) for dtype in dtypes for impl, kernel in kernels
     ]
     assert report['failed'] == [] and report['training'] == []
     stock, fast = rows[:2]
@@ -193,20 +192,20 @@ def test_benchmark_compile_and_runtime_rows(tmp_path):
         'model.decoder.num_layers=1',
     )
     eager, compiled, *deployed = report['results']
-    assert [f'{r["impl"]} {r["graph"]} {r["dtype"]}' for r in deployed] == [
+    assert [f'{r["runtime"]} {r["impl"]} {r["dtype"]}' for r in deployed] == [
         f'{runtime} {graph}'
         for runtime in ('onnxruntime', 'openvino')
         for graph in ('grid_sample fp32', 'gather fp32', 'grid_sample int8')
     ]
     for row in deployed:
         assert row['export_s'] > 0 and row['latency']['median_ms'] > 0 and row['reference'] == 'fast fp32'
-        assert row['kernel'] == row['graph']  # the runtime runs the exported graph's standard ops
-        assert f'{row["impl"]} {row["graph"]} {row["dtype"]}' in stdout
+        assert row['kernel'] == row['impl']  # the runtime runs the exported graph's standard ops
+        assert f'{row["runtime"]} {row["impl"]} {row["dtype"]}' in stdout
         if row['dtype'] == 'fp32':  # the same detections as PyTorch, to fp32 rounding
             assert row['vs_reference']['labels_equal']
             assert row['vs_reference']['max_box_diff'] <= 1e-6 * 208
             assert row['vs_reference']['max_score_diff'] <= 1e-6
-    assert (eager['compiled'], compiled['compiled']) == (False, True)
+    assert [(r['runtime'], r['compiled']) for r in (eager, compiled)] == [('torch', False), ('torch', True)]
     assert report['environment']['compile_mode'] == 'reduce-overhead'
     # CUDA graphs need CUDA tensors: on CPU inductor skips them, and the row says so.
     assert compiled['cudagraph_skips'] >= 1 and 'cudagraph_skips' not in eager
@@ -220,25 +219,6 @@ def test_benchmark_compile_and_runtime_rows(tmp_path):
     # Inductor fuses and reorders fp32 sums (measured 1.5e-5 px, scores 4.1e-8).
     assert compiled['vs_reference']['max_box_diff'] <= 1e-6 * 208 and compiled['vs_reference']['max_score_diff'] <= 1e-6
     assert 'fast fp32 compiled' in stdout
-
-
-def test_each_row_names_the_kernel_that_runs(monkeypatch):
-    """The kernel asked for ('fast', 'stock', ...) and the one that runs are named apart; on a GPU
-    'fast' follows how mmcv was built, and 'stock' without mmcv's CUDA ops is an error, not a row."""
-    impls = ('fast', 'stock', 'triton', 'grid_sample', 'gather')
-    assert [ops.kernel_on(i, 'cpu') for i in impls] == [
-        'cpp',
-        'mmcv-pytorch',
-        'triton-interpreter',
-        'grid_sample',
-        'gather',
-    ]
-    monkeypatch.setattr(DISPATCHER, 'cuda_kernel', lambda: 'mmcv')
-    assert [ops.kernel_on(i, 'cuda') for i in impls] == ['mmcv-cuda', 'mmcv-cuda', 'triton', 'grid_sample', 'gather']
-    monkeypatch.setattr(DISPATCHER, 'cuda_kernel', lambda: 'triton')
-    assert [ops.kernel_on(i, 'cuda:0') for i in ('fast', 'triton')] == ['triton', 'triton']
-    with pytest.raises(ValueError, match='without CUDA ops'):
-        ops.kernel_on('stock', 'cuda')
 
 
 def _event(name: str, device: str = 'cpu', start: float = 0.0, end: float = 0.0, kind: str = None):
@@ -329,14 +309,14 @@ def test_stages_split_one_test_step_and_change_nothing():
 
 
 def test_a_failing_variant_becomes_a_failed_row_and_the_others_still_run(monkeypatch, tmp_path, capsys):
-    real = ops.kernel_on
+    real = ops.resolve
 
     def kernel(impl: str, device: str) -> str:
         if impl == 'stock':
             raise ValueError('no such kernel here')
         return real(impl, device)
 
-    monkeypatch.setattr(ops, 'kernel_on', kernel)
+    monkeypatch.setattr(ops, 'resolve', kernel)
     report = _benchmark_tool().main(
         [
             str(TOY),
@@ -512,8 +492,8 @@ def test_profile_and_training_throughput_rows(tmp_path):
         'pit_s_toy',
         'fp32',
         2,
-        'fast',
-        'cpp',
+        'auto',  # the config's choice, as asked
+        'cpp',  # what it runs here
     )
     assert train['step']['iters'] == 2 and train['peak_mib'] > 0 and math.isfinite(train['loss'])
     assert train['images_per_s'] == pytest.approx(2 * 1e3 / train['step']['mean_ms'])
@@ -531,7 +511,7 @@ def test_kernel_comparison_checks_each_kernel_against_fp64_then_times_it(monkeyp
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     levels = ((6, 10), (3, 5))
     rows = kernels.compare_kernels(
-        ['fast', 'gather', kernels.MMCV_SOURCE],
+        ['cpp', 'gather', kernels.MMCV_SOURCE],
         ['fp32'],
         {'decoder': 20},
         'cpu',
@@ -542,7 +522,7 @@ def test_kernel_comparison_checks_each_kernel_against_fp64_then_times_it(monkeyp
         mmcv_build_dir=tmp_path,
     )
     assert [(r['kernel'], r['dtype']) for r in rows] == [
-        ('fast', 'fp32'),
+        ('cpp', 'fp32'),
         ('gather', 'fp32'),
         (kernels.MMCV_SOURCE, 'fp32'),
     ]

@@ -1,5 +1,7 @@
 """pit-det's C++ deformable-attention kernel against mmcv's pure-PyTorch one (the stock path)."""
 
+import importlib
+
 import pytest
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
@@ -175,7 +177,7 @@ def test_set_msda_impl_round_trip_and_errors():
     container = torch.nn.Sequential(module, torch.nn.Linear(2, 2))
     assert set_msda_impl(container, 'fast') == 1 and type(module) is MSDeformAttn
     assert set_msda_impl(container, 'stock') == 1 and type(module) is MultiScaleDeformableAttention
-    assert set_msda_impl(container, 'auto') == 1 and module.impl == 'fast'  # the kernel builds here
+    assert set_msda_impl(container, 'auto') == 1 and module.kernels['cpu'] == 'cpp'  # the kernel builds here
     with pytest.raises(ValueError, match='msda_impl'):
         set_msda_impl(container, 'cuda')
 
@@ -229,20 +231,84 @@ def test_detector_fast_equals_stock_predict_and_training_gradients():
             assert (grads[impl][name] - g).abs().max().item() <= 2e-4 * scale, (impl, name)
 
 
-def test_without_a_compiler_auto_falls_back_and_fast_says_why(monkeypatch):
+@pytest.fixture
+def fresh_resolve():
+    """:func:`pit_det.ops.resolve` answers again for what a test changes, and the real answers after it."""
     from pit_det import ops
+    from pit_det.ops import mmcv_cuda
+
+    ops.resolve.cache_clear()
+    yield ops
+    ops.resolve.cache_clear()
+    ops.extension_available.cache_clear()
+    mmcv_cuda.mmcv_has_cuda_ops.cache_clear()
+
+
+def test_resolve_names_the_kernel_of_each_impl_on_each_device(monkeypatch, fresh_resolve):
+    """The table of pit_det/ops/ms_deform_attn.py: on CUDA 'fast' follows how mmcv was built, and
+    'stock' without mmcv's CUDA ops is an error that names the way out."""
+    ops, dispatcher = fresh_resolve, importlib.import_module('pit_det.ops.ms_deform_attn')
+    impls = ('auto', 'fast', 'stock', 'triton', 'grid_sample', 'gather')
+    assert [ops.resolve(i, 'cpu') for i in impls] == ['cpp', 'cpp', 'mmcv-pytorch', 'triton', 'grid_sample', 'gather']
+    monkeypatch.setattr(dispatcher, 'mmcv_has_cuda_ops', lambda: True)
+    cuda = ['mmcv-cuda', 'mmcv-cuda', 'mmcv-cuda', 'triton', 'grid_sample', 'gather']
+    assert [ops.resolve(i, torch.device('cuda', 0)) for i in impls] == cuda
+    ops.resolve.cache_clear()
+    monkeypatch.setattr(dispatcher, 'mmcv_has_cuda_ops', lambda: False)
+    assert [ops.resolve(i, 'cuda:1') for i in ('auto', 'fast', 'triton')] == ['triton'] * 3
+    with pytest.raises(ValueError, match="'fast' and 'triton' run pit-det's Triton kernel"):
+        ops.resolve('stock', 'cuda')
+    with pytest.raises(ValueError, match='not on mps'):
+        ops.resolve('fast', 'mps')
+    with pytest.raises(ValueError, match='msda_impl must be one of'):
+        ops.resolve('cpp', 'cpu')  # a kernel's name is not a choice
+    monkeypatch.setenv('TRITON_INTERPRET', '0')
+    with pytest.raises(ops.TritonUnavailable, match='TRITON_INTERPRET=1'):
+        ops.resolve('triton', 'cpu')
+
+
+def test_resolve_logs_each_answer_once(monkeypatch, fresh_resolve):
+    """A training log says which kernel ran; a forward does not log again."""
+    ops, dispatcher = fresh_resolve, importlib.import_module('pit_det.ops.ms_deform_attn')
+    said = []
+    monkeypatch.setattr(dispatcher, 'print_log', lambda msg, **kw: said.append(msg))
+    for _ in range(3):
+        assert ops.resolve('fast', 'cpu') == 'cpp' and ops.resolve('gather', 'cpu') == 'gather'
+    assert said == [
+        "deformable attention: msda_impl 'fast' runs the 'cpp' kernel on cpu",
+        "deformable attention: msda_impl 'gather' runs the 'gather' kernel on cpu",
+    ]
+
+
+def test_run_kernel_refuses_a_kernel_of_the_other_device():
+    """'mmcv-cuda' and 'cpp' are one op's CUDA and CPU kernels: naming one for the other device's
+    tensors is an error, not the other kernel."""
+    from pit_det.ops import run_kernel
+
+    value, shapes, starts, loc, attn = random_inputs(LEVELS[1])
+    with pytest.raises(ValueError, match="'mmcv-cuda' kernel runs on CUDA tensors, not on cpu"):
+        run_kernel('mmcv-cuda', value, shapes, starts, loc, attn)
+    with pytest.raises(ValueError, match='kernel must be one of'):
+        run_kernel('fast', value, shapes, starts, loc, attn)
+
+
+def test_without_a_compiler_auto_falls_back_and_fast_says_why(monkeypatch, fresh_resolve):
     from pit_det.ops import extension
+
+    ops = fresh_resolve
 
     def no_compiler(verbose=False):
         raise ops.ExtensionUnavailable('could not build the pit-det CPU kernel: g++ not found')
 
     monkeypatch.setattr(extension, 'load_extension', no_compiler)
     ops.extension_available.cache_clear()
-    try:
-        with pytest.warns(UserWarning, match='g\\+\\+ not found'):
-            assert ops.resolve_impl('auto') == 'stock'
-        with pytest.raises(ops.ExtensionUnavailable, match='g\\+\\+ not found'):
-            ops.resolve_impl('fast')
-        assert ops.resolve_impl('stock') == 'stock'
-    finally:
-        ops.extension_available.cache_clear()  # the real answer again for later tests
+    with pytest.warns(UserWarning, match='g\\+\\+ not found'):
+        assert ops.resolve('auto', 'cpu') == 'mmcv-pytorch'
+    with pytest.raises(ops.ExtensionUnavailable, match='g\\+\\+ not found'):
+        ops.resolve('fast', 'cpu')
+    assert ops.resolve('stock', 'cpu') == 'mmcv-pytorch'
+    # A model switched to 'fast' on a machine without a GPU fails at once, not at its first forward.
+    module = MultiScaleDeformableAttention(embed_dims=32, num_heads=4, num_levels=1, num_points=2)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(ops.ExtensionUnavailable, match='g\\+\\+ not found'):
+        set_msda_impl(module, 'fast')

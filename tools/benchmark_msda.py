@@ -5,7 +5,7 @@ mmcv's pure-PyTorch function in fp64, then timed forward and forward + backward
 
 Examples:
     python tools/benchmark_msda.py --device cuda --kernels triton grid_sample mmcv-cuda-source --dtype fp32 bf16
-    python tools/benchmark_msda.py --device cpu --threads 2 --kernels fast gather grid_sample stock
+    python tools/benchmark_msda.py --device cpu --threads 2 --kernels cpp gather grid_sample mmcv-pytorch
 """
 
 import argparse
@@ -18,7 +18,7 @@ from pit_det.benchmark import environment
 from pit_det.benchmark.kernels import MMCV_SOURCE, PIT_S_LEVELS, PIT_S_QUERIES, compare_kernels
 from pit_det.benchmark.measure import describe_environment
 from pit_det.errors import run_tool
-from pit_det.ops import IMPLS
+from pit_det.ops import KERNELS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,10 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--kernels',
         nargs='+',
-        choices=[i for i in IMPLS if i != 'auto'] + [MMCV_SOURCE],
+        choices=list(KERNELS) + [MMCV_SOURCE],
         help=f"default: triton, grid_sample and {MMCV_SOURCE} (mmcv's CUDA kernel built from "
-        'its sources with nvcc) on a GPU; fast (the C++ kernel), gather, grid_sample, stock '
-        'on CPU',
+        'its sources with nvcc) on a GPU; cpp, gather, grid_sample, mmcv-pytorch on CPU',
     )
     parser.add_argument('--dtype', nargs='+', choices=['fp32', 'bf16'], default=['fp32'])
     parser.add_argument('--cases', nargs='+', choices=list(PIT_S_QUERIES), default=list(PIT_S_QUERIES))
@@ -47,7 +46,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     gpu = args.device.startswith('cuda')
     kernels = args.kernels or (
-        ['triton', 'grid_sample', MMCV_SOURCE] if gpu else ['fast', 'gather', 'grid_sample', 'stock']
+        ['triton', 'grid_sample', MMCV_SOURCE] if gpu else ['cpp', 'gather', 'grid_sample', 'mmcv-pytorch']
     )
     env = environment(args.device)
     print(describe_environment(env), flush=True)

@@ -23,12 +23,12 @@ def check_cuda_ops(attn, inputs: dict, expected: torch.Tensor, device: str = 'cu
     from mmcv.ops import get_compiling_cuda_version
 
     from pit_det.models import msda_impl_as
-    from pit_det.ops import cuda_kernel
+    from pit_det.ops import resolve
 
-    kernel = cuda_kernel()
+    kernel = resolve('fast', 'cuda')  # 'mmcv-cuda' or 'triton'
     gpu = {k: v.to(device) for k, v in inputs.items()}
     try:
-        with msda_impl_as(attn, 'stock' if kernel == 'mmcv' else 'triton'):
+        with msda_impl_as(attn, 'stock' if kernel == 'mmcv-cuda' else 'triton'):
             out = attn.to(device)(**gpu).cpu()
     except Exception as err:
         raise SetupError(
@@ -37,7 +37,7 @@ def check_cuda_ops(attn, inputs: dict, expected: torch.Tensor, device: str = 'cu
     finally:
         attn.cpu()
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    if kernel == 'mmcv':
+    if kernel == 'mmcv-cuda':
         return (
             f'CUDA ops (built for CUDA {get_compiling_cuda_version()}) equal to CPU on {torch.cuda.get_device_name()}'
         )

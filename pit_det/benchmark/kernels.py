@@ -2,14 +2,14 @@
 gradients checked against mmcv's pure-PyTorch function in fp64, then timed forward and forward +
 backward (``tools/benchmark_msda.py``).
 
-Kernels are the dispatcher's names (:mod:`pit_det.ops.ms_deform_attn`: 'triton', 'fast', 'gather',
-'grid_sample', 'stock') plus 'mmcv-cuda-source': mmcv's own CUDA kernel compiled with nvcc from
+Kernels are ``pit_det.ops.KERNELS`` ('cpp', 'mmcv-cuda', 'triton', 'mmcv-pytorch', 'grid_sample',
+'gather'; :mod:`pit_det.ops.ms_deform_attn`) plus 'mmcv-cuda-source': mmcv's own CUDA kernel compiled with nvcc from
 the sources that ship with mmcv (``mmcv/ops/csrc``), for GPU machines whose mmcv was built without
 CUDA ops. It is mmcv's code unchanged, with a two-function binding of its own; pit-det gives it
 fp32 values (it dispatches fp32, fp64 and fp16, no bf16).
 
-Latencies are per call from Python, each call synchronised: the dispatcher's Python (for the
-dispatcher's names) is in them, and at 300 queries a call is near the cost of a launch.
+Latencies are per call from Python, each call synchronised: ``pit_det.ops.run_kernel``'s Python is in
+them, and at 300 queries a call is near the cost of a launch.
 """
 
 import math
@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 
-from ..ops import multi_scale_deformable_attn
+from ..ops import run_kernel
 from .measure import summarize, time_calls
 
 # PiT-S Deformable DETR at 400 x 667: strides 8, 16, 32 and the neck's stride-64 level.
@@ -148,7 +148,7 @@ def kernel_fn(name: str, module=None) -> Callable:
         return lambda v, s, i, loc, a: _MmcvSourceKernel.apply(
             module, v.contiguous(), s, i, loc.contiguous(), a.contiguous(), 64
         )
-    return lambda v, s, i, loc, a: multi_scale_deformable_attn(v, s, i, loc, a, impl=name)
+    return lambda v, s, i, loc, a: run_kernel(name, v, s, i, loc, a)
 
 
 def forward_backward(

@@ -28,7 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from pit_det_deploy.hardware import cpu_info
 
 from ..models.build import build_detector  # noqa: F401  the benchmark's detectors: seeded random weights
-from ..ops import cuda_kernel, msda_flops
+from ..ops import msda_flops
+from ..ops.mmcv_cuda import mmcv_has_cuda_ops
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -249,7 +250,7 @@ def environment(device: str) -> Dict[str, object]:
         info['gpu'] = torch.cuda.get_device_name()
         info['cuda'] = torch.version.cuda
         info['tf32_matmul'] = torch.backends.cuda.matmul.allow_tf32  # fp32 rows: IEEE fp32 matmuls unless set
-        info['mmcv_cuda_ops'] = cuda_kernel() == 'mmcv'  # else 'fast' runs Triton and 'stock' cannot run
+        info['mmcv_cuda_ops'] = mmcv_has_cuda_ops()  # else 'fast' runs Triton and 'stock' cannot run
     return info
 
 

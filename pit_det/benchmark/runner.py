@@ -1,9 +1,11 @@
 """The latency benchmark's method (``tools/benchmark_latency.py`` keeps its arguments and its
 printing): detectors built from configs with seeded random weights, each timed per precision x
 deformable-attention kernel x eager / compiled (and onnxruntime), side by side in one run, each
-row's detections compared with the detector's first row, each naming the deformable-attention
-kernel that ran (``kernel``) beside the one asked for (``impl``). The deployed rows (onnxruntime,
-OpenVINO; GridSample and gather graphs; INT8) run the file ``tools/export.py`` writes. A variant
+row's detections compared with the detector's first row. Each row names the deformable attention
+asked for (``impl``, a config's ``msda_impl``), the kernel that ran (``kernel``,
+:func:`pit_det.ops.resolve`) and what ran the model (``runtime``: 'torch', or for the deployed
+rows 'onnxruntime' or 'openvino', which run the file ``tools/export.py`` writes: GridSample and
+gather graphs, INT8). A variant
 that fails (a kernel this device lacks, ...) becomes a row with its ``error``, and the others
 still run. Conventions: :mod:`.measure`; ``--profile``: :mod:`.profiling`; training: :mod:`.training`."""
 
@@ -20,7 +22,6 @@ from pit_det_deploy.runtime import RUNTIMES
 
 from .. import ops
 from ..models import set_msda_impl
-from ..ops import resolve_impl
 from . import measure as bm
 from .profiling import profile_call, stage_times
 
@@ -31,7 +32,8 @@ class Settings:
 
     Args:
         dtypes: precisions, in order: 'fp32', 'bf16', 'fp16' (autocast).
-        impls: deformable-attention kernels, in order (``pit_det.ops.IMPLS``).
+        impls: deformable-attention choices, in order (``pit_det.ops.IMPLS``; each row also names
+            the kernel it resolves to on ``device``).
         shape: input image (H, W).
         device: 'cpu' or 'cuda'.
         warmup, iters: untimed and timed calls.
@@ -81,9 +83,10 @@ def label(config: str) -> str:
 
 
 def variant(row: dict) -> str:
-    """'fast bf16 compiled': kernel, precision and eager / compiled of a result row."""
-    if row['impl'] in RUNTIMES:
-        return f'{row["impl"]} {row["graph"]} {row["dtype"]}'
+    """'fast bf16 compiled' or 'onnxruntime gather int8': what a result row measured (impl,
+    precision and eager / compiled; for a deployed row its runtime, graph and precision)."""
+    if row.get('runtime', 'torch') in RUNTIMES:
+        return f'{row["runtime"]} {row["impl"]} {row["dtype"]}'
     return f'{row["impl"]} {row["dtype"]}' + (' compiled' if row['compiled'] else '')
 
 
@@ -92,7 +95,10 @@ def benchmark(
 ) -> List[dict]:
     """Result rows of every detector in ``configs``; ``env`` is :func:`.measure.environment`'s,
     with ``matmul_tflops`` per dtype. ``progress(what, calls_done)`` is called as calls are timed."""
-    impls = [resolve_impl(i) for i in settings.impls]
+    unknown = [i for i in settings.impls if i not in ops.IMPLS]
+    if unknown:
+        raise ValueError(f'msda_impl must be one of {ops.IMPLS}, got {unknown}')
+    impls = list(settings.impls)
     rows = []
     for config in configs:
         rows += benchmark_config(config, impls, settings, env, progress or (lambda what, n: None))
@@ -115,11 +121,11 @@ def benchmark_config(
     rows = []
     for dtype in settings.dtypes:
         for impl in impls:
-            set_msda_impl(model, impl)
             for compiled in [False, True] if settings.compile else [False]:
                 row = dict(
                     config=config,
                     model=label(config),
+                    runtime='torch',
                     impl=impl,
                     dtype=dtype,
                     compiled=compiled,
@@ -128,7 +134,8 @@ def benchmark_config(
                 )
                 what = f'{label(config)} {variant(row)}'
                 try:
-                    row['kernel'] = ops.kernel_on(impl, device)
+                    set_msda_impl(model, impl)
+                    row['kernel'] = ops.resolve(impl, device)
                     row.update(measure(model, data, image, dtype, compiled, settings, lambda: progress(what, 1)))
                 except Exception as err:  # one variant failing must not cost the run its other rows
                     row['error'] = f'{type(err).__name__}: {err}'
@@ -139,7 +146,7 @@ def benchmark_config(
                 config=config,
                 model=label(config),
                 compiled=False,
-                kernel=row['graph'],
+                kernel=row['impl'],  # the exported graph's standard ops
                 params=params,
                 flops=flops,
                 **measured,
@@ -245,7 +252,7 @@ def measure_deployed(
                     latency = bm.time_calls(step, settings.warmup, settings.iters, 'cpu', lambda: progress(what, 1))
                 boxes, scores, labels = step()
                 yield (
-                    dict(impl=runtime, graph=graph, dtype=dtype),
+                    dict(runtime=runtime, impl=graph, dtype=dtype),
                     dict(
                         latency=bm.summarize(latency),
                         backbone_latency=None,

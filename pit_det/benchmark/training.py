@@ -193,7 +193,7 @@ def train_throughput(
         times = bm.time_calls(step, warmup, len(batches) - warmup, device, progress)
     images_per_s = batch_size * len(times) / sum(times)
     step_ms = {k: v for k, v in bm.summarize(times).items() if k != 'images_per_s'}  # its images/s is batch 1's
-    impl = _msda_impl(model)
+    impl, kernel = _msda(model, device)
     filter_empty_gt = cfg.train_dataloader.dataset.get('filter_cfg', {}).get('filter_empty_gt', False)
     return dict(
         config=config,
@@ -202,7 +202,7 @@ def train_throughput(
         batch_size=batch_size,
         photo=list(PHOTO),
         impl=impl,
-        kernel=ops.kernel_on(impl, device),
+        kernel=kernel,
         images_per_s=images_per_s,
         step=step_ms,
         loss=last['log_vars']['loss'].item(),
@@ -211,10 +211,12 @@ def train_throughput(
     )
 
 
-def _msda_impl(model: nn.Module) -> str:
-    """The kernel choice the model's deformable attention carries (the config's ``msda_impl``, resolved)."""
+def _msda(model: nn.Module, device: str) -> Tuple[str, str]:
+    """The model's deformable attention: the choice its modules carry (the config's ``msda_impl``)
+    and the kernel that runs on ``device``, each joined with ' / ' where modules differ."""
     impls = {getattr(m, 'impl', 'stock') for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)}
-    return ' / '.join(sorted(impls))
+    kernels = {ops.resolve(impl, device) for impl in impls}
+    return ' / '.join(sorted(impls)), ' / '.join(sorted(kernels))
 
 
 def benchmark_training(

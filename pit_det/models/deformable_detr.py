@@ -45,13 +45,12 @@ class PitDeformableDETR(DeformableDETR):
     ``torch.export`` cannot trace (they are data, not shapes). The results are mmdet's, bit for bit.
 
     Args:
-        msda_impl: 'auto' (pit-det's kernels when they build, else mmcv's), 'fast' (pit-det's
-            C++ kernel on CPU; on GPU mmcv's CUDA kernel when mmcv has CUDA ops, else pit-det's
-            Triton kernel), 'triton' (the Triton kernel), 'stock' (mmcv's module unchanged; on a
-            GPU it needs mmcv's CUDA ops), 'grid_sample' (pit-det's one ``grid_sample`` per level,
-            on every device) or 'gather' (standard ops without GridSample), the last two for ONNX
-            export; see
-            :mod:`pit_det.ops.ms_deform_attn`. ``set_msda_impl(model, impl)`` switches a built model.
+        msda_impl: which deformable-attention kernel runs, one of ``pit_det.ops.IMPLS``: 'auto'
+            (the default: 'fast', or 'stock' where pit-det's C++ kernel cannot be built), 'fast',
+            'stock' (mmcv's module unchanged), 'triton', or 'grid_sample' and 'gather' (standard
+            ops, for export). The kernel each runs on CPU and on CUDA is the table in
+            :mod:`pit_det.ops.ms_deform_attn`, and :func:`pit_det.ops.resolve` logs it.
+            ``set_msda_impl(model, impl)`` switches a built model.
         **kwargs: ``DeformableDETR``'s arguments.
     """
 

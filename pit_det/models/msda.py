@@ -12,11 +12,12 @@ import torch
 from mmcv.ops import MultiScaleDeformableAttention
 from torch import Tensor, nn
 
-from ..ops import multi_scale_deformable_attn, resolve_impl
+from ..ops import device_type, resolve, run_kernel
 
 
 class MSDeformAttn(MultiScaleDeformableAttention):
-    """``MultiScaleDeformableAttention`` whose sampling kernel is ``self.impl``.
+    """``MultiScaleDeformableAttention`` whose sampling kernel is chosen by ``self.impl`` (the
+    config's ``msda_impl``): on each device the kernel that :func:`pit_det.ops.resolve` returns.
 
     The forward equals mmcv's (batch-first or not, padding mask, 2-d points or 4-d boxes as
     references); the offset and weight projections share one matmul because both read the same
@@ -24,6 +25,9 @@ class MSDeformAttn(MultiScaleDeformableAttention):
     """
 
     impl: str = 'auto'
+    # Set by :func:`set_msda_impl`: device type -> kernel, resolved outside the forward, so that
+    # ``torch.compile`` traces a dict lookup rather than the decision (which logs and may build).
+    kernels: Dict[str, str] = {}
     # Set by :func:`record_sampling`: called with what the kernel receives, before it runs.
     recorder: Optional[Callable[..., None]] = None
 
@@ -104,13 +108,15 @@ class MSDeformAttn(MultiScaleDeformableAttention):
                 attention_weights=weights,
                 reference_points=reference_points,
             )
-        output = multi_scale_deformable_attn(
+        kind = device_type(value)
+        kernel = self.kernels.get(kind) or resolve(self.impl, kind)  # resolve raises with the reason
+        output = run_kernel(
+            kernel,
             value,
             spatial_shapes,
             level_start_index,
             locations,
             weights,
-            impl=self.impl,
             im2col_step=self.im2col_step,
             level_shapes=level_shapes,
         )
@@ -128,17 +134,32 @@ def set_msda_impl(model: nn.Module, impl: str) -> int:
 
     Args:
         model: any module; its ``MultiScaleDeformableAttention`` submodules are switched in place.
-        impl: one of ``pit_det.ops.IMPLS``; 'auto' is resolved here, once.
+        impl: one of ``pit_det.ops.IMPLS``, resolved here, once, for CPU and CUDA
+            (:func:`pit_det.ops.resolve`, which logs the kernel).
+
+    Raises:
+        ValueError: an unknown ``impl``.
+        ExtensionUnavailable, TritonUnavailable: on a machine without a GPU, where ``impl`` cannot
+            run on CPU ('fast' without a C++ toolchain, 'triton' outside Triton's interpreter). A
+            kernel that one device lacks is otherwise reported at that device's first forward.
 
     Returns:
         How many modules were switched.
     """
-    impl = resolve_impl(impl)
+    kernels, errors = {}, {}
+    for kind in ('cpu', 'cuda'):
+        try:
+            kernels[kind] = resolve(impl, kind)
+        except (ValueError, RuntimeError) as err:  # a forward on that device raises it again
+            errors[kind] = err
+    if len(errors) == 2 or ('cpu' in errors and not torch.cuda.is_available()):
+        raise errors['cpu']  # fail now, not at the first forward
     count = 0
     for module in model.modules():
         if isinstance(module, MultiScaleDeformableAttention):
             module.__class__ = MultiScaleDeformableAttention if impl == 'stock' else MSDeformAttn
             module.impl = impl
+            module.kernels = kernels
             count += 1
     return count
 
@@ -148,7 +169,7 @@ def msda_impl_as(model: nn.Module, impl: str) -> Iterator[None]:
     """:func:`set_msda_impl` for the duration of the block; every module gets its own kernel back
     after it (export switches a detector to the traceable kernel without changing it for good)."""
     saved = [
-        (m, m.__class__, m.__dict__.get('impl'))
+        (m, m.__class__, m.__dict__.get('impl'), m.__dict__.get('kernels'))
         for m in model.modules()
         if isinstance(m, MultiScaleDeformableAttention)
     ]
@@ -156,12 +177,13 @@ def msda_impl_as(model: nn.Module, impl: str) -> Iterator[None]:
     try:
         yield
     finally:
-        for module, cls, own in saved:
+        for module, cls, own, kernels in saved:
             module.__class__ = cls
-            if own is None:
-                module.__dict__.pop('impl', None)
-            else:
-                module.impl = own
+            for name, attr in (('impl', own), ('kernels', kernels)):
+                if attr is None:
+                    module.__dict__.pop(name, None)
+                else:
+                    setattr(module, name, attr)
 
 
 @contextmanager

@@ -1,19 +1,20 @@
-"""Operators: multi-scale deformable attention (custom ops, C++ CPU kernel, Triton GPU kernel,
-standard-op kernels for export, dispatcher) and its analytic FLOP count."""
+"""Operators: multi-scale deformable attention (its kernels: C++ on CPU, mmcv's CUDA, Triton, standard
+ops for export; one custom op per compiled kernel; :func:`resolve` picks the kernel) and its
+analytic FLOP count."""
 
 from .extension import ExtensionUnavailable, extension_available, load_extension
-from .ms_deform_attn import IMPLS, kernel_on, msda_flops, multi_scale_deformable_attn, resolve_impl
+from .ms_deform_attn import IMPLS, KERNELS, device_type, msda_flops, multi_scale_deformable_attn, resolve, run_kernel
 from .ms_deform_attn_export import ms_deform_attn_gather, ms_deform_attn_grid_sample
-from .ms_deform_attn_op import cuda_kernel, ms_deform_attn
+from .ms_deform_attn_op import ms_deform_attn
 from .ms_deform_attn_triton import TritonUnavailable, ms_deform_attn_triton
 
 __all__ = [
     'IMPLS',
+    'KERNELS',
     'ExtensionUnavailable',
     'TritonUnavailable',
-    'cuda_kernel',
+    'device_type',
     'extension_available',
-    'kernel_on',
     'load_extension',
     'ms_deform_attn',
     'ms_deform_attn_gather',
@@ -21,5 +22,6 @@ __all__ = [
     'ms_deform_attn_triton',
     'msda_flops',
     'multi_scale_deformable_attn',
-    'resolve_impl',
+    'resolve',
+    'run_kernel',
 ]

@@ -6,8 +6,8 @@ first call ("sigmoid_focal_loss_forward_impl: implementation for device cuda:0 n
 place of a pit-det detector that would call an mmcv CUDA kernel asks here first, and takes a
 PyTorch or Triton path when the answer is no:
 
-* deformable attention: :func:`pit_det.ops.ms_deform_attn_op.cuda_kernel` (mmcv's CUDA kernel or
-  pit-det's Triton kernel);
+* deformable attention: :func:`pit_det.ops.resolve` (mmcv's CUDA kernel or pit-det's Triton
+  kernel);
 * the classification loss: :class:`pit_det.models.losses.PortableFocalLoss` (mmcv's CUDA focal loss
   or mmdet's PyTorch one).
 

@@ -1,14 +1,15 @@
-"""``torch.ops.pit_det.ms_deform_attn``: multi-scale deformable attention as a PyTorch custom op.
+"""``torch.ops.pit_det.ms_deform_attn``: multi-scale deformable attention by compiled kernels, as a
+PyTorch custom op.
 
 mmcv's deformable attention is a pybind function inside an ``autograd.Function``: ``torch.compile``
 breaks the graph there (mmcv#3290) and ``torch.export`` cannot trace it. Registered with
-``torch.library`` instead, with a schema, kernels per device, a fake implementation (shapes only,
+``torch.library`` instead, with a schema, a kernel per device, a fake implementation (shapes only,
 for tracing) and autograd, the op stays inside compiled and exported graphs:
 
-* CPU: pit-det's C++ kernel (:mod:`pit_det.ops.extension`);
-* CUDA: mmcv's CUDA kernel (``mmcv._ext.ms_deform_attn_forward`` / ``_backward``) when mmcv was
-  built with CUDA ops, else pit-det's Triton kernel (:mod:`.ms_deform_attn_triton`), so that a GPU
-  machine without ``nvcc`` needs only mmcv's CPU build (:func:`cuda_kernel`);
+* CPU: pit-det's C++ kernel (:mod:`pit_det.ops.extension`), the kernel ``'cpp'``;
+* CUDA: mmcv's CUDA kernel (``mmcv._ext.ms_deform_attn_forward`` / ``_backward``), the kernel
+  ``'mmcv-cuda'``, where mmcv was built with CUDA ops. Elsewhere :func:`pit_det.ops.resolve` picks
+  the Triton kernel, which has its own op (:mod:`.ms_deform_attn_triton`);
 * backward: the op ``pit_det::ms_deform_attn_backward``, registered the same way.
 """
 
@@ -17,22 +18,16 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from . import ms_deform_attn_triton as triton_kernel
 from .extension import load_extension
 from .mmcv_cuda import mmcv_has_cuda_ops
 
 
-def cuda_kernel() -> str:
-    """``'mmcv'`` when mmcv was built with CUDA ops, else ``'triton'``: the kernel of
-    ``pit_det::ms_deform_attn`` on CUDA tensors (:func:`.mmcv_cuda.mmcv_has_cuda_ops` decides).
-
-    Neither has been timed against the other on a GPU yet, so the choice only follows the build:
-    a CUDA build of mmcv is taken as the user's intent, and Triton serves every other GPU set-up.
-    """
-    return 'mmcv' if mmcv_has_cuda_ops() else 'triton'
-
-
 def _mmcv_ext():
+    if not mmcv_has_cuda_ops():  # mmcv's own message would name a missing "_impl" for cuda:0
+        raise RuntimeError(
+            "pit_det::ms_deform_attn runs mmcv's CUDA kernel on CUDA tensors, and this mmcv was built "
+            "without CUDA ops; msda_impl 'fast' or 'triton' runs pit-det's Triton kernel there"
+        )
     from mmcv.utils import ext_loader
 
     return ext_loader.load_ext('_ext', ['ms_deform_attn_forward', 'ms_deform_attn_backward'])
@@ -60,8 +55,6 @@ def _forward_cpu(value, spatial_shapes, level_start_index, sampling_locations, a
 
 @ms_deform_attn.register_kernel('cuda')
 def _forward_cuda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
-    if cuda_kernel() == 'triton':
-        return triton_kernel.forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     return _mmcv_ext().ms_deform_attn_forward(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step=im2col_step
     )
@@ -102,10 +95,6 @@ def _backward_cpu(
 def _backward_cuda(
     value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output, im2col_step
 ):
-    if cuda_kernel() == 'triton':
-        return triton_kernel.backward(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output
-        )
     grads = torch.zeros_like(value), torch.zeros_like(sampling_locations), torch.zeros_like(attention_weights)
     _mmcv_ext().ms_deform_attn_backward(
         value,

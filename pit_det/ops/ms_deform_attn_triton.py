@@ -167,16 +167,17 @@ def _backward_kernel(
             tl.store(grad_loc + 2 * s + 1, a * grad_y * H, mask=q_ok)
 
 
-def _check_device(t: Tensor) -> None:
-    """CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1`` (Triton's interpreter)."""
+def check_runs_on(device_type: str) -> None:
+    """Raises :class:`TritonUnavailable` unless the kernel can run on ``device_type`` here: CUDA,
+    or CPU under ``TRITON_INTERPRET=1`` (Triton's interpreter)."""
     if triton is None:
         raise TritonUnavailable('Triton is not installed (it ships with the CUDA builds of torch)')
-    if t.is_cuda or (t.device.type == 'cpu' and os.environ.get('TRITON_INTERPRET') == '1'):
+    if device_type == 'cuda' or (device_type == 'cpu' and os.environ.get('TRITON_INTERPRET') == '1'):
         return
     raise TritonUnavailable(
         f'the Triton deformable-attention kernel runs on CUDA tensors, or on CPU tensors under '
         f"Triton's interpreter (TRITON_INTERPRET=1 set before Python starts; slow, for tests), "
-        f'not on {t.device}'
+        f'not on {device_type}'
     )
 
 
@@ -184,7 +185,7 @@ def _launch(
     fn: Callable, value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, attn: Tensor, *tensors: Tensor
 ) -> None:
     """``fn`` over (query blocks, batch x heads) programs; ``tensors`` are its other arguments."""
-    _check_device(value)
+    check_runs_on('cuda' if value.is_cuda else value.device.type)
     batch, num_value, heads, channels = value.shape
     _, num_query, _, levels, points, _ = loc.shape
     acc = tl.float64 if value.dtype == torch.float64 else tl.float32
