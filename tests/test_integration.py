@@ -60,7 +60,7 @@ EXPLICIT = (
     [
         EXPLICIT,
         'from mmengine.config import Config; Config.fromfile("configs/toy/deformable_detr_pit_s_toy.py")',
-        'from pit_det.runtime import load_config; load_config("configs/toy/deformable_detr_pit_s_toy.py")',
+        'from pit_det.config import load_config; load_config("configs/toy/deformable_detr_pit_s_toy.py")',
     ],
     ids=['explicit', 'config-custom-imports', 'tools-config-loader'],
 )

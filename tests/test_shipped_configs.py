@@ -10,7 +10,7 @@ import torchvision
 from mmdet.registry import MODELS
 from weight_files import perturbed, write
 
-from pit_det.runtime import load_config
+from pit_det.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,9 +19,9 @@ import sys
 import torch
 from mmengine.config import DictAction
 
+from pit_det.config import load_config
 from pit_det.errors import run_tool
 from pit_det.export import GRAPHS, build_detector, classes_of, export_onnx, preprocessing_of
-from pit_det.runtime import load_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -19,9 +19,9 @@ from mmengine.config import DictAction
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
+from pit_det.config import load_config, shutdown_distributed
 from pit_det.errors import run_tool
 from pit_det.precision import check_precision
-from pit_det.runtime import load_config, shutdown_distributed
 from pit_det_deploy.hardware import default_device
 
 

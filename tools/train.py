@@ -17,9 +17,9 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from pit_det.checkpoint import checkpoint_seed, find_resumable_checkpoint
+from pit_det.config import load_config, shutdown_distributed
 from pit_det.errors import PitDetError, run_tool
 from pit_det.precision import without_low_precision
-from pit_det.runtime import load_config, shutdown_distributed
 
 
 def parse_args() -> argparse.Namespace:

@@ -34,10 +34,10 @@ from mmengine.registry import init_default_scope
 
 import pit_det  # noqa: F401  registers pit-det's transforms and models
 from pit_det import sampling_stats
+from pit_det.config import load_config
 from pit_det.errors import PitDetError, run_tool
 from pit_det.export import classes_of
 from pit_det.models import build_detector
-from pit_det.runtime import load_config
 from pit_det.table5 import detector_key
 from pit_det_deploy import image_files
 from pit_det_deploy.hardware import cpu_info

@@ -1,11 +1,11 @@
-"""pit_det.runtime: the data-root override and the process group's teardown."""
+"""pit_det.config: the data-root override and the process group's teardown."""
 
 from pathlib import Path
 
 import torch.distributed as dist
 from mmengine.config import Config
 
-from pit_det.runtime import set_data_root, shutdown_distributed
+from pit_det.config import set_data_root, shutdown_distributed
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 
