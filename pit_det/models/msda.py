@@ -134,8 +134,9 @@ def set_msda_impl(model: nn.Module, impl: str) -> int:
 
     Args:
         model: any module; its ``MultiScaleDeformableAttention`` submodules are switched in place.
-        impl: one of ``pit_det.ops.IMPLS``, resolved here, once, for CPU and CUDA
-            (:func:`pit_det.ops.resolve`, which logs the kernel).
+        impl: one of ``pit_det.ops.IMPLS``, resolved here, once, for CPU and (where a GPU is
+            visible) CUDA: :func:`pit_det.ops.resolve`, which logs the kernel. Another device is
+            resolved at its first forward.
 
     Raises:
         ValueError: an unknown ``impl``.
@@ -147,12 +148,12 @@ def set_msda_impl(model: nn.Module, impl: str) -> int:
         How many modules were switched.
     """
     kernels, errors = {}, {}
-    for kind in ('cpu', 'cuda'):
+    for kind in ('cpu', 'cuda') if torch.cuda.is_available() else ('cpu',):
         try:
             kernels[kind] = resolve(impl, kind)
         except (ValueError, RuntimeError) as err:  # a forward on that device raises it again
             errors[kind] = err
-    if len(errors) == 2 or ('cpu' in errors and not torch.cuda.is_available()):
+    if not kernels:
         raise errors['cpu']  # fail now, not at the first forward
     count = 0
     for module in model.modules():
