@@ -1,18 +1,18 @@
 # The two commands of the README. Both create the venv first if it is missing
-# ($PIT_DET_VENV, default .venv/; see tools/setup_env.sh).
+# ($PIT_DET_VENV, default .venv/; see tools/setup/setup_env.sh).
 VENV ?= $(or $(PIT_DET_VENV),.venv)
 PY := $(VENV)/bin/python
 
 .PHONY: env demo test test-fast test-gpu lint table5-toy
 env:
-	PIT_DET_VENV=$(VENV) bash tools/setup_env.sh
+	PIT_DET_VENV=$(VENV) bash tools/setup/setup_env.sh
 
 demo: env
 	$(PY) tools/quickstart.py
 
 # R50, ViT-S, ViT-S pyramid and PiT-S trained on the toy set with one recipe, then Table 5 (docs/analysis.md).
 table5-toy: env
-	$(PY) tools/table5_toy.py
+	$(PY) tools/analysis/table5_toy.py
 
 # The CPU suite, then the GPU tier where a CUDA GPU is visible. One pytest-xdist worker per core (at
 # most 4: a worker holds up to 5 GB), each test file on one worker, so its fixtures are built once

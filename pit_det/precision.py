@@ -63,6 +63,6 @@ def check_precision(
     raise PrecisionError(
         f'{names} on this CPU, {cpu.model} ({cpu.isa}), would be emulated: it has no native {names} '
         f'instructions ({lacks}), and emulated {names} runs tens to hundreds of times slower than fp32 '
-        f'(compare: python tools/benchmark_latency.py CONFIG --dtype fp32 {missing[0]}).{fp32} '
+        f'(compare: python tools/analysis/benchmark.py CONFIG --dtype fp32 {missing[0]}).{fp32} '
         f'To run it anyway, for numerics rather than speed: {ALLOW_EMULATED}=1.'
     )

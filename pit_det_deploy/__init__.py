@@ -1,4 +1,4 @@
-"""What a detector exported by ``tools/export.py`` needs at run time, without PyTorch or
+"""What a detector exported by ``tools/deploy/export.py`` needs at run time, without PyTorch or
 OpenMMLab: onnxruntime or OpenVINO, numpy and OpenCV.
 
 * :mod:`.runtime`: the two runtimes behind one call, ``load_graph(path, runtime)``;
@@ -9,10 +9,10 @@ OpenMMLab: onnxruntime or OpenVINO, numpy and OpenCV.
 * :mod:`.metadata`: the ``pit_det`` entry an export carries (input range, graph, classes,
   preprocessing, precision);
 * :mod:`.quantize` and :mod:`.evaluate`: INT8 calibration and COCO AP of an exported model
-  (``tools/quantize.py``, ``tools/onnx_eval.py``);
+  (``tools/deploy/quantize.py``, ``tools/deploy/onnx_eval.py``);
 * :mod:`.hardware`: the processor a figure was measured on and the precisions it runs natively;
 * :mod:`.draw`: the picture and ``detections.json`` entry ``tools/demo.py`` and
-  ``tools/onnx_demo.py`` both write, and the images they both take.
+  ``tools/deploy/onnx_demo.py`` both write, and the images they both take.
 """
 
 from .detector import OnnxDetector

@@ -11,7 +11,7 @@ from .runtime import load_graph
 
 
 class OnnxDetector:
-    """A model written by ``tools/export.py`` (or ``tools/quantize.py``) and the preprocessing
+    """A model written by ``tools/deploy/export.py`` (or ``tools/deploy/quantize.py``) and the preprocessing
     stored in its metadata.
 
     Args:
@@ -27,7 +27,7 @@ class OnnxDetector:
     def __init__(self, path: str, threads: int = 0, runtime: str = 'onnxruntime') -> None:
         self.graph = load_graph(str(path), runtime, threads)
         if not self.graph.metadata:
-            raise DeployError(f'{path}: no pit_det metadata; export the model with tools/export.py')
+            raise DeployError(f'{path}: no pit_det metadata; export the model with tools/deploy/export.py')
         self.info = self.graph.metadata
         self.classes: List[str] = self.info['classes']
 

@@ -1,4 +1,4 @@
-"""The detection picture of ``tools/demo.py`` and ``tools/onnx_demo.py``: boxes, class names and
+"""The detection picture of ``tools/demo.py`` and ``tools/deploy/onnx_demo.py``: boxes, class names and
 scores over the image, in OpenCV alone so that a PyTorch-free service draws the same."""
 
 from pathlib import Path

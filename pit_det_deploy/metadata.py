@@ -1,7 +1,7 @@
 """The contract between an exported detector and whatever runs it: one JSON entry, ``pit_det``, in
 the ONNX model's ``metadata_props``.
 
-``tools/export.py`` writes it (:func:`pit_det.export.export_onnx`), ``tools/quantize.py`` copies it
+``tools/deploy/export.py`` writes it (:func:`pit_det.export.export_onnx`), ``tools/deploy/quantize.py`` copies it
 with ``precision`` and the calibration added, and the runtimes read it: the input range
 (``input_shape``, ``dynamic``, ``min_size``), the graph (``msda``, ``opset``), ``classes``,
 ``preprocessing`` and ``precision``. A model without it was not written by pit-det.
@@ -31,7 +31,7 @@ def load(path: str) -> Tuple[Any, Dict]:
     """The ONNX model at ``path`` (weights left on disk) and its metadata.
 
     Raises:
-        DeployError: the file is no ONNX model, or not one written by ``tools/export.py``.
+        DeployError: the file is no ONNX model, or not one written by ``tools/deploy/export.py``.
     """
     import onnx
 
@@ -41,7 +41,7 @@ def load(path: str) -> Tuple[Any, Dict]:
         raise DeployError(f'{path}: cannot load as an ONNX model: {e}') from None
     info = parse({p.key: p.value for p in model.metadata_props})
     if not info:
-        raise DeployError(f'{path}: no {KEY} metadata; it was not written by tools/export.py')
+        raise DeployError(f'{path}: no {KEY} metadata; it was not written by tools/deploy/export.py')
     return model, info
 
 

@@ -56,7 +56,7 @@ def fp32_nodes(model, keep: Sequence[str]) -> Dict[str, List[str]]:
 
     Raises:
         DeployError: an unknown group, or a model without the exporter's node metadata (one not
-            written by ``tools/export.py``).
+            written by ``tools/deploy/export.py``).
     """
     unknown = set(keep) - set(KEEP_FP32)
     if unknown:
@@ -64,7 +64,7 @@ def fp32_nodes(model, keep: Sequence[str]) -> Dict[str, List[str]]:
     matmuls = [n for n in model.graph.node if n.op_type in ('MatMul', 'Gemm')]
     if keep and not any(p.key == 'pkg.torch.onnx.class_hierarchy' for n in matmuls for p in n.metadata_props):
         raise DeployError(
-            'the model has no module paths on its nodes (not written by tools/export.py); '
+            'the model has no module paths on its nodes (not written by tools/deploy/export.py); '
             'quantize it with --keep-fp32 none'
         )
     groups = {name: [] for name in keep}
@@ -113,7 +113,7 @@ def model_info(model_path: str) -> dict:
     """The ``pit_det`` metadata of an exported model.
 
     Raises:
-        DeployError: the file is no ONNX model, or not one written by ``tools/export.py``.
+        DeployError: the file is no ONNX model, or not one written by ``tools/deploy/export.py``.
     """
     return metadata.load(model_path)[1]
 

@@ -2,7 +2,7 @@
 
 Both read the same ``.onnx`` file as it is. OpenVINO's CPU plugin would run fp32 models in bf16
 on CPUs with AMX or AVX-512 BF16 (its default ``INFERENCE_PRECISION_HINT`` there); pit-det asks
-for fp32, so that both runtimes give PyTorch's detections. An INT8 model (``tools/quantize.py``)
+for fp32, so that both runtimes give PyTorch's detections. An INT8 model (``tools/deploy/quantize.py``)
 carries its precision in the graph.
 """
 
@@ -47,7 +47,8 @@ def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0) -> Gra
         return (_onnxruntime if runtime == 'onnxruntime' else _openvino)(str(path), threads)
     except ImportError as e:
         raise DeployError(
-            f'runtime {runtime} is not installed ({e}); pip install {runtime} (the version of tools/constraints.txt)'
+            f'runtime {runtime} is not installed ({e}); '
+            f'pip install {runtime} (the version of tools/setup/constraints.txt)'
         ) from None
 
 

@@ -94,7 +94,7 @@ def tiny_toy(tmp_path_factory) -> Path:
 @pytest.fixture(scope='session')
 def trained_toy_detector(tmp_path_factory) -> dict:
     """The toy config trained for one epoch (150 iterations) on the generated toy set by tools/train.py,
-    and its dynamic ONNX export (GridSample graph) by tools/export.py, as a user runs them; shared by
+    and its dynamic ONNX export (GridSample graph) by tools/deploy/export.py, as a user runs them; shared by
     the INT8 and the export tools' tests.
 
     Built once per pytest run: under pytest-xdist by the first worker that asks, in the run's common
@@ -145,5 +145,5 @@ def _train_and_export(root: Path) -> dict:
         'train_cfg.val_interval=100',
     )
     checkpoint = root / 'work/epoch_1.pth'
-    exported = run('tools/export.py', TOY, checkpoint, '--out', root / 'toy.onnx', '--dynamic')
+    exported = run('tools/deploy/export.py', TOY, checkpoint, '--out', root / 'toy.onnx', '--dynamic')
     return dict(data=str(data), checkpoint=str(checkpoint), onnx=str(root / 'toy.onnx'), stdout=exported.stdout)

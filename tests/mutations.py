@@ -27,28 +27,28 @@ class Mutation(NamedTuple):
 MUTATIONS = [
     Mutation(
         'table5_gap_threshold',
-        'pit_det/table5.py',
+        'pit_det/analysis/table5.py',
         "verdict = 'beyond' if abs(diff) > noise else 'within'",
         "verdict = 'beyond' if abs(diff) > noise / 2 else 'within'",
         ('tests/test_table5.py::test_seeds_give_mean_and_sd_and_gaps_count_only_beyond_their_noise',),
     ),
     Mutation(
         'table5_population_sd',
-        'pit_det/table5.py',
+        'pit_det/analysis/table5.py',
         'statistics.stdev(values)',
         'statistics.pstdev(values)',
         ('tests/test_table5.py::test_seeds_give_mean_and_sd_and_gaps_count_only_beyond_their_noise',),
     ),
     Mutation(
         'sampling_on_map_everywhere',
-        'pit_det/sampling_stats.py',
+        'pit_det/analysis/sampling.py',
         'return ((loc >= 0) & (loc <= 1)).all(dim=-1)',
         'return torch.ones_like(loc[..., 0], dtype=torch.bool)',
         ('tests/test_sampling.py::test_off_map_samples_count_in_the_share_not_in_the_distance',),
     ),
     Mutation(
         'sampling_distance_counts_off_map',
-        'pit_det/sampling_stats.py',
+        'pit_det/analysis/sampling.py',
         "weight = record['attention_weights'] * on_map(record)",
         "weight = record['attention_weights']",
         ('tests/test_sampling.py::test_off_map_samples_count_in_the_share_not_in_the_distance',),

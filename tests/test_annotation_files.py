@@ -137,7 +137,7 @@ def test_malformed_entries_are_named_by_checker_and_dataset(tmp_path, name, brea
     with pytest.raises(DatasetError) as err:
         _build_dataset(path)
     message = str(err.value)
-    assert message.startswith(f'{path}: 1 malformed entries') and where in message and 'check_dataset.py' in message
+    assert message.startswith(f'{path}: 1 malformed entries') and where in message and 'validate_dataset.py' in message
 
 
 @pytest.mark.parametrize('name,breaker,text', TOP_CASES, ids=[c[0] for c in TOP_CASES])
@@ -174,7 +174,7 @@ def test_checker_tool_lists_every_problem_without_traceback(tmp_path):
 
     path = _write_case(tmp_path, several)
     proc = subprocess.run(
-        [sys.executable, 'tools/check_dataset.py', path, tmp_path / 'val2017'],
+        [sys.executable, 'tools/data/validate_dataset.py', path, tmp_path / 'val2017'],
         cwd=ROOT,
         env=ENV,
         capture_output=True,
@@ -187,7 +187,7 @@ def test_checker_tool_lists_every_problem_without_traceback(tmp_path):
     assert "annotations[2] (id 3): field 'bbox' missing" in proc.stdout and "'wide'" in proc.stdout
     (tmp_path / 'bad.json').write_text('{"images": [')
     proc = subprocess.run(
-        [sys.executable, 'tools/check_dataset.py', tmp_path / 'bad.json', tmp_path],
+        [sys.executable, 'tools/data/validate_dataset.py', tmp_path / 'bad.json', tmp_path],
         cwd=ROOT,
         env=ENV,
         capture_output=True,

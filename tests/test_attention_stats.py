@@ -13,7 +13,7 @@ import torch
 from mmdet.registry import MODELS
 
 import pit_det  # noqa: F401
-from pit_det.attention_stats import (
+from pit_det.analysis.attention import (
     analyze_backbone,
     attention_distance,
     attention_entropy,
@@ -111,7 +111,7 @@ def test_tool_end_to_end(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            'tools/analyze_attention.py',
+            'tools/analysis/analyze_attention.py',
             '--backbone',
             'pit_ti=random',
             '--backbone',

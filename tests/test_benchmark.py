@@ -1,4 +1,4 @@
-"""tools/benchmark_latency.py and its counting conventions (pit_det/benchmark/)."""
+"""tools/analysis/benchmark.py and its counting conventions (pit_det/benchmark/)."""
 
 import importlib.util
 import json
@@ -68,7 +68,7 @@ def test_summarize():
 
 
 def _benchmark_tool():
-    spec = importlib.util.spec_from_file_location('benchmark_latency', ROOT / 'tools/benchmark_latency.py')
+    spec = importlib.util.spec_from_file_location('benchmark_latency', ROOT / 'tools/analysis/benchmark.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -90,7 +90,7 @@ def run_tool(tmp_path, *args, config: str = 'configs/deformable_detr_pit_s.py', 
     proc = subprocess.run(
         [
             sys.executable,
-            'tools/benchmark_latency.py',
+            'tools/analysis/benchmark.py',
             config,
             '--device',
             'cpu',
@@ -504,7 +504,7 @@ def test_profile_and_training_throughput_rows(tmp_path):
 
 
 def test_kernel_comparison_checks_each_kernel_against_fp64_then_times_it(monkeypatch, tmp_path):
-    """tools/benchmark_msda.py on CPU at small shapes: every kernel's output and three gradients
+    """tools/analysis/benchmark_msda.py on CPU at small shapes: every kernel's output and three gradients
     within fp32 rounding of the fp64 reference (3e-6 measured at PiT-S's shapes), positive latencies;
     mmcv's CUDA kernel, which needs a GPU and nvcc, a row that says why it did not run (no GPU
     here, also on a GPU machine)."""

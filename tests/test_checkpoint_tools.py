@@ -44,7 +44,7 @@ def _where(place: str, tmp_path: Path, toy: Path):
     if place == 'demo':
         return ['tools/demo.py', toy / 'val2017', TOY, evil, '--out', tmp_path / 'demo'], evil, marker
     if place == 'export':
-        return ['tools/export.py', TOY, evil, '--out', tmp_path / 'model.onnx'], evil, marker
+        return ['tools/deploy/export.py', TOY, evil, '--out', tmp_path / 'model.onnx'], evil, marker
     if place == 'load_from':
         return [*train, f'load_from={evil}'], evil, marker
     raise ValueError(place)

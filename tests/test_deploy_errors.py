@@ -1,4 +1,4 @@
-"""tools/onnx_demo.py prints an input the user can fix (``DeployError``, a missing file) in one line
+"""tools/deploy/onnx_demo.py prints an input the user can fix (``DeployError``, a missing file) in one line
 and keeps the traceback of anything else, which is a bug. The real error paths (no ONNX model, a
 static model, a strip out of range) run end to end in test_export.py."""
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def onnx_demo(monkeypatch, error: Exception):
-    spec = importlib.util.spec_from_file_location('onnx_demo', ROOT / 'tools/onnx_demo.py')
+    spec = importlib.util.spec_from_file_location('onnx_demo', ROOT / 'tools/deploy/onnx_demo.py')
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
 

@@ -53,7 +53,7 @@ def test_dynamic_export_program_equals_eager_on_other_sizes(pit_s):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['r50', 'vit_s', 'vit_s_pyramid'])
 def test_every_shipped_detector_exports_with_a_free_height_and_width(name):
-    """What ``tools/export.py --dynamic`` traces (GridSample attention) for the other shipped
+    """What ``tools/deploy/export.py --dynamic`` traces (GridSample attention) for the other shipped
     configs; the pyramid's odd-size pooling once stopped torch.export's shape solver."""
     model = perturbed(bm.build_detector(str(ROOT / f'configs/deformable_detr_{name}.py'), None, SHALLOW))
     program = export_program(model, image(320, 416), msda_impl='grid_sample', postprocess=True, dynamic=True)

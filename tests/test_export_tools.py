@@ -1,5 +1,5 @@
 """The export tools end to end: a toy checkpoint as tools/train.py writes it, exported by
-tools/export.py (dynamic, both graphs) and run by tools/onnx_demo.py without torch, against
+tools/deploy/export.py (dynamic, both graphs) and run by tools/deploy/onnx_demo.py without torch, against
 PyTorch; and every bad input each tool names."""
 
 import json
@@ -30,11 +30,13 @@ from pit_det.models import set_msda_impl
 @pytest.fixture(scope='module')
 def toy(trained_toy_detector, tmp_path_factory):
     """The toy detector trained for one epoch (mmengine's checkpoint, with dataset_meta) and its
-    dynamic ONNX exports by tools/export.py, GridSample (``trained_toy_detector``) and gather
+    dynamic ONNX exports by tools/deploy/export.py, GridSample (``trained_toy_detector``) and gather
     graphs, and two toy images of different sizes."""
     root = tmp_path_factory.mktemp('toy_export')  # this file's own: the shared fixture's folder is read only
     ckpt = trained_toy_detector['checkpoint']
-    gather = run(['tools/export.py', TOY, ckpt, '--out', root / 'toy_gather.onnx', '--dynamic', '--msda', 'gather'])
+    gather = run(
+        ['tools/deploy/export.py', TOY, ckpt, '--out', root / 'toy_gather.onnx', '--dynamic', '--msda', 'gather']
+    )
     assert gather.returncode == 0, gather.stderr[-3000:]
     make_split(root / 'images', 'val', 2, seed=3)
     images = sorted((root / 'images/val2017').iterdir())
@@ -71,13 +73,13 @@ def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy
 @pytest.mark.slow
 @pytest.mark.parametrize('runtime', RUNTIMES)
 def test_onnx_demo_draws_what_demo_draws_without_torch(toy, tmp_path, runtime):
-    """tools/onnx_demo.py runs with the runtime, numpy and OpenCV only (torch and OpenMMLab
+    """tools/deploy/onnx_demo.py runs with the runtime, numpy and OpenCV only (torch and OpenMMLab
     unimportable), and writes the picture and detections tools/demo.py writes, in onnxruntime
     and in OpenVINO."""
     folder = toy['images'][0].parent  # both tools take a folder: one run each for both images
     onnx_out, torch_out = tmp_path / 'onnx', tmp_path / 'torch'
     proc = run_without_torch(
-        'tools/onnx_demo.py', folder, toy['onnx'], '--out', onnx_out, '--score-thr', '0', '--runtime', runtime
+        'tools/deploy/onnx_demo.py', folder, toy['onnx'], '--out', onnx_out, '--score-thr', '0', '--runtime', runtime
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run(['tools/demo.py', folder, TOY, toy['checkpoint'], '--out', torch_out, '--score-thr', '0'])
@@ -109,19 +111,19 @@ def test_bad_inputs_are_named(toy, tmp_path):
     # A checkpoint of another detector: the weights that do not fit are named, with both files.
     r50 = tmp_path / 'r50.pth'
     torch.save(bm.build_detector(str(ROOT / 'configs/deformable_detr_r50.py'), None).state_dict(), r50)
-    proc = run(['tools/export.py', TOY, r50, '--out', tmp_path / 'x.onnx'])
+    proc = run(['tools/deploy/export.py', TOY, r50, '--out', tmp_path / 'x.onnx'])
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
     assert f'error: {r50} does not match {TOY}' in proc.stderr and 'backbone.' in proc.stderr
     assert not (tmp_path / 'x.onnx').exists()
     # An opset without GridSample, and one torch's exporter cannot convert the gather graph to.
-    proc = run(['tools/export.py', TOY, toy['checkpoint'], '--out', tmp_path / 'x.onnx', '--opset', '15'])
+    proc = run(['tools/deploy/export.py', TOY, toy['checkpoint'], '--out', tmp_path / 'x.onnx', '--opset', '15'])
     assert (
         proc.returncode == 1
         and 'error: opset 15 is not supported: the grid_sample graph needs opset >= 16' in proc.stderr
     )
     proc = run(
         [
-            'tools/export.py',
+            'tools/deploy/export.py',
             TOY,
             toy['checkpoint'],
             '--out',
@@ -140,16 +142,16 @@ def test_bad_inputs_are_named(toy, tmp_path):
     # Something that is not an ONNX model.
     fake = tmp_path / 'model.onnx'
     fake.write_text('not a model')
-    proc = run_without_torch('tools/onnx_demo.py', toy['images'][0], fake, '--out', tmp_path / 'o')
+    proc = run_without_torch('tools/deploy/onnx_demo.py', toy['images'][0], fake, '--out', tmp_path / 'o')
     assert proc.returncode == 1 and f'error: {fake}: cannot load as an ONNX model' in proc.stderr
     # A static model and an image that resizes to another size.
     static = tmp_path / 'static.onnx'
-    proc = run(['tools/export.py', TOY, toy['checkpoint'], '--out', static, '--shape', '64', '64'])
+    proc = run(['tools/deploy/export.py', TOY, toy['checkpoint'], '--out', static, '--shape', '64', '64'])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_without_torch('tools/onnx_demo.py', toy['images'][0], static, '--out', tmp_path / 'o')
+    proc = run_without_torch('tools/deploy/onnx_demo.py', toy['images'][0], static, '--out', tmp_path / 'o')
     assert proc.returncode == 1 and 'takes 64 x 64 inputs only' in proc.stderr and '--dynamic' in proc.stderr
     # A strip that resizes below the dynamic model's range (PyTorch handles it; the graph does not).
     strip = tmp_path / 'strip.png'
     cv2.imwrite(str(strip), np.full((20, 2000, 3), 128, np.uint8))
-    proc = run_without_torch('tools/onnx_demo.py', strip, toy['onnx'], '--out', tmp_path / 'o')
+    proc = run_without_torch('tools/deploy/onnx_demo.py', strip, toy['onnx'], '--out', tmp_path / 'o')
     assert proc.returncode == 1 and "outside the model's input range" in proc.stderr and str(strip) in proc.stderr

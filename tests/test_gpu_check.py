@@ -1,4 +1,4 @@
-"""tools/gpu_check.sh and the GPU tier (tests/gpu) on CPU: the check end to end as its dry run
+"""tools/setup/gpu_check.sh and the GPU tier (tests/gpu) on CPU: the check end to end as its dry run
 (Triton's interpreter, toy sizes), a failing step failing it, each step's judgement on made-up
 results, the tier's skips and helpers, and the refusal without a GPU. Every subprocess hides the
 GPUs, so these tests are the same on a GPU machine."""
@@ -21,7 +21,7 @@ CPU_ONLY = dict(CUDA_VISIBLE_DEVICES='')
 
 
 def load_gpu_check():
-    spec = importlib.util.spec_from_file_location('gpu_check', ROOT / 'tools' / 'gpu_check.py')
+    spec = importlib.util.spec_from_file_location('gpu_check', ROOT / 'tools' / 'setup' / 'gpu_check.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -40,7 +40,12 @@ def environment(**extra) -> dict:
 def test_dry_run_runs_and_judges_every_step(tmp_path):
     env = environment(PIT_DET_GPU_CHECK_DRY_RUN='1', PYTHON=sys.executable)
     proc = subprocess.run(
-        ['bash', 'tools/gpu_check.sh', str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        ['bash', 'tools/setup/gpu_check.sh', str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'dry run: would build mmcv: env CUDA_VISIBLE_DEVICES= MMCV_WITH_OPS=1' in proc.stdout
@@ -75,8 +80,8 @@ def test_dry_run_runs_and_judges_every_step(tmp_path):
 
 
 def test_benchmark_runs_on_the_gpu_ask_for_what_they_judge():
-    """The GPU's benchmark_latency.py arguments (run only there), read by the script's own parser."""
-    spec = importlib.util.spec_from_file_location('benchmark_latency', ROOT / 'tools' / 'benchmark_latency.py')
+    """The GPU's tools/analysis/benchmark.py arguments (run only there), read by the script's own parser."""
+    spec = importlib.util.spec_from_file_location('benchmark_latency', ROOT / 'tools' / 'analysis' / 'benchmark.py')
     benchmark_latency = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark_latency)
     runs = gpu_check.benchmark_runs('cuda', dry_run=False)
@@ -105,7 +110,7 @@ def test_a_failing_step_fails_the_check(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            'tools/gpu_check.py',
+            'tools/setup/gpu_check.py',
             '--dry-run',
             '--steps',
             'tests',
@@ -347,7 +352,7 @@ def test_the_cpu_run_skips_the_gpu_tier_and_says_how_to_run_it(tmp_path):
 
 def test_without_a_gpu_the_check_says_so():
     proc = subprocess.run(
-        [sys.executable, 'tools/gpu_check.py', '--out', 'unused'],
+        [sys.executable, 'tools/setup/gpu_check.py', '--out', 'unused'],
         cwd=ROOT,
         env=environment(),
         capture_output=True,

@@ -132,7 +132,7 @@ def _tool(name: str):
     [
         ('tools/test.py', ['configs/toy/deformable_detr_pit_s_toy.py', 'ckpt.pth', '--bf16', '--work-dir', 'work']),
         ('tools/quickstart.py', ['--bf16', '--work-dir', 'work', '--data-root', 'data']),
-        ('tools/benchmark_latency.py', ['configs/deformable_detr_pit_s.py', '--bf16', '--out', 'work/bench.json']),
+        ('tools/analysis/benchmark.py', ['configs/deformable_detr_pit_s.py', '--bf16', '--out', 'work/bench.json']),
     ],
 )
 def test_tools_refuse_emulated_bf16_before_doing_anything(tool, args, monkeypatch, capsys, tmp_path):

@@ -1,5 +1,5 @@
-"""INT8 post-training quantization (tools/quantize.py) and the deployed model's COCO AP
-(tools/onnx_eval.py): which matmuls stay fp32, the accuracy bound on a toy-trained detector in
+"""INT8 post-training quantization (tools/deploy/quantize.py) and the deployed model's COCO AP
+(tools/deploy/onnx_eval.py): which matmuls stay fp32, the accuracy bound on a toy-trained detector in
 both runtimes, and the tools' errors."""
 
 import importlib.util
@@ -44,7 +44,7 @@ def run(args) -> subprocess.CompletedProcess:
 
 
 def _quantize_tool():
-    spec = importlib.util.spec_from_file_location('quantize_tool', ROOT / 'tools/quantize.py')
+    spec = importlib.util.spec_from_file_location('quantize_tool', ROOT / 'tools/deploy/quantize.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -91,10 +91,10 @@ def test_fixed_size_models_calibrate_on_any_image():
 @pytest.fixture(scope='module')
 def trained(trained_toy_detector, tmp_path_factory):
     """The toy detector trained for one epoch and exported (dynamic; ``trained_toy_detector``),
-    quantized by tools/quantize.py as a user runs it."""
+    quantized by tools/deploy/quantize.py as a user runs it."""
     root = tmp_path_factory.mktemp('int8')
     data, fp32, int8 = trained_toy_detector['data'], trained_toy_detector['onnx'], root / 'toy.int8.onnx'
-    proc = run(['tools/quantize.py', fp32, '--calib', data / 'train2017', '--out', int8, '--num-images', '16'])
+    proc = run(['tools/deploy/quantize.py', fp32, '--calib', data / 'train2017', '--out', int8, '--num-images', '16'])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return dict(root=root, data=data, fp32=fp32, int8=int8, quantize_stdout=proc.stdout)
 
@@ -112,7 +112,7 @@ def test_int8_keeps_the_toy_ap_in_both_runtimes(trained):
     out = trained['root'] / 'int8_openvino.json'
     proc = run(
         [
-            'tools/onnx_eval.py',
+            'tools/deploy/onnx_eval.py',
             trained['int8'],
             '--ann',
             ann,
@@ -166,22 +166,22 @@ def test_int8_boxes_what_the_fp32_model_finds_first(trained, runtime):
 def test_bad_inputs_are_named(trained, tmp_path):
     # An INT8 model quantized again.
     calib = trained['data'] / 'train2017'
-    proc = run(['tools/quantize.py', trained['int8'], '--calib', calib, '--out', tmp_path / 'x'])
+    proc = run(['tools/deploy/quantize.py', trained['int8'], '--calib', calib, '--out', tmp_path / 'x'])
     assert proc.returncode == 1 and 'is already int8; quantize the fp32 export' in proc.stderr
     # An ONNX model from elsewhere (no pit-det metadata).
     foreign = tmp_path / 'foreign.onnx'
     model = onnx.load(str(trained['fp32']))
     del model.metadata_props[:]
     onnx.save(model, str(foreign))
-    proc = run(['tools/quantize.py', foreign, '--calib', calib, '--out', tmp_path / 'x'])
+    proc = run(['tools/deploy/quantize.py', foreign, '--calib', calib, '--out', tmp_path / 'x'])
     assert proc.returncode == 1 and f'{foreign}: no pit_det metadata' in proc.stderr and 'Traceback' not in proc.stderr
     # A calibration folder without images, and an unreadable image in it.
     empty = tmp_path / 'empty'
     empty.mkdir()
-    proc = run(['tools/quantize.py', trained['fp32'], '--calib', empty, '--out', tmp_path / 'x'])
+    proc = run(['tools/deploy/quantize.py', trained['fp32'], '--calib', empty, '--out', tmp_path / 'x'])
     assert proc.returncode == 1 and f'no images found at {empty}' in proc.stderr
     (empty / 'broken.jpg').write_bytes(b'not an image')
-    proc = run(['tools/quantize.py', trained['fp32'], '--calib', empty, '--out', tmp_path / 'x'])
+    proc = run(['tools/deploy/quantize.py', trained['fp32'], '--calib', empty, '--out', tmp_path / 'x'])
     assert proc.returncode == 1 and f'cannot read calibration image {empty / "broken.jpg"}' in proc.stderr
     assert f'calibrating on 1 images: {empty} has only 1 (asked for 32)' in proc.stdout  # said, not silent
     assert not (tmp_path / 'x').exists()
@@ -198,5 +198,5 @@ def test_bad_inputs_are_named(trained, tmp_path):
     ann['categories'] = [dict(c, name=c['name'] + '_other') for c in ann['categories']]
     other = tmp_path / 'other.json'
     other.write_text(json.dumps(ann))
-    proc = run(['tools/onnx_eval.py', trained['fp32'], '--ann', other, '--img-dir', trained['data'] / 'val2017'])
+    proc = run(['tools/deploy/onnx_eval.py', trained['fp32'], '--ann', other, '--img-dir', trained['data'] / 'val2017'])
     assert proc.returncode == 1 and f'{other} has no categories named' in proc.stderr and 'Traceback' not in proc.stderr

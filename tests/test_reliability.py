@@ -82,7 +82,7 @@ def test_checker_finds_every_defect(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            'tools/check_dataset.py',
+            'tools/data/validate_dataset.py',
             tmp_path / 'annotations/instances_train2017.json',
             tmp_path / 'train2017',
             '--workers',
@@ -104,7 +104,7 @@ def test_checker_passes_a_clean_set_and_names_a_broken_json(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            'tools/check_dataset.py',
+            'tools/data/validate_dataset.py',
             tmp_path / 'annotations/instances_val2017.json',
             tmp_path / 'val2017',
         ],

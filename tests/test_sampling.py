@@ -1,5 +1,5 @@
 """Where deformable attention samples: the recorder (record_sampling) sees exactly what each
-module's kernel computes with, the statistics mean what they say, and tools/visualize_sampling.py
+module's kernel computes with, the statistics mean what they say, and tools/analysis/visualize_sampling.py
 draws and reports them for detectors side by side."""
 
 import json
@@ -16,7 +16,7 @@ from mmengine.config import Config
 from weight_files import perturbed
 
 from pit_det import benchmark as bm
-from pit_det import sampling_stats
+from pit_det.analysis import sampling as sampling_stats
 from pit_det.datasets.toy import make_split
 from pit_det.export import DetectorCore
 from pit_det.models import MSDeformAttn, record_sampling, set_msda_impl
@@ -149,7 +149,7 @@ def test_tool_draws_and_compares_two_detectors(toy, tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            'tools/visualize_sampling.py',
+            'tools/analysis/visualize_sampling.py',
             str(TOY),
             str(ckpt),
             str(images),
@@ -188,7 +188,7 @@ def test_tool_draws_and_compares_two_detectors(toy, tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            'tools/visualize_sampling.py',
+            'tools/analysis/visualize_sampling.py',
             str(TOY),
             str(ckpt),
             str(images),

@@ -1,5 +1,5 @@
 """The set-up's branches that a CPU machine does not take: which mmcv variant is built (CPU, or CUDA
-for the visible GPUs' architectures), the build command, and the self-check's CUDA test."""
+for the visible GPUs' architectures), the build command, and the install check's CUDA test."""
 
 import importlib.util
 import os
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / 'tools' / f'{name}.py')
+    spec = importlib.util.spec_from_file_location(name, ROOT / 'tools' / 'setup' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -33,7 +33,7 @@ def test_cpu_variant():
             'MMCV_WITH_OPS': '1',
             'CFLAGS': '-O3 -g0',
             'CXXFLAGS': '-O3 -g0',
-            'CXX': str(ROOT / 'tools' / 'pch_cxx.py'),
+            'CXX': str(ROOT / 'tools' / 'setup' / 'pch_cxx.py'),
             'PIT_DET_CXX': 'c++',
         },
     }
@@ -47,7 +47,7 @@ def test_cuda_variant_builds_for_the_visible_architectures_only(tmp_path):
         'MMCV_WITH_OPS': '1',
         'CFLAGS': '-O3 -g0',
         'CXXFLAGS': '-O3 -g0',
-        'CXX': str(ROOT / 'tools' / 'pch_cxx.py'),
+        'CXX': str(ROOT / 'tools' / 'setup' / 'pch_cxx.py'),
         'PIT_DET_CXX': 'c++',
         'FORCE_CUDA': '1',
         'TORCH_CUDA_ARCH_LIST': '8.0;9.0',
@@ -77,7 +77,7 @@ def test_cpu_torch_asked_for_gpus_names_the_fix():
 
 
 def test_setup_dry_run_prints_the_cuda_build(tmp_path):
-    """tools/setup_env.sh in dry-run mode against this venv, asked for Hopper GPUs with a stand-in nvcc."""
+    """tools/setup/setup_env.sh in dry-run mode against this venv, asked for Hopper GPUs with a stand-in nvcc."""
     nvcc = tmp_path / 'cuda' / 'bin' / 'nvcc'
     nvcc.parent.mkdir(parents=True)
     nvcc.write_text('#!/bin/sh\nexit 0\n')
@@ -90,7 +90,7 @@ def test_setup_dry_run_prints_the_cuda_build(tmp_path):
         CUDA_HOME=str(nvcc.parents[1]),
         PIT_DET_CACHE=str(tmp_path / 'cache'),
     )
-    proc = subprocess.run(['bash', 'tools/setup_env.sh'], cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(['bash', 'tools/setup/setup_env.sh'], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     tag = f'py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.replace("+", "_")}-cuda9.0'
     assert f'mmcv variant {tag}, wheel cache {tmp_path}/cache/wheels/{tag}' in proc.stdout
@@ -100,7 +100,7 @@ def test_setup_dry_run_prints_the_cuda_build(tmp_path):
         'FORCE_CUDA=1',
         'TORCH_CUDA_ARCH_LIST=9.0',
         f'CUDA_HOME={nvcc.parents[1]}',
-        f'-c {ROOT}/tools/constraints.txt',
+        f'-c {ROOT}/tools/setup/constraints.txt',
         '--no-build-isolation',
         '--no-cache-dir',
         'mmcv==2.1.0',
@@ -109,11 +109,11 @@ def test_setup_dry_run_prints_the_cuda_build(tmp_path):
     assert not (tmp_path / 'cache').exists()  # a dry run builds and writes nothing
 
 
-def test_self_check_uses_triton_where_mmcv_has_no_cuda_ops(monkeypatch):
-    """A GPU with mmcv's CPU ops only (the no-nvcc set-up): the self-check runs deformable
+def test_verify_install_uses_triton_where_mmcv_has_no_cuda_ops(monkeypatch):
+    """A GPU with mmcv's CPU ops only (the no-nvcc set-up): the install check runs deformable
     attention in the Triton kernel and compares it with the CPU result. The branch runs here on CPU
     tensors under Triton's interpreter; a wrong expected result fails it."""
-    self_check = _tool('self_check')
+    verify_install = _tool('verify_install')
     import mmcv.ops
     from mmcv.ops import MultiScaleDeformableAttention
 
@@ -137,10 +137,10 @@ def test_self_check_uses_triton_where_mmcv_has_no_cuda_ops(monkeypatch):
             level_start_index=torch.tensor([0, 48]),
         )
         expected = attn(**inputs)
-        said = self_check.check_cuda_ops(attn, inputs, expected, device='cpu')
+        said = verify_install.check_cuda_ops(attn, inputs, expected, device='cpu')
         assert said.startswith('Triton kernel equal to CPU on NVIDIA H200 (mmcv has no CUDA ops')
         with pytest.raises(AssertionError):
-            self_check.check_cuda_ops(attn, inputs, expected + 1e-3, device='cpu')
+            verify_install.check_cuda_ops(attn, inputs, expected + 1e-3, device='cpu')
     finally:
         mmcv_cuda.mmcv_has_cuda_ops.cache_clear()
 
@@ -157,7 +157,7 @@ def test_setup_dry_run_without_nvcc_builds_cpu_ops_for_triton(tmp_path):
         PIT_DET_CACHE=str(tmp_path / 'cache'),
         PIT_DET_NVCC='none',
     )
-    proc = subprocess.run(['bash', 'tools/setup_env.sh'], cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(['bash', 'tools/setup/setup_env.sh'], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (
         "building mmcv's CPU ops only; on the GPU deformable attention runs in pit-det's Triton kernel" in proc.stdout
@@ -176,7 +176,7 @@ NINJA_LINE = (
 
 
 def test_precompiled_header_compiles_the_same_object(tmp_path):
-    """tools/pch_cxx.py (mmcv's CXX): a file whose first include is pytorch_cpp_helper.hpp is
+    """tools/setup/pch_cxx.py (mmcv's CXX): a file whose first include is pytorch_cpp_helper.hpp is
     compiled against the header precompiled once for its flags, into the same object file as the
     plain compiler's; a file that includes something else first is compiled as it is."""
     inc = tmp_path / 'common'
@@ -192,7 +192,7 @@ def test_precompiled_header_compiles_the_same_object(tmp_path):
     env = dict(os.environ, PIT_DET_PCH_DIR=str(tmp_path / 'pch'))
     for name in ('op', 'other'):
         objects = {}
-        for cxx in ('c++', str(ROOT / 'tools' / 'pch_cxx.py')):
+        for cxx in ('c++', str(ROOT / 'tools' / 'setup' / 'pch_cxx.py')):
             obj = tmp_path / f'{name}.{len(objects)}.o'
             line = NINJA_LINE.format(obj=obj, inc=inc, src=tmp_path / f'{name}.cpp').split()
             proc = subprocess.run([cxx, *line], env=env, capture_output=True, text=True)
@@ -206,18 +206,22 @@ def test_precompiled_header_compiles_the_same_object(tmp_path):
     # Without a folder for this build, no precompiled header: the plain compile.
     bare = {k: v for k, v in env.items() if k != 'PIT_DET_PCH_DIR'}
     line = NINJA_LINE.format(obj=tmp_path / 'bare.o', inc=inc, src=tmp_path / 'op.cpp').split()
-    proc = subprocess.run([str(ROOT / 'tools' / 'pch_cxx.py'), *line, '-H'], env=bare, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(ROOT / 'tools' / 'setup' / 'pch_cxx.py'), *line, '-H'], env=bare, capture_output=True, text=True
+    )
     assert proc.returncode == 0 and '.gch' not in proc.stderr, proc.stderr
     # GCC's -H lists the headers a compile reads: '!' marks a precompiled one that it used.
     line = NINJA_LINE.format(obj=tmp_path / 'h.o', inc=inc, src=tmp_path / 'op.cpp').split()
-    proc = subprocess.run([str(ROOT / 'tools' / 'pch_cxx.py'), *line, '-H'], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(ROOT / 'tools' / 'setup' / 'pch_cxx.py'), *line, '-H'], env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0 and re.search(r'^! .*pytorch_cpp_helper\.hpp\.gch$', proc.stderr, re.M), proc.stderr
 
 
 def test_the_users_compiler_is_the_one_that_runs(monkeypatch):
     monkeypatch.setenv('CXX', 'g++-12')
     assert variant.user_compiler() == 'g++-12'
-    monkeypatch.setenv('CXX', str(ROOT / 'tools' / 'pch_cxx.py'))  # never itself
+    monkeypatch.setenv('CXX', str(ROOT / 'tools' / 'setup' / 'pch_cxx.py'))  # never itself
     assert variant.user_compiler() == 'c++'
     monkeypatch.delenv('CXX')
     assert variant.user_compiler() == 'c++'

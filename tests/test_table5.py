@@ -1,4 +1,4 @@
-"""tools/table5.py and pit_det/table5.py: the paper's Table 5 assembled from generated metrics and
+"""tools/analysis/table5.py and pit_det/analysis/table5.py: the paper's Table 5 assembled from generated metrics and
 benchmark files, with missing cells saying what is missing."""
 
 import csv
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pit_det import table5
+from pit_det.analysis import table5
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ def test_tool_writes_markdown_csv_plot_and_names_bad_sources(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            'tools/table5.py',
+            'tools/analysis/table5.py',
             str(tmp_path / 'deformable_detr_vit_s_pyramid'),
             '--benchmark',
             str(benchmark(tmp_path / 'bench.json')),
@@ -107,7 +107,7 @@ def test_tool_writes_markdown_csv_plot_and_names_bad_sources(tmp_path):
     assert out.with_suffix('.csv').read_text().startswith('detector,ap_pit_det')
     assert out.with_suffix('.png').stat().st_size > 0
     bad = subprocess.run(
-        [sys.executable, 'tools/table5.py', str(tmp_path / 'somewhere'), '--out', str(out)],
+        [sys.executable, 'tools/analysis/table5.py', str(tmp_path / 'somewhere'), '--out', str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -121,7 +121,7 @@ def test_no_paper_table_has_only_pit_det_rows_and_the_note(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            'tools/table5.py',
+            'tools/analysis/table5.py',
             f'pit_s={tmp_path / "pit_s"}',
             '--no-paper',
             '--note',
@@ -143,7 +143,7 @@ def test_no_paper_table_has_only_pit_det_rows_and_the_note(tmp_path):
 
 
 def test_seeds_give_mean_and_sd_and_gaps_count_only_beyond_their_noise(tmp_path):
-    """Three seeds each (tools/table5_toy.py's seed_* folders): PiT-S 30 +- 1, ViT-S pyramid
+    """Three seeds each (tools/analysis/table5_toy.py's seed_* folders): PiT-S 30 +- 1, ViT-S pyramid
     29 +- 1 (a gap of 1.0 inside 2 standard errors, 1.63), ViT-S 20 +- 1 (10.0 beyond them)."""
     for key, aps in (
         ('pit_s', (0.29, 0.30, 0.31)),

@@ -57,7 +57,7 @@ def test_generator_is_deterministic_and_varied(tmp_path):
 
 
 def test_held_out_split_is_its_own_and_leaves_the_others_as_they_were(tmp_path):
-    """tools/table5_toy.py scores a test split that the recipe's tuning on val never saw."""
+    """tools/analysis/table5_toy.py scores a test split that the recipe's tuning on val never saw."""
     root = make_toy_coco(tmp_path, 30, 5, seed=3)
     val = (root / 'annotations/instances_val2017.json').read_bytes()
     make_toy_coco(root, 30, 5, seed=3, num_test=6)

@@ -3,7 +3,7 @@
     python tools/demo.py IMAGE_OR_FOLDER CONFIG CHECKPOINT --out DIR [--score-thr 0.3]
 
 Writes DIR/<image name>.png with boxes, class names and scores (``pit_det_deploy.draw``, the
-picture ``tools/onnx_demo.py`` draws too) and DIR/detections.json with every detection above the
+picture ``tools/deploy/onnx_demo.py`` draws too) and DIR/detections.json with every detection above the
 threshold (boxes as x1, y1, x2, y2 pixels).
 """
 

@@ -1,6 +1,6 @@
 # ResNet-50 Deformable DETR on the toy set: the PiT-S toy recipe (deformable_detr_pit_s_toy.py:
 # data, 3 + 3 layers, 50 queries, schedule, seed) with the ResNet-50 backbone and neck of
-# ../deformable_detr_r50.py, for Table 5 on the toy set (tools/table5_toy.py).
+# ../deformable_detr_r50.py, for Table 5 on the toy set (tools/analysis/table5_toy.py).
 #
 # From random weights mmdet's R50 settings would not learn: its BatchNorm is frozen
 # (requires_grad=False, eval mode), and with zero_init_residual the last norm of every residual

@@ -1,7 +1,7 @@
 """Latency, memory, parameters and FLOPs of detectors built from configs
-(``tools/benchmark_latency.py``): the measurements and their conventions (:mod:`.measure`), the
-benchmark's method (:mod:`.runner`), where the time goes (:mod:`.profiling`) and training
-throughput (:mod:`.training`)."""
+(``tools/analysis/benchmark.py``): the measurements and their conventions (:mod:`.measure`), the
+benchmark's method (:mod:`.runner`), where the time goes (:mod:`.profiling`), training
+throughput (:mod:`.training`) and the printed table and figure (:mod:`.report`)."""
 
 from .measure import *  # noqa: F401,F403  the measurement helpers, as bm.time_calls etc.
 from .measure import build_detector, environment

@@ -1,6 +1,6 @@
 """Deformable-attention kernels side by side at a detector's real shapes: each kernel's output and
 gradients checked against mmcv's pure-PyTorch function in fp64, then timed forward and forward +
-backward (``tools/benchmark_msda.py``).
+backward (``tools/analysis/benchmark_msda.py``).
 
 Kernels are ``pit_det.ops.KERNELS`` ('cpp', 'mmcv-cuda', 'triton', 'mmcv-pytorch', 'grid_sample',
 'gather'; :mod:`pit_det.ops.ms_deform_attn`) plus 'mmcv-cuda-source': mmcv's own CUDA kernel compiled with nvcc from

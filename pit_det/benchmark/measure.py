@@ -1,4 +1,4 @@
-"""Latency, memory, parameters and FLOPs of detectors built from configs (tools/benchmark_latency.py).
+"""Latency, memory, parameters and FLOPs of detectors built from configs (tools/analysis/benchmark.py).
 
 Conventions:
 * Latency is ``model.test_step`` on a prepared batch-1 sample (preprocessing, backbone, neck,

@@ -1,4 +1,4 @@
-"""Where the milliseconds of one ``test_step`` go (``tools/benchmark_latency.py --profile``): wall
+"""Where the milliseconds of one ``test_step`` go (``tools/analysis/benchmark.py --profile``): wall
 time per stage of the detector, the ops taking the most time, and on a GPU what the call asks of
 it: kernel launches, CUDA graph launches and host-device synchronisations.
 

@@ -1,10 +1,10 @@
-"""The latency benchmark's method (``tools/benchmark_latency.py`` keeps its arguments and its
+"""The latency benchmark's method (``tools/analysis/benchmark.py`` keeps its arguments and its
 printing): detectors built from configs with seeded random weights, each timed per precision x
 deformable-attention kernel x eager / compiled (and onnxruntime), side by side in one run, each
 row's detections compared with the detector's first row. Each row names the deformable attention
 asked for (``impl``, a config's ``msda_impl``), the kernel that ran (``kernel``,
 :func:`pit_det.ops.resolve`) and what ran the model (``runtime``: 'torch', or for the deployed
-rows 'onnxruntime' or 'openvino', which run the file ``tools/export.py`` writes: GridSample and
+rows 'onnxruntime' or 'openvino', which run the file ``tools/deploy/export.py`` writes: GridSample and
 gather graphs, INT8). A variant
 that fails (a kernel this device lacks, ...) becomes a row with its ``error``, and the others
 still run. Conventions: :mod:`.measure`; ``--profile``: :mod:`.profiling`; training: :mod:`.training`."""
@@ -40,8 +40,8 @@ class Settings:
         compile: also a ``torch.compile(test_step)`` row beside each eager one.
         compile_mode: torch.compile's mode ('default', 'reduce-overhead', 'max-autotune').
         runtimes: also the exported graph in these CPU runtimes ('onnxruntime', 'openvino').
-        graphs: the exported graphs to time there ('grid_sample', 'gather'; ``tools/export.py --msda``).
-        int8: also the first graph quantized to INT8 (``tools/quantize.py``), calibrated on
+        graphs: the exported graphs to time there ('grid_sample', 'gather'; ``tools/deploy/export.py --msda``).
+        int8: also the first graph quantized to INT8 (``tools/deploy/quantize.py``), calibrated on
             noise images like the one timed: speed only, not accuracy.
         flops: count FLOPs.
         profile: profile each row (0: not): the N ops taking most time, on CUDA the kernel launches
@@ -218,7 +218,7 @@ def measure(model, data: dict, image, dtype: str, compiled: bool, settings: Sett
 def measure_deployed(
     model, image, settings: Settings, name: str, progress: Callable[[str, int], None]
 ) -> Iterator[Tuple[dict, dict]]:
-    """The detector exported as ``tools/export.py`` does (static, at this input size) for each of
+    """The detector exported as ``tools/deploy/export.py`` does (static, at this input size) for each of
     ``settings.graphs`` (and INT8 of the first), run in each of ``settings.runtimes`` on CPU with
     as many threads as torch: latency (from the normalised image: the normalisation, about 1 ms,
     is outside the graph), export time (``export_s``; for INT8 the quantization's), detections.

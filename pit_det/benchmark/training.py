@@ -1,5 +1,5 @@
 """Training throughput: images/s per device of a config's own training step, and what a COCO
-schedule takes at that rate (``tools/benchmark_latency.py --train-throughput``).
+schedule takes at that rate (``tools/analysis/benchmark.py --train-throughput``).
 
 The step is what ``tools/train.py`` runs each iteration: the config's detector (seeded random
 weights; the backbone's pretrained ``init_cfg`` is not loaded), its data preprocessor, the losses

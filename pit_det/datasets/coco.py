@@ -35,7 +35,8 @@ class ValidatedCOCO(COCO):
             raise DatasetError(
                 f'{annotation_file}: {len(problems)} malformed entries '
                 f'({dict(Counter(k for k, _ in problems))}), e.g.\n'
-                f'  {examples}\nFix them, or list all with: python tools/check_dataset.py {annotation_file} IMAGE_DIR'
+                f'  {examples}\nFix them, or list all with: '
+                f'python tools/data/validate_dataset.py {annotation_file} IMAGE_DIR'
             )
         for field in SCHEMA:  # pycocotools would keep the last of each, mmdet asserts on annotations
             duplicates = duplicate_ids(self.dataset[field])
@@ -96,7 +97,7 @@ class CheckedCocoDataset(CocoDataset):
         if self._num_boxes and len(self._dropped) == self._num_boxes:
             raise DatasetError(
                 f'{self.ann_file}: all {self._num_boxes} boxes are unusable, e.g. '
-                f'{"; ".join(self._dropped[:3])}. List them with tools/check_dataset.py.'
+                f'{"; ".join(self._dropped[:3])}. List them with tools/data/validate_dataset.py.'
             )
         if self._dropped:
             print_log(

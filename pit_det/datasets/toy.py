@@ -146,7 +146,7 @@ def make_toy_coco(
     a split is skipped when its annotation file already exists with the requested image count.
 
     The test split is held out: the toy recipe was tuned on val, so comparisons that must not
-    rest on the tuning images (``tools/table5_toy.py``) are scored on test."""
+    rest on the tuning images (``tools/analysis/table5_toy.py``) are scored on test."""
     root = Path(root)
     splits = [('train', num_train, seed), ('val', num_val, seed + 1)] + (
         [('test', num_test, seed + 2)] if num_test else []

@@ -17,7 +17,7 @@ class SafeLoadImageFromFile(LoadImageFromFile):
     recorded in the annotation file stands in, so the image still appears in the results
     and its objects count as missed. After ``max_failures`` failures in one process the run
     stops with an error: past that, the data set itself is broken (check it with
-    ``tools/check_dataset.py``).
+    ``tools/data/validate_dataset.py``).
 
     Args:
         on_failure: ``'skip'`` or ``'blank'``.
@@ -50,7 +50,7 @@ class SafeLoadImageFromFile(LoadImageFromFile):
         if SafeLoadImageFromFile.failures > self.max_failures:
             raise RuntimeError(
                 f'more than {self.max_failures} unreadable images (last: {results["img_path"]}); '
-                f'stopping. Run tools/check_dataset.py on the annotation file and image folder.'
+                f'stopping. Run tools/data/validate_dataset.py on the annotation file and image folder.'
             )
         if self.on_failure == 'skip':
             return None

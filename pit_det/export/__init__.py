@@ -10,7 +10,7 @@ factor gives original-image boxes, which is all mmdet's ``rescale=True`` does.
 * :mod:`.program`: ``torch.export`` (pit-det's custom op kept), static or dynamic in H and W;
 * :mod:`.detector`: the trained detector to export (every weight must fit) and what a runtime must
   know of it (classes, preprocessing);
-* :mod:`.to_onnx`: the ONNX model ``tools/export.py`` writes and ``pit_det_deploy`` runs.
+* :mod:`.to_onnx`: the ONNX model ``tools/deploy/export.py`` writes and ``pit_det_deploy`` runs.
 """
 
 from ..models.build import build_detector

@@ -26,7 +26,7 @@ def require_torch_for_export(dynamic: bool) -> None:
         raise PitDetError(
             f'{"a dynamic" if dynamic else "an"} export needs torch >= {need}; this is torch '
             f'{torch.__version__} (training, evaluation and inference run on it). Install the '
-            f'torch of tools/constraints.txt, or export where it is installed.'
+            f'torch of tools/setup/constraints.txt, or export where it is installed.'
         )
 
 

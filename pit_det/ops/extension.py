@@ -1,8 +1,8 @@
 """Building and loading pit-det's C++ CPU kernel (``csrc/ms_deform_attn_cpu.cpp``).
 
 Compiled on first use with ``torch.utils.cpp_extension.load`` (20 s on 2 Xeon cores, 45 s on 2
-Zen 3 cores; the set-up's ``tools/self_check.py`` does it once) and cached under ``TORCH_EXTENSIONS_DIR`` (default
-``~/.cache/torch_extensions``), rebuilt when its source or torch changes.
+Zen 3 cores; the set-up's ``tools/setup/verify_install.py`` does it once) and cached under
+``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), rebuilt when its source or torch changes.
 """
 
 import logging

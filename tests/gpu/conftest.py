@@ -22,7 +22,7 @@ def pytest_collection_modifyitems(config, items):
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
     # The dry run on a CPU that would emulate bf16 leaves bf16 inference out (deselected, not skipped:
-    # a skip fails tools/gpu_check.py's judgement, as it should on a GPU).
+    # a skip fails tools/setup/gpu_check.py's judgement, as it should on a GPU).
     unrun = [item for item in ours if not tier.bf16_inference and 'evaluated_bf16' in item.fixturenames]
     if unrun:
         config.hook.pytest_deselected(items=unrun)

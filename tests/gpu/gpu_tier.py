@@ -4,10 +4,10 @@ The mode is chosen by ``PIT_DET_GPU_TESTS`` before pytest starts, because Triton
 its compiler and its interpreter when it is first imported (``tests/conftest.py``):
 
 * unset: the CPU suite's run, Triton interpreted; the tier is skipped, its reason says how to run it.
-* ``1``: the tier on a CUDA GPU with the Triton kernel compiled (``make test-gpu``; ``tools/gpu_check.py``
+* ``1``: the tier on a CUDA GPU with the Triton kernel compiled (``make test-gpu``; ``tools/setup/gpu_check.py``
   runs it on offline GPU machines and clusters).
 * ``dry-run``: the same tests and helpers on CPU at toy sizes, the Triton kernel in its interpreter and
-  every GPU hidden (``tools/gpu_check.py --dry-run``, ``tests/test_gpu_check.py``). It exercises the
+  every GPU hidden (``tools/setup/gpu_check.py --dry-run``, ``tests/test_gpu_check.py``). It exercises the
   commands, the files they write and the judgements; what only a GPU's scale can show (a loss that falls
   over 100 iterations, AP above the untrained model's, bf16 training) each test names and leaves to the GPU.
 """

@@ -2,11 +2,11 @@
 # The GPU check, for offline GPU machines and clusters: on a machine with an NVIDIA GPU, a preinstalled
 # torch with CUDA and Triton, and no network, it installs what is missing from a local folder of
 # wheels, builds mmcv's CPU ops (every core, no debug info; deformable attention on the GPU is
-# pit-det's Triton kernel, so no nvcc build), then runs tools/gpu_check.py: the GPU test tier
+# pit-det's Triton kernel, so no nvcc build), then runs tools/setup/gpu_check.py: the GPU test tier
 # (tests/gpu) and the latency benchmark, each judged; exit 1 when either fails. Target: under 8 minutes.
 #
-#   bash tools/gpu_check.sh --prepare [DIR]   # where pip reaches the registry: fetch the wheels (default .whl)
-#   bash tools/gpu_check.sh [OUT]             # on the GPU machine: results as JSON in OUT (default $OUT)
+#   bash tools/setup/gpu_check.sh --prepare [DIR]   # where pip reaches the registry: fetch the wheels (default .whl)
+#   bash tools/setup/gpu_check.sh [OUT]             # on the GPU machine: results as JSON in OUT (default $OUT)
 #
 # PIT_DET_WHEELS (default .whl) holds the mmcv sdist and wheels of mmengine, mmdet, pycocotools,
 # pytest (the test tier) and their small dependencies for the GPU machine's Python
@@ -14,7 +14,7 @@
 # PIT_DET_GPU_CHECK_DRY_RUN=1 runs everything it can on CPU instead: the installs and the build
 # are printed, not run, and the checks run at toy sizes with Triton's interpreter (the suite's test).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 WHEELS="${PIT_DET_WHEELS:-$ROOT/.whl}"
 PY="${PYTHON:-python3}"
 DRY="${PIT_DET_GPU_CHECK_DRY_RUN:-0}"
@@ -48,18 +48,18 @@ mkdir -p "$OUT"
 T0=$SECONDS
 SITE="${PIT_DET_GPU_SITE:-/tmp/pit-det-site}"
 INSTALL=("$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE")
-# mmcv's CPU ops only, as the set-up builds them on a GPU machine without nvcc (tools/mmcv_variant.py:
+# mmcv's CPU ops only, as the set-up builds them on a GPU machine without nvcc (tools/setup/mmcv_variant.py:
 # the GPUs hidden from mmcv's setup.py, Python's flags without -g). The dry run plans for a Hopper GPU.
 ARCHS=()
 if [[ "$DRY" == 1 ]]; then ARCHS=(--cuda-archs 9.0); fi
-VARIANT="$(PIT_DET_NVCC=none "$PY" "$ROOT/tools/mmcv_variant.py" "${ARCHS[@]}")" || exit 1
+VARIANT="$(PIT_DET_NVCC=none "$PY" "$ROOT/tools/setup/mmcv_variant.py" "${ARCHS[@]}")" || exit 1
 eval "$VARIANT"  # MMCV_BUILD_ENV
 BUILD=(env "${MMCV_BUILD_ENV[@]}" MAX_JOBS="$(nproc)"
        "$PY" -m pip wheel -q --no-index --no-deps --no-build-isolation -w "$SITE.wheels")
 if [[ "$DRY" == 1 ]]; then
   log "dry run: would install $WHEELS/*.whl: ${INSTALL[*]}"
   log "dry run: would build mmcv: ${BUILD[*]} $WHEELS/mmcv-2.1.0.tar.gz"
-  exec "$PY" "$ROOT/tools/gpu_check.py" --dry-run --out "$OUT"
+  exec "$PY" "$ROOT/tools/setup/gpu_check.py" --dry-run --out "$OUT"
 fi
 
 OTHERS=()
@@ -92,6 +92,6 @@ if [[ "$MMCV_OK" == 0 ]]; then
 fi
 log "set-up done in $((SECONDS - T0)) s; running the checks"
 rc=0
-"$PY" "$ROOT/tools/gpu_check.py" --out "$OUT" || rc=$?
+"$PY" "$ROOT/tools/setup/gpu_check.py" --out "$OUT" || rc=$?
 log "done in $((SECONDS - T0)) s (exit $rc)"
 exit $rc

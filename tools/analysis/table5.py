@@ -1,7 +1,7 @@
 """PiT Table 5 from pit-det's results: AP / AP50 / AP75 (each detector's metrics.json), params and
 latency (a benchmark JSON), beside the paper's values and the deltas, as markdown, CSV and a plot.
 
-    python tools/table5.py pit_s=work_dirs/deformable_detr_pit_s r50=results/r50/metrics.json \
+    python tools/analysis/table5.py pit_s=work_dirs/deformable_detr_pit_s r50=results/r50/metrics.json \
         --benchmark work_dirs/benchmark_latency.json --out work_dirs/table5
 
 A source is NAME=PATH (NAME one of r50, vit_s, vit_s_pyramid, pit_s) or a PATH whose name contains
@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pit_det import table5
+from pit_det.analysis import table5
 from pit_det.errors import PitDetError, run_tool
 
 
@@ -35,7 +35,7 @@ def parse_sources(items) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('sources', nargs='*', help='NAME=PATH or PATH (work dir or metrics.json)')
-    parser.add_argument('--benchmark', help='tools/benchmark_latency.py JSON (params, latency)')
+    parser.add_argument('--benchmark', help='tools/analysis/benchmark.py JSON (params, latency)')
     parser.add_argument('--variant', help="benchmark row per detector, e.g. 'fast fp32' (default: fastest eager fp32)")
     parser.add_argument('--out', default='work_dirs/table5', help='writes OUT.md, OUT.csv and OUT.png')
     parser.add_argument(

@@ -1,8 +1,8 @@
 """PiT (arXiv 2103.16302) Table 5 assembled from pit-det's own results: AP, AP50 and AP75 from each
 detector's ``metrics.json`` (``tools/test.py``), parameters and latency from a benchmark JSON
-(``tools/benchmark_latency.py``), beside the paper's values and the deltas.
+(``tools/analysis/benchmark.py``), beside the paper's values and the deltas.
 
-A detector trained with several seeds (one ``seed_*`` folder each, as ``tools/table5_toy.py``
+A detector trained with several seeds (one ``seed_*`` folder each, as ``tools/analysis/table5_toy.py``
 writes them) gets the mean and sample standard deviation over its runs, and two detectors' gap
 counts only beyond its noise (:func:`gap`)."""
 
@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
-from .benchmark.runner import variant as benchmark_variant
+from ..benchmark.runner import variant as benchmark_variant
 
 # The paper's Table 5: COCO val2017 at half resolution, latency on a V100.
 PAPER = {
@@ -63,7 +63,7 @@ def read_results(
 
     Args:
         sources: e.g. ``{'pit_s': 'work_dirs/pit_s'}``.
-        benchmark: a ``tools/benchmark_latency.py`` JSON; its rows give params and latency.
+        benchmark: a ``tools/analysis/benchmark.py`` JSON; its rows give params and latency.
         variant: which benchmark row per detector, e.g. 'fast fp32' (default: the fastest eager
             fp32 row).
         paper: False for results that are not comparable with the paper's (a toy set, random

@@ -3,7 +3,7 @@
 (``pytorch_cpp_helper.hpp``, which includes ``torch/types.h``) are parsed once into a GCC
 precompiled header per set of compile flags, not once in each of the build's 77 files.
 
-tools/mmcv_variant.py sets ``CXX`` to this file for the mmcv build, and ``PIT_DET_CXX`` to the
+tools/setup/mmcv_variant.py sets ``CXX`` to this file for the mmcv build, and ``PIT_DET_CXX`` to the
 compiler ``CXX`` named before (default ``c++``). Every call it does not recognise runs that compiler
 unchanged: links, CUDA host compiles, each file whose first ``#include`` is not that header, and
 every call when ``PIT_DET_PCH_DIR`` is unset. For a file whose first include is, it adds

@@ -1,9 +1,9 @@
 """pit-det's GPU path end to end in minutes, for offline GPU machines and clusters; every result as
 JSON in --out, every step judged.
 
-    bash tools/gpu_check.sh OUT                    # on a GPU machine: installs, builds, then runs this
-    python tools/gpu_check.py --out OUT            # the checks alone, in a ready environment
-    python tools/gpu_check.py --dry-run --out OUT  # both steps rehearsed on CPU at toy sizes (benchmark_runs)
+    bash tools/setup/gpu_check.sh OUT                    # on a GPU machine: installs, builds, then runs this
+    python tools/setup/gpu_check.py --out OUT            # the checks alone, in a ready environment
+    python tools/setup/gpu_check.py --dry-run --out OUT  # both steps rehearsed on CPU at toy sizes (benchmark_runs)
 
 Steps, each writing OUT/<step>.json (and OUT/summary.json at the end):
   tests      the GPU test tier (tests/gpu, docs/testing.md) in a pytest run of its own with Triton compiled:
@@ -11,7 +11,7 @@ Steps, each writing OUT/<step>.json (and OUT/summary.json at the end):
              the toy detector trained for 100 iterations in fp32 and bf16 and evaluated, its fp32
              detections held to the CPU's and bf16 inference to fp32. Judged by its JUnit XML: every
              test ran and passed (a skipped test fails the step too). Each test's figures are in tests.json.
-  benchmark  tools/benchmark_latency.py on the three Table 5 detectors at 400 x 667, batch 1, fp32 and
+  benchmark  tools/analysis/benchmark.py on the three Table 5 detectors at 400 x 667, batch 1, fp32 and
              bf16, eager (grid_sample and pit-det's kernel), and PiT-S compiled with CUDA graphs
              (reduce-overhead). Judged: every row ran, with a finite, positive latency, and every fp32 row's
              scores equal its fp32 reference row's within fp32 rounding. bf16 rows are timed, not judged on
@@ -36,7 +36,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from pit_det import benchmark as bm  # noqa: E402
@@ -172,7 +172,7 @@ def check_tests(out: Path, dry_run: bool, tests: str) -> dict:
 def expected_rows(
     configs: Sequence[str], dtypes: Sequence[str], impls: Sequence[str], compiled: bool
 ) -> List[Tuple[str, str]]:
-    """(model, variant) of every row a benchmark_latency.py run of these arguments writes."""
+    """(model, variant) of every row a tools/analysis/benchmark.py run of these arguments writes."""
     modes = [False, True] if compiled else [False]
     return [
         (bm.label(config), bm.variant(dict(impl=impl, dtype=dtype, compiled=c)))
@@ -255,7 +255,7 @@ def speed_targets(eager: List[dict], graphs: List[dict], kernel: str = 'fast') -
 
 
 def benchmark_runs(device: str, dry_run: bool) -> dict:
-    """The benchmark_latency.py runs, by name: (arguments but --out, and the rows they must write).
+    """The tools/analysis/benchmark.py runs, by name: (arguments but --out, and the rows they must write).
 
     The dry run times PiT-S with one encoder and decoder layer on a small image, fp32 and eager only:
     it checks the script, the files and the judgement, not the detectors; a CPU may lack bf16
@@ -301,7 +301,7 @@ def check_benchmark(out: Path, device: str, dry_run: bool) -> dict:
     runs = benchmark_runs(device, dry_run)
     for name, (args, expected) in runs.items():
         path = out / f'benchmark_{name}.json'
-        proc = run(['tools/benchmark_latency.py', *args, '--out', path], timeout=900, env=env)
+        proc = run(['tools/analysis/benchmark.py', *args, '--out', path], timeout=900, env=env)
         result[name] = dict(
             header=proc.stdout.splitlines()[0], **judge_benchmark(json.loads(path.read_text()), expected)
         )

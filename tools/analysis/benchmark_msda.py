@@ -4,8 +4,9 @@ mmcv's pure-PyTorch function in fp64, then timed forward and forward + backward
 (``pit_det/benchmark/kernels.py``).
 
 Examples:
-    python tools/benchmark_msda.py --device cuda --kernels triton grid_sample mmcv-cuda-source --dtype fp32 bf16
-    python tools/benchmark_msda.py --device cpu --threads 2 --kernels cpp gather grid_sample mmcv-pytorch
+    python tools/analysis/benchmark_msda.py --device cuda --dtype fp32 bf16 \
+        --kernels triton grid_sample mmcv-cuda-source
+    python tools/analysis/benchmark_msda.py --device cpu --threads 2 --kernels cpp gather grid_sample mmcv-pytorch
 """
 
 import argparse

@@ -13,12 +13,21 @@ and the softmax is taken over the spatial keys alone. Queries are processed in c
 memory stays bounded (PiT-S stage 1 at 400 x 667 has ~4,000 tokens).
 """
 
+from pathlib import Path
 from typing import Dict, List, Tuple
 
+import cv2
+import numpy as np
 import torch
+from mmdet.registry import MODELS
 from torch import nn
 
-from .models.layers import Attention
+from ..checkpoint import load_pretrained
+from ..models import pit as pit_module
+from ..models import vit as vit_module
+from ..models.layers import Attention
+
+MEAN, STD = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])  # ImageNet, RGB
 
 
 def token_positions(h: int, w: int) -> torch.Tensor:
@@ -105,3 +114,28 @@ def analyze_backbone(backbone: nn.Module, images: torch.Tensor, skip_last: bool 
         result['distance'].append(dist)
         result['stage'].append(stage)
     return result
+
+
+def build_backbone(spec: str) -> torch.nn.Module:
+    """``pit_s=PATH`` / ``vit_s=random``: arch name, then a checkpoint (ImageNet or detector) or 'random'."""
+    name, _, source = spec.partition('=')
+    kind, _, arch = name.partition('_')
+    if kind == 'pit':
+        model = MODELS.build(dict(type='PiT', arch=arch, out_indices=(0, 1, 2)))
+        filter_fn = pit_module.checkpoint_filter_fn
+    elif kind == 'vit':
+        model, filter_fn = MODELS.build(dict(type='ViT', arch=arch, out_indices=(11,))), vit_module.checkpoint_filter_fn
+    else:
+        raise ValueError(f'--backbone {spec!r}: expected pit_<arch>=SOURCE or vit_<arch>=SOURCE')
+    if source and source != 'random':
+        load_pretrained(model, source, filter_fn)
+    return model.eval()
+
+
+def load_image(path: Path, size: Tuple[int, int]) -> torch.Tensor:
+    """The image at ``path`` resized to ``size`` (H, W) and normalised as the backbones were trained: (3, H, W)."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError(f'cannot read image {path}')
+    img = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy((img - MEAN) / STD).permute(2, 0, 1).float()

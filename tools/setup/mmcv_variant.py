@@ -1,4 +1,4 @@
-"""Which mmcv ops variant `tools/setup_env.sh` builds on this machine, and the cache key of its wheel.
+"""Which mmcv ops variant `tools/setup/setup_env.sh` builds on this machine, and the cache key of its wheel.
 
 mmcv 2.1.0 ships no wheel for torch 2.13, so the set-up compiles it. mmdet needs mmcv's compiled
 ops to import; Deformable DETR runs none of them but deformable attention, which pit-det brings
@@ -89,7 +89,7 @@ def plan(
         cuda_archs: compute capabilities to build for, e.g. ``['9.0']``; empty for a CPU build.
         nvcc: path of the CUDA compiler, or None.
         cflags: Python's compile flags (``sysconfig.get_config_var('CFLAGS')``), built without -g.
-        compiler: the C++ compiler (``CXX``, default ``c++``) that tools/pch_cxx.py runs.
+        compiler: the C++ compiler (``CXX``, default ``c++``) that tools/setup/pch_cxx.py runs.
 
     Returns:
         ``{'tag': cache key of the wheel, 'env': build environment, 'note': what to tell the user}``.
@@ -97,7 +97,7 @@ def plan(
     archs = sorted(set(cuda_archs), key=lambda a: tuple(int(x) for x in a.split('.')))
     tag = f'{python_tag}-torch{torch_version.replace("+", "_")}'
     fast = no_debug_info(cflags)
-    # CXX: tools/pch_cxx.py, the compiler CXX named before (PIT_DET_CXX) with the torch headers every
+    # CXX: tools/setup/pch_cxx.py, the compiler CXX named before (PIT_DET_CXX) with the torch headers every
     # op includes first precompiled once (nms.cpp 10.9 s -> 2.3 s, the same object file; 2-core AMD
     # EPYC Zen 3). The set-up gives it PIT_DET_PCH_DIR, a folder for that one build.
     env = {'MMCV_WITH_OPS': '1', 'CFLAGS': fast, 'CXXFLAGS': fast, 'CXX': str(PCH_CXX), 'PIT_DET_CXX': compiler}
@@ -106,7 +106,7 @@ def plan(
     if torch_cuda is None:
         raise VariantError(
             f'CUDA architectures {";".join(archs)} were asked for, but torch {torch_version} is a '
-            'CPU-only build. Install the registry torch (tools/constraints.txt), or unset PIT_DET_CUDA_ARCHS.'
+            'CPU-only build. Install the registry torch (tools/setup/constraints.txt), or unset PIT_DET_CUDA_ARCHS.'
         )
     if nvcc is None:
         # mmcv's setup.py builds CUDA ops whenever torch sees a GPU: hide them from the build.
@@ -138,7 +138,7 @@ def visible_archs() -> list:
 
 
 def user_compiler() -> str:
-    """The C++ compiler that ``CXX`` names (``c++`` when unset, or when it is tools/pch_cxx.py itself)."""
+    """The C++ compiler that ``CXX`` names (``c++`` when unset, or when it is tools/setup/pch_cxx.py itself)."""
     cxx = os.environ.get('CXX', '').strip()
     return cxx if cxx and Path(cxx).resolve() != PCH_CXX else 'c++'
 

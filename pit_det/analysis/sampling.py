@@ -1,4 +1,4 @@
-"""Where deformable attention samples: the detector-side counterpart of :mod:`.attention_stats`.
+"""Where deformable attention samples: the detector-side counterpart of :mod:`.attention`.
 
 Deformable DETR (arXiv 2010.04159, Eq. 3) lets every query read P points per head on each of
 the L feature levels, at learned offsets from its reference point, with learned weights. From the
@@ -17,13 +17,23 @@ All of it is for one unpadded image at a time, as :func:`run_recorded` runs it (
 are 1, so normalised coordinates cover the whole input).
 """
 
+import warnings
+from pathlib import Path
 from typing import Dict, List, Tuple
 
+import numpy as np
 import torch
+from mmcv.transforms import Compose
+from mmdet.utils import get_test_pipeline_cfg
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
 from torch import Tensor, nn
 
-from .export.wrappers import DetectorCore
-from .models import record_sampling
+from ..config import load_config
+from ..export import classes_of
+from ..export.wrappers import DetectorCore
+from ..models import build_detector, record_sampling
+from .table5 import detector_key
 
 
 @torch.no_grad()
@@ -115,3 +125,45 @@ def summarize(records: List[dict], input_hw: Tuple[int, int]) -> Dict[str, Dict[
         stats['distance_tokens'].append(dist['tokens'].tolist())
         stats['distance_px_all'].append(dist['pixels_all'].item())
     return out
+
+
+def mean_over_images(per_image: List[Dict[str, Dict[str, list]]]) -> Dict[str, Dict[str, list]]:
+    """Element-wise mean of :func:`summarize` results, over the images where
+    a value is defined (a distance is NaN on an image whose samples all fall off the map)."""
+    out = {}
+    for part in per_image[0]:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN stays NaN
+            out[part] = {
+                key: np.nanmean([np.asarray(s[part][key], dtype=float) for s in per_image], axis=0).tolist()
+                for key in per_image[0][part]
+            }
+    return out
+
+
+def encoder_token(record: dict, input_hw: Tuple[int, int], xy_input: Tuple[float, float]) -> int:
+    """Index of the finest level's token at input pixel ``xy_input``."""
+    H_l, W_l = record['spatial_shapes'][0].tolist()
+    col = min(max(int(xy_input[0] / input_hw[1] * W_l), 0), W_l - 1)
+    row = min(max(int(xy_input[1] / input_hw[0] * H_l), 0), H_l - 1)
+    return row * W_l + col
+
+
+class RecordedDetector:
+    """A trained detector, its test pipeline and its name; :meth:`run` records its deformable attention."""
+
+    def __init__(self, config: str, checkpoint: str) -> None:
+        cfg = load_config(config)
+        init_default_scope(cfg.get('default_scope', 'mmdet'))  # the pipeline's transforms are mmdet's
+        self.name = detector_key(config) or Path(config).stem
+        self.model = build_detector(cfg, checkpoint).eval()
+        self.pipeline = Compose(get_test_pipeline_cfg(cfg))
+        self.classes = classes_of(cfg, checkpoint)
+
+    def run(self, path: Path) -> Tuple[torch.Tensor, torch.Tensor, List[dict], Tuple[int, int], np.ndarray]:
+        """(logits, boxes, records, input (H, W), scale (w, h)) of one image through the test pipeline."""
+        data = self.pipeline(dict(img_path=str(path), img_id=0))
+        batch = self.model.data_preprocessor(pseudo_collate([data]), False)
+        image, sample = batch['inputs'], batch['data_samples'][0]
+        logits, boxes, records = run_recorded(self.model, image)
+        return logits, boxes, records, tuple(image.shape[-2:]), np.asarray(sample.scale_factor)

@@ -1,6 +1,6 @@
 """Run an exported detector with onnxruntime or OpenVINO alone (no PyTorch, no OpenMMLab) and draw it.
 
-    python tools/onnx_demo.py IMAGE_OR_FOLDER model.onnx --out DIR [--score-thr 0.3] \
+    python tools/deploy/onnx_demo.py IMAGE_OR_FOLDER model.onnx --out DIR [--score-thr 0.3] \
         [--runtime onnxruntime|openvino]
 
 Writes the picture ``tools/demo.py`` writes (DIR/<image name>.png) and DIR/detections.json.
@@ -22,7 +22,7 @@ from pit_det_deploy.errors import run_tool
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('inputs', help='an image file or a folder of images')
-    parser.add_argument('model', help='.onnx file written by tools/export.py')
+    parser.add_argument('model', help='.onnx file written by tools/deploy/export.py')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--runtime', choices=RUNTIMES, default='onnxruntime', help='default: onnxruntime')

@@ -5,15 +5,15 @@
 # reinstalled and only the self-check runs.
 #
 # What it installs, and why (measured on a 2-core CPU-only machine):
-#   * Every pip call runs under tools/constraints.txt, so no step moves a package an earlier step
+#   * Every pip call runs under tools/setup/constraints.txt, so no step moves a package an earlier step
 #     needed (installing torch alone would lift setuptools to 84, which has no pkg_resources).
 #   * torch 2.13.0 from the registry (the CUDA build; it runs on CPU).
 #   * mmcv 2.1.0 built from source WITH its compiled ops (mmdet 3.3.0 requires mmcv < 2.2.0 and
 #     imports mmcv.ops), without debug info, with torch's headers precompiled once
-#     (tools/pch_cxx.py) and with every core: 3.8 min on 2 cores of an AMD EPYC Zen 3. With a
+#     (tools/setup/pch_cxx.py) and with every core: 3.8 min on 2 cores of an AMD EPYC Zen 3. With a
 #     visible CUDA GPU and nvcc, the CUDA ops are built for those GPUs' architectures; with a GPU
 #     but no nvcc, the CPU ops only, and deformable attention runs in pit-det's Triton kernel
-#     (tools/mmcv_variant.py).
+#     (tools/setup/mmcv_variant.py).
 #     The wheel is cached in $PIT_DET_CACHE (default ~/.cache/pit-det) keyed by Python, torch and
 #     variant; pip's own cache is bypassed for it, so an empty $PIT_DET_CACHE means a real build.
 #   * mmengine 0.10.7, mmdet 3.3.0, timm, pycocotools, pytest: see pyproject.toml.
@@ -24,24 +24,24 @@
 # venv must already have torch) and exits without building.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${PIT_DET_VENV:-$ROOT/.venv}"
 CACHE="${PIT_DET_CACHE:-$HOME/.cache/pit-det}"
 PYTHON="${PYTHON:-python3}"
-CONSTRAINTS="$ROOT/tools/constraints.txt"
+CONSTRAINTS="$ROOT/tools/setup/constraints.txt"
 DRY_RUN="${PIT_DET_SETUP_DRY_RUN:-0}"
 
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 stamp_value() {
-  cat "$ROOT/tools/setup_env.sh" "$ROOT/tools/constraints.txt" "$ROOT/tools/mmcv_variant.py" \
+  cat "$ROOT/tools/setup/setup_env.sh" "$ROOT/tools/setup/constraints.txt" "$ROOT/tools/setup/mmcv_variant.py" \
     "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1
 }
 
 STAMP="$VENV/.pit-det-stamp"
 if [[ "$DRY_RUN" != 1 && -f "$STAMP" && "$(cat "$STAMP")" == "$(stamp_value)" ]]; then
   log "environment $VENV is up to date"
-  exec "$VENV/bin/python" "$ROOT/tools/self_check.py"
+  exec "$VENV/bin/python" "$ROOT/tools/setup/verify_install.py"
 fi
 
 T0=$SECONDS
@@ -60,13 +60,13 @@ pip_install() {
 }
 
 if [[ "$DRY_RUN" != 1 ]]; then
-  log "installing build tools under tools/constraints.txt (setuptools<81: mmcv's setup.py imports pkg_resources)"
+  log "installing build tools under tools/setup/constraints.txt (setuptools<81: mmcv's setup.py imports pkg_resources)"
   pip_install setuptools wheel ninja packaging
   log "installing torch and torchvision (first time: ~2.6 GB download)"
   pip_install torch torchvision
 fi
 
-VARIANT="$("$PY" "$ROOT/tools/mmcv_variant.py")" || exit 1
+VARIANT="$("$PY" "$ROOT/tools/setup/mmcv_variant.py")" || exit 1
 eval "$VARIANT"  # sets MMCV_TAG, the MMCV_BUILD_ENV array and MMCV_NOTE
 if [[ -n "$MMCV_NOTE" ]]; then log "$MMCV_NOTE"; fi
 WHEEL_DIR="$CACHE/wheels/$MMCV_TAG"
@@ -88,7 +88,7 @@ if [[ -z "$MMCV_WHEEL" ]]; then
   BUILD_LOG="$WHEEL_DIR/mmcv-build.log"
   log "building mmcv $MMCV_VERSION's C++ ops once ($MMCV_TAG; about 4 min on 2 cores), cached in $WHEEL_DIR: ${MMCV_BUILD_ENV[*]}; log: $BUILD_LOG"
   TMP_WHEELS="$(mktemp -d)"
-  PCH_DIR="$(mktemp -d)"  # tools/pch_cxx.py's precompiled torch headers (about 0.4 GB), for this build only
+  PCH_DIR="$(mktemp -d)"  # tools/setup/pch_cxx.py's precompiled torch headers (about 0.4 GB), for this build only
   # Progress: ninja prints "[k/N]" for each compiled file; we echo those lines.
   set +e
   PIT_DET_PCH_DIR="$PCH_DIR" "${BUILD[@]}" -w "$TMP_WHEELS" 2>&1 | tee "$BUILD_LOG" \
@@ -119,6 +119,6 @@ log "installing mmcv (built wheel), mmengine, mmdet, timm and the pit_det packag
 pip_install "$MMCV_WHEEL"
 pip_install -e "$ROOT[dev]"
 
-"$PY" "$ROOT/tools/self_check.py"
+"$PY" "$ROOT/tools/setup/verify_install.py"
 stamp_value > "$STAMP"
 log "environment ready in $((SECONDS - T0)) s"

@@ -1,9 +1,9 @@
 """Table 5 on the toy set: ResNet-50, ViT-S, ViT-S pyramid and PiT-S Deformable DETR, each trained
 from random weights with one schedule (configs/toy/*_toy.py) and several seeds, scored on a held-out
-split, timed, and put side by side by tools/table5.py.
+split, timed, and put side by side by tools/analysis/table5.py.
 
-    python tools/table5_toy.py                       # what `make table5-toy` runs (3 seeds, about 50 min on 2 cores)
-    python tools/table5_toy.py --detectors pit_s r50 --epochs 2 --seeds 0
+    python tools/analysis/table5_toy.py    # what `make table5-toy` runs (3 seeds, about 50 min on 2 cores)
+    python tools/analysis/table5_toy.py --detectors pit_s r50 --epochs 2 --seeds 0
 
 This is random weights on synthetic shapes, not the paper's ImageNet-pretrained COCO setting: it
 shows that every detector learns under the same recipe and how they compare there. The recipe was
@@ -27,7 +27,7 @@ from pit_det.datasets import make_toy_coco
 from pit_det.errors import PitDetError, run_tool
 from pit_det_deploy.hardware import default_device, device_name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DETECTORS = ('r50', 'vit_s', 'vit_s_pyramid', 'pit_s')
 
 
@@ -127,7 +127,7 @@ def main(argv=None) -> None:
     run(
         [
             sys.executable,
-            'tools/benchmark_latency.py',
+            'tools/analysis/benchmark.py',
             *[config(n) for n in args.detectors],
             '--shape',
             '128',
@@ -144,7 +144,7 @@ def main(argv=None) -> None:
     run(
         [
             sys.executable,
-            'tools/table5.py',
+            'tools/analysis/table5.py',
             *[f'{n}={work / n}' for n in args.detectors],
             '--benchmark',
             work / 'benchmark.json',

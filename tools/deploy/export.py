@@ -1,12 +1,12 @@
 """Export a trained detector to ONNX, with its post-processing, for onnxruntime and OpenVINO.
 
-    python tools/export.py CONFIG CHECKPOINT --out model.onnx [--shape H W] [--dynamic] \
+    python tools/deploy/export.py CONFIG CHECKPOINT --out model.onnx [--shape H W] [--dynamic] \
         [--msda grid_sample|gather] [--opset 18]
 
 The graph takes a normalised image (1, 3, H, W) and returns ``boxes`` (1, k, 4; x1, y1, x2, y2 in
 input pixels), ``scores`` (1, k) and ``labels`` (1, k). The test pipeline's resize and
 normalisation, and the class names, are stored in the model's metadata (``pit_det``, JSON), which
-``tools/onnx_demo.py`` / ``pit_det_deploy`` read. Deformable attention is exported as standard ONNX
+``tools/deploy/onnx_demo.py`` / ``pit_det_deploy`` read. Deformable attention is exported as standard ONNX
 ops: one GridSample per level (default, the faster graph in onnxruntime and OpenVINO), or with
 ``--msda gather`` Gather and arithmetic with no GridSample (for TensorRT; docs/export.md).
 Without ``--dynamic`` the model takes exactly ``--shape`` inputs; with it, any height and width

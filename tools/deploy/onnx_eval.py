@@ -1,6 +1,6 @@
 """COCO box AP of an exported detector (fp32 or INT8) in onnxruntime or OpenVINO.
 
-    python tools/onnx_eval.py model.onnx --ann ANN.json --img-dir IMAGES \
+    python tools/deploy/onnx_eval.py model.onnx --ann ANN.json --img-dir IMAGES \
         [--runtime onnxruntime|openvino] [--out results.json]
 
 Runs every image of the annotation file through the model and scores all its detections with
@@ -21,7 +21,7 @@ from pit_det_deploy.hardware import cpu_info
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('model', help='.onnx file written by tools/export.py or tools/quantize.py')
+    parser.add_argument('model', help='.onnx file written by tools/deploy/export.py or tools/deploy/quantize.py')
     parser.add_argument('--ann', required=True, help='COCO annotation file')
     parser.add_argument('--img-dir', required=True, help='folder of its images')
     parser.add_argument('--runtime', choices=RUNTIMES, default='onnxruntime')

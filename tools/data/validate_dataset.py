@@ -3,7 +3,7 @@ infinite / non-numeric boxes, missing, unreadable or corrupt images, grayscale /
 images, sizes that disagree with the json, degenerate or out-of-image boxes, unknown categories,
 duplicate ids, images smaller than a patch.
 
-    python tools/check_dataset.py data/coco/annotations/instances_train2017.json data/coco/train2017 --workers 8
+    python tools/data/validate_dataset.py data/coco/annotations/instances_train2017.json data/coco/train2017 --workers 8
 
 Prints counts and the first offending entries (file, entry, field) per problem; exits 1 when errors
 are found, or with one line naming the file when it is not a COCO detection json.

@@ -1,11 +1,11 @@
-"""INT8 post-training quantization of a model written by tools/export.py, calibrated on images.
+"""INT8 post-training quantization of a model written by tools/deploy/export.py, calibrated on images.
 
-    python tools/quantize.py model.onnx --calib IMAGE_FOLDER --out model.int8.onnx \
+    python tools/deploy/quantize.py model.onnx --calib IMAGE_FOLDER --out model.int8.onnx \
         [--num-images 32] [--keep-fp32 head sampling]
 
 The result is a QDQ ONNX model (onnxruntime's static quantization: int8 weights per channel, int8
 activations with symmetric min / max ranges from the images), with the fp32 model's metadata, so
-tools/onnx_demo.py and tools/onnx_eval.py run it in onnxruntime or OpenVINO. The detection head and
+tools/deploy/onnx_demo.py and tools/deploy/onnx_eval.py run it in onnxruntime or OpenVINO. The detection head and
 deformable attention's sampling projection stay fp32 by default (``--keep-fp32``; docs/export.md
 has the accuracy and speed of each choice). INT8 is fast only on CPUs with int8 dot products
 (AVX-512 VNNI, AVX-VNNI, AMX, Arm i8mm); the tool says which this CPU is.
@@ -24,7 +24,7 @@ from pit_det_deploy.quantize import DEFAULT_KEEP, KEEP_FP32, calibration_inputs,
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('model', help='fp32 .onnx file written by tools/export.py')
+    parser.add_argument('model', help='fp32 .onnx file written by tools/deploy/export.py')
     parser.add_argument('--calib', required=True, help='folder of calibration images (e.g. the training set)')
     parser.add_argument('--out', required=True, help='the INT8 .onnx file to write')
     parser.add_argument(
