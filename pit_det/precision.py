@@ -11,6 +11,7 @@ What counts as native is :mod:`pit_det_deploy.hardware`'s to say.
 
 from __future__ import annotations
 
+import copy
 import os
 import shlex
 from typing import Iterable, Optional, Sequence
@@ -66,3 +67,23 @@ def check_precision(
         f'(compare: python tools/analysis/benchmark.py CONFIG --dtype fp32 {missing[0]}).{fp32} '
         f'To run it anyway, for numerics rather than speed: {ALLOW_EMULATED}=1.'
     )
+
+
+def amp_optim_wrapper(optim_wrapper: dict, dtype: Optional[str] = None) -> dict:
+    """A config's ``optim_wrapper`` as mmengine's ``AmpOptimWrapper`` with dynamic loss scaling: what
+    ``tools/train.py --amp [DTYPE]`` trains with, and the benchmark's low-precision training rows on a
+    GPU (:func:`pit_det.benchmark.training.optim_wrapper_for`). mmengine 0.10.7's wrapper asserts a
+    GPU; on CPU the benchmark autocasts itself.
+
+    Args:
+        optim_wrapper: the config's ``optim_wrapper``; not changed.
+        dtype: the autocast dtype, 'float16' or 'bfloat16'; None leaves mmengine's default (float16).
+
+    Returns:
+        dict: a copy, with the optimizer, clipping and the rest as configured.
+    """
+    amp = copy.deepcopy(optim_wrapper)
+    amp.update(type='AmpOptimWrapper', loss_scale='dynamic')
+    if dtype is not None:
+        amp.update(dtype=dtype)
+    return amp

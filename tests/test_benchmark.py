@@ -434,7 +434,7 @@ def test_coco_schedule_from_the_training_rate():
 def test_low_precision_training_wrappers(monkeypatch):
     """bf16 training: on CPU, where mmengine's AmpOptimWrapper refuses to run, the forward under
     autocast and the step with the config's clipping; on a GPU, AmpOptimWrapper in bf16, as
-    tools/train.py --amp with optim_wrapper.dtype=bfloat16 builds it."""
+    tools/train.py --amp bfloat16 builds it."""
     model = torch.nn.Linear(4, 4)
     cfg = Config(
         dict(

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pit_det import precision
+from pit_det.config import load_config
 from pit_det.errors import run_tool
 from pit_det.precision import PrecisionError, check_precision, without_low_precision
 from pit_det_deploy import hardware
@@ -166,3 +167,17 @@ def test_training_with_amp_on_cpu_is_refused_with_the_fp32_command(monkeypatch, 
     assert 'AmpOptimWrapper trains in mixed precision on GPUs only' in err
     assert err.rstrip().endswith(f'train in fp32: tools/train.py {config} --work-dir {tmp_path / "work"}')
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('amp, dtype', [(['--amp'], None), (['--amp', 'bfloat16'], 'bfloat16')])
+def test_training_with_amp_on_a_gpu_builds_mmengines_amp_wrapper_in_the_dtype_asked(monkeypatch, tmp_path, amp, dtype):
+    """tools/train.py --amp [DTYPE] (a visible GPU faked): mmengine's AmpOptimWrapper with dynamic loss
+    scaling, in float16 (mmengine's default) or bfloat16, with the config's optimizer and clipping."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    config = str(ROOT / 'configs/toy/deformable_detr_pit_s_toy.py')
+    train = _tool('tools/train.py')
+    monkeypatch.setattr(sys, 'argv', ['tools/train.py', config, *amp, '--work-dir', str(tmp_path / 'work')])
+    wrapper = train.build_config(train.parse_args()).optim_wrapper
+    assert (wrapper.type, wrapper.loss_scale, wrapper.get('dtype')) == ('AmpOptimWrapper', 'dynamic', dtype)
+    configured = load_config(config).optim_wrapper
+    assert (wrapper.optimizer, wrapper.clip_grad) == (configured.optimizer, configured.clip_grad)

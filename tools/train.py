@@ -19,7 +19,7 @@ from mmengine.runner import Runner
 from pit_det.checkpoint import checkpoint_seed, find_resumable_checkpoint
 from pit_det.config import load_config, shutdown_distributed
 from pit_det.errors import PitDetError, run_tool
-from pit_det.precision import without_low_precision
+from pit_det.precision import amp_optim_wrapper, without_low_precision
 
 
 def parse_args() -> argparse.Namespace:
@@ -27,7 +27,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/<config name>)')
     parser.add_argument('--data-root', help='COCO-layout data root overriding the config')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument(
+        '--amp',
+        nargs='?',
+        const='float16',
+        choices=['float16', 'bfloat16'],
+        help="mixed precision on a GPU (mmengine's AmpOptimWrapper): --amp is float16, --amp bfloat16 is bf16",
+    )
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
@@ -63,8 +69,7 @@ def build_config(args: argparse.Namespace) -> Config:
                 f"--amp: mmengine's AmpOptimWrapper trains in mixed precision on GPUs only. On CPU, "
                 f'train in fp32: {without_low_precision(sys.argv)}'
             )
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper, None if args.amp == 'float16' else args.amp)
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
     if args.validate_first:
@@ -88,7 +93,7 @@ def main() -> None:
     setup_cache_size_limit_of_dynamo()
     cfg = build_config(args)
     # Every checkpoint, the run's own on resume included, is read weights-only and written
-    # atomically (pit_det.checkpoint, installed in mmengine when pit_det is imported).
+    # atomically (pit_det.checkpoint, installed in mmengine by load_config: pit_det.integration).
     runner = Runner.from_cfg(cfg)
     runner.train()
     shutdown_distributed()

@@ -29,8 +29,9 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from .. import ops
+from ..precision import amp_optim_wrapper
 from . import measure as bm
-from .runner import label
+from .runner import Settings, label
 
 # COCO train2017 (instances_train2017.json): 118,287 images, 117,266 of them with at least one
 # annotation. mmdet's Deformable DETR configs, and so pit-det's, keep the 1,021 without
@@ -67,7 +68,7 @@ def optim_wrapper_for(model: nn.Module, cfg: Config, device: str, dtype: str) ->
     scaling, with ``dtype``), on CPU :class:`CpuAutocastOptimWrapper`."""
     optim_cfg = copy.deepcopy(cfg.optim_wrapper)
     if dtype != 'fp32' and device.startswith('cuda'):
-        optim_cfg.update(type='AmpOptimWrapper', loss_scale='dynamic', dtype=str(bm.DTYPES[dtype])[len('torch.') :])
+        optim_cfg = amp_optim_wrapper(optim_cfg, str(bm.DTYPES[dtype])[len('torch.') :])
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.WARNING)  # the constructor logs every parameter's lr and weight decay
@@ -220,16 +221,20 @@ def _msda(model: nn.Module, device: str) -> Tuple[str, str]:
 
 
 def benchmark_training(
-    configs: Sequence[str],
-    dtypes: Sequence[str],
-    device: str,
-    warmup: int,
-    iters: int,
-    cfg_options: Optional[dict] = None,
-    progress: Optional[Callable[[str, int], None]] = None,
+    configs: Sequence[str], settings: Settings, progress: Optional[Callable[[str, int], None]] = None
 ) -> List[dict]:
-    """:func:`train_throughput` of every config in every precision; one that fails becomes a row
-    with its ``error``, and the others still run."""
+    """:func:`train_throughput` of every config in each of ``settings.dtypes`` on ``settings.device``
+    (``warmup``, ``iters`` and ``cfg_options`` as the latency rows'); no rows unless ``settings.train``.
+    One that fails becomes a row with its ``error``, and the others still run."""
+    if not settings.train:
+        return []
+    dtypes, device, warmup, iters, cfg_options = (
+        settings.dtypes,
+        settings.device,
+        settings.warmup,
+        settings.iters,
+        settings.cfg_options,
+    )
     rows = []
     for config in configs:
         cfg = Config.fromfile(config)

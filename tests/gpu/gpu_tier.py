@@ -184,7 +184,7 @@ def fp32_env(device: str) -> Dict[str, str]:
 def train(tier: Tier, data: Path, work: Path, precision: str) -> TrainRun:
     """tools/train.py on the toy config: ``tier.epochs`` epochs, every iteration's loss logged as it
     is (no smoothing window), validated before training and after it (detections written)."""
-    amp = ['optim_wrapper.type=AmpOptimWrapper', 'optim_wrapper.dtype=bfloat16'] if precision == 'bf16' else []
+    amp = ['--amp', 'bfloat16'] if precision == 'bf16' else []
     run_tool(
         [
             'tools/train.py',

@@ -224,11 +224,7 @@ def run(args: argparse.Namespace) -> dict:
             bar.update(calls)
 
         rows = benchmark(args.configs, settings, env, progress)
-        training = (
-            bm.benchmark_training(args.configs, args.dtype, device, args.warmup, args.iters, args.cfg_options, progress)
-            if args.train_throughput
-            else []
-        )
+        training = bm.benchmark_training(args.configs, settings, progress)
     return dict(
         environment=env,
         results=[r for r in rows if 'error' not in r],
