@@ -31,9 +31,9 @@ class PrecisionError(PitDetError):
 
 
 def without_low_precision(argv: Sequence[str]) -> str:
-    """The command line ``argv`` in fp32: ``--bf16`` / ``--fp16`` / ``--amp`` and low-precision
-    ``--dtype`` values dropped."""
-    out = [a for a in argv if a not in ('--bf16', '--fp16', '--amp', 'bf16', 'fp16')]
+    """The command line ``argv`` in fp32: ``--bf16`` / ``--fp16`` / ``--amp`` (with its dtype) and
+    low-precision ``--dtype`` values dropped."""
+    out = [a for a in argv if a not in ('--bf16', '--fp16', '--amp', 'bf16', 'fp16', 'float16', 'bfloat16')]
     # A --dtype whose values were all low precision goes too.
     out = [a for i, a in enumerate(out) if a != '--dtype' or (i + 1 < len(out) and not out[i + 1].startswith('-'))]
     return ' '.join(shlex.quote(a) for a in out)

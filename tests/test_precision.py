@@ -86,6 +86,7 @@ def test_fp32_command_drops_only_the_low_precision():
     assert without_low_precision(['b.py', '--dtype', 'bf16', '--iters', '2']) == 'b.py --iters 2'
     assert without_low_precision(['b.py', '--dtype', 'bf16']) == 'b.py'
     assert without_low_precision(['t.py', 'my config.py', '--amp']) == "t.py 'my config.py'"
+    assert without_low_precision(['t.py', 'c.py', '--amp', 'bfloat16', '--work-dir', 'w']) == 't.py c.py --work-dir w'
 
 
 def test_cpuinfo_flags_are_read_where_torch_has_no_query(monkeypatch, tmp_path):

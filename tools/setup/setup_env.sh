@@ -2,7 +2,7 @@
 # Create (or verify) the project's virtual environment ($PIT_DET_VENV, default .venv/).
 #
 # Idempotent: a stamp file records a hash of the set-up files; when it matches, nothing is
-# reinstalled and only the self-check runs.
+# reinstalled and only the install check (tools/setup/verify_install.py) runs.
 #
 # What it installs, and why (measured on a 2-core CPU-only machine):
 #   * Every pip call runs under tools/setup/constraints.txt, so no step moves a package an earlier step

@@ -82,7 +82,8 @@ def main() -> None:
     fast = attn(**inputs)
     torch.testing.assert_close(fast, out, atol=1e-5, rtol=1e-5)
     print(
-        f'self-check OK in {time.time() - t0:.1f}s: torch {torch.__version__}, torchvision {torchvision.__version__}, '
+        f'install check OK in {time.time() - t0:.1f}s: torch {torch.__version__}, '
+        f'torchvision {torchvision.__version__}, '
         f'mmcv {mmcv.__version__} (ops), mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, '
         f'timm {timm.__version__}, pit_det {pit_det.__version__} (C++ deformable attention kernel built); {cuda}'
     )
@@ -92,4 +93,4 @@ if __name__ == '__main__':
     try:
         main()
     except SetupError as err:
-        raise SystemExit(f'self-check FAILED: {err}')
+        raise SystemExit(f'install check FAILED: {err}')
