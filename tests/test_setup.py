@@ -109,21 +109,23 @@ def test_setup_dry_run_prints_the_cuda_build(tmp_path):
     assert not (tmp_path / 'cache').exists()  # a dry run builds and writes nothing
 
 
-def test_verify_install_uses_triton_where_mmcv_has_no_cuda_ops(monkeypatch):
+def test_verify_install_uses_triton_where_mmcv_has_no_cuda_ops(monkeypatch, mm_log):
     """A GPU with mmcv's CPU ops only (the no-nvcc set-up): the install check runs deformable
     attention in the Triton kernel and compares it with the CPU result. The branch runs here on CPU
-    tensors under Triton's interpreter; a wrong expected result fails it."""
+    tensors under Triton's interpreter; a wrong expected result fails it. (``mm_log`` makes mmengine's
+    logger before CUDA is faked: its constructor asks the faked CUDA for a device id.)"""
     verify_install = _tool('verify_install')
     import mmcv.ops
     from mmcv.ops import MultiScaleDeformableAttention
 
-    from pit_det.ops import mmcv_cuda
+    from pit_det.ops import mmcv_cuda, resolve
 
     monkeypatch.setenv('TRITON_INTERPRET', '1')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a: 'NVIDIA H200')
     monkeypatch.setattr(mmcv.ops, 'get_compiling_cuda_version', lambda: 'not available')
     mmcv_cuda.mmcv_has_cuda_ops.cache_clear()
+    resolve.cache_clear()
     try:
         attn = MultiScaleDeformableAttention(
             embed_dims=16, num_heads=2, num_levels=2, num_points=2, batch_first=True
@@ -139,10 +141,12 @@ def test_verify_install_uses_triton_where_mmcv_has_no_cuda_ops(monkeypatch):
         expected = attn(**inputs)
         said = verify_install.check_cuda_ops(attn, inputs, expected, device='cpu')
         assert said.startswith('Triton kernel equal to CPU on NVIDIA H200 (mmcv has no CUDA ops')
+        assert "deformable attention: msda_impl 'fast' runs the 'triton' kernel on cuda" in mm_log
         with pytest.raises(AssertionError):
             verify_install.check_cuda_ops(attn, inputs, expected + 1e-3, device='cpu')
     finally:
         mmcv_cuda.mmcv_has_cuda_ops.cache_clear()
+        resolve.cache_clear()
 
 
 def test_setup_dry_run_without_nvcc_builds_cpu_ops_for_triton(tmp_path):
