@@ -5,7 +5,7 @@ import contextlib
 import io
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import cv2
 
@@ -13,10 +13,19 @@ from .errors import DeployError
 
 
 def evaluate_onnx(
-    model_path: str, ann_file: str, img_dir: str, runtime: str = 'onnxruntime', threads: int = 0
+    model_path: str,
+    ann_file: str,
+    img_dir: str,
+    runtime: str = 'onnxruntime',
+    threads: int = 0,
+    detections: Optional[Dict[str, tuple]] = None,
 ) -> Dict[str, float]:
     """Every image of ``ann_file`` through the model (all its detections, no score threshold),
     scored by pycocotools' COCOeval.
+
+    Args:
+        detections: if given, filled with each image's ``(boxes, scores, labels)`` as the model gave
+            them, by file name: what was scored, for a comparison detection by detection.
 
     Returns:
         ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75`` (mmdet's names), ``images`` and the median
@@ -51,6 +60,8 @@ def evaluate_onnx(
         start = time.perf_counter()
         boxes, scores, labels = detector(image)
         times.append(time.perf_counter() - start)
+        if detections is not None:
+            detections[path.name] = (boxes, scores, labels)
         for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
             results.append(
                 dict(image_id=image_id, category_id=category[label], score=score, bbox=[x1, y1, x2 - x1, y2 - y1])

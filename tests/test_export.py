@@ -15,21 +15,17 @@ from pit_det.errors import PitDetError
 from pit_det.export import MIN_TORCH, DetectorCore, export_onnx, export_program, require_torch_for_export
 from pit_det.models import set_msda_impl
 
-# The tests of every shipped detector and of both graphs trace one encoder layer and two decoder
-# layers (box refinement passes boxes from one to the next): the other layers are the same module
-# again, and tracing them took most of these tests' time. PiT-S at full depth is traced by the
-# first two tests (12 deformable attention ops).
+# The tests of every shipped detector, of both graphs and of the dynamic program trace one encoder
+# layer and two decoder layers (box refinement passes boxes from one to the next): the other layers
+# are the same module again, and tracing them took most of these tests' time. PiT-S at full depth
+# is traced by the first test (12 deformable attention ops).
 SHALLOW = {'model.encoder.num_layers': 1, 'model.decoder.num_layers': 2}
 
 
-@pytest.fixture(scope='module')
-def pit_s():
-    return perturbed(bm.build_detector(str(ROOT / 'configs/deformable_detr_pit_s.py'), None))
-
-
-def test_export_program_keeps_the_op_and_equals_eager(pit_s):
+def test_export_program_keeps_the_op_and_equals_eager():
     """torch.export of backbone + transformer + head on CPU: all 12 deformable attention calls are
     the custom op in the graph, and the program computes exactly what eager does."""
+    pit_s = perturbed(bm.build_detector(str(ROOT / 'configs/deformable_detr_pit_s.py'), None))
     x = image(160, 208)
     program = export_program(pit_s, x, msda_impl='fast')
     ops = [n for n in program.graph.nodes if n.target == torch.ops.pit_det.ms_deform_attn.default]
@@ -41,13 +37,14 @@ def test_export_program_keeps_the_op_and_equals_eager(pit_s):
     assert torch.equal(logits, ref_logits) and torch.equal(boxes, ref_boxes)
 
 
-def test_dynamic_export_program_equals_eager_on_other_sizes(pit_s):
-    program = export_program(pit_s, image(320, 416), msda_impl='fast', postprocess=True, dynamic=True)
+def test_dynamic_export_program_equals_eager_on_other_sizes():
+    model = perturbed(bm.build_detector(str(ROOT / 'configs/deformable_detr_pit_s.py'), None, SHALLOW))
+    program = export_program(model, image(320, 416), msda_impl='fast', postprocess=True, dynamic=True)
     for h, w in ((288, 352), (400, 533)):
         x = image(h, w, seed=h)
         with torch.no_grad():
             out = program.module()(x)
-        assert_same_detections([t.numpy() for t in out], predict(pit_s, x), max(h, w))
+        assert_same_detections([t.numpy() for t in out], predict(model, x), max(h, w))
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import pytest
@@ -19,7 +18,7 @@ from weight_files import perturbed
 
 from pit_det import benchmark as bm
 from pit_det.export import export_onnx, exportable
-from pit_det_deploy import RUNTIMES, DeployError, OnnxDetector
+from pit_det_deploy import RUNTIMES, DeployError
 from pit_det_deploy.evaluate import evaluate_onnx
 from pit_det_deploy.quantize import fit_to, fp32_nodes
 
@@ -99,8 +98,23 @@ def trained(trained_toy_detector, tmp_path_factory):
     return dict(root=root, data=data, fp32=fp32, int8=int8, quantize_stdout=proc.stdout)
 
 
+@pytest.fixture(scope='module')
+def evaluated(trained) -> dict:
+    """The fp32 and INT8 models in both runtimes on the 100 val images, by evaluate_onnx (what
+    tools/deploy/onnx_eval.py runs), once for the AP and the detection-by-detection tests: by
+    (precision, runtime), its ``ap`` and ``detections`` (by file name, as scored)."""
+    ann, images = trained['data'] / VAL_ANN, trained['data'] / 'val2017'
+    result = {}
+    for precision in ('fp32', 'int8'):
+        for runtime in RUNTIMES:
+            detections = {}
+            ap = evaluate_onnx(str(trained[precision]), str(ann), str(images), runtime, detections=detections)
+            result[precision, runtime] = dict(ap=ap['bbox_mAP'], detections=detections)
+    return result
+
+
 @pytest.mark.slow
-def test_int8_keeps_the_toy_ap_in_both_runtimes(trained):
+def test_int8_keeps_the_toy_ap_in_both_runtimes(trained, evaluated):
     info = json.loads(onnx.load(str(trained['int8']), load_external_data=False).metadata_props[-1].value)
     assert info['precision'] == 'int8' and info['calibration_inputs'] == 16 and info['classes']
     assert info['fp32_groups'] == {'head': 25}
@@ -127,9 +141,7 @@ def test_int8_keeps_the_toy_ap_in_both_runtimes(trained):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result['images'] == 100 and result['precision'] == 'int8' and result['cpu'] in proc.stdout
-    ap = {('int8', 'openvino'): result['bbox_mAP']}
-    for name, runtime in (('fp32', 'onnxruntime'), ('fp32', 'openvino'), ('int8', 'onnxruntime')):
-        ap[name, runtime] = evaluate_onnx(str(trained[name]), str(ann), str(images), runtime)['bbox_mAP']
+    ap = {key: run['ap'] for key, run in evaluated.items()} | {('int8', 'openvino'): result['bbox_mAP']}
     # fp32 in both runtimes: the same detections (tests/test_export.py), so the same AP.
     assert abs(ap['fp32', 'onnxruntime'] - ap['fp32', 'openvino']) <= 0.002
     # A detector that learned something (0.064 to 0.075 on a Zen 3), or the bound would say nothing.
@@ -148,13 +160,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.parametrize('runtime', RUNTIMES)
-def test_int8_boxes_what_the_fp32_model_finds_first(trained, runtime):
+def test_int8_boxes_what_the_fp32_model_finds_first(evaluated, runtime):
     """Detection by detection, not only by AP: the INT8 model boxes what the fp32 model finds."""
-    fp32, int8 = (OnnxDetector(str(trained[k]), runtime=runtime) for k in ('fp32', 'int8'))
+    fp32, int8 = evaluated['fp32', runtime]['detections'], evaluated['int8', runtime]['detections']
+    assert fp32.keys() == int8.keys()
     matched = []
-    for path in sorted((trained['data'] / 'val2017').iterdir()):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        (boxes, scores, labels), (q_boxes, _, q_labels) = fp32(image), int8(image)
+    for name, (boxes, scores, labels) in fp32.items():
+        q_boxes, _, q_labels = int8[name]
         for i in np.argsort(-scores)[:TOP_K]:
             same = q_boxes[q_labels == labels[i]]
             matched.append(len(same) > 0 and _iou(boxes[i], same).max() >= MIN_IOU)
