@@ -38,8 +38,8 @@ def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0) -> Gra
     runtime's own choice).
 
     Raises:
-        DeployError: an unknown runtime, or one that is not installed (saying how to install it).
-        Whatever the runtime raises for a file it cannot read.
+        DeployError: an unknown runtime, one that is not installed (saying how to install it), or a
+            file the runtime cannot load as an ONNX model.
     """
     if runtime not in RUNTIMES:
         raise DeployError(f'runtime {runtime!r}: choose one of {", ".join(RUNTIMES)}')
@@ -58,7 +58,10 @@ def _onnxruntime(path: str, threads: int) -> Graph:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: not its notes on constants it cannot fold
-    inference = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    try:
+        inference = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    except Exception as e:  # onnxruntime's own errors (InvalidProtobuf, Fail, ...): no public base class
+        raise DeployError(f'{path}: cannot load as an ONNX model: {e}') from None
     meta = metadata.parse(inference.get_modelmeta().custom_metadata_map)
     return Graph(lambda feed: inference.run(None, feed), meta, 'onnxruntime')
 
@@ -67,11 +70,14 @@ def _openvino(path: str, threads: int) -> Graph:
     import openvino as ov
 
     core = ov.Core()
-    model = core.read_model(path)
     config = {'INFERENCE_PRECISION_HINT': 'f32', 'PERFORMANCE_HINT': 'LATENCY'}
     if threads:
         config['INFERENCE_NUM_THREADS'] = threads
-    compiled = core.compile_model(model, 'CPU', config)
+    try:
+        model = core.read_model(path)
+        compiled = core.compile_model(model, 'CPU', config)
+    except RuntimeError as e:  # OpenVINO's errors on a file it cannot read or compile
+        raise DeployError(f'{path}: cannot load as an ONNX model: {e}') from None
     request = compiled.create_infer_request()
     meta = metadata.from_openvino(model)
 

@@ -31,12 +31,7 @@ def main(argv=None) -> None:
     files = image_files(Path(args.inputs))
     if not Path(args.model).is_file():
         raise FileNotFoundError(f'no such model file: {args.model}')
-    try:
-        detector = OnnxDetector(args.model, threads=args.threads, runtime=args.runtime)
-    except DeployError:
-        raise
-    except Exception as e:  # the runtime's own errors on files that are no ONNX model
-        raise DeployError(f'{args.model}: cannot load as an ONNX model: {e}') from None
+    detector = OnnxDetector(args.model, threads=args.threads, runtime=args.runtime)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
