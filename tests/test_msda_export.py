@@ -118,7 +118,7 @@ def test_exported_graphs_hold_the_ops_they_promise(tmp_path):
 
     class GridSample(torch.nn.Module):
         def forward(self, v, loc, a):
-            return ms_deform_attn_grid_sample(v, levels, loc, a)
+            return ms_deform_attn_grid_sample(v, shapes, loc, a, levels)
 
     ops = {}
     for module in (Gather(), GridSample()):

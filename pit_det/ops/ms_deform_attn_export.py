@@ -15,7 +15,7 @@ semantics of the C++ one (bilinear, zero padding, ``align_corners=False``).
 Which is faster depends on the runtime; ``docs/export.md`` has the measurements.
 """
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,7 @@ def ms_deform_attn_gather(
     spatial_shapes: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
-    level_shapes: Optional[List[Tuple[int, int]]] = None,
+    level_shapes: Optional[LevelShapes] = None,
 ) -> Tensor:
     """Bilinear sampling from one gather over the pair table of all levels.
 
@@ -104,15 +104,21 @@ def ms_deform_attn_gather(
 
 
 def ms_deform_attn_grid_sample(
-    value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor, attention_weights: Tensor
+    value: Tensor,
+    spatial_shapes: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    level_shapes: Optional[LevelShapes] = None,
 ) -> Tensor:
     """One ``grid_sample`` per level, weighted and summed level by level. Arguments and result as
-    :func:`ms_deform_attn_gather` (``level_shapes`` required).
+    :func:`ms_deform_attn_gather`, the same signature.
 
     bf16 / fp16 values (autocast) are sampled, weighted and summed in fp32 with the fp32 locations,
     and the result is rounded once to their dtype: ``grid_sample`` takes one dtype for values and
     grid, and bf16 locations would be rounded to steps of up to 1/256 of the map (0.33 px on
     PiT-S's 84-pixel-wide level at 400 x 667)."""
+    if level_shapes is None:
+        level_shapes = [tuple(hw) for hw in spatial_shapes.tolist()]
     B, _, M, D = value.shape
     _, Q, _, L, P, _ = sampling_locations.shape
     dtype = value.dtype
