@@ -114,12 +114,16 @@ def _metric_cells(row: dict, paths: List[Path], source) -> None:
 
 
 def gap(a: dict, b: dict, col: str = 'ap') -> Optional[Tuple[float, float]]:
-    """``a``'s mean minus ``b``'s and the noise it must exceed to count: two standard errors of the
-    difference, ``2 * sqrt(sd_a^2 / n_a + sd_b^2 / n_b)`` (about a 95% interval for a normal
-    difference). None unless both rows have at least two runs."""
+    """``a``'s mean minus ``b``'s and the noise it must exceed to count: a two-sided t-test at 95%,
+    ``t * sqrt(sd_a^2 / n_a + sd_b^2 / n_b)`` with Student's t for ``n_a + n_b - 2`` degrees of
+    freedom (2.78 for 3 + 3 seeds; two standard errors, the normal's bar, is too loose for so few
+    runs). None unless both rows have at least two runs."""
     if col not in a['sd'] or col not in b['sd']:
         return None
-    noise = 2 * math.sqrt(a['sd'][col] ** 2 / a['runs'] + b['sd'][col] ** 2 / b['runs'])
+    from scipy.stats import t as student_t
+
+    t = float(student_t.ppf(0.975, a['runs'] + b['runs'] - 2))
+    noise = t * math.sqrt(a['sd'][col] ** 2 / a['runs'] + b['sd'][col] ** 2 / b['runs'])
     return a['ours'][col] - b['ours'][col], noise
 
 
@@ -208,7 +212,7 @@ def _gap_notes(rows: List[dict]) -> List[str]:
             diff, noise = found
             verdict = 'beyond' if abs(diff) > noise else 'within'
             notes.append(
-                f'- {a["name"]} - {b["name"]}: {diff:+.1f} AP, {verdict} the noise (2 standard errors: {noise:.1f})'
+                f'- {a["name"]} - {b["name"]}: {diff:+.1f} AP, {verdict} the noise (95% t-test bar: {noise:.1f})'
             )
     return notes
 
