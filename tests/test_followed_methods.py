@@ -43,6 +43,10 @@ FOLLOWED = {
         '1aaa9f6c7b14176b',
         'pit_det/models/losses.py PortableFocalLoss.forward',
     ),
+    'mmdet.apis.det_inferencer.DetInferencer._init_pipeline': (
+        'af0c059ba99746ad',
+        'pit_det/inference.py _init_pipeline',
+    ),
     'mmcv.ops.multi_scale_deform_attn.MultiScaleDeformableAttention.forward': (
         '1290579202760e62',
         'pit_det/models/msda.py MSDeformAttn.forward',
