@@ -1,4 +1,4 @@
-"""mmdet's own inference API on pit-det's configs, as the README's "Python API" snippet uses it:
+"""mmdet's own inference API on pit-det's configs, as docs/training.md's "Python API" snippet uses it:
 run as written in a fresh interpreter (pit-det reached only through the config's
 ``custom_imports``), on a real photograph (matplotlib's sample data), it gives the detections of
 ``model.predict`` on the photograph preprocessed here by hand (OpenCV resize, normalisation), not
@@ -21,7 +21,7 @@ from weight_files import perturbed
 from pit_det import benchmark as bm
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = 'configs/deformable_detr_pit_s.py'  # as the README names it, relative to the repository
+CONFIG = 'configs/deformable_detr_pit_s.py'  # as the snippet names it, relative to the repository
 PHOTO = Path(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))  # a 512 x 600 photograph
 # The config's test pipeline and data preprocessor: Resize(scale=(666, 400), keep_ratio=True), then
 # mmdet's ImageNet mean and std on RGB.
@@ -29,9 +29,9 @@ LONG, SHORT = 666, 400
 MEAN, STD = torch.tensor([123.675, 116.28, 103.53]), torch.tensor([58.395, 57.12, 57.375])
 
 
-def readme_snippet() -> str:
-    """The README's Python API block, as a user copies it."""
-    readme = (ROOT / 'README.md').read_text()
+def documented_snippet() -> str:
+    """docs/training.md's Python API block, as a user copies it."""
+    readme = (ROOT / 'docs/training.md').read_text()
     section = readme.split('## Python API', 1)[1]
     return re.search(r'```python\n(.*?)```', section, re.S).group(1)
 
@@ -69,9 +69,9 @@ def predict_by_hand(model, path: Path):
 
 
 @pytest.mark.slow
-def test_readme_snippet_in_a_fresh_interpreter_gives_predict_on_a_hand_preprocessed_photo(detector):
+def test_documented_snippet_in_a_fresh_interpreter_gives_predict_on_a_hand_preprocessed_photo(detector):
     model, checkpoint = detector
-    snippet = readme_snippet().replace('CHECKPOINT', repr(str(checkpoint))).replace("'photo.jpg'", repr(str(PHOTO)))
+    snippet = documented_snippet().replace('CHECKPOINT', repr(str(checkpoint))).replace("'photo.jpg'", repr(str(PHOTO)))
     report = (
         'import json, sys\n'
         "by_inferencer = result['predictions'][0]\n"
