@@ -33,8 +33,9 @@ def export_onnx(
     """The detector with post-processing as an ONNX model at ``path``; deformable attention as
     standard ops: ``msda='grid_sample'`` (one GridSample per level; the faster graph in both
     runtimes, docs/export.md) or ``'gather'`` (Gather and arithmetic, no GridSample: for runtimes
-    without a correct GridSample, such as TensorRT). Returns the facts stored in its metadata (``pit_det`` key, JSON):
-    input range, graph kind and whatever ``metadata`` adds.
+    without a correct GridSample, such as TensorRT; not yet run in TensorRT). Returns the facts
+    stored in its metadata (``pit_det`` key, JSON): input range, graph kind and whatever
+    ``metadata`` adds.
 
     Raises:
         PitDetError: an unknown ``msda``, an ``opset`` without the graph's ops, one the exporter

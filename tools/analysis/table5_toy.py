@@ -2,8 +2,11 @@
 from random weights with one schedule (configs/toy/*_toy.py) and several seeds, scored on a held-out
 split, timed, and put side by side by tools/analysis/table5.py.
 
-    python tools/analysis/table5_toy.py    # what `make table5-toy` runs (3 seeds, about 50 min on 2 cores)
+    python tools/analysis/table5_toy.py    # what `make table5-toy` runs: 3 seeds x 4 detectors
     python tools/analysis/table5_toy.py --detectors pit_s r50 --epochs 2 --seeds 0
+
+The 12 runs of `make table5-toy` took 4.6 to 21 min each on 2 cores of an Intel Xeon (AVX-512),
+other work sharing the cores during some of them (docs/analysis.md).
 
 This is random weights on synthetic shapes, not the paper's ImageNet-pretrained COCO setting: it
 shows that every detector learns under the same recipe and how they compare there. The recipe was

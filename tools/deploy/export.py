@@ -8,7 +8,8 @@ input pixels), ``scores`` (1, k) and ``labels`` (1, k). The test pipeline's resi
 normalisation, and the class names, are stored in the model's metadata (``pit_det``, JSON), which
 ``tools/deploy/onnx_demo.py`` / ``pit_det_deploy`` read. Deformable attention is exported as standard ONNX
 ops: one GridSample per level (default, the faster graph in onnxruntime and OpenVINO), or with
-``--msda gather`` Gather and arithmetic with no GridSample (for TensorRT; docs/export.md).
+``--msda gather`` Gather and arithmetic with no GridSample (meant for TensorRT, not yet run in
+TensorRT; docs/export.md).
 Without ``--dynamic`` the model takes exactly ``--shape`` inputs; with it, any height and width
 within the range it prints.
 """

@@ -5,10 +5,11 @@
 
 The result is a QDQ ONNX model (onnxruntime's static quantization: int8 weights per channel, int8
 activations with symmetric min / max ranges from the images), with the fp32 model's metadata, so
-tools/deploy/onnx_demo.py and tools/deploy/onnx_eval.py run it in onnxruntime or OpenVINO. The detection head and
-deformable attention's sampling projection stay fp32 by default (``--keep-fp32``; docs/export.md
-has the accuracy and speed of each choice). INT8 is fast only on CPUs with int8 dot products
-(AVX-512 VNNI, AVX-VNNI, AMX, Arm i8mm); the tool says which this CPU is.
+tools/deploy/onnx_demo.py and tools/deploy/onnx_eval.py run it in onnxruntime or OpenVINO. The
+detection head stays fp32 by default; ``--keep-fp32`` keeps more (deformable attention's sampling
+projection, the attention products); docs/export.md has the accuracy and speed of each choice.
+INT8 is fast only on CPUs with int8 dot products (AVX-512 VNNI, AVX-VNNI, AMX, Arm i8mm); the tool
+says which this CPU is.
 """
 
 import argparse

@@ -3,7 +3,8 @@
 # torch with CUDA and Triton, and no network, it installs what is missing from a local folder of
 # wheels, builds mmcv's CPU ops (every core, no debug info; deformable attention on the GPU is
 # pit-det's Triton kernel, so no nvcc build), then runs tools/setup/gpu_check.py: the GPU test tier
-# (tests/gpu) and the latency benchmark, each judged; exit 1 when either fails. Target: under 8 minutes.
+# (tests/gpu) and the latency benchmark, each judged; exit 1 when either fails. Target: under 8 minutes on one NVIDIA H200, set-up
+# included (docs/benchmark.md has its last run there).
 #
 #   bash tools/setup/gpu_check.sh --prepare [DIR]   # where pip reaches the registry: fetch the wheels (default .whl)
 #   bash tools/setup/gpu_check.sh [OUT]             # on the GPU machine: results as JSON in OUT (default $OUT)

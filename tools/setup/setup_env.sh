@@ -10,7 +10,8 @@
 #   * torch 2.13.0 from the registry (the CUDA build; it runs on CPU).
 #   * mmcv 2.1.0 built from source WITH its compiled ops (mmdet 3.3.0 requires mmcv < 2.2.0 and
 #     imports mmcv.ops), without debug info, with torch's headers precompiled once
-#     (tools/setup/pch_cxx.py) and with every core: 3.8 min on 2 cores of an AMD EPYC Zen 3. With a
+#     (tools/setup/pch_cxx.py) and with every core: 3.6 min on 2 cores of an AMD EPYC Zen 3
+#     (docs/install.md has the set-up's time by processor). With a
 #     visible CUDA GPU and nvcc, the CUDA ops are built for those GPUs' architectures; with a GPU
 #     but no nvcc, the CPU ops only, and deformable attention runs in pit-det's Triton kernel
 #     (tools/setup/mmcv_variant.py).
@@ -86,7 +87,7 @@ mkdir -p "$WHEEL_DIR"
 MMCV_WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
 if [[ -z "$MMCV_WHEEL" ]]; then
   BUILD_LOG="$WHEEL_DIR/mmcv-build.log"
-  log "building mmcv $MMCV_VERSION's C++ ops once ($MMCV_TAG; about 4 min on 2 cores), cached in $WHEEL_DIR: ${MMCV_BUILD_ENV[*]}; log: $BUILD_LOG"
+  log "building mmcv $MMCV_VERSION's C++ ops once ($MMCV_TAG; 3.6 to 4.6 min on 2 cores of the processors in docs/install.md), cached in $WHEEL_DIR: ${MMCV_BUILD_ENV[*]}; log: $BUILD_LOG"
   TMP_WHEELS="$(mktemp -d)"
   PCH_DIR="$(mktemp -d)"  # tools/setup/pch_cxx.py's precompiled torch headers (about 0.4 GB), for this build only
   # Progress: ninja prints "[k/N]" for each compiled file; we echo those lines.
