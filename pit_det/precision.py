@@ -16,8 +16,6 @@ import os
 import shlex
 from typing import Iterable, Optional, Sequence
 
-import torch
-
 from pit_det_deploy import hardware
 from pit_det_deploy.hardware import NATIVE, CpuInfo
 
@@ -55,7 +53,7 @@ def check_precision(
     if not missing:
         return
     if device.startswith('cuda'):  # only bf16 can be missing on a GPU
-        raise PrecisionError(f'bf16: {torch.cuda.get_device_name()} has no bfloat16 support; use fp16')
+        raise PrecisionError(f'bf16: {hardware.device_name(device)} has no bfloat16 support; use fp16')
     if os.environ.get(ALLOW_EMULATED) == '1':
         return
     names = ' / '.join(missing)

@@ -25,7 +25,7 @@ from mmdet.structures import DetDataSample
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from pit_det_deploy.hardware import cpu_info
+from pit_det_deploy.hardware import cpu_info, device_name
 
 from ..models.build import build_detector  # noqa: F401  the benchmark's detectors: seeded random weights
 from ..ops import msda_flops
@@ -247,7 +247,7 @@ def environment(device: str) -> Dict[str, object]:
         date=time.strftime('%Y-%m-%d %H:%M %Z'),
     )
     if device.startswith('cuda'):
-        info['gpu'] = torch.cuda.get_device_name()
+        info['gpu'] = device_name(device)
         info['cuda'] = torch.version.cuda
         info['tf32_matmul'] = torch.backends.cuda.matmul.allow_tf32  # fp32 rows: IEEE fp32 matmuls unless set
         info['mmcv_cuda_ops'] = mmcv_has_cuda_ops()  # else 'fast' runs Triton and 'stock' cannot run
