@@ -70,6 +70,29 @@ def test_vit_matches_timm(name, distilled):
         torch.testing.assert_close(g, e, atol=0, rtol=0)  # timm's ops in timm's order: bit for bit
 
 
+def test_drop_path_and_initialisation_make_timms_random_draws():
+    """pit-det's DropPath and its trunc_normal_ (mmengine's) draw as timm's do, so a training run from
+    random weights gives what it gave when pit-det used timm's; pit-det itself no longer imports timm
+    (test_integration.py)."""
+    from mmengine.model.weight_init import trunc_normal_
+    from timm.layers import DropPath as TimmDropPath
+    from timm.layers import trunc_normal_ as timm_trunc_normal_
+
+    from pit_det.models.layers import DropPath
+
+    x = torch.randn(16, 5, 6)
+    ours, theirs = DropPath(0.3).train(), TimmDropPath(0.3).train()
+    torch.manual_seed(3)
+    dropped = ours(x)
+    torch.manual_seed(3)
+    assert torch.equal(dropped, theirs(x)) and not torch.equal(dropped, x)  # some dropped, the rest scaled
+    assert torch.equal(ours.eval()(x), x)
+    torch.manual_seed(4)
+    weights = trunc_normal_(torch.empty(1000), std=0.02)
+    torch.manual_seed(4)
+    assert torch.equal(weights, timm_trunc_normal_(torch.empty(1000), std=0.02))
+
+
 def test_pit_s_declares_channels_and_strides():
     model = MODELS.build(dict(type='PiT', arch='s'))
     assert model.out_channels == (144, 288, 576)

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import json
+import sys
 from mmengine.fileio.backends import backends
 from mmengine.runner import CheckpointLoader
 from mmdet.apis import DetInferencer
@@ -23,6 +24,7 @@ print(json.dumps(dict(
     backend=backends['local'].__module__,
     inferencer=DetInferencer._init_pipeline.__module__,
     registered='PitDeformableDETR' in MODELS,
+    timm='timm' in sys.modules,  # only the tests need timm: it would add about 1 s to every tool's start
 )))
 """
 
@@ -35,12 +37,16 @@ def probe(setup: str) -> dict:
 
 
 MMDET_OWN = dict(
+    timm=False,
     loader='mmengine.runner.checkpoint',
     backend='mmengine.fileio.backends.local_backend',
     inferencer='mmdet.apis.det_inferencer',
 )
 PIT_DET = dict(
-    loader='pit_det.checkpoint.reading', backend='pit_det.checkpoint.writing', inferencer='pit_det.inference'
+    timm=False,
+    loader='pit_det.checkpoint.reading',
+    backend='pit_det.checkpoint.writing',
+    inferencer='pit_det.inference',
 )
 
 

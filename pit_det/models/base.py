@@ -3,7 +3,7 @@
 from typing import Callable, List, Tuple
 
 from mmengine.model import BaseModule
-from timm.layers import trunc_normal_
+from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from ..checkpoint import StateDict, load_pretrained

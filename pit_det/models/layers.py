@@ -9,8 +9,29 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath
 from torch import nn
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al., 2016): in training, each sample's residual branch is dropped
+    with probability ``drop_prob`` and the kept ones scaled by ``1 / (1 - drop_prob)``; identity
+    in eval. timm's ``DropPath`` semantics and random draws (one Bernoulli per sample), so training
+    runs reproduce; pit-det's own, so that importing pit-det does not import timm (about 1 s of
+    every tool's start)."""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # one draw per sample
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob:.3f}'
 
 
 class Attention(nn.Module):

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from mmdet.registry import MODELS
-from timm.layers import trunc_normal_
+from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
