@@ -1,6 +1,6 @@
 """Every Table 5 detector predicts and trains on images that give fewer encoder tokens than its
 300 two-stage queries (strips, icons), through the shipped pipelines; normal images give exactly
-mmdet's results."""
+mmdet's results; a detection depends on its batch neighbours, so AP is evaluated one image per batch."""
 
 import copy
 from pathlib import Path
@@ -151,3 +151,24 @@ def test_padded_batches_give_exactly_mmdets_results_and_losses(tmp_path, name):
         assert losses[0].keys() == losses[1].keys()
         for key in losses[0]:
             assert torch.equal(losses[0][key], losses[1][key]), key
+
+
+def test_a_detection_depends_on_its_batch_neighbours_so_ap_is_evaluated_one_image_per_batch(tmp_path):
+    """A smaller image in a batch is padded, and PiT attends to the padded tokens (no padding mask,
+    as in timm and the paper; the encoder's valid ratios do not undo it): its detections change with
+    the image it is batched with. So every shipped config evaluates one image per batch, and the AP
+    that the quick start, table5-toy and tools/test.py report does not depend on batch composition."""
+    cfg, model = build('toy/deformable_detr_pit_s_toy.py')
+    small, large = (sample(tmp_path, hw, cfg.test_pipeline) for hw in ((80, 96), (128, 128)))
+
+    def detections(*images):
+        data = dict(inputs=[p['inputs'] for p in images], data_samples=[p['data_samples'] for p in images])
+        with torch.no_grad():
+            return model.eval().test_step(copy.deepcopy(data))[0].pred_instances
+
+    alone, batched = detections(small), detections(small, large)
+    assert torch.equal(alone.scores, detections(small).scores)  # deterministic alone
+    assert not torch.allclose(alone.scores, batched.scores, atol=1e-4)  # the neighbour's padding moves them
+    for config in sorted((ROOT / 'configs').rglob('deformable_detr_*.py')):
+        loaded = Config.fromfile(str(config))
+        assert loaded.val_dataloader.batch_size == loaded.test_dataloader.batch_size == 1, config.name

@@ -7,10 +7,10 @@
 #   * 50 queries instead of 300: at most 4 objects per image, and two-stage picks the queries
 #     among the encoder tokens, of which an 80 x 80 image has only 119;
 #   * a recipe for a first result in minutes, chosen on the toy set (val AP after training,
-#     seconds of training on a 2-core Xeon with AVX-512, 128 px images, batch 4). Each AP below is
-#     one run (seed 0) on the 100 val images: the seed alone moves this detector by up to 6.6 AP
-#     (docs/analysis.md), so only the gaps beyond that (dropout, 900 against 450 iterations) are
-#     more than noise; the times are measured, the smaller AP gaps are not:
+#     evaluated in batches of 4; seconds of training on a 2-core Xeon with AVX-512, 128 px images,
+#     batch 4). Each AP below is one run (seed 0) on the 100 val images: the seed alone moves this
+#     detector by up to 6.6 AP (docs/analysis.md), so only the gaps beyond that (dropout, 900
+#     against 450 iterations) are more than noise; the times are measured, the smaller AP gaps are not:
 #       6 + 6 layers, dropout 0.1, 900 iterations (6 epochs)        AP 0.352   ~600 s
 #       6 + 6 layers, dropout 0.1, 450 iterations                   AP 0.208    289 s
 #       3 + 3 layers, dropout 0.1, 450 / 600 iterations             AP 0.213 / 0.217
@@ -22,7 +22,7 @@
 #       dropout slowed both its learning and its step (0.34 against 0.37 s);
 #     - fused AdamW (torch's single-kernel update; the default on CPU is a Python loop over the
 #       parameters): 0.37 against 0.42 s;
-#   * schedule: 4 epochs (600 iterations), lr x0.1 after epoch 3, batch 4, validation only at
+#   * schedule: 4 epochs (600 iterations), lr x0.1 after epoch 3, batch 4 (evaluation: 1), validation only at
 #     the end (and once before training), frequent logging.
 _base_ = '../deformable_detr_pit_s.py'
 
@@ -62,8 +62,13 @@ train_dataloader = dict(
     persistent_workers=False,
     dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline),
 )
+# One image per batch where AP is reported (the quick start, table5-toy, tools/test.py): in a batch,
+# smaller images are padded, and the transformer backbones attend to the padded tokens (PiT and ViT
+# have no padding mask, as in timm and the paper), so at batch 4 an image's detections depended on
+# its neighbours (quick start's PiT-S: AP 0.292 at batch 4, 0.304 at batch 1; AMD Zen 4). mmdet's
+# COCO configs evaluate at batch 1 too.
 val_dataloader = dict(
-    batch_size=4,
+    batch_size=1,
     num_workers=0,  # 2 CPU cores: loading tiny PNGs inline is cheaper than a worker process
     persistent_workers=False,
     dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline),
