@@ -34,18 +34,17 @@ TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 # The test files that take longest, longest first (pytest --durations on 2 cores, 2026-12-06): they
 # run first, so that the workers, which take one file at a time, end together rather than one of
 # them running a long file alone at the end. test_export_tools.py shares test_quantize.py's trained
-# detector, which takes about 4 minutes to build: on 2 workers it comes after test_export.py and
-# test_msda_triton.py, so that whichever worker takes it finds the detector built (placed fourth,
-# it waited 80 s for it).
+# detector, which takes about 5 minutes to build: it comes after the other long files, so that
+# whichever worker takes it finds the detector built (third or fourth, it waited 68-80 s for it).
 LONGEST_FIRST = (
     'test_quantize.py',
     'test_export.py',
     'test_msda_triton.py',
-    'test_export_tools.py',
     'test_benchmark.py',
+    'test_reliability.py',
+    'test_export_tools.py',
     'test_toy_e2e.py',
     'test_gpu_check.py',
-    'test_reliability.py',
     'test_any_image_size.py',
     'test_checkpoint_tools.py',
 )

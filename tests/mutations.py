@@ -81,6 +81,35 @@ MUTATIONS = [
         '',
         ('tests/test_msda.py::test_resolve_logs_each_answer_once',),
     ),
+    Mutation(
+        'table5_normal_bar_for_three_seeds',
+        'pit_det/analysis/table5.py',
+        "t = float(student_t.ppf(0.975, a['runs'] + b['runs'] - 2))",
+        't = 2.0',
+        ('tests/test_table5.py::test_seeds_give_mean_and_sd_and_gaps_count_only_beyond_their_noise',),
+    ),
+    Mutation(
+        'drop_path_unscaled',
+        'pit_det/models/layers.py',
+        'return x * mask.div_(keep)',
+        'return x * mask',
+        ('tests/test_backbones.py::test_drop_path_and_initialisation_make_timms_random_draws',),
+    ),
+    Mutation(
+        'pit_det_imports_timm',
+        'pit_det/models/layers.py',
+        'from torch import nn\n',
+        'from torch import nn\nimport timm  # noqa: F401\n',
+        ('tests/test_integration.py::test_importing_pit_det_registers_its_modules_and_changes_nothing_else',),
+    ),
+    Mutation(
+        'runtime_load_error_hides_metadata_bugs',
+        'pit_det_deploy/runtime.py',
+        "        inference = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])\n    except",
+        "        inference = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])\n"
+        '        metadata.parse(inference.get_modelmeta().custom_metadata_map)\n    except',
+        ('tests/test_deploy_errors.py::test_a_bug_after_loading_keeps_its_traceback',),
+    ),
 ]
 
 
