@@ -34,8 +34,9 @@ TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 # The test files that take longest, longest first (pytest --durations on 2 cores, 2026-12-06): they
 # run first, so that the workers, which take one file at a time, end together rather than one of
 # them running a long file alone at the end. test_export_tools.py shares test_quantize.py's trained
-# detector, which takes about 5 minutes to build: it comes after the other long files, so that
-# whichever worker takes it finds the detector built (third or fourth, it waited 68-80 s for it).
+# detector, which takes about 4 minutes to build: it comes after the other long files, so that
+# whichever worker takes it finds the detector built. (Its first test's setup of about 70 s is its
+# own gather-graph export, not a wait.)
 LONGEST_FIRST = (
     'test_quantize.py',
     'test_export.py',
