@@ -1,6 +1,5 @@
 """Figures of the analysis: where deformable attention samples (:mod:`.sampling`) and the backbones'
-attention entropy and distance (:mod:`.attention`). matplotlib is imported on first use, with the
-Agg backend, so a headless machine draws them."""
+attention entropy and distance (:mod:`.attention`), drawn with :func:`pit_det.plotting.pyplot`."""
 
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -8,16 +7,8 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
+from ..plotting import pyplot
 from .sampling import RecordedDetector, encoder_token, reference_centres, top_queries
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def draw_query(
@@ -65,7 +56,7 @@ def draw_sampling(
     """``detector``'s sampling on the image at ``path`` (``result``: its :meth:`RecordedDetector.run`): one panel
     for an encoder token (at image pixel ``token_xy``, default the best detection's centre) and one per
     top-``top`` detection's query, written to ``out/<detector>_<image>.png``."""
-    plt = _pyplot()
+    plt = pyplot()
 
     logits, boxes, records, (H, W), scale = result
     encoder = [r for r in records if r['module'].startswith('encoder')][-1]
@@ -95,7 +86,7 @@ def plot_sampling_statistics(results: Dict[str, dict], path: Path) -> None:
     """:func:`mean_over_images` results by detector, side by side: weight per level, on-map share, distance."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     names = list(results)
@@ -131,7 +122,7 @@ def plot_sampling_statistics(results: Dict[str, dict], path: Path) -> None:
 
 def plot_attention_statistics(results: Dict[str, dict], path: Path) -> None:
     """:func:`.attention.analyze_backbone` results by backbone: entropy and distance per layer."""
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, res in results.items():

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from ..benchmark.runner import variant as benchmark_variant
+from ..plotting import pyplot
 
 # The paper's Table 5: COCO val2017 at half resolution, latency on a V100.
 PAPER = {
@@ -250,11 +251,7 @@ def to_csv(rows: List[dict]) -> str:
 def plot(rows: List[dict], path: Union[str, Path], note: Optional[str] = None) -> None:
     """AP / AP50 / AP75 bars (with the sd over seeds as error bars), pit-det's beside the paper's
     where rows have the paper's values; ``note`` becomes the title."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.5), sharey=True)
     for ax, col in zip(axes, ['ap', 'ap50', 'ap75']):
         names = [r['name'] for r in rows]

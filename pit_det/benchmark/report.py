@@ -1,6 +1,7 @@
 """The benchmark's report for people: its table, its training rows and its figure, from the JSON
 that :func:`.runner.benchmark` returns and ``tools/analysis/benchmark.py`` writes."""
 
+from ..plotting import pyplot
 from .runner import variant
 
 
@@ -85,11 +86,7 @@ def print_training(report: dict) -> None:
 
 def plot(report: dict, path: str) -> None:
     """Median latency against parameters and against GFLOPs, one marker per variant."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [r for r in report['results'] if r['flops']]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, key, axis_name in ((axes[0], 'params', 'parameters (M)'), (axes[1], 'flops', 'GFLOPs')):
