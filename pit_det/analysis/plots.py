@@ -51,9 +51,16 @@ def draw_query(
 
 
 def draw_sampling(
-    detector: RecordedDetector, path: Path, result, top: int, token_xy: Optional[Tuple[float, float]], out: Path
+    detector: RecordedDetector,
+    path: Path,
+    image_bgr: np.ndarray,
+    result,
+    top: int,
+    token_xy: Optional[Tuple[float, float]],
+    out: Path,
 ) -> None:
-    """``detector``'s sampling on the image at ``path`` (``result``: its :meth:`RecordedDetector.run`): one panel
+    """``detector``'s sampling on the image at ``path``, decoded as ``image_bgr`` (``result``: its
+    :meth:`RecordedDetector.run`): one panel
     for an encoder token (at image pixel ``token_xy``, default the best detection's centre) and one per
     top-``top`` detection's query, written to ``out/<detector>_<image>.png``."""
     plt = pyplot()
@@ -62,7 +69,7 @@ def draw_sampling(
     encoder = [r for r in records if r['module'].startswith('encoder')][-1]
     decoder = [r for r in records if r['module'].startswith('decoder')][-1]
     queries, labels, scores = top_queries(logits, top)
-    image = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    image = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
     to_image = np.array([W, H]) / scale[:2]  # normalised input coordinates -> image pixels
     cxcywh = boxes[queries].numpy() * np.array([W, H, W, H]) / np.concatenate([scale[:2], scale[:2]])
     corners = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)

@@ -74,11 +74,12 @@ def main(argv=None) -> None:
     for detector in detectors:
         per_image = []
         for i, path in enumerate(files[: max(args.num_images, args.draw)]):
-            if cv2.imread(str(path), cv2.IMREAD_COLOR) is None:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # the test pipeline would draw a blank one
+            if image is None:
                 raise PitDetError(f'cannot read image {path}')
             result = detector.run(path)
             if i < args.draw:
-                draw_sampling(detector, path, result, args.top, args.token, out)
+                draw_sampling(detector, path, image, result, args.top, args.token, out)
             if i < args.num_images:
                 per_image.append(summarize(result[2], result[3]))
         results[detector.name] = mean_over_images(per_image)
