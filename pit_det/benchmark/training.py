@@ -228,32 +228,25 @@ def benchmark_training(
     One that fails becomes a row with its ``error``, and the others still run."""
     if not settings.train:
         return []
-    dtypes, device, warmup, iters, cfg_options = (
-        settings.dtypes,
-        settings.device,
-        settings.warmup,
-        settings.iters,
-        settings.cfg_options,
-    )
     rows = []
     for config in configs:
         cfg = Config.fromfile(config)
-        if cfg_options:
-            cfg.merge_from_dict(cfg_options)
-        batches = synthetic_batches(cfg, warmup + iters)  # seeded: the same for every precision
-        for dtype in dtypes:
+        if settings.cfg_options:
+            cfg.merge_from_dict(settings.cfg_options)
+        batches = synthetic_batches(cfg, settings.warmup + settings.iters)  # seeded: the same for every precision
+        for dtype in settings.dtypes:
             what = f'{label(config)} training {dtype}'
             try:
                 row = train_throughput(
                     config,
                     cfg,
                     batches,
-                    device,
+                    settings.device,
                     dtype,
-                    warmup,
+                    settings.warmup,
                     progress=lambda: progress(what, 1) if progress else None,
                 )
             except Exception as err:  # one precision failing must not cost the run its other rows
-                row = dict(config=config, dtype=dtype, device=device, error=f'{type(err).__name__}: {err}')
+                row = dict(config=config, dtype=dtype, device=settings.device, error=f'{type(err).__name__}: {err}')
             rows.append(dict(model=label(config), **row))
     return rows
