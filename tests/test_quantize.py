@@ -32,7 +32,8 @@ MAX_AP_DROP_SHARE = 0.10
 # share that an INT8 detection of the same class boxes with IoU >= 0.9. Training differs with the
 # thread count, so two one-epoch models were measured (2-core AMD Zen 3, 2026-12-05): trained on one
 # thread (as under `make test`), 98.0% in both runtimes; on two threads, 100%. On CPUs with int8
-# dot products (VNNI, AMX) the INT8 kernels differ: not yet measured there.
+# dot products (VNNI, AMX) the INT8 kernels differ: the bound held on a 2-core Intel Xeon with AMX
+# (CI, 2026-12-06), the share itself not recorded.
 TOP_K, MIN_IOU, MIN_MATCHED = 2, 0.9, 0.95
 VAL_ANN = 'annotations/instances_val2017.json'
 
