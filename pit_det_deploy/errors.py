@@ -11,6 +11,11 @@ class DeployError(ValueError):
     """A problem with an input that the user can fix; a ``ValueError`` for callers that catch those."""
 
 
+def unloadable(path: str, err: Exception) -> DeployError:
+    """The error for a file that onnx or a runtime cannot load as a model, naming the file."""
+    return DeployError(f'{path}: cannot load as an ONNX model: {err}')
+
+
 def run_tool(main: Callable[[], Optional[int]], user_errors: Tuple[type, ...] = (DeployError,)) -> int:
     """Run a tool's ``main`` and return its exit code (``main``'s, when it returns an int, else 0).
 

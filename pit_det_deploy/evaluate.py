@@ -25,7 +25,8 @@ def evaluate_onnx(
 
     Args:
         detections: if given, filled with each image's ``(boxes, scores, labels)`` as the model gave
-            them, by file name: what was scored, for a comparison detection by detection.
+            them, by the annotations' ``file_name``: what was scored, for a comparison detection by
+            detection.
 
     Returns:
         ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75`` (mmdet's names), ``images`` and the median
@@ -53,7 +54,8 @@ def evaluate_onnx(
     category = [by_name[name] for name in detector.classes]
     results, times = [], []
     for image_id in sorted(coco.getImgIds()):
-        path = Path(img_dir) / coco.loadImgs(image_id)[0]['file_name']
+        file_name = coco.loadImgs(image_id)[0]['file_name']
+        path = Path(img_dir) / file_name
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise DeployError(f'cannot read image {path} (from {ann_file})')
@@ -61,7 +63,7 @@ def evaluate_onnx(
         boxes, scores, labels = detector(image)
         times.append(time.perf_counter() - start)
         if detections is not None:
-            detections[path.name] = (boxes, scores, labels)
+            detections[file_name] = (boxes, scores, labels)
         for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
             results.append(
                 dict(image_id=image_id, category_id=category[label], score=score, bbox=[x1, y1, x2 - x1, y2 - y1])

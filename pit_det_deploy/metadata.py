@@ -10,7 +10,7 @@ with ``precision`` and the calibration added, and the runtimes read it: the inpu
 import json
 from typing import Any, Dict, Mapping, Tuple
 
-from .errors import DeployError
+from .errors import DeployError, unloadable
 
 KEY = 'pit_det'
 
@@ -38,7 +38,7 @@ def load(path: str) -> Tuple[Any, Dict]:
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as e:  # onnx's own errors on files that are no ONNX model
-        raise DeployError(f'{path}: cannot load as an ONNX model: {e}') from None
+        raise unloadable(path, e) from None
     info = parse({p.key: p.value for p in model.metadata_props})
     if not info:
         raise DeployError(f'{path}: no {KEY} metadata; it was not written by tools/deploy/export.py')

@@ -11,7 +11,7 @@ from typing import Callable, Dict, List
 import numpy as np
 
 from . import metadata
-from .errors import DeployError
+from .errors import DeployError, unloadable
 
 RUNTIMES = ('onnxruntime', 'openvino')
 
@@ -61,7 +61,7 @@ def _onnxruntime(path: str, threads: int) -> Graph:
     try:
         inference = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     except Exception as e:  # onnxruntime's own errors (InvalidProtobuf, Fail, ...): no public base class
-        raise DeployError(f'{path}: cannot load as an ONNX model: {e}') from None
+        raise unloadable(path, e) from None
     meta = metadata.parse(inference.get_modelmeta().custom_metadata_map)
     return Graph(lambda feed: inference.run(None, feed), meta, 'onnxruntime')
 
@@ -77,7 +77,7 @@ def _openvino(path: str, threads: int) -> Graph:
         model = core.read_model(path)
         compiled = core.compile_model(model, 'CPU', config)
     except RuntimeError as e:  # OpenVINO's errors on a file it cannot read or compile
-        raise DeployError(f'{path}: cannot load as an ONNX model: {e}') from None
+        raise unloadable(path, e) from None
     request = compiled.create_infer_request()
     meta = metadata.from_openvino(model)
 

@@ -84,8 +84,8 @@ MUTATIONS = [
     Mutation(
         'table5_normal_bar_for_three_seeds',
         'pit_det/analysis/table5.py',
-        "t = float(student_t.ppf(0.975, a['runs'] + b['runs'] - 2))",
-        't = 2.0',
+        'float(student_t.ppf(0.975, n_a + n_b - 2))',
+        '2.0',
         ('tests/test_table5.py::test_seeds_give_mean_and_sd_and_gaps_count_only_beyond_their_noise',),
     ),
     Mutation(

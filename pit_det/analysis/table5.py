@@ -115,16 +115,17 @@ def _metric_cells(row: dict, paths: List[Path], source) -> None:
 
 
 def gap(a: dict, b: dict, col: str = 'ap') -> Optional[Tuple[float, float]]:
-    """``a``'s mean minus ``b``'s and the noise it must exceed to count: a two-sided t-test at 95%,
-    ``t * sqrt(sd_a^2 / n_a + sd_b^2 / n_b)`` with Student's t for ``n_a + n_b - 2`` degrees of
-    freedom (2.78 for 3 + 3 seeds; two standard errors, the normal's bar, is too loose for so few
-    runs). None unless both rows have at least two runs."""
+    """``a``'s mean minus ``b``'s and the noise it must exceed to count: a two-sided pooled t-test at
+    95%, ``t * sqrt(s_p^2 * (1 / n_a + 1 / n_b))`` with the pooled variance ``s_p^2`` and Student's t
+    for ``n_a + n_b - 2`` degrees of freedom (2.78 for 3 + 3 seeds; two standard errors, the normal's
+    bar, is too loose for so few runs). None unless both rows have at least two runs."""
     if col not in a['sd'] or col not in b['sd']:
         return None
     from scipy.stats import t as student_t
 
-    t = float(student_t.ppf(0.975, a['runs'] + b['runs'] - 2))
-    noise = t * math.sqrt(a['sd'][col] ** 2 / a['runs'] + b['sd'][col] ** 2 / b['runs'])
+    n_a, n_b = a['runs'], b['runs']
+    pooled = ((n_a - 1) * a['sd'][col] ** 2 + (n_b - 1) * b['sd'][col] ** 2) / (n_a + n_b - 2)
+    noise = float(student_t.ppf(0.975, n_a + n_b - 2)) * math.sqrt(pooled * (1 / n_a + 1 / n_b))
     return a['ours'][col] - b['ours'][col], noise
 
 

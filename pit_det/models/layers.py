@@ -28,7 +28,7 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.drop_prob
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # one draw per sample
-        return x * mask.div_(keep)
+        return x * mask.div_(keep) if keep > 0 else x * mask  # drop_prob 1: every branch dropped, no 0 / 0
 
     def extra_repr(self) -> str:
         return f'drop_prob={self.drop_prob:.3f}'

@@ -24,6 +24,11 @@ from torch import Tensor
 LevelShapes = Sequence[Tuple[int, int]]
 
 
+def _level_shapes(spatial_shapes: Tensor, level_shapes: Optional[LevelShapes]) -> LevelShapes:
+    """``level_shapes`` if given (symbolic under export), else read from ``spatial_shapes``."""
+    return level_shapes if level_shapes is not None else [tuple(hw) for hw in spatial_shapes.tolist()]
+
+
 def _levels(value: Tensor, level_shapes: LevelShapes):
     """(B, S, M, D) -> each level as (B, M, H, W, D)."""
     B, _, M, D = value.shape
@@ -67,8 +72,7 @@ def ms_deform_attn_gather(
     Returns:
         (B, Q, M * D); corners outside their level read zero.
     """
-    if level_shapes is None:
-        level_shapes = [tuple(hw) for hw in spatial_shapes.tolist()]
+    level_shapes = _level_shapes(spatial_shapes, level_shapes)
     B, _, M, D = value.shape
     _, Q, _, L, P, _ = sampling_locations.shape
     table = pair_table(value, level_shapes)  # (B, M, S', 2D)
@@ -117,8 +121,7 @@ def ms_deform_attn_grid_sample(
     and the result is rounded once to their dtype: ``grid_sample`` takes one dtype for values and
     grid, and bf16 locations would be rounded to steps of up to 1/256 of the map (0.33 px on
     PiT-S's 84-pixel-wide level at 400 x 667)."""
-    if level_shapes is None:
-        level_shapes = [tuple(hw) for hw in spatial_shapes.tolist()]
+    level_shapes = _level_shapes(spatial_shapes, level_shapes)
     B, _, M, D = value.shape
     _, Q, _, L, P, _ = sampling_locations.shape
     dtype = value.dtype
