@@ -10,7 +10,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from . import metadata
+from . import fused, metadata
 from .errors import DeployError, unloadable
 
 RUNTIMES = ('onnxruntime', 'openvino')
@@ -58,10 +58,15 @@ def _onnxruntime(path: str, threads: int) -> Graph:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: not its notes on constants it cannot fold
-    try:
-        inference = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-    except Exception as e:  # onnxruntime's own errors (InvalidProtobuf, Fail, ...): no public base class
-        raise unloadable(path, e) from None
+
+    def session(with_fused_op: bool):
+        if with_fused_op:
+            options.register_custom_ops_library(fused.onnxruntime_library())
+            fused.set_onnxruntime_threads(threads)
+        return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+
+    # onnxruntime's own errors (InvalidProtobuf, Fail, ...) have no public base class.
+    inference = _load(session, path, Exception)
     meta = metadata.parse(inference.get_modelmeta().custom_metadata_map)
     return Graph(lambda feed: inference.run(None, feed), meta, 'onnxruntime')
 
@@ -73,10 +78,16 @@ def _openvino(path: str, threads: int) -> Graph:
     config = {'INFERENCE_PRECISION_HINT': 'f32', 'PERFORMANCE_HINT': 'LATENCY'}
     if threads:
         config['INFERENCE_NUM_THREADS'] = threads
+
+    def read(with_fused_op: bool):
+        if with_fused_op:
+            core.add_extension(str(fused.openvino_extension()))
+        return core.read_model(path)
+
+    model = _load(read, path, RuntimeError)  # OpenVINO's errors on a file it cannot read
     try:
-        model = core.read_model(path)
         compiled = core.compile_model(model, 'CPU', config)
-    except RuntimeError as e:  # OpenVINO's errors on a file it cannot read or compile
+    except RuntimeError as e:
         raise unloadable(path, e) from None
     request = compiled.create_infer_request()
     meta = metadata.from_openvino(model)
@@ -86,3 +97,24 @@ def _openvino(path: str, threads: int) -> Graph:
         return [np.array(result[output]) for output in compiled.outputs]  # copies: the request reuses its buffers
 
     return Graph(run, meta, 'openvino')
+
+
+def _load(load: Callable[[bool], object], path: str, errors: type):
+    """``load(False)``, or where the model has pit-det's fused op (the runtime names it in its
+    error), ``load(True)``: the op's library is built and registered only for the graphs that use it.
+
+    Raises:
+        FusedUnavailable: the model has the fused op and its library cannot be built here.
+        DeployError: a file the runtime cannot load, naming it.
+    """
+    try:
+        return load(False)
+    except errors as e:
+        if fused.OP not in str(e):
+            raise unloadable(path, e) from None
+    try:
+        return load(True)
+    except fused.FusedUnavailable:
+        raise
+    except errors as e:
+        raise unloadable(path, e) from None

@@ -17,7 +17,16 @@ from .wrappers import exportable
 # has its ops. torch's exporter writes opset 18 and converts down from it, which fails for the
 # detectors (the gather table's Pad has no adapter below 18): they come out at 18 whatever is
 # asked, and export_onnx says so.
-GRAPHS = {'grid_sample': 16, 'gather': 13}
+GRAPHS = {'grid_sample': 16, 'gather': 13, 'fused': 13}
+# The graph's kernel while it is traced: the standard-op graphs trace their own kernels; 'fused' traces
+# pit-det's C++ op (``pit_det::ms_deform_attn``), which the exporter writes as one node (:mod:`.fused_node`).
+_TRACED_IMPL = {'grid_sample': 'grid_sample', 'gather': 'gather', 'fused': 'fast'}
+
+
+def _fused_translation() -> dict:
+    from .fused_node import TRANSLATION  # onnxscript's parser: only for this graph
+
+    return TRANSLATION
 
 
 def export_onnx(
@@ -56,7 +65,7 @@ def export_onnx(
         info['min_size'] = min_size or min_dynamic_size(detector)
         info['max_size'] = MAX_DYNAMIC_SIZE
         shapes = dynamic_image_shapes(info['min_size'], info['max_size'])
-    with torch.no_grad(), msda_impl_as(detector, msda):
+    with torch.no_grad(), msda_impl_as(detector, _TRACED_IMPL[msda]):
         # onnxscript's graph optimiser (0.7.2) left a dangling input in these graphs
         # ('sigmoid_1_min_1' is not ... output of a previous node); onnxruntime optimises at load.
         program = torch.onnx.export(
@@ -69,6 +78,7 @@ def export_onnx(
             output_names=['boxes', 'scores', 'labels'],
             optimize=False,
             verbose=False,
+            custom_translation_table=_fused_translation() if msda == 'fused' else None,
         )
     model = program.model_proto
     written = next(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx'))

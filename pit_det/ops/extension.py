@@ -13,7 +13,12 @@ from types import ModuleType
 
 import torch
 
+import pit_det_deploy
+
 _SOURCE = osp.join(osp.dirname(__file__), 'csrc', 'ms_deform_attn_cpu.cpp')
+# The forward pass it shares with the runtime library of exported models (pit_det_deploy.fused);
+# ninja's header dependencies rebuild the extension when it changes.
+_SHARED_INCLUDE = osp.join(osp.dirname(pit_det_deploy.__file__), 'csrc')
 
 # Vector ISA flags per torch's own CPU capability. The capability is part of the extension's
 # name, so a cache directory shared by different machines never serves a build that the CPU
@@ -45,6 +50,7 @@ def load_extension(verbose: bool = False) -> ModuleType:
         return load(
             name=f'pit_det_ms_deform_attn_cpu_{isa}',
             sources=[_SOURCE],
+            extra_include_paths=[_SHARED_INCLUDE],
             extra_cflags=flags,
             extra_ldflags=['-fopenmp'],
             verbose=verbose,

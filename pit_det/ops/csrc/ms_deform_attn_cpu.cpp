@@ -1,22 +1,7 @@
-// Multi-scale deformable attention (Zhu et al., Deformable DETR, arXiv 2010.04159) on CPU.
-//
-// One pass per (query, head): bilinear samples from every level are weighted by their
-// attention and summed straight into the output row, so nothing of size
-// queries x heads x levels x points x channels is ever materialised. mmcv's CPU fallback
-// (grid_sample per level, stack, multiply, sum) writes and rereads four such tensors, and on
-// a memory-bound CPU that traffic is most of its time.
-//
-// Semantics are those of mmcv's CUDA kernel and of grid_sample(align_corners=False,
-// padding_mode='zeros'): pixel centres sit at (i + 0.5) / size and corners outside the map
-// read zero.
-//
-// Layouts (all contiguous):
-//   value               (B, S, M, D)        S = sum over levels of H_l * W_l
-//   spatial_shapes      (L, 2) int64        (H_l, W_l)
-//   level_start_index   (L,)   int64
-//   sampling_locations  (B, Q, M, L, P, 2)  (x, y) in [0, 1]
-//   attention_weights   (B, Q, M, L, P)
-//   output              (B, Q, M * D)
+// Multi-scale deformable attention (Zhu et al., Deformable DETR, arXiv 2010.04159) on CPU, as
+// pit-det's PyTorch extension: the forward pass of pit_det_deploy/csrc/ms_deform_attn_forward.h
+// (shared with the runtime library of exported models; layouts and semantics there), its backward
+// pass, and the checks that turn a bad call into a Python error.
 //
 // dtypes: value, output and grad_value are float64, float32, bfloat16 or float16; everything is
 // computed and accumulated in the "op math" type (float for bfloat16 / float16), in which the
@@ -28,92 +13,19 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#include "ms_deform_attn_forward.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 namespace {
 
-struct Dims {
-  int64_t B, S, M, D, Q, L, P;
-};
+using pit_det::Corners;
+using pit_det::Dims;
 
-// Bilinear corners of one sample: flat pixel offsets within the level and their weights.
-// Corners outside the map are flagged invalid and never read, as with zero padding.
-template <typename scalar_t>
-struct Corners {
-  int64_t offset[4];
-  scalar_t weight[4];
-  scalar_t dweight_dx[4];  // d weight / d x (pixel units)
-  scalar_t dweight_dy[4];
-  bool valid[4];
-  bool any;
-
-  Corners(scalar_t loc_x, scalar_t loc_y, int64_t H, int64_t W) {
-    const scalar_t x = loc_x * W - scalar_t(0.5);
-    const scalar_t y = loc_y * H - scalar_t(0.5);
-    any = y > -1 && x > -1 && y < H && x < W;  // false for NaN as well
-    if (!any) return;
-    const int64_t x0 = static_cast<int64_t>(std::floor(x));
-    const int64_t y0 = static_cast<int64_t>(std::floor(y));
-    const scalar_t lx = x - x0, ly = y - y0, hx = 1 - lx, hy = 1 - ly;
-    const int64_t xs[4] = {x0, x0 + 1, x0, x0 + 1};
-    const int64_t ys[4] = {y0, y0, y0 + 1, y0 + 1};
-    const scalar_t w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
-    const scalar_t dx[4] = {-hy, hy, -ly, ly};
-    const scalar_t dy[4] = {-hx, -lx, hx, lx};
-    for (int c = 0; c < 4; ++c) {
-      valid[c] = xs[c] >= 0 && xs[c] < W && ys[c] >= 0 && ys[c] < H;
-      offset[c] = valid[c] ? ys[c] * W + xs[c] : 0;
-      weight[c] = valid[c] ? w[c] : scalar_t(0);
-      dweight_dx[c] = valid[c] ? dx[c] : scalar_t(0);
-      dweight_dy[c] = valid[c] ? dy[c] : scalar_t(0);
-    }
-  }
-};
-
-// value_t is value transposed to (B, M, S, D): the samples of one head then read a table of
-// S * D values (700 KB for PiT-S at 400 x 667) that stays in cache while that head is swept.
-// kD > 0 fixes the channels per head at compile time (32 in every Deformable DETR config:
-// 256 channels / 8 heads), so the accumulator lives in vector registers.
-template <typename scalar_t, int kD, typename acc_t = at::opmath_type<scalar_t>>
-void forward_kernel(const scalar_t* __restrict__ value_t, const int64_t* shapes,
-                    const int64_t* starts, const acc_t* __restrict__ loc,
-                    const acc_t* __restrict__ attn, scalar_t* __restrict__ out, Dims d) {
-  const int64_t D = kD > 0 ? kD : d.D;
-  const int64_t chunk = 64;  // queries per task
-  const int64_t chunks = (d.Q + chunk - 1) / chunk;
-  at::parallel_for(0, d.B * d.M * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buffer(kD > 0 ? 0 : D);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t bm = task / chunks, b = bm / d.M, m = bm % d.M;
-      const int64_t q_end = std::min(d.Q, (task % chunks + 1) * chunk);
-      for (int64_t q = (task % chunks) * chunk; q < q_end; ++q) {
-        const int64_t bq = b * d.Q + q;
-        acc_t fixed[kD > 0 ? kD : 1];
-        acc_t* acc = kD > 0 ? fixed : buffer.data();
-        for (int64_t ch = 0; ch < D; ++ch) acc[ch] = 0;
-        int64_t s = (bq * d.M + m) * d.L * d.P;  // first sample of this (query, head)
-        for (int64_t l = 0; l < d.L; ++l) {
-          const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
-          const scalar_t* v = value_t + (bm * d.S + starts[l]) * D;
-          for (int64_t p = 0; p < d.P; ++p, ++s) {
-            const Corners<acc_t> c(loc[2 * s], loc[2 * s + 1], H, W);
-            if (!c.any) continue;
-            for (int k = 0; k < 4; ++k) {
-              if (!c.valid[k]) continue;
-              const acc_t w = attn[s] * c.weight[k];
-              const scalar_t* vk = v + c.offset[k] * D;
-              for (int64_t ch = 0; ch < D; ++ch) acc[ch] += w * static_cast<acc_t>(vk[ch]);
-            }
-          }
-        }
-        scalar_t* o = out + (bq * d.M + m) * D;
-        for (int64_t ch = 0; ch < D; ++ch) o[ch] = static_cast<scalar_t>(acc[ch]);
-      }
-    }
-  });
-}
+// torch's thread pool, as the shared kernel's parallel_for.
+const auto torch_parallel_for = [](int64_t n, const auto& fn) { at::parallel_for(0, n, 1, fn); };
 
 // grad_value is accumulated in acc_t (a float32 buffer for bfloat16 / float16 values: summing
 // thousands of queries' contributions in bfloat16 would lose most of them).
@@ -190,13 +102,8 @@ Dims check(const at::Tensor& value, const at::Tensor& shapes, const at::Tensor& 
   TORCH_CHECK(value.is_contiguous() && shapes.is_contiguous() && starts.is_contiguous() &&
                   loc.is_contiguous() && attn.is_contiguous(),
               "ms_deform_attn_cpu expects contiguous tensors");
-  const auto* sh = shapes.data_ptr<int64_t>();
-  const auto* st = starts.data_ptr<int64_t>();
-  for (int64_t l = 0; l < d.L; ++l) {
-    TORCH_CHECK(sh[2 * l] > 0 && sh[2 * l + 1] > 0 && st[l] >= 0 &&
-                    st[l] + sh[2 * l] * sh[2 * l + 1] <= d.S,
-                "level ", l, " of spatial_shapes / level_start_index lies outside value");
-  }
+  const std::string bad = pit_det::check_levels(d, shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>());
+  TORCH_CHECK(bad.empty(), bad);
   return d;
 }
 
@@ -208,9 +115,10 @@ at::Tensor ms_deform_attn_forward(const at::Tensor& value, const at::Tensor& sha
   const auto value_t = value.permute({0, 2, 1, 3}).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, value.scalar_type(), "ms_deform_attn_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    auto kernel = d.D == 32 ? forward_kernel<scalar_t, 32> : forward_kernel<scalar_t, 0>;
+    auto kernel = d.D == 32 ? pit_det::forward_kernel<scalar_t, 32, acc_t, decltype(torch_parallel_for)>
+                            : pit_det::forward_kernel<scalar_t, 0, acc_t, decltype(torch_parallel_for)>;
     kernel(value_t.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-           loc.data_ptr<acc_t>(), attn.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), d);
+           loc.data_ptr<acc_t>(), attn.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), d, torch_parallel_for);
   });
   return out;
 }
