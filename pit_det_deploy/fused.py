@@ -2,94 +2,192 @@
 ``pit_det::MultiScaleDeformableAttention`` that ``tools/deploy/export.py --msda fused`` writes.
 
 Its kernel is the forward pass of pit-det's PyTorch extension (``csrc/ms_deform_attn_forward.h``,
-one source for both), compiled here into two shared libraries on first use and cached:
+one source for both), compiled here into one shared library per runtime on first use, and cached:
 
-* ``pit_det_msda``: the kernel behind a C function. onnxruntime runs the node through
-  onnxruntime-extensions' Python custom ops (registered in the session's ``SessionOptions``), which
-  call that function on the node's arrays without a copy;
-* ``pit_det_msda_openvino``: an OpenVINO extension with the op and the ONNX frontend's mapping
-  from the node (``Core.add_extension``).
+* ``msda_onnxruntime.cpp``: an onnxruntime custom-op library (``SessionOptions.register_custom_ops_library``),
+  run on the session's intra-op threads. onnxruntime's wheel ships no C headers; they come from
+  Debian's ``libonnxruntime-dev`` package (headers only, 85 KB, checked against its SHA-256), or
+  from ``$ONNXRUNTIME_INCLUDE_DIR`` where a machine has them;
+* ``msda_openvino.cpp``: an OpenVINO extension with the op and the ONNX frontend's mapping from the
+  node (``Core.add_extension``), built against the installed OpenVINO's own headers.
 
-The libraries are built by the C++ compiler the set-up already needs for mmcv (``$CXX``, default
-``g++``) into ``$PIT_DET_CACHE/fused`` (default ``~/.cache/pit-det/fused``), one file per source,
-compiler flags and OpenVINO version, so an edited source or another machine's ISA gets its own
-build. Where there is no compiler, a fused graph cannot load, and :class:`FusedUnavailable` says so
-and names the standard-op graphs (``--msda grid_sample`` or ``gather``), which need nothing.
+Both are built by the C++ compiler the set-up already needs for mmcv (``$CXX``, default ``g++``) into
+``$PIT_DET_CACHE/fused`` (default ``~/.cache/pit-det/fused``), one file per source, flags and runtime
+version, so an edited source or another machine's ISA gets its own build (``tools/setup/verify_install.py``
+builds both). Where a library cannot be built, a fused graph does not load and
+:class:`FusedUnavailable` says why and names the standard-op graphs (``--msda grid_sample`` or
+``gather``), which need nothing.
 """
 
-import ctypes
 import hashlib
+import io
 import os
+import shutil
 import subprocess
+import tarfile
 import tempfile
+import urllib.request
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import List
-
-import numpy as np
+from typing import Callable, Iterator, List
 
 from .errors import DeployError
-from .hardware import _isa_from_flags, _read_cpuinfo
+from .hardware import isa_from_flags, read_cpuinfo
 
 DOMAIN, OP = 'pit_det', 'MultiScaleDeformableAttention'
 CSRC = Path(__file__).resolve().parent / 'csrc'
 # The vector ISA per CPU, as the PyTorch extension is built (pit_det/ops/extension.py).
 _ISA_FLAGS = {'AVX512': ['-march=x86-64-v4'], 'AVX2': ['-march=x86-64-v3']}
+# onnxruntime's C API headers, version 21 (onnxruntime 1.21; later releases run libraries built
+# against an older API): Debian 13's package of them.
+ORT_HEADERS = dict(
+    url='https://deb.debian.org/debian/pool/main/o/onnxruntime/libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb',
+    sha256='14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c4050ced08',
+    folder='usr/include/onnxruntime',
+)
 
 
 class FusedUnavailable(DeployError):
-    """A graph with the fused node, where its library cannot be built or loaded here."""
+    """A graph with the fused node, where the runtime's library for it cannot be built here."""
+
+
+def _unavailable(reason: str) -> FusedUnavailable:
+    return FusedUnavailable(
+        f"this model's deformable attention is pit-det's fused op ({DOMAIN}::{OP}), and its runtime library "
+        f'could not be built: {reason}\nExport with --msda grid_sample or --msda gather for a graph of '
+        'standard ops that any runtime loads.'
+    )
 
 
 def uses_fused_op(model) -> bool:
-    """Whether an ``onnx.ModelProto`` (or its graph's nodes) has the fused node."""
+    """Whether an ``onnx.ModelProto`` has the fused node."""
     return any(node.domain == DOMAIN and node.op_type == OP for node in model.graph.node)
+
+
+def node_model():
+    """An ``onnx.ModelProto`` of the fused node alone, inputs named as the op's and of any size:
+    how the set-up and the tests run a runtime's library on given arrays."""
+    from onnx import TensorProto, helper
+
+    inputs = [
+        helper.make_tensor_value_info(name, dtype, [f'{name}_{i}' for i in range(rank)])
+        for name, dtype, rank in (
+            ('value', TensorProto.FLOAT, 4),
+            ('spatial_shapes', TensorProto.INT64, 2),
+            ('level_start_index', TensorProto.INT64, 1),
+            ('sampling_locations', TensorProto.FLOAT, 6),
+            ('attention_weights', TensorProto.FLOAT, 5),
+        )
+    ]
+    node = helper.make_node(OP, [i.name for i in inputs], ['output'], domain=DOMAIN)
+    output = helper.make_tensor_value_info('output', TensorProto.FLOAT, ['B', 'Q', 'channels'])
+    graph = helper.make_graph([node], 'fused_msda', inputs, [output])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13), helper.make_opsetid(DOMAIN, 1)])
 
 
 def _cache_dir() -> Path:
     return Path(os.environ.get('PIT_DET_CACHE') or Path.home() / '.cache' / 'pit-det') / 'fused'
 
 
+def _write_whole(target: Path, write: Callable[[Path], None]) -> None:
+    """``write(path)`` under a temporary name beside ``target``, then renamed to it: ``target`` (a
+    file or a folder) is whole or absent, so processes may build it at once."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent))
+    try:
+        write(staging / target.name)
+        try:
+            os.replace(staging / target.name, target)
+        except OSError:
+            if not target.exists():
+                raise  # not a folder another process put there first
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _compile(name: str, source: str, flags: List[str]) -> Path:
-    """``source`` compiled with ``flags`` into ``<cache>/<name>-<hash>.so``, once; the file is whole
-    or absent (written under another name, then renamed), so processes may build it at once."""
+    """``csrc/<source>`` compiled with ``flags`` into ``<cache>/<name>-<hash>.so``, once."""
     cxx = os.environ.get('CXX', 'g++')
-    _, cpu_flags = _read_cpuinfo()
-    command = [cxx, '-O3', '-std=c++17', '-shared', '-fPIC', '-g0', *_ISA_FLAGS.get(_isa_from_flags(cpu_flags), [])]
-    command += [f'-I{CSRC}', str(CSRC / source), *flags]
+    isa = _ISA_FLAGS.get(isa_from_flags(read_cpuinfo()[1]), [])
+    command = [cxx, '-O3', '-std=c++17', '-shared', '-fPIC', '-g0', *isa, f'-I{CSRC}', str(CSRC / source), *flags]
     key = hashlib.sha256(' '.join(command).encode())
     for path in sorted(CSRC.iterdir()):
         key.update(path.read_bytes())
     target = _cache_dir() / f'{name}-{key.hexdigest()[:16]}.so'
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(suffix='.so', dir=target.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run([*command, '-o', partial], capture_output=True, text=True)
-    except OSError as e:  # no compiler at all
-        os.unlink(partial)
-        raise FusedUnavailable(_unavailable(f'{cxx} cannot run ({e})')) from None
-    if proc.returncode != 0:
-        os.unlink(partial)
-        raise FusedUnavailable(_unavailable(f'{cxx} failed on {CSRC / source}:\n{proc.stderr[-2000:]}'))
-    os.replace(partial, target)
+
+    def build(path: Path) -> None:
+        try:
+            proc = subprocess.run([*command, '-o', str(path)], capture_output=True, text=True)
+        except OSError as e:  # no compiler at all
+            raise _unavailable(f'{cxx} cannot run ({e}); install a C++ compiler (g++, or set $CXX)') from None
+        if proc.returncode != 0:
+            raise _unavailable(f'{cxx} failed on {CSRC / source}:\n{proc.stderr[-2000:]}')
+
+    _write_whole(target, build)
     return target
 
 
-def _unavailable(reason: str) -> str:
-    return (
-        f"this model's deformable attention is pit-det's fused op ({DOMAIN}::{OP}), whose runtime "
-        f'library could not be built: {reason}\nExport with --msda grid_sample or --msda gather for a '
-        'graph of standard ops that any runtime loads, or install a C++ compiler (g++, or $CXX).'
-    )
+def onnxruntime_headers() -> Path:
+    """The folder of onnxruntime's C API headers: ``$ONNXRUNTIME_INCLUDE_DIR``, or Debian's
+    package of them, downloaded once into the cache.
+
+    Raises:
+        FusedUnavailable: neither is at hand (offline, or a download that fails its checksum).
+    """
+    given = os.environ.get('ONNXRUNTIME_INCLUDE_DIR')
+    if given:
+        if not (Path(given) / 'onnxruntime_lite_custom_op.h').is_file():
+            raise _unavailable(f'$ONNXRUNTIME_INCLUDE_DIR={given} has no onnxruntime_lite_custom_op.h')
+        return Path(given)
+    folder = _cache_dir() / f'onnxruntime-headers-{ORT_HEADERS["sha256"][:16]}'
+    if folder.is_dir():
+        return folder
+    try:
+        with urllib.request.urlopen(ORT_HEADERS['url'], timeout=60) as response:
+            package = response.read()
+    except OSError as e:
+        raise _unavailable(
+            f"onnxruntime's C headers (which its wheel does not ship) could not be downloaded from "
+            f'{ORT_HEADERS["url"]} ({e}); set $ONNXRUNTIME_INCLUDE_DIR to a folder with them'
+        ) from None
+    if hashlib.sha256(package).hexdigest() != ORT_HEADERS['sha256']:
+        raise _unavailable(f'{ORT_HEADERS["url"]} does not have the SHA-256 it should')
+    headers = _deb_files(package, ORT_HEADERS['folder'])
+
+    def write(path: Path) -> None:
+        for relative, data in headers.items():
+            (path / relative).parent.mkdir(parents=True, exist_ok=True)
+            (path / relative).write_bytes(data)
+
+    _write_whole(folder, write)
+    return folder
+
+
+def _deb_files(package: bytes, folder: str) -> dict:
+    """The files under ``folder`` in a Debian package (an ``ar`` archive holding ``data.tar.xz``),
+    by their path relative to it."""
+    data, offset = None, 8  # after the '!<arch>\n' magic
+    while offset + 60 <= len(package):
+        name, size = package[offset : offset + 16].decode().strip(), int(package[offset + 48 : offset + 58])
+        if name.rstrip('/').startswith('data.tar'):
+            data = package[offset + 60 : offset + 60 + size]
+        offset += 60 + size + size % 2
+    files = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            path = member.name.lstrip('./')
+            if member.isfile() and path.startswith(folder + '/'):
+                files[path[len(folder) + 1 :]] = tar.extractfile(member).read()
+    return files
 
 
 @lru_cache(maxsize=None)
-def kernel_library() -> Path:
-    """The C library (``pit_det_msda_forward_f32``), built once."""
-    return _compile('pit_det_msda', 'msda_c_api.cpp', ['-pthread'])
+def onnxruntime_library() -> Path:
+    """The onnxruntime custom-op library, built once."""
+    return _compile('pit_det_msda_onnxruntime', 'msda_onnxruntime.cpp', [f'-I{onnxruntime_headers()}'])
 
 
 @lru_cache(maxsize=None)
@@ -100,81 +198,31 @@ def openvino_extension() -> Path:
     root = Path(openvino.__file__).resolve().parent
     runtime = sorted((root / 'libs').glob('libopenvino.so.*'))
     if not runtime:
-        raise FusedUnavailable(_unavailable(f'no libopenvino.so in {root / "libs"} to link against'))
-    flags = [f'-I{root / "include"}', f'-l:{runtime[0].name}', f'-L{root / "libs"}', f'-Wl,-rpath,{root / "libs"}']
+        raise _unavailable(f'no libopenvino.so in {root / "libs"} to link against')
+    flags = [f'-I{root / "include"}', f'-L{root / "libs"}', f'-l:{runtime[0].name}', f'-Wl,-rpath,{root / "libs"}']
     return _compile(f'pit_det_msda_openvino-{openvino.__version__.split("-")[0]}', 'msda_openvino.cpp', flags)
 
 
-@lru_cache(maxsize=None)
-def _c_function():
-    fn = ctypes.CDLL(str(kernel_library())).pit_det_msda_forward_f32
-    fn.restype = ctypes.c_int
-    return fn
+@contextmanager
+def in_every_onnxruntime_session() -> Iterator[None]:
+    """Within the block, every ``onnxruntime.SessionOptions()`` registers the fused op.
 
-
-_threads = {'onnxruntime': 1}  # the fused op's threads in onnxruntime: those of the last session loaded
-
-
-def forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, threads: int = 1):
-    """The fused kernel on numpy arrays (fp32 and int64, the layouts of ``csrc/ms_deform_attn_forward.h``)
-    -> (B, Q, M * D) fp32.
-
-    Raises:
-        DeployError: arrays whose shapes or dtypes do not fit together, naming them.
+    For INT8 calibration of a fused graph: onnxruntime 1.32's static quantization runs the graph in a
+    session it makes from a ``SessionOptions`` of its own, with no way to add a custom-op library
+    (``onnxruntime/quantization/calibrate.py``, ``create_inference_session``). It looks the class up
+    on the module at each call, so the block swaps in a subclass that registers the library.
     """
-    value, sampling_locations, attention_weights = (
-        np.ascontiguousarray(a, dtype=np.float32) for a in (value, sampling_locations, attention_weights)
-    )
-    spatial_shapes, level_start_index = (np.ascontiguousarray(a, dtype=np.int64) for a in (spatial_shapes, level_start_index))
-    B, S, M, D = value.shape
-    Q, L, P = sampling_locations.shape[1], sampling_locations.shape[3], sampling_locations.shape[4]
-    if (
-        sampling_locations.shape != (B, Q, M, L, P, 2)
-        or attention_weights.shape != (B, Q, M, L, P)
-        or spatial_shapes.shape != (L, 2)
-        or level_start_index.shape != (L,)
-    ):
-        raise DeployError(
-            f'{DOMAIN}::{OP}: value {value.shape}, spatial_shapes {spatial_shapes.shape}, level_start_index '
-            f'{level_start_index.shape}, sampling_locations {sampling_locations.shape} and attention_weights '
-            f'{attention_weights.shape} do not fit (B, S, M, D), (L, 2), (L,), (B, Q, M, L, P, 2), (B, Q, M, L, P)'
-        )
-    out = np.empty((B, Q, M * D), np.float32)
-    scratch = np.empty_like(value)
-    dims = np.array([B, S, M, D, Q, L, P], np.int64)
-    error = ctypes.create_string_buffer(256)
-    pointer = ctypes.c_void_p
-    arrays = (value, spatial_shapes, level_start_index, sampling_locations, attention_weights, out, scratch, dims)
-    status = _c_function()(*(pointer(a.ctypes.data) for a in arrays), int(threads), error, len(error))
-    if status:
-        raise DeployError(f'{DOMAIN}::{OP}: {error.value.decode()}')
-    return out
+    import onnxruntime
 
+    library, plain = str(onnxruntime_library()), onnxruntime.SessionOptions
 
-@lru_cache(maxsize=None)
-def onnxruntime_library() -> str:
-    """onnxruntime-extensions' custom-op library, with the fused op registered as one of its Python
-    ops; ``SessionOptions.register_custom_ops_library`` takes the path."""
-    kernel_library()  # built (or its error raised) before a session ever runs the node
+    class WithFusedOp(plain):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_custom_ops_library(library)
+
+    onnxruntime.SessionOptions = WithFusedOp
     try:
-        from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
-    except ImportError as e:
-        raise FusedUnavailable(
-            f'{DOMAIN}::{OP} runs in onnxruntime through onnxruntime-extensions, which is not installed '
-            f'({e}): pip install onnxruntime-extensions (the version of tools/setup/constraints.txt), or '
-            'export with --msda grid_sample or --msda gather'
-        ) from None
-    f32, i64 = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int64
-
-    @onnx_op(op_type=f'{DOMAIN}::{OP}', inputs=[f32, i64, i64, f32, f32], outputs=[f32])
-    def _fused(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-        return forward(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, _threads['onnxruntime']
-        )
-
-    return get_library_path()
-
-
-def set_onnxruntime_threads(threads: int) -> None:
-    """The fused op's threads in onnxruntime (its Python op cannot read the session's)."""
-    _threads['onnxruntime'] = threads if threads > 0 else (os.cpu_count() or 1)
+        yield
+    finally:
+        onnxruntime.SessionOptions = plain

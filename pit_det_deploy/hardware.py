@@ -70,7 +70,7 @@ class CpuInfo:
         return f'{self.model} ({self.isa}, {low}, {self.cores} cores)'
 
 
-def _read_cpuinfo() -> Tuple[Optional[str], Dict[str, bool]]:
+def read_cpuinfo() -> Tuple[Optional[str], Dict[str, bool]]:
     """The model name and the feature flags of ``/proc/cpuinfo`` (flags under torch's names)."""
     model, flags = None, {}
     try:
@@ -86,7 +86,7 @@ def _read_cpuinfo() -> Tuple[Optional[str], Dict[str, bool]]:
     return model, flags
 
 
-def _isa_from_flags(flags: Dict[str, bool]) -> str:
+def isa_from_flags(flags: Dict[str, bool]) -> str:
     """torch's ``get_cpu_capability()`` name for an x86 CPU's flags, where torch is not installed."""
     if all(flags.get(f) for f in ('avx512f', 'avx512bw', 'avx512vl', 'avx512dq')):
         return 'AVX512'
@@ -95,7 +95,7 @@ def _isa_from_flags(flags: Dict[str, bool]) -> str:
 
 def cpu_info() -> CpuInfo:
     """This CPU, as torch sees it where torch is installed (the deploy runtime may lack it)."""
-    model, flags = _read_cpuinfo()
+    model, flags = read_cpuinfo()
     try:
         import torch
     except ImportError:
@@ -105,7 +105,7 @@ def cpu_info() -> CpuInfo:
     caps = dict(get_capabilities()) if get_capabilities is not None else flags
     features = frozenset(name for names in NATIVE.values() for name in names if caps.get(name))
     model = model or str(caps.get('cpu_name') or platform.processor() or platform.machine())
-    isa = torch.backends.cpu.get_cpu_capability() if torch is not None else _isa_from_flags(flags)
+    isa = torch.backends.cpu.get_cpu_capability() if torch is not None else isa_from_flags(flags)
     return CpuInfo(model=model, isa=isa, features=features, cores=os.cpu_count() or 1)
 
 

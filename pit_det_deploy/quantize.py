@@ -12,12 +12,13 @@ exporter stores on every node (:data:`KEEP_FP32`).
 
 import ast
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Sequence
 
 import numpy as np
 
-from . import metadata
+from . import fused, metadata
 from .errors import DeployError
 
 # Groups of matmuls that can stay fp32, each by what torch's exporter recorded of the node.
@@ -33,6 +34,10 @@ KEEP_FP32 = {
     'attention': 'self-attention scores and their product with the values',
 }
 DEFAULT_KEEP = ('head',)
+# The ops that become INT8: the transformers' matmuls, and the convolutions (R50's backbone and
+# neck, the patch embeddings, PiT's pooling). Deformable attention's sampling stays fp32 where it is
+# GridSample or the fused op (pit_det_deploy.fused); the gather graph's weighting MatMul is quantized.
+QUANTIZED_OPS = ('MatMul', 'Gemm', 'Conv')
 
 
 def _group(node) -> str:
@@ -157,21 +162,24 @@ def quantize(
     # about 2x fp32 in OpenVINO (docs/export.md). Its note is dropped.
     note = _DropMessage('pre-processing before quantization')
     logging.getLogger().addFilter(note)
+    # A fused graph's attention stays one fp32 node, which calibration runs (pit_det_deploy.fused).
+    sessions = fused.in_every_onnxruntime_session() if fused.uses_fused_op(model) else nullcontext()
     try:
-        quantize_static(
-            model_path,
-            out_path,
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=['MatMul', 'Gemm'],
-            nodes_to_exclude=[n for names in groups.values() for n in names],
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True},
-            calibration_providers=['CPUExecutionProvider'],
-        )
+        with sessions:
+            quantize_static(
+                model_path,
+                out_path,
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                nodes_to_exclude=[n for names in groups.values() for n in names],
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True},
+                calibration_providers=['CPUExecutionProvider'],
+            )
     finally:
         logging.getLogger().removeFilter(note)
     if not count:

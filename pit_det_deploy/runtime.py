@@ -3,7 +3,8 @@
 Both read the same ``.onnx`` file as it is. OpenVINO's CPU plugin would run fp32 models in bf16
 on CPUs with AMX or AVX-512 BF16 (its default ``INFERENCE_PRECISION_HINT`` there); pit-det asks
 for fp32, so that both runtimes give PyTorch's detections. An INT8 model (``tools/deploy/quantize.py``)
-carries its precision in the graph.
+carries its precision in the graph. A graph with pit-det's fused deformable attention
+(``--msda fused``) loads the runtime's library for it (:mod:`.fused`).
 """
 
 from typing import Callable, Dict, List
@@ -61,8 +62,7 @@ def _onnxruntime(path: str, threads: int) -> Graph:
 
     def session(with_fused_op: bool):
         if with_fused_op:
-            options.register_custom_ops_library(fused.onnxruntime_library())
-            fused.set_onnxruntime_threads(threads)
+            options.register_custom_ops_library(str(fused.onnxruntime_library()))
         return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
     # onnxruntime's own errors (InvalidProtobuf, Fail, ...) have no public base class.

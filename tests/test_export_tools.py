@@ -30,14 +30,15 @@ from pit_det.models import set_msda_impl
 @pytest.fixture(scope='module')
 def toy(trained_toy_detector, tmp_path_factory):
     """The toy detector trained for one epoch (mmengine's checkpoint, with dataset_meta) and its
-    dynamic ONNX exports by tools/deploy/export.py, GridSample (``trained_toy_detector``) and gather
-    graphs, and two toy images of different sizes."""
+    dynamic ONNX exports by tools/deploy/export.py, GridSample (``trained_toy_detector``), gather and
+    fused graphs, and two toy images of different sizes."""
     root = tmp_path_factory.mktemp('toy_export')  # this file's own: the shared fixture's folder is read only
     ckpt = trained_toy_detector['checkpoint']
-    gather = run(
-        ['tools/deploy/export.py', TOY, ckpt, '--out', root / 'toy_gather.onnx', '--dynamic', '--msda', 'gather']
-    )
-    assert gather.returncode == 0, gather.stderr[-3000:]
+    for graph in ('gather', 'fused'):
+        proc = run(
+            ['tools/deploy/export.py', TOY, ckpt, '--out', root / f'toy_{graph}.onnx', '--dynamic', '--msda', graph]
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
     make_split(root / 'images', 'val', 2, seed=3)
     images = sorted((root / 'images/val2017').iterdir())
     return dict(
@@ -46,23 +47,25 @@ def toy(trained_toy_detector, tmp_path_factory):
         checkpoint=ckpt,
         onnx=trained_toy_detector['onnx'],
         gather=root / 'toy_gather.onnx',
+        fused=root / 'toy_fused.onnx',
         images=images,
         stdout=trained_toy_detector['stdout'],
     )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('msda', ['grid_sample', 'gather'])
+@pytest.mark.parametrize('msda', ['grid_sample', 'gather', 'fused'])
 def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy, msda):
-    """Both graphs, both runtimes, at sizes other than the traced one (odd feature maps too)."""
-    path = toy['onnx'] if msda == 'grid_sample' else toy['gather']
+    """Every graph, both runtimes, at sizes other than the traced one (odd feature maps too); the
+    fused graph against PyTorch's C++ kernel, which its op runs."""
+    path = toy['onnx'] if msda == 'grid_sample' else toy[msda]
     info = json.loads(onnx.load(str(path), load_external_data=False).metadata_props[0].value)
     assert (
         info['dynamic'] and info['input_shape'] == [96, 128] and info['classes'] == ['rectangle', 'ellipse', 'triangle']
     )
     assert info['msda'] == msda
     assert f'any {info["min_size"]}..4096' in toy['stdout']
-    set_msda_impl(toy['model'], msda)
+    set_msda_impl(toy['model'], 'fast' if msda == 'fused' else msda)
     for h, w in ((128, 80), (72, 128), (101, 67)):
         x = image(h, w, seed=w)
         expected = predict(toy['model'], x)
@@ -75,17 +78,24 @@ def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy
 def test_onnx_demo_draws_what_demo_draws_without_torch(toy, tmp_path, runtime):
     """tools/deploy/onnx_demo.py runs with the runtime, numpy and OpenCV only (torch and OpenMMLab
     unimportable), and writes the picture and detections tools/demo.py writes, in onnxruntime
-    and in OpenVINO."""
+    and in OpenVINO, from the GridSample graph and from the fused one (whose library the deploy
+    package builds and loads on its own)."""
     folder = toy['images'][0].parent  # both tools take a folder: one run each for both images
-    onnx_out, torch_out = tmp_path / 'onnx', tmp_path / 'torch'
-    proc = run_without_torch(
-        'tools/deploy/onnx_demo.py', folder, toy['onnx'], '--out', onnx_out, '--score-thr', '0', '--runtime', runtime
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torch_out = tmp_path / 'torch'
     proc = run(['tools/demo.py', folder, TOY, toy['checkpoint'], '--out', torch_out, '--score-thr', '0'])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    for graph in ('onnx', 'fused'):
+        onnx_out = tmp_path / graph
+        proc = run_without_torch(
+            'tools/deploy/onnx_demo.py', folder, toy[graph], '--out', onnx_out, '--score-thr', '0', '--runtime', runtime
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        _assert_same_pictures_and_detections(toy['images'], onnx_out, torch_out)
+
+
+def _assert_same_pictures_and_detections(images, onnx_out, torch_out):
     records = [json.loads((d / 'detections.json').read_text()) for d in (onnx_out, torch_out)]
-    assert [r['file'] for r in records[0]] == [r['file'] for r in records[1]] == [str(p) for p in toy['images']]
+    assert [r['file'] for r in records[0]] == [r['file'] for r in records[1]] == [str(p) for p in images]
     for ours, theirs in zip(*records):
         assert len(ours['detections']) == len(theirs['detections']) == 100  # score threshold 0: all of them
         # The same detections, up to the order of scores that tie (rounded to 1e-4 in the file).
@@ -99,7 +109,7 @@ def test_onnx_demo_draws_what_demo_draws_without_torch(toy, tmp_path, runtime):
             ),
         )
         assert None not in pairs
-    for image_path in toy['images']:
+    for image_path in images:
         picture, reference = (cv2.imread(str(d / f'{image_path.stem}.png')) for d in (onnx_out, torch_out))
         assert picture.shape == reference.shape == cv2.imread(str(image_path)).shape
         assert np.array_equal(picture, reference)

@@ -47,6 +47,35 @@ def check_cuda_ops(attn, inputs: dict, expected: torch.Tensor, device: str = 'cu
     )
 
 
+def check_fused_library(shapes: torch.Tensor, start: torch.Tensor) -> str:
+    """Builds the runtime libraries of fused exports (pit_det_deploy.fused) now rather than at a
+    fused graph's first load, and checks that both runtimes run the PyTorch extension's kernel."""
+    import tempfile
+
+    import onnx
+
+    from pit_det.ops import load_extension
+    from pit_det_deploy import RUNTIMES, fused, load_graph
+
+    num_value = int((shapes[:, 0] * shapes[:, 1]).sum())
+    value, loc, attn = torch.randn(1, num_value, 4, 8), torch.rand(1, 5, 4, 2, 2, 2), torch.rand(1, 5, 4, 2, 2)
+    expected = load_extension().forward(value, shapes, start, loc, attn).numpy()
+    feed = dict(
+        zip(
+            ('value', 'spatial_shapes', 'level_start_index', 'sampling_locations', 'attention_weights'),
+            (t.numpy() for t in (value, shapes, start, loc, attn)),
+        )
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f'{tmp}/node.onnx'
+        onnx.save(fused.node_model(), path)
+        for runtime in RUNTIMES:
+            (got,) = load_graph(path, runtime)(feed)
+            if not (got == expected).all():
+                raise SetupError(f"pit-det's fused op in {runtime} differs from the PyTorch extension")
+    return 'fused-op libraries built for onnxruntime and OpenVINO'
+
+
 def main() -> None:
     t0 = time.time()
     import mmcv
@@ -81,11 +110,13 @@ def main() -> None:
     set_msda_impl(attn, 'fast')  # compiles the kernel now rather than inside the first training run
     fast = attn(**inputs)
     torch.testing.assert_close(fast, out, atol=1e-5, rtol=1e-5)
+    fused = check_fused_library(shapes, start)
     print(
         f'install check OK in {time.time() - t0:.1f}s: torch {torch.__version__}, '
         f'torchvision {torchvision.__version__}, '
         f'mmcv {mmcv.__version__} (ops), mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, '
-        f'timm {timm.__version__}, pit_det {pit_det.__version__} (C++ deformable attention kernel built); {cuda}'
+        f'timm {timm.__version__}, pit_det {pit_det.__version__} (C++ deformable attention kernel built); '
+        f'{fused}; {cuda}'
     )
 
 
