@@ -95,14 +95,15 @@ def tiny_toy(tmp_path_factory) -> Path:
 @pytest.fixture(scope='session')
 def trained_toy_detector(tmp_path_factory) -> dict:
     """The toy config trained for one epoch (150 iterations) on the generated toy set by tools/train.py,
-    and its dynamic ONNX export (GridSample graph) by tools/deploy/export.py, as a user runs them; shared by
-    the INT8 and the export tools' tests.
+    and its dynamic ONNX exports (GridSample and fused graphs) by tools/deploy/export.py, as a user runs
+    them; shared by the INT8 and the export tools' tests.
 
     Built once per pytest run: under pytest-xdist by the first worker that asks, in the run's common
     temporary folder, while the others wait on a file lock (pytest-xdist's documented pattern).
 
     Returns:
-        dict: ``data`` (the toy set's root), ``checkpoint``, ``onnx`` (paths) and the export's ``stdout``.
+        dict: ``data`` (the toy set's root), ``checkpoint``, ``onnx`` (GridSample), ``fused`` (paths) and
+        the GridSample export's ``stdout``.
     """
     base = tmp_path_factory.getbasetemp()
     root = (base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base) / 'trained_toy_detector'
@@ -147,4 +148,11 @@ def _train_and_export(root: Path) -> dict:
     )
     checkpoint = root / 'work/epoch_1.pth'
     exported = run('tools/deploy/export.py', TOY, checkpoint, '--out', root / 'toy.onnx', '--dynamic')
-    return dict(data=str(data), checkpoint=str(checkpoint), onnx=str(root / 'toy.onnx'), stdout=exported.stdout)
+    run('tools/deploy/export.py', TOY, checkpoint, '--out', root / 'toy_fused.onnx', '--dynamic', '--msda', 'fused')
+    return dict(
+        data=str(data),
+        checkpoint=str(checkpoint),
+        onnx=str(root / 'toy.onnx'),
+        fused=str(root / 'toy_fused.onnx'),
+        stdout=exported.stdout,
+    )

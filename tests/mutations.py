@@ -110,6 +110,27 @@ MUTATIONS = [
         '        metadata.parse(inference.get_modelmeta().custom_metadata_map)\n    except',
         ('tests/test_deploy_errors.py::test_a_bug_after_loading_keeps_its_traceback',),
     ),
+    Mutation(
+        'openvino_op_reads_int32_shapes_as_int64',
+        'pit_det_deploy/csrc/msda_openvino.cpp',
+        'if (t.get_element_type() == ov::element::i64) {',
+        'if (true) {',
+        ('tests/test_fused_op.py::test_both_runtimes_compute_what_the_pytorch_extension_computes',),
+    ),
+    Mutation(
+        'fused_kernel_off_by_half_a_pixel',
+        'pit_det_deploy/csrc/ms_deform_attn_forward.h',
+        'const scalar_t x = loc_x * W - scalar_t(0.5);',
+        'const scalar_t x = loc_x * W;',
+        ('tests/test_msda.py::test_fast_equals_stock_forward_and_gradients',),
+    ),
+    Mutation(
+        'standard_graphs_build_the_fused_library',
+        'pit_det_deploy/runtime.py',
+        '        return load(False)\n    except errors as e:',
+        '        return load(True)\n    except errors as e:',
+        ('tests/test_fused_op.py::test_without_a_compiler_a_fused_graph_names_the_portable_graphs',),
+    ),
 ]
 
 

@@ -1,9 +1,9 @@
 """pit-det's fused deformable attention in the runtimes (``tools/deploy/export.py --msda fused``,
-:mod:`pit_det_deploy.fused`): the runtime library computes what the PyTorch extension computes,
-a fused export gives PyTorch's detections in onnxruntime and OpenVINO on a photograph, static and
-dynamic, and a machine that cannot build the library is told which graphs need none. The trained
-toy detector's fused export by tools/deploy/export.py, run by the deploy tools without torch:
-tests/test_export_tools.py; INT8 around the fused op: tests/test_quantize.py."""
+:mod:`pit_det_deploy.fused`): both runtimes' libraries compute what the PyTorch extension computes,
+fused exports give PyTorch's detections in onnxruntime and OpenVINO (dynamic on a photograph,
+static on the toy detector), and a machine that cannot build a library is told which graphs need
+none. The trained toy detector's fused export by tools/deploy/export.py, run by the deploy tools
+without torch: tests/test_export_tools.py; INT8 around the fused op: tests/test_quantize.py."""
 
 import cv2
 import numpy as np
@@ -71,32 +71,41 @@ def test_level_shapes_outside_value_are_named(node, runtime):
         graph(dict(zip(NAMES, (value, shapes, past_the_end, loc, attn))))
 
 
-@pytest.fixture(scope='module')
-def shallow_pit_s():
-    return perturbed(bm.build_detector(str(CONFIG), None, SHALLOW))
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize('dynamic', [False, True])
-def test_fused_export_gives_pytorchs_detections_on_a_photograph(shallow_pit_s, tmp_path, dynamic):
-    """One node per deformable attention and no GridSample; in both runtimes, the detections of
-    PyTorch's C++ kernel on the photograph as the test pipeline prepares it (static: the traced
-    size; dynamic: traced on another size), and on a generated image of another size (dynamic)."""
-    model = shallow_pit_s
+def test_dynamic_fused_export_gives_pytorchs_detections_on_a_photograph(tmp_path):
+    """PiT-S (1 encoder and 2 decoder layers), traced at 320 x 416: one node per deformable
+    attention and no GridSample; in both runtimes, the detections of PyTorch's C++ kernel on the
+    photograph as the test pipeline prepares it and on a generated image of another size."""
+    model = perturbed(bm.build_detector(str(CONFIG), None, SHALLOW))
     photo, _ = prepare(cv2.imread(PHOTO), preprocessing_of(Config.fromfile(CONFIG)))  # (1, 3, 400, 469)
-    photo = torch.from_numpy(photo)
     path = tmp_path / 'fused.onnx'
-    export_onnx(model, photo if not dynamic else image(320, 416), str(path), dynamic=dynamic, msda='fused')
+    export_onnx(model, image(320, 416), str(path), dynamic=True, msda='fused')
     graph = onnx.load(str(path), load_external_data=False).graph
-    nodes = [n for n in graph.node if n.domain == fused.DOMAIN]
-    assert [n.op_type for n in nodes] == [fused.OP] * 3  # 1 encoder + 2 decoder layers
+    assert [n.op_type for n in graph.node if n.domain == fused.DOMAIN] == [fused.OP] * 3
     assert 'GridSample' not in {n.op_type for n in graph.node}
     set_msda_impl(model, 'fast')
-    inputs = [photo, image(288, 352, seed=2)] if dynamic else [photo]
-    for x in inputs:
+    for x in (torch.from_numpy(photo), image(288, 352, seed=2)):
         expected = predict(model, x)
         for runtime in RUNTIMES:
             assert_same_detections(run_graph(path, runtime, x.numpy()), expected, max(x.shape[-2:]))
+
+
+@pytest.fixture(scope='module')
+def toy(tmp_path_factory):
+    """The toy PiT-S (random weights) and its static 96 x 128 exports, fused and GridSample."""
+    model = perturbed(bm.build_detector(str(TOY), None))
+    root = tmp_path_factory.mktemp('toy_exports')
+    for msda in ('fused', 'grid_sample'):
+        export_onnx(model, image(96, 128), str(root / f'{msda}.onnx'), msda=msda)
+    return dict(model=model, fused=root / 'fused.onnx', grid_sample=root / 'grid_sample.onnx')
+
+
+def test_static_fused_export_gives_pytorchs_detections(toy):
+    set_msda_impl(toy['model'], 'fast')
+    x = image(96, 128, seed=5)
+    expected = predict(toy['model'], x)
+    for runtime in RUNTIMES:
+        assert_same_detections(run_graph(toy['fused'], runtime, x.numpy()), expected, 128)
 
 
 def _forget_builds():
@@ -116,22 +125,14 @@ def no_compiler(monkeypatch, tmp_path):
     _forget_builds()
 
 
-def _toy_export(tmp_path, msda: str):
-    model = perturbed(bm.build_detector(str(TOY), None))
-    path = tmp_path / f'{msda}.onnx'
-    export_onnx(model, image(96, 128), str(path), msda=msda)
-    return path
-
-
 @pytest.mark.parametrize('runtime', RUNTIMES)
-def test_without_a_compiler_a_fused_graph_names_the_portable_graphs(tmp_path, runtime, no_compiler):
-    fused_graph, grid_sample = _toy_export(tmp_path, 'fused'), _toy_export(tmp_path, 'grid_sample')
+def test_without_a_compiler_a_fused_graph_names_the_portable_graphs(toy, tmp_path, runtime, no_compiler):
     # A standard-op graph needs no library: it loads and runs with nothing built.
-    boxes, scores, labels = load_graph(str(grid_sample), runtime)({'image': image(96, 128).numpy()})
+    boxes, scores, labels = load_graph(str(toy['grid_sample']), runtime)({'image': image(96, 128).numpy()})
     assert boxes.shape[-1] == 4 and len(scores[0]) == len(labels[0]) > 0
     assert not (tmp_path / 'cache').exists()
     with pytest.raises(fused.FusedUnavailable) as err:
-        load_graph(str(fused_graph), runtime)
+        load_graph(str(toy['fused']), runtime)
     message = str(err.value)
     assert 'no-such-compiler cannot run' in message and 'install a C++ compiler' in message
     assert '--msda grid_sample or --msda gather' in message

@@ -18,7 +18,7 @@ from weight_files import perturbed
 
 from pit_det import benchmark as bm
 from pit_det.export import export_onnx, exportable
-from pit_det_deploy import RUNTIMES, DeployError
+from pit_det_deploy import RUNTIMES, DeployError, fused
 from pit_det_deploy.evaluate import evaluate_onnx
 from pit_det_deploy.quantize import fit_to, fp32_nodes
 
@@ -90,10 +90,10 @@ def test_fixed_size_models_calibrate_on_any_image():
 
 @pytest.fixture(scope='module')
 def trained(trained_toy_detector, tmp_path_factory):
-    """The toy detector trained for one epoch and exported (dynamic; ``trained_toy_detector``),
-    quantized by tools/deploy/quantize.py as a user runs it."""
+    """The toy detector trained for one epoch and exported with pit-det's fused deformable attention
+    (dynamic; ``trained_toy_detector``), quantized by tools/deploy/quantize.py as a user runs it."""
     root = tmp_path_factory.mktemp('int8')
-    data, fp32, int8 = trained_toy_detector['data'], trained_toy_detector['onnx'], root / 'toy.int8.onnx'
+    data, fp32, int8 = trained_toy_detector['data'], trained_toy_detector['fused'], root / 'toy.int8.onnx'
     proc = run(['tools/deploy/quantize.py', fp32, '--calib', data / 'train2017', '--out', int8, '--num-images', '16'])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return dict(root=root, data=data, fp32=fp32, int8=int8, quantize_stdout=proc.stdout)
@@ -122,6 +122,12 @@ def test_int8_keeps_the_toy_ap_in_both_runtimes(trained, evaluated):
     assert 'int8 dot products' in trained['quantize_stdout'] or 'no int8 dot-product' in trained['quantize_stdout']
     graph = onnx.load(str(trained['int8']), load_external_data=False).graph
     assert sum(n.op_type == 'DequantizeLinear' for n in graph.node) > 50
+    # Around an fp32 fused attention (6 calls: 3 encoder and 3 decoder layers); every convolution's
+    # weight int8 (PiT-S's patch embedding and pooling).
+    assert sum(n.domain == fused.DOMAIN and n.op_type == fused.OP for n in graph.node) == 6
+    dequantized = {out for n in graph.node if n.op_type == 'DequantizeLinear' for out in n.output}
+    convs = [n for n in graph.node if n.op_type == 'Conv']
+    assert convs and all(n.input[1] in dequantized for n in convs)
     ann, images = trained['data'] / VAL_ANN, trained['data'] / 'val2017'
     # The tool once, as a user runs it; the other three in this process (the same function).
     out = trained['root'] / 'int8_openvino.json'
@@ -142,7 +148,8 @@ def test_int8_keeps_the_toy_ap_in_both_runtimes(trained, evaluated):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result['images'] == 100 and result['precision'] == 'int8' and result['cpu'] in proc.stdout
-    ap = {key: run['ap'] for key, run in evaluated.items()} | {('int8', 'openvino'): result['bbox_mAP']}
+    ap = {key: run['ap'] for key, run in evaluated.items()}
+    assert result['bbox_mAP'] == ap['int8', 'openvino']  # the tool scores what the function scores
     # fp32 in both runtimes: the same detections (tests/test_export.py), so the same AP.
     assert abs(ap['fp32', 'onnxruntime'] - ap['fp32', 'openvino']) <= 0.002
     # A detector that learned something (0.064 to 0.075 on a Zen 3), or the bound would say nothing.

@@ -4,8 +4,8 @@ deformable-attention kernel x eager / compiled (and onnxruntime), side by side i
 row's detections compared with the detector's first row. Each row names the deformable attention
 asked for (``impl``, a config's ``msda_impl``), the kernel that ran (``kernel``,
 :func:`pit_det.ops.resolve`) and what ran the model (``runtime``: 'torch', or for the deployed
-rows 'onnxruntime' or 'openvino', which run the file ``tools/deploy/export.py`` writes: GridSample and
-gather graphs, INT8). A variant
+rows 'onnxruntime' or 'openvino', which run the file ``tools/deploy/export.py`` writes: fused,
+GridSample and gather graphs, INT8). A variant
 that fails (a kernel this device lacks, ...) becomes a row with its ``error``, and the others
 still run. Conventions: :mod:`.measure`; ``--profile``: :mod:`.profiling`; training: :mod:`.training`."""
 
@@ -40,7 +40,7 @@ class Settings:
         compile: also a ``torch.compile(test_step)`` row beside each eager one.
         compile_mode: torch.compile's mode ('default', 'reduce-overhead', 'max-autotune').
         runtimes: also the exported graph in these CPU runtimes ('onnxruntime', 'openvino').
-        graphs: the exported graphs to time there ('grid_sample', 'gather'; ``tools/deploy/export.py --msda``).
+        graphs: the exported graphs to time there ('fused', 'grid_sample', 'gather'; ``tools/deploy/export.py --msda``).
         int8: also the first graph quantized to INT8 (``tools/deploy/quantize.py``), calibrated on
             noise images like the one timed: speed only, not accuracy.
         flops: count FLOPs.

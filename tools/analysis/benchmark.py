@@ -17,7 +17,7 @@ Examples:
     python tools/analysis/benchmark.py configs/deformable_detr_{r50,vit_s,pit_s}.py --threads 2 \
         --msda-impl fast --bf16 --compile               # fp32 / bf16 x eager / inductor
     python tools/analysis/benchmark.py configs/deformable_detr_pit_s.py --threads 2 --msda-impl fast \
-        --compile --runtimes onnxruntime openvino --graphs grid_sample gather --int8   # every runtime row
+        --compile --runtimes onnxruntime openvino --graphs fused grid_sample gather --int8   # every runtime row
     python tools/analysis/benchmark.py configs/deformable_detr_pit_s.py --device cuda --bf16 \
         --compile --compile-mode reduce-overhead        # CUDA graphs
     python tools/analysis/benchmark.py configs/deformable_detr_{r50,vit_s,pit_s}.py --device cuda \

@@ -19,13 +19,12 @@ gaps that exceed that noise. Writes, under --work-dir, one folder per detector a
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from pit_det.analysis.runs import held_out, run_logged
 from pit_det.datasets import make_toy_coco
 from pit_det.errors import PitDetError, run_tool
 from pit_det_deploy.hardware import default_device, device_name
@@ -36,27 +35,6 @@ DETECTORS = ('r50', 'vit_s', 'vit_s_pyramid', 'pit_s')
 
 def config(name: str) -> Path:
     return ROOT / f'configs/toy/deformable_detr_{name}_toy.py'
-
-
-def run(cmd: list, log: Path) -> float:
-    """Runs ``cmd`` with its output in ``log``; returns its seconds. Stops with the log's tail on failure."""
-    print('$', ' '.join(str(c) for c in cmd), f'> {log}', flush=True)
-    start = time.time()
-    with open(log, 'w') as f:
-        code = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
-    if code:
-        tail = ''.join(log.read_text().splitlines(keepends=True)[-15:])
-        raise PitDetError(f'{Path(str(cmd[1])).name} exited with {code}; the end of {log}:\n{tail}')
-    return time.time() - start
-
-
-def held_out(data_root: str) -> list:
-    """tools/test.py options that score the test split instead of val."""
-    return [
-        'test_dataloader.dataset.ann_file=annotations/instances_test2017.json',
-        'test_dataloader.dataset.data_prefix.img=test2017/',
-        f'test_evaluator.ann_file={data_root.rstrip("/")}/annotations/instances_test2017.json',
-    ]
 
 
 def main(argv=None) -> None:
@@ -87,7 +65,7 @@ def main(argv=None) -> None:
             out = work / name / f'seed_{seed}'
             out.mkdir(parents=True, exist_ok=True)
             print(f'[{name}, seed {seed}] training from random weights', flush=True)
-            train_s = run(
+            train_s = run_logged(
                 [
                     sys.executable,
                     'tools/train.py',
@@ -103,7 +81,7 @@ def main(argv=None) -> None:
                 out / 'train.log',
             )
             checkpoint = (out / 'last_checkpoint').read_text().strip()
-            test_s = run(
+            test_s = run_logged(
                 [
                     sys.executable,
                     'tools/test.py',
@@ -127,7 +105,7 @@ def main(argv=None) -> None:
                 flush=True,
             )
     print('[benchmark] params and latency of the toy detectors', flush=True)
-    run(
+    run_logged(
         [
             sys.executable,
             'tools/analysis/benchmark.py',
@@ -144,7 +122,7 @@ def main(argv=None) -> None:
         ],
         work / 'benchmark.log',
     )
-    run(
+    run_logged(
         [
             sys.executable,
             'tools/analysis/table5.py',

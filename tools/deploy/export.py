@@ -1,15 +1,17 @@
 """Export a trained detector to ONNX, with its post-processing, for onnxruntime and OpenVINO.
 
     python tools/deploy/export.py CONFIG CHECKPOINT --out model.onnx [--shape H W] [--dynamic] \
-        [--msda grid_sample|gather] [--opset 18]
+        [--msda grid_sample|gather|fused] [--opset 18]
 
 The graph takes a normalised image (1, 3, H, W) and returns ``boxes`` (1, k, 4; x1, y1, x2, y2 in
 input pixels), ``scores`` (1, k) and ``labels`` (1, k). The test pipeline's resize and
 normalisation, and the class names, are stored in the model's metadata (``pit_det``, JSON), which
 ``tools/deploy/onnx_demo.py`` / ``pit_det_deploy`` read. Deformable attention is exported as standard ONNX
-ops: one GridSample per level (default, the faster graph in onnxruntime and OpenVINO), or with
-``--msda gather`` Gather and arithmetic with no GridSample (meant for TensorRT, not yet run in
-TensorRT; docs/export.md).
+ops: one GridSample per level (default; runs anywhere), or with ``--msda gather`` Gather and
+arithmetic with no GridSample (meant for TensorRT, not yet run in TensorRT), or with ``--msda fused``
+as one node, ``pit_det::MultiScaleDeformableAttention``, which pit-det's own C++ kernel runs inside
+onnxruntime and OpenVINO (the fastest graph; ``pit_det_deploy`` builds the runtime's library for it;
+docs/export.md).
 Without ``--dynamic`` the model takes exactly ``--shape`` inputs; with it, any height and width
 within the range it prints.
 """
@@ -47,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--msda',
         choices=sorted(GRAPHS),
         default='grid_sample',
-        help='deformable attention as GridSample (default) or as Gather and arithmetic',
+        help="deformable attention as GridSample (default), as Gather and arithmetic, or as pit-det's fused op",
     )
     parser.add_argument(
         '--opset', type=int, default=18, help='ONNX opset (default 18; the gather graph comes out at 18 or more)'
