@@ -19,6 +19,7 @@ builds both). Where a library cannot be built, a fused graph does not load and
 ``gather``), which need nothing.
 """
 
+import functools
 import hashlib
 import io
 import os
@@ -28,19 +29,19 @@ import tarfile
 import tempfile
 import urllib.request
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
 from .errors import DeployError
-from .hardware import isa_from_flags, read_cpuinfo
+from .hardware import ISA_COMPILE_FLAGS, isa_from_flags, read_cpuinfo
 
 DOMAIN, OP = 'pit_det', 'MultiScaleDeformableAttention'
+# The node's inputs, in order (those of torch.ops.pit_det.ms_deform_attn, less im2col_step).
+INPUTS = ('value', 'spatial_shapes', 'level_start_index', 'sampling_locations', 'attention_weights')
 CSRC = Path(__file__).resolve().parent / 'csrc'
-# The vector ISA per CPU, as the PyTorch extension is built (pit_det/ops/extension.py).
-_ISA_FLAGS = {'AVX512': ['-march=x86-64-v4'], 'AVX2': ['-march=x86-64-v3']}
 # onnxruntime's C API headers, version 21 (onnxruntime 1.21; later releases run libraries built
-# against an older API): Debian 13's package of them.
+# against an older API): Debian 13's package of them. Where the archive has moved on, or offline,
+# $ONNXRUNTIME_INCLUDE_DIR names a folder of them.
 ORT_HEADERS = dict(
     url='https://deb.debian.org/debian/pool/main/o/onnxruntime/libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb',
     sha256='14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c4050ced08',
@@ -60,30 +61,46 @@ def _unavailable(reason: str) -> FusedUnavailable:
     )
 
 
-def uses_fused_op(model) -> bool:
+def uses_fused_op(model: Any) -> bool:
     """Whether an ``onnx.ModelProto`` has the fused node."""
     return any(node.domain == DOMAIN and node.op_type == OP for node in model.graph.node)
 
 
-def node_model():
-    """An ``onnx.ModelProto`` of the fused node alone, inputs named as the op's and of any size:
-    how the set-up and the tests run a runtime's library on given arrays."""
+def node_model() -> Any:
+    """An ``onnx.ModelProto`` of the fused node alone, inputs named as :data:`INPUTS` and of any
+    size: how the set-up and the tests run a runtime's library on given arrays."""
     from onnx import TensorProto, helper
 
+    dtypes = (TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT64, TensorProto.FLOAT, TensorProto.FLOAT)
     inputs = [
         helper.make_tensor_value_info(name, dtype, [f'{name}_{i}' for i in range(rank)])
-        for name, dtype, rank in (
-            ('value', TensorProto.FLOAT, 4),
-            ('spatial_shapes', TensorProto.INT64, 2),
-            ('level_start_index', TensorProto.INT64, 1),
-            ('sampling_locations', TensorProto.FLOAT, 6),
-            ('attention_weights', TensorProto.FLOAT, 5),
-        )
+        for name, dtype, rank in zip(INPUTS, dtypes, (4, 2, 1, 6, 5))
     ]
-    node = helper.make_node(OP, [i.name for i in inputs], ['output'], domain=DOMAIN)
+    node = helper.make_node(OP, list(INPUTS), ['output'], domain=DOMAIN)
     output = helper.make_tensor_value_info('output', TensorProto.FLOAT, ['B', 'Q', 'channels'])
     graph = helper.make_graph([node], 'fused_msda', inputs, [output])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13), helper.make_opsetid(DOMAIN, 1)])
+
+
+def _once(build: Callable[[], Path]) -> Callable[[], Path]:
+    """``build`` run at most once per process: its path, or the :class:`FusedUnavailable` it raised,
+    given again to every later call (offline, a second load does not wait on a second download).
+    ``.cache_clear()`` forgets it."""
+    memo: Dict[str, object] = {}
+
+    @functools.wraps(build)
+    def once() -> Path:
+        if 'done' not in memo:
+            try:
+                memo['done'] = build()
+            except FusedUnavailable as e:
+                memo['done'] = e
+        if isinstance(memo['done'], FusedUnavailable):
+            raise memo['done']
+        return memo['done']
+
+    once.cache_clear = memo.clear
+    return once
 
 
 def _cache_dir() -> Path:
@@ -109,20 +126,21 @@ def _write_whole(target: Path, write: Callable[[Path], None]) -> None:
 def _compile(name: str, source: str, flags: List[str]) -> Path:
     """``csrc/<source>`` compiled with ``flags`` into ``<cache>/<name>-<hash>.so``, once."""
     cxx = os.environ.get('CXX', 'g++')
-    isa = _ISA_FLAGS.get(isa_from_flags(read_cpuinfo()[1]), [])
+    isa = ISA_COMPILE_FLAGS.get(isa_from_flags(read_cpuinfo()[1]), [])
     command = [cxx, '-O3', '-std=c++17', '-shared', '-fPIC', '-g0', *isa, f'-I{CSRC}', str(CSRC / source), *flags]
-    key = hashlib.sha256(' '.join(command).encode())
-    for path in sorted(CSRC.iterdir()):
+    try:
+        version = subprocess.run([cxx, '--version'], capture_output=True, text=True).stdout
+    except OSError as e:  # no compiler at all
+        raise _unavailable(f'{cxx} cannot run ({e}); install a C++ compiler (g++, or set $CXX)') from None
+    key = hashlib.sha256(' '.join(command + [version]).encode())
+    for path in sorted(CSRC.glob('*.*')):
         key.update(path.read_bytes())
     target = _cache_dir() / f'{name}-{key.hexdigest()[:16]}.so'
     if target.is_file():
         return target
 
     def build(path: Path) -> None:
-        try:
-            proc = subprocess.run([*command, '-o', str(path)], capture_output=True, text=True)
-        except OSError as e:  # no compiler at all
-            raise _unavailable(f'{cxx} cannot run ({e}); install a C++ compiler (g++, or set $CXX)') from None
+        proc = subprocess.run([*command, '-o', str(path)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise _unavailable(f'{cxx} failed on {CSRC / source}:\n{proc.stderr[-2000:]}')
 
@@ -130,6 +148,7 @@ def _compile(name: str, source: str, flags: List[str]) -> Path:
     return target
 
 
+@_once
 def onnxruntime_headers() -> Path:
     """The folder of onnxruntime's C API headers: ``$ONNXRUNTIME_INCLUDE_DIR``, or Debian's
     package of them, downloaded once into the cache.
@@ -166,31 +185,41 @@ def onnxruntime_headers() -> Path:
     return folder
 
 
-def _deb_files(package: bytes, folder: str) -> dict:
-    """The files under ``folder`` in a Debian package (an ``ar`` archive holding ``data.tar.xz``),
-    by their path relative to it."""
-    data, offset = None, 8  # after the '!<arch>\n' magic
-    while offset + 60 <= len(package):
+def _deb_files(package: bytes, folder: str) -> Dict[str, bytes]:
+    """The files under ``folder`` in a Debian package (an ``ar`` archive holding ``data.tar.*``),
+    by their path relative to it.
+
+    Raises:
+        FusedUnavailable: ``package`` is no Debian package.
+    """
+    magic, data, offset = b'!<arch>\n', None, 8
+    while package.startswith(magic) and offset + 60 <= len(package):  # 60-byte member headers
         name, size = package[offset : offset + 16].decode().strip(), int(package[offset + 48 : offset + 58])
         if name.rstrip('/').startswith('data.tar'):
             data = package[offset + 60 : offset + 60 + size]
         offset += 60 + size + size % 2
+    if data is None:
+        raise _unavailable(f'{ORT_HEADERS["url"]} is no Debian package with a data.tar member')
     files = {}
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for member in tar.getmembers():
-            path = member.name.lstrip('./')
+            path = member.name.removeprefix('./')
             if member.isfile() and path.startswith(folder + '/'):
                 files[path[len(folder) + 1 :]] = tar.extractfile(member).read()
     return files
 
 
-@lru_cache(maxsize=None)
+@_once
 def onnxruntime_library() -> Path:
-    """The onnxruntime custom-op library, built once."""
-    return _compile('pit_det_msda_onnxruntime', 'msda_onnxruntime.cpp', [f'-I{onnxruntime_headers()}'])
+    """The onnxruntime custom-op library, built once (per onnxruntime version: a library is loaded
+    by the release it was built beside)."""
+    import onnxruntime
+
+    name = f'pit_det_msda_onnxruntime-{onnxruntime.__version__}'
+    return _compile(name, 'msda_onnxruntime.cpp', [f'-I{onnxruntime_headers()}'])
 
 
-@lru_cache(maxsize=None)
+@_once
 def openvino_extension() -> Path:
     """The OpenVINO extension, built once against the installed OpenVINO."""
     import openvino

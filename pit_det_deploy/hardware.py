@@ -86,6 +86,11 @@ def read_cpuinfo() -> Tuple[Optional[str], Dict[str, bool]]:
     return model, flags
 
 
+# The compiler's flags for pit-det's C++ kernels per vector ISA (as torch's get_cpu_capability names
+# it): the PyTorch extension (pit_det/ops/extension.py) and the runtime libraries (.fused).
+ISA_COMPILE_FLAGS = {'AVX512': ['-march=x86-64-v4'], 'AVX2': ['-march=x86-64-v3']}
+
+
 def isa_from_flags(flags: Dict[str, bool]) -> str:
     """torch's ``get_cpu_capability()`` name for an x86 CPU's flags, where torch is not installed."""
     if all(flags.get(f) for f in ('avx512f', 'avx512bw', 'avx512vl', 'avx512dq')):

@@ -7,7 +7,8 @@ carries its precision in the graph. A graph with pit-det's fused deformable atte
 (``--msda fused``) loads the runtime's library for it (:mod:`.fused`).
 """
 
-from typing import Callable, Dict, List
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, TypeVar
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from . import fused, metadata
 from .errors import DeployError, unloadable
 
 RUNTIMES = ('onnxruntime', 'openvino')
+T = TypeVar('T')
 
 
 class Graph:
@@ -38,9 +40,14 @@ def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0) -> Gra
     """``path`` compiled for the CPU by ``runtime`` with ``threads`` intra-op threads (0: the
     runtime's own choice).
 
+    A model with pit-det's fused deformable attention (``--msda fused``) gets the runtime's library
+    for it, built on first use (:mod:`.fused`).
+
     Raises:
         DeployError: an unknown runtime, one that is not installed (saying how to install it), or a
             file the runtime cannot load as an ONNX model.
+        FusedUnavailable: a fused model, where the runtime's library for it cannot be built (a
+            ``DeployError`` that names the reason and the portable graphs).
     """
     if runtime not in RUNTIMES:
         raise DeployError(f'runtime {runtime!r}: choose one of {", ".join(RUNTIMES)}')
@@ -60,13 +67,13 @@ def _onnxruntime(path: str, threads: int) -> Graph:
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: not its notes on constants it cannot fold
 
-    def session(with_fused_op: bool):
-        if with_fused_op:
-            options.register_custom_ops_library(str(fused.onnxruntime_library()))
+    def session(library: Optional[Path]):
+        if library is not None:
+            options.register_custom_ops_library(str(library))
         return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
     # onnxruntime's own errors (InvalidProtobuf, Fail, ...) have no public base class.
-    inference = _load(session, path, Exception)
+    inference = _load(session, fused.onnxruntime_library, path, Exception)
     meta = metadata.parse(inference.get_modelmeta().custom_metadata_map)
     return Graph(lambda feed: inference.run(None, feed), meta, 'onnxruntime')
 
@@ -79,12 +86,12 @@ def _openvino(path: str, threads: int) -> Graph:
     if threads:
         config['INFERENCE_NUM_THREADS'] = threads
 
-    def read(with_fused_op: bool):
-        if with_fused_op:
-            core.add_extension(str(fused.openvino_extension()))
+    def read(extension: Optional[Path]):
+        if extension is not None:
+            core.add_extension(str(extension))
         return core.read_model(path)
 
-    model = _load(read, path, RuntimeError)  # OpenVINO's errors on a file it cannot read
+    model = _load(read, fused.openvino_extension, path, RuntimeError)  # OpenVINO's errors on a file it cannot read
     try:
         compiled = core.compile_model(model, 'CPU', config)
     except RuntimeError as e:
@@ -99,22 +106,28 @@ def _openvino(path: str, threads: int) -> Graph:
     return Graph(run, meta, 'openvino')
 
 
-def _load(load: Callable[[bool], object], path: str, errors: type):
-    """``load(False)``, or where the model has pit-det's fused op (the runtime names it in its
-    error), ``load(True)``: the op's library is built and registered only for the graphs that use it.
+def _load(load: Callable[[Optional[Path]], T], library: Callable[[], Path], path: str, errors: type) -> T:
+    """``load(None)``; where that fails on pit-det's fused op (the runtime names the node's domain and
+    op in its error), ``load(library())``: the op's library is built and registered only for the
+    graphs that use it.
+
+    Args:
+        load: the runtime's load of ``path``, given the path of a library to register first, or None.
+        library: builds (once) and returns the runtime's fused-op library (:mod:`.fused`).
+        path: the model file, named in errors.
+        errors: the runtime's errors on a file it cannot load.
 
     Raises:
         FusedUnavailable: the model has the fused op and its library cannot be built here.
         DeployError: a file the runtime cannot load, naming it.
     """
     try:
-        return load(False)
+        return load(None)
     except errors as e:
-        if fused.OP not in str(e):
+        if fused.DOMAIN not in str(e) or fused.OP not in str(e):
             raise unloadable(path, e) from None
+    built = library()  # outside the except clauses: a bug in the build keeps its traceback
     try:
-        return load(True)
-    except fused.FusedUnavailable:
-        raise
+        return load(built)
     except errors as e:
         raise unloadable(path, e) from None

@@ -37,9 +37,6 @@ PHOTO = cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)  # a 512 x 60
 SHALLOW = {'model.encoder.num_layers': 1, 'model.decoder.num_layers': 2}
 
 
-NAMES = ('value', 'spatial_shapes', 'level_start_index', 'sampling_locations', 'attention_weights')
-
-
 @pytest.fixture(scope='module')
 def node(tmp_path_factory):
     """The fused node alone, as an ONNX file."""
@@ -52,23 +49,32 @@ def node(tmp_path_factory):
 @pytest.mark.parametrize('head_dim', [8, 32])  # 32: every shipped config, its own compiled path
 def test_both_runtimes_compute_what_the_pytorch_extension_computes(node, runtime, head_dim):
     """The same source compiled three times: bit for bit, for every level layout of the kernel
-    tests, with locations off the map and a NaN among them, on the runtime's threads (2 here)."""
-    for levels in LEVELS:
-        inputs = random_inputs(levels, D=head_dim, dtype=torch.float32)
+    tests (37 queries, and 150: the kernel takes 64 per task), with locations off the map and a NaN
+    among them, on the runtime's threads (2 here)."""
+    for levels, queries in zip(LEVELS, (37, 150, 37, 150)):
+        inputs = random_inputs(levels, Q=queries, D=head_dim, dtype=torch.float32)
         inputs[3][0, 0, 0, 0, 0] = float('nan')
         expected = load_extension().forward(*inputs).numpy()
-        (got,) = load_graph(str(node), runtime, threads=2)(dict(zip(NAMES, (t.numpy() for t in inputs))))
+        (got,) = load_graph(str(node), runtime, threads=2)(dict(zip(fused.INPUTS, (t.numpy() for t in inputs))))
         assert got.shape == expected.shape and np.array_equal(got, expected)
 
 
 @pytest.mark.parametrize('runtime', RUNTIMES)
-def test_level_shapes_outside_value_are_named(node, runtime):
+def test_inputs_that_do_not_fit_are_named(node, runtime):
+    """A level past the end of value, attention weights of another shape and a sampling location
+    without its (x, y) pair: each an error naming what does not fit, never a read out of bounds."""
     value, shapes, starts, loc, attn = (t.numpy() for t in random_inputs(LEVELS[0], dtype=torch.float32))
     past_the_end = starts.copy()
     past_the_end[-1] += 1
     graph = load_graph(str(node), runtime)
-    with pytest.raises(Exception, match='level 3 of spatial_shapes / level_start_index lies outside value'):
-        graph(dict(zip(NAMES, (value, shapes, past_the_end, loc, attn))))
+    cases = [
+        ((value, shapes, past_the_end, loc, attn), 'level 3 of spatial_shapes / level_start_index lies outside value'),
+        ((value, shapes, starts, loc, attn[..., :2]), r'attention_weights \(2, 37, 4, 4, 2\) do not fit'),
+        ((value, shapes, starts, loc[..., :1], attn), r'sampling_locations \(2, 37, 4, 4, 3, 1\) and attention'),
+    ]
+    for inputs, message in cases:
+        with pytest.raises(Exception, match=message):
+            graph(dict(zip(fused.INPUTS, inputs)))
 
 
 @pytest.mark.slow
@@ -109,7 +115,7 @@ def test_static_fused_export_gives_pytorchs_detections(toy):
 
 
 def _forget_builds():
-    for built in (fused.onnxruntime_library, fused.openvino_extension):
+    for built in (fused.onnxruntime_headers, fused.onnxruntime_library, fused.openvino_extension):
         built.cache_clear()
 
 

@@ -129,7 +129,7 @@ def test_int8_keeps_the_toy_ap_in_both_runtimes(trained, evaluated):
     convs = [n for n in graph.node if n.op_type == 'Conv']
     assert convs and all(n.input[1] in dequantized for n in convs)
     ann, images = trained['data'] / VAL_ANN, trained['data'] / 'val2017'
-    # The tool once, as a user runs it; the other three in this process (the same function).
+    # The tool once, as a user runs it, against the same function run in this process (``evaluated``).
     out = trained['root'] / 'int8_openvino.json'
     proc = run(
         [

@@ -146,7 +146,7 @@ def benchmark_config(
                 config=config,
                 model=label(config),
                 compiled=False,
-                kernel=row['impl'],  # the exported graph's standard ops
+                kernel=row['impl'],  # the exported graph: its standard ops, or pit-det's fused op
                 params=params,
                 flops=flops,
                 **measured,

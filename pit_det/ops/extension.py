@@ -14,16 +14,12 @@ from types import ModuleType
 import torch
 
 import pit_det_deploy
+from pit_det_deploy.hardware import ISA_COMPILE_FLAGS
 
 _SOURCE = osp.join(osp.dirname(__file__), 'csrc', 'ms_deform_attn_cpu.cpp')
 # The forward pass it shares with the runtime library of exported models (pit_det_deploy.fused);
 # ninja's header dependencies rebuild the extension when it changes.
 _SHARED_INCLUDE = osp.join(osp.dirname(pit_det_deploy.__file__), 'csrc')
-
-# Vector ISA flags per torch's own CPU capability. The capability is part of the extension's
-# name, so a cache directory shared by different machines never serves a build that the CPU
-# cannot run.
-_ISA_FLAGS = {'avx512': ['-march=x86-64-v4'], 'avx2': ['-march=x86-64-v3']}
 
 
 class ExtensionUnavailable(RuntimeError):
@@ -42,10 +38,12 @@ def load_extension(verbose: bool = False) -> ModuleType:
     logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)
     from torch.utils.cpp_extension import load
 
+    # The capability is part of the extension's name, so a cache directory shared by different
+    # machines never serves a build that the CPU cannot run.
     isa = torch.backends.cpu.get_cpu_capability().lower()
     # -fopenmp makes at::parallel_for use torch's OpenMP pool (libgomp is already loaded by
     # torch, so the extension shares it rather than starting a second runtime).
-    flags = ['-O3', '-fopenmp'] + _ISA_FLAGS.get(isa, [])
+    flags = ['-O3', '-fopenmp'] + ISA_COMPILE_FLAGS.get(isa.upper(), [])
     try:
         return load(
             name=f'pit_det_ms_deform_attn_cpu_{isa}',

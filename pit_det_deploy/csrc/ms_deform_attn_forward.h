@@ -1,8 +1,8 @@
 // Multi-scale deformable attention's forward pass (Zhu et al., Deformable DETR, arXiv 2010.04159),
 // written once for every host that runs it: pit-det's PyTorch extension
-// (pit_det/ops/csrc/ms_deform_attn_cpu.cpp) and the runtime library of exported models
-// (msda_runtime.cpp: the onnxruntime op and the OpenVINO extension). It depends on nothing but the
-// C++ standard library; each host brings its own thread pool as `parallel_for`.
+// (pit_det/ops/csrc/ms_deform_attn_cpu.cpp) and the runtime libraries of exported models
+// (msda_onnxruntime.cpp, msda_openvino.cpp). It depends on nothing but the C++ standard library;
+// each host brings its own thread pool as `parallel_for`.
 //
 // One pass per (query, head): bilinear samples from every level are weighted by their attention and
 // summed straight into the output row, so nothing of size queries x heads x levels x points x
@@ -67,20 +67,49 @@ struct Corners {
   }
 };
 
-// The shape facts that the kernels rely on: "" when they hold, else what is wrong. Every host
+// The level facts that the kernels rely on: "" when they hold, else what is wrong. Every host
 // checks them before it calls a kernel, since a level past the end of value reads out of bounds.
+// (H <= (S - start) / W is H * W <= S - start without the product, which could overflow.)
 inline std::string check_levels(const Dims& d, const int64_t* shapes, const int64_t* starts) {
   for (int64_t l = 0; l < d.L; ++l) {
-    if (!(shapes[2 * l] > 0 && shapes[2 * l + 1] > 0 && starts[l] >= 0 &&
-          starts[l] + shapes[2 * l] * shapes[2 * l + 1] <= d.S)) {
+    const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
+    if (!(H > 0 && W > 0 && starts[l] >= 0 && starts[l] <= d.S && H <= (d.S - starts[l]) / W)) {
       return "level " + std::to_string(l) + " of spatial_shapes / level_start_index lies outside value";
     }
   }
   return "";
 }
 
-// Tasks of forward_kernel: (batch, head, chunk of 64 queries).
-inline int64_t forward_tasks(const Dims& d) { return d.B * d.M * ((d.Q + 63) / 64); }
+inline std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string text = "(";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + (shape.size() == 1 ? ",)" : ")");
+}
+
+// The runtimes' check of the five inputs' shapes against the layouts above: "" when they fit
+// together, else a message naming all five. (The PyTorch extension has its own, TORCH_CHECK.)
+inline std::string check_shapes(const std::vector<int64_t>& value, const std::vector<int64_t>& spatial_shapes,
+                                const std::vector<int64_t>& level_start_index,
+                                const std::vector<int64_t>& sampling_locations,
+                                const std::vector<int64_t>& attention_weights) {
+  const auto& v = value;
+  const auto& loc = sampling_locations;
+  const bool fit = v.size() == 4 && loc.size() == 6 && loc[0] == v[0] && loc[2] == v[2] && loc[5] == 2 &&
+                   attention_weights == std::vector<int64_t>(loc.begin(), loc.end() - 1) &&
+                   spatial_shapes == std::vector<int64_t>{loc[3], 2} &&
+                   level_start_index == std::vector<int64_t>{loc[3]};
+  if (fit) return "";
+  return "value " + shape_string(value) + ", spatial_shapes " + shape_string(spatial_shapes) +
+         ", level_start_index " + shape_string(level_start_index) + ", sampling_locations " +
+         shape_string(sampling_locations) + " and attention_weights " + shape_string(attention_weights) +
+         " do not fit (B, S, M, D), (L, 2), (L,), (B, Q, M, L, P, 2), (B, Q, M, L, P)";
+}
+
+// The sizes of inputs that check_shapes accepted.
+inline Dims dims_of(const std::vector<int64_t>& value, const std::vector<int64_t>& sampling_locations) {
+  return Dims{value[0], value[1], value[2], value[3], sampling_locations[1], sampling_locations[3],
+              sampling_locations[4]};
+}
 
 // value_t is value transposed to (B, M, S, D): the samples of one head then read a table of
 // S * D values (700 KB for PiT-S at 400 x 667) that stays in cache while that head is swept.

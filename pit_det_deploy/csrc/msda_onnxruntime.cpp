@@ -14,7 +14,9 @@
 #undef ORT_API_MANUAL_INIT
 #include <onnxruntime_lite_custom_op.h>
 
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,15 +26,30 @@ namespace {
 
 using Ort::Custom::Tensor;
 
-// The shared kernel's parallel_for on onnxruntime's intra-op thread pool: one call per task.
+// The shared kernel's parallel_for on onnxruntime's intra-op thread pool: one call per task. An
+// exception in a task (the pool's threads must not see one) is kept and rethrown on this thread.
 struct SessionThreads {
   OrtKernelContext* context;
 
   template <typename F>
   void operator()(int64_t n, const F& fn) const {
+    struct Job {
+      const F* fn;
+      std::exception_ptr error;
+      std::mutex lock;
+    } job{&fn, nullptr, {}};
     Ort::KernelContext(context).ParallelFor(
-        [](void* task_fn, size_t i) { (*static_cast<const F*>(task_fn))(int64_t(i), int64_t(i) + 1); }, size_t(n), 0,
-        const_cast<F*>(&fn));
+        [](void* data, size_t i) {
+          auto* job = static_cast<Job*>(data);
+          try {
+            (*job->fn)(int64_t(i), int64_t(i) + 1);
+          } catch (...) {
+            const std::lock_guard<std::mutex> hold(job->lock);
+            if (!job->error) job->error = std::current_exception();
+          }
+        },
+        size_t(n), 0, &job);
+    if (job.error) std::rethrow_exception(job.error);
   }
 };
 
@@ -40,20 +57,12 @@ Ort::Status Forward(OrtKernelContext* context, const Tensor<float>& value, const
                     const Tensor<int64_t>& level_start_index, const Tensor<float>& sampling_locations,
                     const Tensor<float>& attention_weights, Tensor<float>& output) {
   try {
-    const std::vector<int64_t>& v = value.Shape();
-    const std::vector<int64_t>& loc = sampling_locations.Shape();
-    if (v.size() != 4 || loc.size() != 6 || loc[0] != v[0] || loc[2] != v[2] || loc[5] != 2 ||
-        attention_weights.Shape() != std::vector<int64_t>(loc.begin(), loc.end() - 1) ||
-        spatial_shapes.Shape() != std::vector<int64_t>{loc[3], 2} || level_start_index.Shape() != std::vector<int64_t>{loc[3]}) {
-      return Ort::Status(("pit_det::MultiScaleDeformableAttention: value " + value.Shape2Str() + ", spatial_shapes " +
-                          spatial_shapes.Shape2Str() + ", level_start_index " + level_start_index.Shape2Str() +
-                          ", sampling_locations " + sampling_locations.Shape2Str() + " and attention_weights " +
-                          attention_weights.Shape2Str() +
-                          " do not fit (B, S, M, D), (L, 2), (L,), (B, Q, M, L, P, 2), (B, Q, M, L, P)")
-                             .c_str(),
-                         ORT_INVALID_ARGUMENT);
+    const std::string misfit = pit_det::check_shapes(value.Shape(), spatial_shapes.Shape(), level_start_index.Shape(),
+                                                     sampling_locations.Shape(), attention_weights.Shape());
+    if (!misfit.empty()) {
+      return Ort::Status(("pit_det::MultiScaleDeformableAttention: " + misfit).c_str(), ORT_INVALID_ARGUMENT);
     }
-    const pit_det::Dims d{v[0], v[1], v[2], v[3], loc[1], loc[3], loc[4]};
+    const pit_det::Dims d = pit_det::dims_of(value.Shape(), sampling_locations.Shape());
     const std::string bad = pit_det::check_levels(d, spatial_shapes.Data(), level_start_index.Data());
     if (!bad.empty()) return Ort::Status(("pit_det::MultiScaleDeformableAttention: " + bad).c_str(), ORT_INVALID_ARGUMENT);
     float* out = output.Allocate({d.B, d.Q, d.M * d.D});
@@ -69,17 +78,22 @@ Ort::Status Forward(OrtKernelContext* context, const Tensor<float>& value, const
 }  // namespace
 
 extern "C" OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
-  Ort::InitApi(api_base->GetApi(ORT_API_VERSION));
-  // One domain and op for the process, as onnxruntime's examples keep them: sessions refer to them.
-  static Ort::CustomOpDomain domain{"pit_det"};
-  static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> op{
-      Ort::Custom::CreateLiteCustomOp("MultiScaleDeformableAttention", "CPUExecutionProvider", Forward)};
-  static const bool added = (domain.Add(op.get()), true);
-  (void)added;
+  const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
+  if (api == nullptr) {  // an onnxruntime older than the headers: every release has API version 1
+    return api_base->GetApi(1)->CreateStatus(
+        ORT_FAIL, "pit-det's fused-op library needs onnxruntime >= 1.21 (C API version 21)");
+  }
+  Ort::InitApi(api);
   try {
+    // One domain and op for the process, as onnxruntime's examples keep them: sessions refer to them.
+    static Ort::CustomOpDomain domain{"pit_det"};
+    static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> op{
+        Ort::Custom::CreateLiteCustomOp("MultiScaleDeformableAttention", "CPUExecutionProvider", Forward)};
+    static const bool added = (domain.Add(op.get()), true);
+    (void)added;
     Ort::UnownedSessionOptions(options).Add(domain);
-  } catch (const std::exception& e) {
-    return Ort::GetApi().CreateStatus(ORT_RUNTIME_EXCEPTION, e.what());
+  } catch (const std::exception& e) {  // nothing may leave this C function
+    return api->CreateStatus(ORT_RUNTIME_EXCEPTION, e.what());
   }
   return nullptr;
 }

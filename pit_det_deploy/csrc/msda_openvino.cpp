@@ -60,18 +60,16 @@ public:
   bool has_evaluate() const override { return true; }
 
   bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
-    const auto& value = inputs[0].get_shape();
-    const auto& loc = inputs[3].get_shape();
-    const Dims d{static_cast<int64_t>(value[0]), static_cast<int64_t>(value[1]), static_cast<int64_t>(value[2]),
-                 static_cast<int64_t>(value[3]), static_cast<int64_t>(loc[1]),  static_cast<int64_t>(loc[3]),
-                 static_cast<int64_t>(loc[4])};
+    std::vector<std::vector<int64_t>> shape(5);
+    for (size_t i = 0; i < 5; ++i) shape[i].assign(inputs[i].get_shape().begin(), inputs[i].get_shape().end());
+    const std::string misfit = check_shapes(shape[0], shape[1], shape[2], shape[3], shape[4]);
+    OPENVINO_ASSERT(misfit.empty(), "pit_det::MultiScaleDeformableAttention: ", misfit);
+    const Dims d = dims_of(shape[0], shape[3]);
     const std::vector<int64_t> shape_data = as_int64(inputs[1]), start_data = as_int64(inputs[2]);
     const int64_t *shapes = shape_data.data(), *starts = start_data.data();
-    OPENVINO_ASSERT(static_cast<int64_t>(shape_data.size()) == 2 * d.L && static_cast<int64_t>(start_data.size()) == d.L,
-                    "pit_det::MultiScaleDeformableAttention: spatial_shapes must be (L, 2) and level_start_index (L,)");
     const std::string bad = check_levels(d, shapes, starts);
     OPENVINO_ASSERT(bad.empty(), "pit_det::MultiScaleDeformableAttention: ", bad);
-    outputs[0].set_shape(ov::Shape{value[0], loc[1], value[2] * value[3]});
+    outputs[0].set_shape(ov::Shape{size_t(d.B), size_t(d.Q), size_t(d.M * d.D)});
     std::vector<float> scratch(d.B * d.S * d.M * d.D);
     // OpenVINO's threads (the compiled model's INFERENCE_NUM_THREADS), each taking one range.
     const auto ov_parallel_for = [](int64_t n, const auto& fn) {

@@ -15,8 +15,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
-
-import torch
+from typing import Dict, Iterable
 
 from pit_det.analysis.runs import ROOT, run_logged
 from pit_det.datasets import make_toy_coco
@@ -29,7 +28,7 @@ CONFIG = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 COLUMNS = ['pytorch'] + [f'{precision} {runtime}' for precision in ('fp32', 'int8') for runtime in RUNTIMES]
 
 
-def score_seed(seed: int, out: Path, args) -> dict:
+def score_seed(seed: int, out: Path, args: argparse.Namespace) -> Dict[str, float]:
     """Trains, scores, exports, quantizes and scores again one seed; returns AP by column."""
     python, data = sys.executable, args.data_root
     schedule = [f'train_cfg.max_epochs={args.epochs}'] if args.epochs else []
@@ -67,13 +66,15 @@ def score_seed(seed: int, out: Path, args) -> dict:
     return ap
 
 
-def mean_sd(values) -> str:
+def mean_sd(values: Iterable[float]) -> str:
+    """'0.317 ± 0.004': mean and sample sd (nan for one value)."""
     values = list(values)
     sd = statistics.stdev(values) if len(values) > 1 else float('nan')
     return f'{statistics.mean(values):.3f} ± {sd:.3f}'
 
 
-def to_markdown(runs: dict, machine: str, graph: str) -> str:
+def to_markdown(runs: Dict[int, Dict[str, float]], machine: str, graph: str) -> str:
+    """The table of APs by seed and column, their mean ± sd, the INT8 drops and the fp32 gap."""
     lines = [
         f'| toy val AP, {graph} graph | ' + ' | '.join(COLUMNS) + ' |',
         '|---' * (len(COLUMNS) + 1) + '|',
@@ -114,7 +115,7 @@ def main(argv=None) -> None:
         print(f'[seed {seed}] train, score, export ({args.graph}), quantize, score', flush=True)
         runs[seed] = score_seed(seed, out, args)
         print(f'[seed {seed}] ' + ', '.join(f'{c} {runs[seed][c]:.3f}' for c in COLUMNS), flush=True)
-    machine = f'{cpu_info().describe()}, {torch.get_num_threads()} threads'
+    machine = f'{cpu_info().describe()}, every tool at its default threads'
     table = to_markdown(runs, machine, args.graph)
     (work / 'int8_accuracy.json').write_text(json.dumps(dict(machine=machine, graph=args.graph, runs=runs), indent=2))
     (work / 'int8_accuracy.md').write_text(table)

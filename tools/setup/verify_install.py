@@ -51,7 +51,15 @@ def check_fused_library(shapes: torch.Tensor, start: torch.Tensor) -> str:
     """Builds the runtime libraries of fused exports (pit_det_deploy.fused) now rather than at a
     fused graph's first load, and checks that both runtimes run the PyTorch extension's kernel.
     A library that cannot be built here (no onnxruntime headers offline, say) is reported, not
-    fatal: only ``--msda fused`` graphs need it, and loading one then names the reason again."""
+    fatal: only ``--msda fused`` graphs need it, and loading one then names the reason again. One
+    that builds but does not load, or computes something else, is a failed install.
+
+    Args:
+        shapes, start: a level layout (``spatial_shapes``, ``level_start_index``) to run the op on.
+
+    Returns:
+        The line the install check prints about the libraries.
+    """
     import tempfile
 
     import onnx
@@ -62,12 +70,7 @@ def check_fused_library(shapes: torch.Tensor, start: torch.Tensor) -> str:
     num_value = int((shapes[:, 0] * shapes[:, 1]).sum())
     value, loc, attn = torch.randn(1, num_value, 4, 8), torch.rand(1, 5, 4, 2, 2, 2), torch.rand(1, 5, 4, 2, 2)
     expected = load_extension().forward(value, shapes, start, loc, attn).numpy()
-    feed = dict(
-        zip(
-            ('value', 'spatial_shapes', 'level_start_index', 'sampling_locations', 'attention_weights'),
-            (t.numpy() for t in (value, shapes, start, loc, attn)),
-        )
-    )
+    feed = dict(zip(fused.INPUTS, (t.numpy() for t in (value, shapes, start, loc, attn))))
     with tempfile.TemporaryDirectory() as tmp:
         path = f'{tmp}/node.onnx'
         onnx.save(fused.node_model(), path)
