@@ -131,6 +131,13 @@ MUTATIONS = [
         '        return load(library())\n    except errors as e:',
         ('tests/test_fused_op.py::test_without_a_compiler_a_fused_graph_names_the_portable_graphs',),
     ),
+    Mutation(
+        'int8_accuracy_population_sd',
+        'tools/analysis/int8_accuracy.py',
+        'statistics.stdev(values)',
+        'statistics.pstdev(values)',
+        ('tests/test_int8_accuracy.py',),
+    ),
 ]
 
 
