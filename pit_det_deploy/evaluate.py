@@ -41,10 +41,7 @@ def evaluate_onnx(
 
     from .detector import OnnxDetector
 
-    try:
-        detector = OnnxDetector(model_path, threads=threads, runtime=runtime)
-    except ValueError as e:
-        raise DeployError(str(e)) from None
+    detector = OnnxDetector(model_path, threads=threads, runtime=runtime)  # its DeployErrors name the file
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         coco = COCO(ann_file)
     by_name = {c['name']: c['id'] for c in coco.loadCats(coco.getCatIds())}
