@@ -1,6 +1,6 @@
 """The export tools end to end: a toy checkpoint as tools/train.py writes it, exported by
-tools/deploy/export.py (dynamic, both graphs) and run by tools/deploy/onnx_demo.py without torch, against
-PyTorch; and every bad input each tool names."""
+tools/deploy/export.py (dynamic; GridSample, gather and fused graphs) and run by tools/deploy/onnx_demo.py
+without torch, against PyTorch; and every bad input each tool names."""
 
 import json
 
@@ -21,10 +21,19 @@ from export_checks import (
     run_graph,
     run_without_torch,
 )
+from matplotlib import cbook
+from mmengine.config import Config
 
 from pit_det import benchmark as bm
 from pit_det.datasets.toy import make_split
+from pit_det.export import preprocessing_of
 from pit_det.models import set_msda_impl
+from pit_det_deploy.preprocess import prepare
+
+# Photographs that ship with matplotlib: a portrait (600 x 512 JPEG) and a product shot (128 x 128 PNG).
+PHOTOS = [
+    cbook.get_sample_data(name, asfileobj=False) for name in ('grace_hopper.jpg', 'Minduka_Present_Blue_Pack.png')
+]
 
 
 @pytest.fixture(scope='module')
@@ -55,8 +64,9 @@ def toy(trained_toy_detector, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize('msda', ['grid_sample', 'gather', 'fused'])
 def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy, msda):
-    """Every graph, both runtimes, at sizes other than the traced one (odd feature maps too); the
-    fused graph against PyTorch's C++ kernel, which its op runs."""
+    """Every graph, both runtimes, at sizes other than the traced one (odd feature maps too), and
+    on two photographs through the toy config's test pipeline; the fused graph against PyTorch's
+    C++ kernel, which its op runs."""
     path = toy['onnx'] if msda == 'grid_sample' else toy[msda]
     info = json.loads(onnx.load(str(path), load_external_data=False).metadata_props[0].value)
     assert (
@@ -65,8 +75,10 @@ def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy
     assert info['msda'] == msda
     assert f'any {info["min_size"]}..4096' in toy['stdout']
     set_msda_impl(toy['model'], 'fast' if msda == 'fused' else msda)
-    for h, w in ((128, 80), (72, 128), (101, 67)):
-        x = image(h, w, seed=w)
+    spec = preprocessing_of(Config.fromfile(TOY))
+    photos = [torch.from_numpy(prepare(cv2.imread(str(path)), spec)[0]) for path in PHOTOS]
+    for x in [image(h, w, seed=w) for h, w in ((128, 80), (72, 128), (101, 67))] + photos:
+        h, w = x.shape[-2:]
         expected = predict(toy['model'], x)
         for runtime in RUNTIMES:
             assert_same_detections(run_graph(path, runtime, x.numpy()), expected, max(h, w))
