@@ -165,7 +165,7 @@ def test_benchmark_tool_smoke(tmp_path):
 def test_benchmark_compile_and_runtime_rows(tmp_path):
     """--compile: an inductor-compiled row beside each eager one, its compile time apart from
     its latency, the same detections as eager, and in mode reduce-overhead whether CUDA graphs ran
-    (on CPU they cannot); --runtimes / --graphs / --int8: the exported graphs (GridSample and
+    (on CPU they cannot); --runtimes / --msda / --int8: the exported graphs (GridSample and
     fused) timed in onnxruntime and OpenVINO, fp32 with PyTorch's detections, and INT8 of the first
     (one encoder and decoder layer keep compiling and exporting short)."""
     report, stdout = run_tool(
@@ -183,7 +183,7 @@ def test_benchmark_compile_and_runtime_rows(tmp_path):
         '--onnx',
         '--runtimes',
         'openvino',
-        '--graphs',
+        '--msda',
         'grid_sample',
         'fused',
         '--int8',

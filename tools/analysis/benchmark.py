@@ -17,7 +17,7 @@ Examples:
     python tools/analysis/benchmark.py configs/deformable_detr_{r50,vit_s,pit_s}.py --threads 2 \
         --msda-impl fast --bf16 --compile               # fp32 / bf16 x eager / inductor
     python tools/analysis/benchmark.py configs/deformable_detr_pit_s.py --threads 2 --msda-impl fast \
-        --compile --runtimes onnxruntime openvino --graphs fused grid_sample gather --int8   # every runtime row
+        --compile --runtimes onnxruntime openvino --msda fused grid_sample gather --int8   # every runtime row
     python tools/analysis/benchmark.py configs/deformable_detr_pit_s.py --device cuda --bf16 \
         --compile --compile-mode reduce-overhead        # CUDA graphs
     python tools/analysis/benchmark.py configs/deformable_detr_{r50,vit_s,pit_s}.py --device cuda \
@@ -100,11 +100,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument('--onnx', action='store_true', help='shorthand for --runtimes onnxruntime')
     parser.add_argument(
-        '--graphs',
+        '--msda',
         nargs='+',
         choices=sorted(GRAPHS),
         default=['grid_sample'],
-        help='--runtimes: the exported graphs to time (tools/deploy/export.py --msda; default grid_sample)',
+        help='--runtimes: the exported graphs to time, named as tools/deploy/export.py --msda names '
+        'them (default grid_sample)',
     )
     parser.add_argument(
         '--int8',
@@ -208,7 +209,7 @@ def run(args: argparse.Namespace) -> dict:
         compile=args.compile,
         compile_mode=args.compile_mode,
         runtimes=args.runtimes,
-        graphs=args.graphs,
+        graphs=args.msda,
         int8=args.int8,
         flops=not args.no_flops,
         profile=args.profile,

@@ -3,7 +3,7 @@ tools/test.py (PyTorch, as shipped) and, exported and quantized as a user does i
 tools/deploy/onnx_eval.py in fp32 and INT8 in both runtimes; the APs and the INT8 drops as mean and sd.
 
     python tools/analysis/int8_accuracy.py                       # 3 seeds, the fused graph
-    python tools/analysis/int8_accuracy.py --seeds 0 --graph grid_sample --epochs 2
+    python tools/analysis/int8_accuracy.py --seeds 0 --msda grid_sample --epochs 2
 
 Writes, under --work-dir, one folder per seed (checkpoint, logs, exports, results) and
 int8_accuracy.{json,md}. Toy data, random initialisation: it measures what INT8 costs a detector
@@ -44,9 +44,9 @@ def score_seed(seed: int, out: Path, args: argparse.Namespace) -> Dict[str, floa
         out / 'test.log',
     )
     ap = {'pytorch': json.loads((out / 'metrics.json').read_text())['coco/bbox_mAP']}
-    fp32, int8 = out / f'{args.graph}.onnx', out / f'{args.graph}.int8.onnx'
+    fp32, int8 = out / f'{args.msda}.onnx', out / f'{args.msda}.int8.onnx'
     run_logged(
-        [python, 'tools/deploy/export.py', CONFIG, checkpoint, '--out', fp32, '--dynamic', '--msda', args.graph],
+        [python, 'tools/deploy/export.py', CONFIG, checkpoint, '--out', fp32, '--dynamic', '--msda', args.msda],
         out / 'export.log',
     )
     run_logged(
@@ -98,7 +98,9 @@ def to_markdown(runs: Dict[int, Dict[str, float]], machine: str, graph: str) -> 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2], help='one training per seed')
-    parser.add_argument('--graph', choices=sorted(GRAPHS), default='fused', help='tools/deploy/export.py --msda')
+    parser.add_argument(
+        '--msda', choices=sorted(GRAPHS), default='fused', help='the graph (tools/deploy/export.py --msda)'
+    )
     parser.add_argument('--calib', type=int, default=32, help='calibration images (tools/deploy/quantize.py)')
     parser.add_argument('--epochs', type=int, help='override the toy schedule length')
     parser.add_argument('--work-dir', default='work_dirs/int8_accuracy')
@@ -112,12 +114,12 @@ def main(argv=None) -> None:
     for seed in args.seeds:
         out = work / f'seed_{seed}'
         out.mkdir(parents=True, exist_ok=True)
-        print(f'[seed {seed}] train, score, export ({args.graph}), quantize, score', flush=True)
+        print(f'[seed {seed}] train, score, export ({args.msda}), quantize, score', flush=True)
         runs[seed] = score_seed(seed, out, args)
         print(f'[seed {seed}] ' + ', '.join(f'{c} {runs[seed][c]:.3f}' for c in COLUMNS), flush=True)
     machine = f'{cpu_info().describe()}, every tool at its default threads'
-    table = to_markdown(runs, machine, args.graph)
-    (work / 'int8_accuracy.json').write_text(json.dumps(dict(machine=machine, graph=args.graph, runs=runs), indent=2))
+    table = to_markdown(runs, machine, args.msda)
+    (work / 'int8_accuracy.json').write_text(json.dumps(dict(machine=machine, graph=args.msda, runs=runs), indent=2))
     (work / 'int8_accuracy.md').write_text(table)
     print(table)
 
