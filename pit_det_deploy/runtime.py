@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, TypeVar
 
 import numpy as np
 
-from . import fused, metadata
+from . import fused, metadata, trt_plugin
 from .errors import DeployError, unloadable
 
 RUNTIMES = ('onnxruntime', 'openvino')
@@ -44,8 +44,9 @@ def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0) -> Gra
     for it, built on first use (:mod:`.fused`).
 
     Raises:
-        DeployError: an unknown runtime, one that is not installed (saying how to install it), or a
-            file the runtime cannot load as an ONNX model.
+        DeployError: an unknown runtime, one that is not installed (saying how to install it), a
+            file the runtime cannot load as an ONNX model, or the TensorRT graph (``--msda trt_plugin``),
+            which neither runtime has the op of.
         FusedUnavailable: a fused model, where the runtime's library for it cannot be built (a
             ``DeployError`` that names the reason and the portable graphs).
     """
@@ -124,6 +125,8 @@ def _load(load: Callable[[Optional[Path]], T], library: Callable[[], Path], path
     try:
         return load(None)
     except errors as e:
+        if trt_plugin.PLUGIN in str(e):
+            raise trt_plugin.tensorrt_only(path) from None
         if fused.DOMAIN not in str(e) or fused.OP not in str(e):
             raise unloadable(path, e) from None
     built = library()  # outside the except clauses: a bug in the build keeps its traceback

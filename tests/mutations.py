@@ -138,6 +138,34 @@ MUTATIONS = [
         'statistics.pstdev(values)',
         ('tests/test_int8_accuracy.py',),
     ),
+    Mutation(
+        'trt_plugin_inputs_out_of_order',
+        'pit_det_deploy/trt_plugin.py',
+        "f'{name}/level_start_index_i32', locations, weights]",
+        "f'{name}/level_start_index_i32', weights, locations]",
+        ('tests/test_trt_plugin.py::test_the_graph_with_the_documented_plugin_gives_pytorchs_detections',),
+    ),
+    Mutation(
+        'trt_plugin_int64_spatial_shapes',
+        'pit_det_deploy/trt_plugin.py',
+        "[f'{name}/spatial_shapes_i32'], to=TensorProto.INT32",
+        "[f'{name}/spatial_shapes_i32'], to=TensorProto.INT64",
+        ('tests/test_trt_plugin.py',),
+    ),
+    Mutation(
+        'trt_plugin_heads_not_flattened',
+        'pit_det_deploy/trt_plugin.py',
+        'np.array([0, 0, -1], np.int64)',
+        'np.array([0, -1, 0], np.int64)',
+        ('tests/test_trt_plugin.py',),
+    ),
+    Mutation(
+        'trt_graph_error_unnamed_in_the_runtimes',
+        'pit_det_deploy/runtime.py',
+        '        if trt_plugin.PLUGIN in str(e):\n',
+        '        if False:\n',
+        ('tests/test_trt_plugin.py::test_the_cpu_runtimes_name_the_graphs_they_can_run',),
+    ),
 ]
 
 

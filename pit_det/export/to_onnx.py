@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from pit_det_deploy import metadata as model_metadata
+from pit_det_deploy.trt_plugin import to_trt_plugin
 
 from ..errors import PitDetError
 from ..models import msda_impl_as
@@ -17,10 +18,11 @@ from .wrappers import exportable
 # has its ops. torch's exporter writes opset 18 and converts down from it, which fails for the
 # detectors (the gather table's Pad has no adapter below 18): they come out at 18 whatever is
 # asked, and export_onnx says so.
-GRAPHS = {'grid_sample': 16, 'gather': 13, 'fused': 13}
+GRAPHS = {'grid_sample': 16, 'gather': 13, 'fused': 13, 'trt_plugin': 13}
 # The graph's kernel while it is traced: the standard-op graphs trace their own kernels; 'fused' traces
-# pit-det's C++ op (``pit_det::ms_deform_attn``), which the exporter writes as one node (:mod:`.fused_node`).
-_TRACED_IMPL = {'grid_sample': 'grid_sample', 'gather': 'gather', 'fused': 'fast'}
+# pit-det's C++ op (``pit_det::ms_deform_attn``), which the exporter writes as one node (:mod:`.fused_node`);
+# 'trt_plugin' is the fused graph with TensorRT's plugin node in its place (:mod:`pit_det_deploy.trt_plugin`).
+_TRACED_IMPL = {'grid_sample': 'grid_sample', 'gather': 'gather', 'fused': 'fast', 'trt_plugin': 'fast'}
 
 
 def _fused_translation() -> dict:
@@ -39,12 +41,19 @@ def export_onnx(
     metadata: Optional[dict] = None,
     msda: str = 'grid_sample',
 ) -> Dict[str, object]:
-    """The detector with post-processing as an ONNX model at ``path``; deformable attention as
-    standard ops: ``msda='grid_sample'`` (one GridSample per level; the faster graph in both
-    runtimes, docs/export.md) or ``'gather'`` (Gather and arithmetic, no GridSample: for runtimes
-    without a correct GridSample, such as TensorRT; not yet run in TensorRT). Returns the facts
-    stored in its metadata (``pit_det`` key, JSON): input range, graph kind and whatever
-    ``metadata`` adds.
+    """The detector with post-processing as an ONNX model at ``path``, its deformable attention as
+    ``msda`` says:
+
+    * ``'grid_sample'``: one GridSample per level, standard ops (the faster of the two standard-op graphs);
+    * ``'gather'``: Gather and arithmetic, no GridSample, for runtimes without a correct GridSample
+      such as TensorRT (not yet run in TensorRT);
+    * ``'fused'``: one node per attention, pit-det's op, which its onnxruntime and OpenVINO
+      libraries run (:mod:`pit_det_deploy.fused`; the fastest in both, docs/export.md);
+    * ``'trt_plugin'``: one node per attention, TensorRT's ``MultiscaleDeformableAttnPlugin_TRT``
+      (:mod:`pit_det_deploy.trt_plugin`; not yet run in TensorRT; no CPU runtime has it).
+
+    Returns the facts stored in its metadata (``pit_det`` key, JSON): input range, graph kind and
+    whatever ``metadata`` adds.
 
     Raises:
         PitDetError: an unknown ``msda``, an ``opset`` without the graph's ops, one the exporter
@@ -78,7 +87,7 @@ def export_onnx(
             output_names=['boxes', 'scores', 'labels'],
             optimize=False,
             verbose=False,
-            custom_translation_table=_fused_translation() if msda == 'fused' else None,
+            custom_translation_table=_fused_translation() if _TRACED_IMPL[msda] == 'fast' else None,
         )
     model = program.model_proto
     written = next(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx'))
@@ -87,6 +96,8 @@ def export_onnx(
             f"torch's ONNX exporter could not convert this {msda} graph to opset {opset} (it "
             f'wrote opset {written}); export with --opset {written}'
         )
+    if msda == 'trt_plugin':
+        model = to_trt_plugin(model)
     model_metadata.write(model, info)
     onnx.save(model, path)
     return info

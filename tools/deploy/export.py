@@ -1,7 +1,7 @@
 """Export a trained detector to ONNX, with its post-processing, for onnxruntime and OpenVINO.
 
     python tools/deploy/export.py CONFIG CHECKPOINT --out model.onnx [--shape H W] [--dynamic] \
-        [--msda grid_sample|gather|fused] [--opset 18]
+        [--msda grid_sample|gather|fused|trt_plugin] [--opset 18]
 
 The graph takes a normalised image (1, 3, H, W) and returns ``boxes`` (1, k, 4; x1, y1, x2, y2 in
 input pixels), ``scores`` (1, k) and ``labels`` (1, k). The test pipeline's resize and
@@ -11,7 +11,8 @@ ops: one GridSample per level (default; runs anywhere), or with ``--msda gather`
 arithmetic with no GridSample (meant for TensorRT, not yet run in TensorRT), or with ``--msda fused``
 as one node, ``pit_det::MultiScaleDeformableAttention``, which pit-det's own C++ kernel runs inside
 onnxruntime and OpenVINO (the fastest graph; ``pit_det_deploy`` builds the runtime's library for it;
-docs/export.md).
+docs/export.md), or with ``--msda trt_plugin`` as TensorRT's ``MultiscaleDeformableAttnPlugin_TRT``
+node (for TensorRT only; not yet run in TensorRT).
 Without ``--dynamic`` the model takes exactly ``--shape`` inputs; with it, any height and width
 within the range it prints.
 """
@@ -49,7 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--msda',
         choices=sorted(GRAPHS),
         default='grid_sample',
-        help="deformable attention as GridSample (default), as Gather and arithmetic, or as pit-det's fused op",
+        help="deformable attention as GridSample (default), as Gather and arithmetic, as pit-det's fused op, "
+        "or as TensorRT's plugin (not yet run in TensorRT)",
     )
     parser.add_argument(
         '--opset', type=int, default=18, help='ONNX opset (default 18; the gather graph comes out at 18 or more)'
