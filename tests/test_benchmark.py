@@ -1,6 +1,5 @@
 """tools/analysis/benchmark.py and its counting conventions (pit_det/benchmark/)."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from mmcv.ops import MultiScaleDeformableAttention
 from mmengine.config import Config
 from mmengine.optim import AmpOptimWrapper
+from tool_modules import load_tool
 from torch.autograd import DeviceType
 
 from pit_det import benchmark as bm
@@ -68,10 +68,7 @@ def test_summarize():
 
 
 def _benchmark_tool():
-    spec = importlib.util.spec_from_file_location('benchmark_latency', ROOT / 'tools/analysis/benchmark.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/analysis/benchmark.py')
 
 
 def test_precision_flags():

@@ -3,25 +3,20 @@ and keeps the traceback of anything else, which is a bug; the runtimes' load err
 ``DeployError`` naming the file. The real error paths (no ONNX model, a static model, a strip out of
 range) run end to end in test_export_tools.py."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import cv2
 import numpy as np
 import onnx
 import pytest
+from tool_modules import load_tool
 
 from pit_det_deploy import RUNTIMES, DeployError, OnnxDetector
 from pit_det_deploy import runtime as runtimes
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def onnx_demo(monkeypatch, error: Exception):
-    spec = importlib.util.spec_from_file_location('onnx_demo', ROOT / 'tools/deploy/onnx_demo.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('tools/deploy/onnx_demo.py')
 
     class Detector:  # a loaded model whose call fails with ``error``
         classes = ['a']

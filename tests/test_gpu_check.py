@@ -3,7 +3,6 @@
 results, the tier's skips and helpers, and the refusal without a GPU. Every subprocess hides the
 GPUs, so these tests are the same on a GPU machine."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tool_modules import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'tests' / 'gpu'))
@@ -20,14 +20,7 @@ import gpu_tier  # noqa: E402
 CPU_ONLY = dict(CUDA_VISIBLE_DEVICES='')
 
 
-def load_gpu_check():
-    spec = importlib.util.spec_from_file_location('gpu_check', ROOT / 'tools' / 'setup' / 'gpu_check.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_check = load_gpu_check()
+gpu_check = load_tool('tools/setup/gpu_check.py')
 
 
 def environment(**extra) -> dict:
@@ -81,9 +74,7 @@ def test_dry_run_runs_and_judges_every_step(tmp_path):
 
 def test_benchmark_runs_on_the_gpu_ask_for_what_they_judge():
     """The GPU's tools/analysis/benchmark.py arguments (run only there), read by the script's own parser."""
-    spec = importlib.util.spec_from_file_location('benchmark_latency', ROOT / 'tools' / 'analysis' / 'benchmark.py')
-    benchmark_latency = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark_latency)
+    benchmark_latency = load_tool('tools/analysis/benchmark.py')
     runs = gpu_check.benchmark_runs('cuda', dry_run=False)
     parsed = {name: benchmark_latency.parse_args([*argv, '--out', 'x.json']) for name, (argv, _) in runs.items()}
     eager, graphs = parsed['eager'], parsed['pit_s_cuda_graphs']

@@ -1,17 +1,11 @@
 """tools/analysis/int8_accuracy.py's summary: APs by seed, their mean and sample sd, the INT8 drop
 per runtime and the largest gap between tools/test.py and the fp32 export."""
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from tool_modules import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('int8_accuracy', ROOT / 'tools/analysis/int8_accuracy.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/analysis/int8_accuracy.py')
 
 
 def test_the_summary_gives_mean_sd_drops_and_the_fp32_gap():

@@ -2,13 +2,13 @@
 emulate is refused before anything runs, naming the CPU, what it lacks and the fp32 command. The
 capability is stubbed both ways, so each branch runs on any machine."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tool_modules import load_tool
 
 from pit_det import precision
 from pit_det.config import load_config
@@ -122,13 +122,6 @@ def test_this_machine_is_described():
     assert cpu.describe().startswith(f'{cpu.model} ({cpu.isa}, ')
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name.replace('/', '_'), ROOT / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     'tool, args',
     [
@@ -151,7 +144,7 @@ def test_tools_refuse_emulated_bf16_before_doing_anything(tool, args, monkeypatc
         for a in args
     ]
     monkeypatch.setattr(sys, 'argv', [tool, *args])
-    assert run_tool(_tool(tool).main) == 1
+    assert run_tool(load_tool(tool).main) == 1
     err = capsys.readouterr().err
     assert err.startswith('error: bf16 on this CPU, AMD EPYC 7B13 64-Core Processor (AVX2), would be emulated')
     fp32 = err.split('In fp32: ')[1].split('. To run it anyway')[0]
@@ -163,7 +156,7 @@ def test_training_with_amp_on_cpu_is_refused_with_the_fp32_command(monkeypatch, 
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     config = str(ROOT / 'configs/toy/deformable_detr_pit_s_toy.py')
     monkeypatch.setattr(sys, 'argv', ['tools/train.py', config, '--amp', '--work-dir', str(tmp_path / 'work')])
-    assert run_tool(_tool('tools/train.py').main) == 1
+    assert run_tool(load_tool('tools/train.py').main) == 1
     err = capsys.readouterr().err
     assert 'AmpOptimWrapper trains in mixed precision on GPUs only' in err
     assert err.rstrip().endswith(f'train in fp32: tools/train.py {config} --work-dir {tmp_path / "work"}')
@@ -176,7 +169,7 @@ def test_training_with_amp_on_a_gpu_builds_mmengines_amp_wrapper_in_the_dtype_as
     scaling, in float16 (mmengine's default) or bfloat16, with the config's optimizer and clipping."""
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     config = str(ROOT / 'configs/toy/deformable_detr_pit_s_toy.py')
-    train = _tool('tools/train.py')
+    train = load_tool('tools/train.py')
     monkeypatch.setattr(sys, 'argv', ['tools/train.py', config, *amp, '--work-dir', str(tmp_path / 'work')])
     wrapper = train.build_config(train.parse_args()).optim_wrapper
     assert (wrapper.type, wrapper.loss_scale, wrapper.get('dtype')) == ('AmpOptimWrapper', 'dynamic', dtype)

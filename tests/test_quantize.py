@@ -2,7 +2,6 @@
 (tools/deploy/onnx_eval.py): which matmuls stay fp32, the accuracy bound on a toy-trained detector in
 both runtimes, and the tools' errors."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 import torch
 from export_checks import run_without_torch
 from mmcv.ops import MultiScaleDeformableAttention
+from tool_modules import load_tool
 from weight_files import perturbed
 
 from pit_det import benchmark as bm
@@ -41,13 +41,6 @@ VAL_ANN = 'annotations/instances_val2017.json'
 def run(args) -> subprocess.CompletedProcess:
     """A deploy tool as its users run it: without torch or OpenMMLab."""
     return run_without_torch(*args)
-
-
-def _quantize_tool():
-    spec = importlib.util.spec_from_file_location('quantize_tool', ROOT / 'tools/deploy/quantize.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_fp32_groups_are_found_by_what_the_matmuls_compute(tmp_path):
@@ -211,7 +204,7 @@ def test_bad_inputs_are_named(trained, tmp_path):
     shutil.copyfile(trained['fp32'], own)
     before = own.read_bytes()
     with pytest.raises(DeployError, match='is the fp32 model itself: write the INT8 model to another file'):
-        _quantize_tool().main([str(own), '--calib', str(calib), '--out', str(own)])
+        load_tool('tools/deploy/quantize.py').main([str(own), '--calib', str(calib), '--out', str(own)])
     assert own.read_bytes() == before
     # Evaluation on annotations of other classes.
     ann = json.loads((trained['data'] / VAL_ANN).read_text())

@@ -2,20 +2,15 @@
 cannot pass on a quick start whose training is broken. The training and evaluation are stubbed
 here (they run for real in `make demo` and in test_toy_e2e.py); the stub writes their metrics."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from tool_modules import load_tool
 
 
 def quickstart(monkeypatch, tmp_path, ap_before: float, ap_after: float):
-    spec = importlib.util.spec_from_file_location('quickstart', ROOT / 'tools/quickstart.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('tools/quickstart.py')
     work = tmp_path / 'work'
 
     def fake_run(cmd):  # what tools/train.py and tools/test.py leave in the work dir

@@ -1,7 +1,6 @@
 """The set-up's branches that a CPU machine does not take: which mmcv variant is built (CPU, or CUDA
 for the visible GPUs' architectures), the build command, and the install check's CUDA test."""
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -10,15 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tool_modules import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / 'tools' / 'setup' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(f'tools/setup/{name}.py')
 
 
 variant = _tool('mmcv_variant')
