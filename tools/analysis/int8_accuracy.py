@@ -14,6 +14,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Dict, Iterable
 
@@ -119,7 +120,14 @@ def main(argv=None) -> None:
         print(f'[seed {seed}] ' + ', '.join(f'{c} {runs[seed][c]:.3f}' for c in COLUMNS), flush=True)
     machine = f'{cpu_info().describe()}, every tool at its default threads'
     table = to_markdown(runs, machine, args.msda)
-    (work / 'int8_accuracy.json').write_text(json.dumps(dict(machine=machine, graph=args.msda, runs=runs), indent=2))
+    record = dict(
+        machine=machine,
+        date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+        command=' '.join(['python', 'tools/analysis/int8_accuracy.py', *(sys.argv[1:] if argv is None else argv)]),
+        graph=args.msda,
+        runs=runs,
+    )
+    (work / 'int8_accuracy.json').write_text(json.dumps(record, indent=2))
     (work / 'int8_accuracy.md').write_text(table)
     print(table)
 
