@@ -105,9 +105,10 @@ MUTATIONS = [
     Mutation(
         'runtime_load_error_hides_metadata_bugs',
         'pit_det_deploy/runtime.py',
-        "        inference = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])\n    except",
-        "        inference = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])\n"
-        '        metadata.parse(inference.get_modelmeta().custom_metadata_map)\n    except',
+        "        return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])\n",
+        "        loaded = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])\n"
+        '        metadata.parse(loaded.get_modelmeta().custom_metadata_map)  # inside the load\n'
+        '        return loaded\n',
         ('tests/test_deploy_errors.py::test_a_bug_after_loading_keeps_its_traceback',),
     ),
     Mutation(
