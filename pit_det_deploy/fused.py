@@ -5,7 +5,7 @@ Its kernel is the forward pass of pit-det's PyTorch extension (``csrc/ms_deform_
 one source for both), compiled here into one shared library per runtime on first use, and cached:
 
 * ``msda_onnxruntime.cpp``: an onnxruntime custom-op library (``SessionOptions.register_custom_ops_library``),
-  run on the session's intra-op threads. onnxruntime's wheel ships no C headers; they come from
+  run on onnxruntime's intra-op threads. onnxruntime's wheel ships no C headers; they come from
   Debian's ``libonnxruntime-dev`` package (headers only, 85 KB, checked against its SHA-256), or
   from ``$ONNXRUNTIME_INCLUDE_DIR`` where a machine has them;
 * ``msda_openvino.cpp``: an OpenVINO extension with the op and the ONNX frontend's mapping from the
@@ -233,11 +233,11 @@ def openvino_extension() -> Path:
 
 
 @contextmanager
-def in_every_onnxruntime_session() -> Iterator[None]:
+def registered_in_every_onnxruntime_model() -> Iterator[None]:
     """Within the block, every ``onnxruntime.SessionOptions()`` registers the fused op.
 
-    For INT8 calibration of a fused graph: onnxruntime 1.32's static quantization runs the graph in a
-    session it makes from a ``SessionOptions`` of its own, with no way to add a custom-op library
+    For INT8 calibration of a fused graph: onnxruntime 1.32's static quantization runs the graph in an
+    ``InferenceSession`` it builds from a ``SessionOptions`` of its own, with no way to add a custom-op library
     (``onnxruntime/quantization/calibrate.py``, ``create_inference_session``). It looks the class up
     on the module at each call, so the block swaps in a subclass that registers the library.
     """

@@ -165,9 +165,9 @@ def quantize(
     note = _DropMessage('pre-processing before quantization', 'to be an initializer')
     logging.getLogger().addFilter(note)
     # A fused graph's attention stays one fp32 node, which calibration runs (pit_det_deploy.fused).
-    sessions = fused.in_every_onnxruntime_session() if fused.uses_fused_op(model) else nullcontext()
+    registration = fused.registered_in_every_onnxruntime_model() if fused.uses_fused_op(model) else nullcontext()
     try:
-        with sessions:
+        with registration:
             quantize_static(
                 model_path,
                 out_path,

@@ -68,13 +68,13 @@ def _onnxruntime(path: str, threads: int) -> Graph:
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: not its notes on constants it cannot fold
 
-    def session(library: Optional[Path]):
+    def open_model(library: Optional[Path]):
         if library is not None:
             options.register_custom_ops_library(str(library))
         return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
     # onnxruntime's own errors (InvalidProtobuf, Fail, ...) have no public base class.
-    inference = _load(session, fused.onnxruntime_library, path, Exception)
+    inference = _load(open_model, fused.onnxruntime_library, path, Exception)
     meta = metadata.parse(inference.get_modelmeta().custom_metadata_map)
     return Graph(lambda feed: inference.run(None, feed), meta, 'onnxruntime')
 

@@ -1,7 +1,7 @@
 // pit-det's fused deformable attention as an onnxruntime custom-op library: the op
 // pit_det::MultiScaleDeformableAttention that `tools/deploy/export.py --msda fused` writes, registered
 // by RegisterCustomOps (SessionOptions.register_custom_ops_library). The kernel is
-// ms_deform_attn_forward.h, the PyTorch extension's forward pass, on the session's intra-op threads.
+// ms_deform_attn_forward.h, the PyTorch extension's forward pass, on onnxruntime's intra-op threads.
 //
 // Built against onnxruntime's C API headers of API version 21 (onnxruntime 1.21); onnxruntime keeps
 // its C API backward compatible, so later releases load it (pit_det_deploy.fused).
@@ -85,7 +85,7 @@ extern "C" OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
   }
   Ort::InitApi(api);
   try {
-    // One domain and op for the process, as onnxruntime's examples keep them: sessions refer to them.
+    // One domain and op for the process, as onnxruntime's examples keep them: every loaded model refers to them.
     static Ort::CustomOpDomain domain{"pit_det"};
     static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> op{
         Ort::Custom::CreateLiteCustomOp("MultiScaleDeformableAttention", "CPUExecutionProvider", Forward)};

@@ -57,7 +57,7 @@ def runs_needed(items) -> set:
 
 
 class ToyRuns:
-    """The toy detector's runs of one tier session, each a tool in a subprocess, in a thread pool;
+    """The toy detector's runs of one tier run, each a tool in a subprocess, in a thread pool;
     a run not started up front (a test that :func:`runs_needed` did not foresee) starts when first
     asked for, with what it waits for."""
 
