@@ -7,6 +7,9 @@ carries its precision in the graph. A graph with pit-det's fused deformable atte
 (``--msda fused``) loads the runtime's library for it (:mod:`.fused`).
 """
 
+import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, TypeVar
 
@@ -19,6 +22,10 @@ RUNTIMES = ('onnxruntime', 'openvino')
 T = TypeVar('T')
 
 
+# Where a profiled graph's time went: per op kind, (summed milliseconds, nodes run), over some calls.
+OpTotals = Dict[str, List[float]]
+
+
 class Graph:
     """A loaded model: ``graph(feed) -> outputs`` (numpy, in the model's output order), with the
     model's ``pit_det`` metadata (``{}`` if it has none).
@@ -27,18 +34,54 @@ class Graph:
         run: the runtime's call.
         metadata: the ``pit_det`` metadata entry, parsed.
         runtime: 'onnxruntime' or 'openvino'.
+        profiled: for a graph loaded with ``profile=True``, the runtime's per-node times of
+            ``calls`` calls of ``feed`` (:data:`OpTotals`).
     """
 
-    def __init__(self, run: Callable[[Dict[str, np.ndarray]], List[np.ndarray]], metadata: dict, runtime: str) -> None:
-        self._run, self.metadata, self.runtime = run, metadata, runtime
+    def __init__(
+        self,
+        run: Callable[[Dict[str, np.ndarray]], List[np.ndarray]],
+        metadata: dict,
+        runtime: str,
+        profiled: Optional[Callable[[Dict[str, np.ndarray], int], OpTotals]] = None,
+    ) -> None:
+        self._run, self.metadata, self.runtime, self._profiled = run, metadata, runtime, profiled
 
     def __call__(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
         return self._run(feed)
 
+    def op_times(self, feed: Dict[str, np.ndarray], calls: int = 5) -> List[dict]:
+        """Where the runtime's time goes: ``calls`` calls of ``feed``, timed node by node by the
+        runtime's own profiler: once per graph loaded with ``profile=True``, after warm-up calls.
 
-def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0) -> Graph:
+        Returns:
+            list: one dict per kind of op, the most time first: ``op`` (onnxruntime: the op type
+            it ran, after its fusions, e.g. ``QLinearMatMul``; OpenVINO: its node type and, in
+            brackets, the kernel it chose, e.g. ``FullyConnected (jit_gemm_i8)``), ``self_ms``
+            per call, ``share`` of the summed op time, ``calls``: nodes of that kind per call.
+
+        Raises:
+            DeployError: the graph was loaded without ``profile=True`` or profiled already, or
+                ``calls`` < 1.
+        """
+        if self._profiled is None:
+            raise DeployError('op_times: profile once per load_graph(..., profile=True)')
+        if calls < 1:
+            raise DeployError(f'op_times: calls={calls}: give at least one call')
+        # onnxruntime's profile ends when read: once per load, in both runtimes alike.
+        profiled, self._profiled = self._profiled, None
+        totals = profiled(feed, calls)
+        whole = sum(ms for ms, _ in totals.values()) or 1.0
+        return [
+            dict(op=op, self_ms=ms / calls, share=ms / whole, calls=round(nodes / calls))
+            for op, (ms, nodes) in sorted(totals.items(), key=lambda item: -item[1][0])
+        ]
+
+
+def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0, profile: bool = False) -> Graph:
     """``path`` compiled for the CPU by ``runtime`` with ``threads`` intra-op threads (0: the
-    runtime's own choice).
+    runtime's own choice); with ``profile``, its profiler on, for :meth:`Graph.op_times` (it times
+    every node, so time such a graph's calls only through that).
 
     A model with pit-det's fused deformable attention (``--msda fused``) gets the runtime's library
     for it, built on first use (:mod:`.fused`).
@@ -53,7 +96,7 @@ def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0) -> Gra
     if runtime not in RUNTIMES:
         raise DeployError(f'runtime {runtime!r}: choose one of {", ".join(RUNTIMES)}')
     try:
-        return (_onnxruntime if runtime == 'onnxruntime' else _openvino)(str(path), threads)
+        return (_onnxruntime if runtime == 'onnxruntime' else _openvino)(str(path), threads, profile)
     except ImportError as e:
         raise DeployError(
             f'runtime {runtime} is not installed ({e}); '
@@ -61,7 +104,7 @@ def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0) -> Gra
         ) from None
 
 
-def _onnxruntime(path: str, threads: int) -> Graph:
+def _onnxruntime(path: str, threads: int, profile: bool = False) -> Graph:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -76,14 +119,37 @@ def _onnxruntime(path: str, threads: int) -> Graph:
     # onnxruntime's own errors (InvalidProtobuf, Fail, ...) have no public base class.
     inference = _load(open_model, fused.onnxruntime_library, path, Exception)
     meta = metadata.parse(inference.get_modelmeta().custom_metadata_map)
-    return Graph(lambda feed: inference.run(None, feed), meta, 'onnxruntime')
+    if profile:  # loaded again, profiling (the load above may have failed once, on the fused op)
+        folder = tempfile.mkdtemp(prefix='pit_det_profile_')
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder, 'profile'))  # every call since the load, to a file
+        inference = open_model(None)  # options keep the library that _load registered, if any
+
+    def profiled(feed: Dict[str, np.ndarray], calls: int) -> OpTotals:
+        for _ in range(calls):
+            inference.run(None, feed)
+        try:  # the profile ends here: onnxruntime cannot restart it
+            events = json.loads(Path(inference.end_profiling()).read_text())
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        # Only the last `calls` runs (not the warm-up): the nodes that start inside them.
+        start = sorted(e['ts'] for e in events if e.get('name') == 'model_run')[-calls]
+        totals: OpTotals = {}
+        for e in events:
+            if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time') and e['ts'] >= start:
+                entry = totals.setdefault(e['args']['op_name'], [0.0, 0])
+                entry[0] += e['dur'] / 1e3  # microseconds
+                entry[1] += 1
+        return totals
+
+    return Graph(lambda feed: inference.run(None, feed), meta, 'onnxruntime', profiled if profile else None)
 
 
-def _openvino(path: str, threads: int) -> Graph:
+def _openvino(path: str, threads: int, profile: bool = False) -> Graph:
     import openvino as ov
 
     core = ov.Core()
-    config = {'INFERENCE_PRECISION_HINT': 'f32', 'PERFORMANCE_HINT': 'LATENCY'}
+    config = {'INFERENCE_PRECISION_HINT': 'f32', 'PERFORMANCE_HINT': 'LATENCY', 'PERF_COUNT': profile}
     if threads:
         config['INFERENCE_NUM_THREADS'] = threads
 
@@ -104,7 +170,24 @@ def _openvino(path: str, threads: int) -> Graph:
         result = request.infer(feed)
         return [np.array(result[output]) for output in compiled.outputs]  # copies: the request reuses its buffers
 
-    return Graph(run, meta, 'openvino')
+    # OpenVINO profiles an extension's op (pit-det's fused op) as node type 'Reference': named by its own type.
+    op_types = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
+
+    def profiled(feed: Dict[str, np.ndarray], calls: int) -> OpTotals:
+        totals: OpTotals = {}
+        for _ in range(calls):
+            request.infer(feed)
+            for node in request.profiling_info:  # the last call's, node by node
+                if node.status == node.Status.EXECUTED:  # not the nodes fused into others
+                    kind = node.node_type
+                    if kind == 'Reference':
+                        kind = op_types.get(node.node_name, kind)
+                    entry = totals.setdefault(f'{kind} ({node.exec_type})', [0.0, 0])
+                    entry[0] += node.real_time.total_seconds() * 1e3
+                    entry[1] += 1
+        return totals
+
+    return Graph(run, meta, 'openvino', profiled if profile else None)
 
 
 def _load(load: Callable[[Optional[Path]], T], library: Callable[[], Path], path: str, errors: type) -> T:

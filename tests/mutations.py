@@ -167,6 +167,20 @@ MUTATIONS = [
         '        if False:\n',
         ('tests/test_trt_plugin.py::test_the_cpu_runtimes_name_the_graphs_they_can_run',),
     ),
+    Mutation(
+        'op_times_count_the_warm_up',
+        'pit_det_deploy/runtime.py',
+        "e['name'].endswith('_kernel_time') and e['ts'] >= start:",
+        "e['name'].endswith('_kernel_time'):",
+        ('tests/test_op_times.py',),
+    ),
+    Mutation(
+        'op_times_name_the_fused_op_reference',
+        'pit_det_deploy/runtime.py',
+        "                    if kind == 'Reference':\n",
+        '                    if False:\n',
+        ('tests/test_op_times.py',),
+    ),
 ]
 
 

@@ -163,8 +163,9 @@ def test_benchmark_compile_and_runtime_rows(tmp_path):
     """--compile: an inductor-compiled row beside each eager one, its compile time apart from
     its latency, the same detections as eager, and in mode reduce-overhead whether CUDA graphs ran
     (on CPU they cannot); --runtimes / --msda / --int8: the exported graphs (GridSample and
-    fused) timed in onnxruntime and OpenVINO, fp32 with PyTorch's detections, and INT8 of the first
-    (one encoder and decoder layer keep compiling and exporting short)."""
+    fused) timed in onnxruntime and OpenVINO, fp32 with PyTorch's detections, and INT8 of the first,
+    with --profile each row's ops as its runtime ran them (one encoder and decoder layer keep
+    compiling and exporting short)."""
     report, stdout = run_tool(
         tmp_path,
         '--iters',
@@ -184,6 +185,8 @@ def test_benchmark_compile_and_runtime_rows(tmp_path):
         'grid_sample',
         'fused',
         '--int8',
+        '--profile',
+        '60',
         '--cfg-options',
         'model.encoder.num_layers=1',
         'model.decoder.num_layers=1',
@@ -201,6 +204,14 @@ def test_benchmark_compile_and_runtime_rows(tmp_path):
             assert row['vs_reference']['labels_equal']
             assert row['vs_reference']['max_box_diff'] <= 1e-6 * 208
             assert row['vs_reference']['max_score_diff'] <= 1e-6
+        # Every op kind (fewer than 60), named as the runtime ran it: the sampling as GridSample or
+        # as the fused op; in INT8 onnxruntime's int8 ops, OpenVINO's int8 kernels.
+        ops = [op['op'] for op in row['top_ops']]
+        assert len(ops) < 60 and sum(op['share'] for op in row['top_ops']) == pytest.approx(1.0)
+        sampling = 'MultiScaleDeformableAttention' if row['impl'] == 'fused' else 'GridSample'
+        assert any(op.startswith(sampling) for op in ops), ops
+        int8 = [op for op in ops if int8_products(op)]
+        assert bool(int8) == (row['dtype'] == 'int8'), int8
     assert [(r['runtime'], r['compiled']) for r in (eager, compiled)] == [('torch', False), ('torch', True)]
     assert report['environment']['compile_mode'] == 'reduce-overhead'
     # CUDA graphs need CUDA tensors: on CPU inductor skips them, and the row says so.
@@ -215,6 +226,15 @@ def test_benchmark_compile_and_runtime_rows(tmp_path):
     # Inductor fuses and reorders fp32 sums (measured 1.5e-5 px, scores 4.1e-8).
     assert compiled['vs_reference']['max_box_diff'] <= 1e-6 * 208 and compiled['vs_reference']['max_score_diff'] <= 1e-6
     assert 'fast fp32 compiled' in stdout
+
+
+def int8_products(op: str) -> bool:
+    """An op kind of ``Graph.op_times`` that multiplies in int8: onnxruntime's int8 ops, or an OpenVINO
+    matmul or convolution on an int8 kernel (its masks' Subgraph and Convert run in i8 in fp32 models too)."""
+    kind, _, kernel = op.partition(' (')
+    if kind.startswith(('QLinear', 'MatMulInteger', 'ConvInteger')):
+        return True
+    return kind in ('FullyConnected', 'MatMul', 'Convolution', 'GroupConvolution') and '_i8' in kernel.lower()
 
 
 def _event(name: str, device: str = 'cpu', start: float = 0.0, end: float = 0.0, kind: str = None):

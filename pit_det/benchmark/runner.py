@@ -46,7 +46,9 @@ class Settings:
         flops: count FLOPs.
         profile: profile each row (0: not): the N ops taking most time, on CUDA the kernel launches
             and synchronisations of one call, and for eager rows the wall time per stage, over
-            ``iters`` more calls (:mod:`.profiling`).
+            ``iters`` more calls (:mod:`.profiling`); for the runtimes' rows, the N kinds of op
+            taking most time over ``iters`` calls, by the runtime's own profiler
+            (:meth:`pit_det_deploy.runtime.Graph.op_times`).
         train: also the training throughput of each detector in each precision (:mod:`.training`).
         cfg_options: config overrides for every detector.
     """
@@ -221,7 +223,8 @@ def measure_deployed(
     """The detector exported as ``tools/deploy/export.py`` does (static, at this input size) for each of
     ``settings.graphs`` (and INT8 of the first), run in each of ``settings.runtimes`` on CPU with
     as many threads as torch: latency (from the normalised image: the normalisation, about 1 ms,
-    is outside the graph), export time (``export_s``; for INT8 the quantization's), detections.
+    is outside the graph), export time (``export_s``; for INT8 the quantization's), detections,
+    and with ``settings.profile`` the ops taking most time (``top_ops``).
     Yields (row keys, measurements)."""
     from pit_det.export import export_onnx
     from pit_det_deploy import load_graph
@@ -251,6 +254,11 @@ def measure_deployed(
                 with bm.peak_memory('cpu') as memory:
                     latency = bm.time_calls(step, settings.warmup, settings.iters, 'cpu', lambda: progress(what, 1))
                 boxes, scores, labels = step()
+                profile = {}
+                if settings.profile:  # another load: the profiler times every node, which costs time
+                    profiled = load_graph(path, runtime, threads, profile=True)
+                    profiled(feed)  # warm-up
+                    profile['top_ops'] = profiled.op_times(feed, settings.iters)[: settings.profile]
                 yield (
                     dict(runtime=runtime, impl=graph, dtype=dtype),
                     dict(
@@ -259,5 +267,6 @@ def measure_deployed(
                         export_s=prepare_s,
                         **memory,
                         detections=tuple(torch.from_numpy(a[0]) for a in (boxes, scores, labels)),
+                        **profile,
                     ),
                 )

@@ -128,7 +128,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=0,
         metavar='N',
         help='also where the time goes: wall time per stage (eager rows), the N ops taking most '
-        'time (default 12) and, on CUDA, kernel launches and synchronisations per image',
+        "time (default 12; for --runtimes rows by the runtime's own profiler) and, on CUDA, kernel "
+        'launches and synchronisations per image',
     )
     parser.add_argument(
         '--train-throughput',
