@@ -43,7 +43,7 @@ def to_trt_plugin(model: Any) -> Any:
 
     out = type(model)()
     out.CopyFrom(model)
-    nodes = []
+    nodes, replaced = [], 0
     flatten_heads = 'pit_det_trt_plugin_flatten_heads'  # Reshape's shape: keep N and Lq, merge M and D
     for i, node in enumerate(model.graph.node):
         if node.domain != DOMAIN or node.op_type != OP:
@@ -62,7 +62,8 @@ def to_trt_plugin(model: Any) -> Any:
             ),
             helper.make_node('Reshape', [f'{name}/heads', flatten_heads], list(node.output), name=name),
         ]
-    if len(nodes) == len(model.graph.node):
+        replaced += 1
+    if not replaced:
         raise ValueError(f'the model has no {DOMAIN}::{OP} node to write as {PLUGIN}: export it with --msda fused')
     del out.graph.node[:]
     out.graph.node.extend(nodes)

@@ -74,7 +74,11 @@ def export_onnx(
         info['min_size'] = min_size or min_dynamic_size(detector)
         info['max_size'] = MAX_DYNAMIC_SIZE
         shapes = dynamic_image_shapes(info['min_size'], info['max_size'])
-    with torch.no_grad(), msda_impl_as(detector, _TRACED_IMPL[msda]):
+    traced = _TRACED_IMPL[msda]
+    # The C++ kernel ('fast') is traced as pit_det::ms_deform_attn, which only the onnxscript
+    # translation of :mod:`.fused_node` writes (as one node); the standard-op graphs need none.
+    translation = _fused_translation() if traced == 'fast' else None
+    with torch.no_grad(), msda_impl_as(detector, traced):
         # onnxscript's graph optimiser (0.7.2) left a dangling input in these graphs
         # ('sigmoid_1_min_1' is not ... output of a previous node); onnxruntime optimises at load.
         program = torch.onnx.export(
@@ -87,7 +91,7 @@ def export_onnx(
             output_names=['boxes', 'scores', 'labels'],
             optimize=False,
             verbose=False,
-            custom_translation_table=_fused_translation() if _TRACED_IMPL[msda] == 'fast' else None,
+            custom_translation_table=translation,
         )
     model = program.model_proto
     written = next(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx'))
