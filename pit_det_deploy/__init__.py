@@ -1,7 +1,8 @@
 """What a detector exported by ``tools/deploy/export.py`` needs at run time, without PyTorch or
 OpenMMLab: onnxruntime or OpenVINO, numpy and OpenCV.
 
-* :mod:`.runtime`: the two runtimes behind one call, ``load_graph(path, runtime)``;
+* :mod:`.runtime`: the two runtimes behind one call, ``load_graph(path, runtime)``, and where
+  their time goes, ``op_times``;
 * :mod:`.preprocess`: the shipped test pipeline (keep-ratio resize as mmcv, minimum padding,
   normalisation), the same pixels as mmdet's;
 * :mod:`.detector`: ``OnnxDetector``, an image in, detections in the image's pixels out;
@@ -18,13 +19,14 @@ OpenMMLab: onnxruntime or OpenVINO, numpy and OpenCV.
 from .detector import OnnxDetector
 from .draw import detection_record, draw_detections, image_files
 from .errors import DeployError
-from .runtime import RUNTIMES, load_graph
+from .runtime import RUNTIMES, load_graph, op_times
 
 __all__ = [
     'RUNTIMES',
     'DeployError',
     'OnnxDetector',
     'load_graph',
+    'op_times',
     'detection_record',
     'draw_detections',
     'image_files',

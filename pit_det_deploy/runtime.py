@@ -22,8 +22,10 @@ RUNTIMES = ('onnxruntime', 'openvino')
 T = TypeVar('T')
 
 
-# Where a profiled graph's time went: per op kind, (summed milliseconds, nodes run), over some calls.
+# Where a profiled graph's time went: per op kind, [summed milliseconds, nodes run], over the profiled calls.
 OpTotals = Dict[str, List[float]]
+# A profiled graph's profile: (feed, warm-up calls, profiled calls) -> OpTotals of the profiled calls.
+Profile = Callable[[Dict[str, np.ndarray], int, int], OpTotals]
 
 
 class Graph:
@@ -34,8 +36,7 @@ class Graph:
         run: the runtime's call.
         metadata: the ``pit_det`` metadata entry, parsed.
         runtime: 'onnxruntime' or 'openvino'.
-        profiled: for a graph loaded with ``profile=True``, the runtime's per-node times of
-            ``calls`` calls of ``feed`` (:data:`OpTotals`).
+        profile: a graph loaded to be profiled (:func:`op_times`): its runtime's per-node times.
     """
 
     def __init__(
@@ -43,45 +44,17 @@ class Graph:
         run: Callable[[Dict[str, np.ndarray]], List[np.ndarray]],
         metadata: dict,
         runtime: str,
-        profiled: Optional[Callable[[Dict[str, np.ndarray], int], OpTotals]] = None,
+        profile: Optional[Profile] = None,
     ) -> None:
-        self._run, self.metadata, self.runtime, self._profiled = run, metadata, runtime, profiled
+        self._run, self.metadata, self.runtime, self.profile = run, metadata, runtime, profile
 
     def __call__(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
         return self._run(feed)
 
-    def op_times(self, feed: Dict[str, np.ndarray], calls: int = 5) -> List[dict]:
-        """Where the runtime's time goes: ``calls`` calls of ``feed``, timed node by node by the
-        runtime's own profiler: once per graph loaded with ``profile=True``, after warm-up calls.
 
-        Returns:
-            list: one dict per kind of op, the most time first: ``op`` (onnxruntime: the op type
-            it ran, after its fusions, e.g. ``QLinearMatMul``; OpenVINO: its node type and, in
-            brackets, the kernel it chose, e.g. ``FullyConnected (jit_gemm_i8)``), ``self_ms``
-            per call, ``share`` of the summed op time, ``calls``: nodes of that kind per call.
-
-        Raises:
-            DeployError: the graph was loaded without ``profile=True`` or profiled already, or
-                ``calls`` < 1.
-        """
-        if self._profiled is None:
-            raise DeployError('op_times: profile once per load_graph(..., profile=True)')
-        if calls < 1:
-            raise DeployError(f'op_times: calls={calls}: give at least one call')
-        # onnxruntime's profile ends when read: once per load, in both runtimes alike.
-        profiled, self._profiled = self._profiled, None
-        totals = profiled(feed, calls)
-        whole = sum(ms for ms, _ in totals.values()) or 1.0
-        return [
-            dict(op=op, self_ms=ms / calls, share=ms / whole, calls=round(nodes / calls))
-            for op, (ms, nodes) in sorted(totals.items(), key=lambda item: -item[1][0])
-        ]
-
-
-def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0, profile: bool = False) -> Graph:
+def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0) -> Graph:
     """``path`` compiled for the CPU by ``runtime`` with ``threads`` intra-op threads (0: the
-    runtime's own choice); with ``profile``, its profiler on, for :meth:`Graph.op_times` (it times
-    every node, so time such a graph's calls only through that).
+    runtime's own choice).
 
     A model with pit-det's fused deformable attention (``--msda fused``) gets the runtime's library
     for it, built on first use (:mod:`.fused`).
@@ -93,6 +66,44 @@ def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0, profil
         FusedUnavailable: a fused model, where the runtime's library for it cannot be built (a
             ``DeployError`` that names the reason and the portable graphs).
     """
+    return _loaded(path, runtime, threads, profile=False)
+
+
+def op_times(
+    path: str, runtime: str, feed: Dict[str, np.ndarray], threads: int = 0, calls: int = 5, warmup: int = 1
+) -> List[dict]:
+    """Where ``runtime``'s time goes in ``path``: ``warmup`` calls of ``feed``, then ``calls`` calls
+    timed node by node by the runtime's own profiler (onnxruntime's profile, OpenVINO's per-node
+    counters). The profiler costs time itself: time latency with :func:`load_graph`.
+
+    Args:
+        path: the model file.
+        runtime: 'onnxruntime' or 'openvino'.
+        feed: the model's inputs by name, as for a :class:`Graph`.
+        threads: intra-op threads (0: the runtime's own choice).
+        calls: calls profiled.
+        warmup: calls before them, not profiled.
+
+    Returns:
+        list: one dict per kind of op, the most time first: ``op`` (onnxruntime: the op type it
+        ran, after its fusions, e.g. ``QLinearMatMul``; OpenVINO: its node type and, in brackets,
+        the kernel it chose, e.g. ``FullyConnected (jit_gemm_i8)``), ``self_ms`` per call,
+        ``share`` of the summed op time, ``calls``: nodes of that kind per call.
+
+    Raises:
+        DeployError: ``calls`` < 1, and whatever :func:`load_graph` raises.
+    """
+    if calls < 1:
+        raise DeployError(f'op_times: calls={calls}: give at least one call')
+    totals = _loaded(path, runtime, threads, profile=True).profile(feed, warmup, calls)
+    whole = sum(ms for ms, _ in totals.values()) or 1.0
+    return [
+        dict(op=op, self_ms=ms / calls, share=ms / whole, calls=round(nodes / calls))
+        for op, (ms, nodes) in sorted(totals.items(), key=lambda item: -item[1][0])
+    ]
+
+
+def _loaded(path: str, runtime: str, threads: int, profile: bool) -> Graph:
     if runtime not in RUNTIMES:
         raise DeployError(f'runtime {runtime!r}: choose one of {", ".join(RUNTIMES)}')
     try:
@@ -104,7 +115,7 @@ def load_graph(path: str, runtime: str = 'onnxruntime', threads: int = 0, profil
         ) from None
 
 
-def _onnxruntime(path: str, threads: int, profile: bool = False) -> Graph:
+def _onnxruntime(path: str, threads: int, profile: bool) -> Graph:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -119,21 +130,31 @@ def _onnxruntime(path: str, threads: int, profile: bool = False) -> Graph:
     # onnxruntime's own errors (InvalidProtobuf, Fail, ...) have no public base class.
     inference = _load(open_model, fused.onnxruntime_library, path, Exception)
     meta = metadata.parse(inference.get_modelmeta().custom_metadata_map)
-    if profile:  # loaded again, profiling (the load above may have failed once, on the fused op)
-        folder = tempfile.mkdtemp(prefix='pit_det_profile_')
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(folder, 'profile'))  # every call since the load, to a file
-        inference = open_model(None)  # options keep the library that _load registered, if any
+    if not profile:
+        return Graph(lambda feed: inference.run(None, feed), meta, 'onnxruntime')
 
-    def profiled(feed: Dict[str, np.ndarray], calls: int) -> OpTotals:
-        for _ in range(calls):
-            inference.run(None, feed)
-        try:  # the profile ends here: onnxruntime cannot restart it
-            events = json.loads(Path(inference.end_profiling()).read_text())
+    def profiled(feed: Dict[str, np.ndarray], warmup: int, calls: int) -> OpTotals:
+        # Loaded again, profiling every call (the load above may have failed once, on the fused op;
+        # the options keep the library it registered). onnxruntime writes the profile to a file
+        # when it ends: here, or when the model is freed.
+        folder = tempfile.mkdtemp(prefix='pit_det_profile_')
+        try:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(folder, 'profile'))
+            profiled = open_model(None)
+            try:
+                for _ in range(warmup + calls):
+                    profiled.run(None, feed)
+            finally:
+                written = profiled.end_profiling()
+            events = json.loads(Path(written).read_text())
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         # Only the last `calls` runs (not the warm-up): the nodes that start inside them.
-        start = sorted(e['ts'] for e in events if e.get('name') == 'model_run')[-calls]
+        runs = sorted(e['ts'] for e in events if e.get('name') == 'model_run')
+        if len(runs) < warmup + calls:  # its profile stops at 1,000,000 events
+            raise DeployError(f'onnxruntime profiled {len(runs)} of {warmup + calls} calls: profile fewer calls')
+        start = runs[-calls]
         totals: OpTotals = {}
         for e in events:
             if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time') and e['ts'] >= start:
@@ -142,10 +163,10 @@ def _onnxruntime(path: str, threads: int, profile: bool = False) -> Graph:
                 entry[1] += 1
         return totals
 
-    return Graph(lambda feed: inference.run(None, feed), meta, 'onnxruntime', profiled if profile else None)
+    return Graph(lambda feed: inference.run(None, feed), meta, 'onnxruntime', profiled)
 
 
-def _openvino(path: str, threads: int, profile: bool = False) -> Graph:
+def _openvino(path: str, threads: int, profile: bool) -> Graph:
     import openvino as ov
 
     core = ov.Core()
@@ -173,7 +194,9 @@ def _openvino(path: str, threads: int, profile: bool = False) -> Graph:
     # OpenVINO profiles an extension's op (pit-det's fused op) as node type 'Reference': named by its own type.
     op_types = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
 
-    def profiled(feed: Dict[str, np.ndarray], calls: int) -> OpTotals:
+    def profiled(feed: Dict[str, np.ndarray], warmup: int, calls: int) -> OpTotals:
+        for _ in range(warmup):
+            request.infer(feed)
         totals: OpTotals = {}
         for _ in range(calls):
             request.infer(feed)

@@ -175,6 +175,13 @@ MUTATIONS = [
         ('tests/test_op_times.py',),
     ),
     Mutation(
+        'op_times_leave_the_profile_file',
+        'pit_det_deploy/runtime.py',
+        '            shutil.rmtree(folder, ignore_errors=True)\n',
+        '            pass\n',
+        ('tests/test_op_times.py',),
+    ),
+    Mutation(
         'op_times_name_the_fused_op_reference',
         'pit_det_deploy/runtime.py',
         "                    if kind == 'Reference':\n",

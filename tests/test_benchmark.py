@@ -229,7 +229,7 @@ def test_benchmark_compile_and_runtime_rows(tmp_path):
 
 
 def int8_products(op: str) -> bool:
-    """An op kind of ``Graph.op_times`` that multiplies in int8: onnxruntime's int8 ops, or an OpenVINO
+    """An op kind of ``pit_det_deploy.op_times`` that multiplies in int8: onnxruntime's int8 ops, or an OpenVINO
     matmul or convolution on an int8 kernel (its masks' Subgraph and Convert run in i8 in fp32 models too)."""
     kind, _, kernel = op.partition(' (')
     if kind.startswith(('QLinear', 'MatMulInteger', 'ConvInteger')):

@@ -48,7 +48,7 @@ class Settings:
             and synchronisations of one call, and for eager rows the wall time per stage, over
             ``iters`` more calls (:mod:`.profiling`); for the runtimes' rows, the N kinds of op
             taking most time over ``iters`` calls, by the runtime's own profiler
-            (:meth:`pit_det_deploy.runtime.Graph.op_times`).
+            (:func:`pit_det_deploy.runtime.op_times`).
         train: also the training throughput of each detector in each precision (:mod:`.training`).
         cfg_options: config overrides for every detector.
     """
@@ -227,7 +227,7 @@ def measure_deployed(
     and with ``settings.profile`` the ops taking most time (``top_ops``).
     Yields (row keys, measurements)."""
     from pit_det.export import export_onnx
-    from pit_det_deploy import load_graph
+    from pit_det_deploy import load_graph, op_times
     from pit_det_deploy.quantize import quantize
 
     threads = torch.get_num_threads()
@@ -255,10 +255,9 @@ def measure_deployed(
                     latency = bm.time_calls(step, settings.warmup, settings.iters, 'cpu', lambda: progress(what, 1))
                 boxes, scores, labels = step()
                 profile = {}
-                if settings.profile:  # another load: the profiler times every node, which costs time
-                    profiled = load_graph(path, runtime, threads, profile=True)
-                    profiled(feed)  # warm-up
-                    profile['top_ops'] = profiled.op_times(feed, settings.iters)[: settings.profile]
+                if settings.profile:  # apart from the timed calls: the profiler costs time itself
+                    ops = op_times(path, runtime, feed, threads, calls=settings.iters, warmup=settings.warmup)
+                    profile['top_ops'] = ops[: settings.profile]
                 yield (
                     dict(runtime=runtime, impl=graph, dtype=dtype),
                     dict(
