@@ -182,6 +182,13 @@ MUTATIONS = [
         ('tests/test_op_times.py',),
     ),
     Mutation(
+        'op_times_count_nodes_openvino_did_not_run',
+        'pit_det_deploy/runtime.py',
+        'if node.status == node.Status.EXECUTED:',
+        'if True:',
+        ('tests/test_op_times.py',),
+    ),
+    Mutation(
         'op_times_name_the_fused_op_reference',
         'pit_det_deploy/runtime.py',
         "                    if kind == 'Reference':\n",
