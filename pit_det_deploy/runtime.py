@@ -191,6 +191,11 @@ def _openvino(path: str, threads: int, profile: bool) -> Graph:
         result = request.infer(feed)
         return [np.array(result[output]) for output in compiled.outputs]  # copies: the request reuses its buffers
 
+    return Graph(run, meta, 'openvino', _openvino_profile(model, request) if profile else None)
+
+
+def _openvino_profile(model, request) -> Profile:
+    """OpenVINO's per-node counters of ``request`` (compiled with ``PERF_COUNT``) as a :data:`Profile`."""
     # OpenVINO profiles an extension's op (pit-det's fused op) as node type 'Reference': named by its own type.
     op_types = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
 
@@ -210,7 +215,7 @@ def _openvino(path: str, threads: int, profile: bool) -> Graph:
                     entry[1] += 1
         return totals
 
-    return Graph(run, meta, 'openvino', profiled if profile else None)
+    return profiled
 
 
 def _load(load: Callable[[Optional[Path]], T], library: Callable[[], Path], path: str, errors: type) -> T:

@@ -3,7 +3,6 @@ runtimes' rows): each kind of op the runtime ran, named as it ran it, with its t
 the profiled calls only, in onnxruntime and OpenVINO."""
 
 import tempfile
-import time
 
 import numpy as np
 import onnx
@@ -12,6 +11,7 @@ import torch
 from onnx import TensorProto, helper
 from test_msda import LEVELS, random_inputs
 
+from pit_det import benchmark as bm
 from pit_det_deploy import RUNTIMES, DeployError, fused, load_graph, op_times
 
 SIDE = 384  # a matmul of 384^3 multiply-adds takes about 100 times a 384^2 Relu
@@ -51,8 +51,7 @@ def test_each_kind_of_op_with_its_time_per_call_over_the_profiled_calls_only(mat
     # In milliseconds per call: the nodes' sum is the call's time, give or take the runtime's own
     # work and timing noise (a microsecond or a second read as a millisecond is 1000x off).
     graph = load_graph(str(matmuls), runtime, threads=1)
-    graph(feed)
-    wall_ms = min(_timed(graph, feed) for _ in range(3))
+    wall_ms = min(bm.time_calls(lambda: graph(feed), warmup=1, iters=3, device='cpu')) * 1e3
     assert 0.1 * wall_ms < sum(op['self_ms'] for op in ops) < 10 * wall_ms
     with pytest.raises(DeployError, match='op_times: calls=0: give at least one call'):
         op_times(str(matmuls), runtime, feed, calls=0)
@@ -69,9 +68,3 @@ def test_pit_dets_fused_op_is_named_as_such(tmp_path, runtime):
     ops = {op['op'].split(' (')[0]: op for op in op_times(str(path), runtime, feed, threads=1, calls=2)}
     assert 'Reference' not in ops and fused.OP == 'MultiScaleDeformableAttention'
     assert ops[fused.OP]['calls'] == 1 and ops[fused.OP]['share'] > 0.9
-
-
-def _timed(graph, feed) -> float:
-    start = time.perf_counter()
-    graph(feed)
-    return (time.perf_counter() - start) * 1e3
