@@ -195,6 +195,13 @@ MUTATIONS = [
         '                    if False:\n',
         ('tests/test_op_times.py',),
     ),
+    Mutation(
+        'benchmark_int8_rows_ignore_their_fp32_groups',
+        'pit_det/benchmark/runner.py',
+        "quantize(fp32, path, ({'image': n} for n in noise), keep=keep)",
+        "quantize(fp32, path, ({'image': n} for n in noise))",
+        ('tests/test_benchmark.py::test_benchmark_compile_and_runtime_rows',),
+    ),
 ]
 
 

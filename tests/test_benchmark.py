@@ -19,7 +19,7 @@ from torch.autograd import DeviceType
 
 from pit_det import benchmark as bm
 from pit_det import ops
-from pit_det.benchmark import kernels, profiling, training
+from pit_det.benchmark import kernels, profiling, training, variant
 from pit_det.models import set_msda_impl
 from pit_det.ops import msda_flops
 from pit_det_deploy.hardware import cpu_info, native_dtypes
@@ -79,6 +79,20 @@ def test_precision_flags():
     assert tool.parse_args(['x.py', '--dtype', 'bf16']).dtype == ['bf16']
     assert tool.parse_args(['x.py', '--dtype', 'bf16', '--bf16']).dtype == ['bf16']
     assert tool.parse_args(['x.py', '--fp16', '--bf16']).dtype == ['fp32', 'bf16', 'fp16']
+
+
+def test_int8_rows_by_their_fp32_groups(capsys):
+    """--int8 alone: one INT8 row with the quantizer's default fp32 groups; with values, one row per
+    comma-joined group set ('none': every matmul INT8), repeats dropped; an unknown group named."""
+    tool = _benchmark_tool()
+    assert tool.parse_args(['x.py']).int8 == []
+    assert tool.parse_args(['x.py', '--int8']).int8 == [('head',)]
+    rows = tool.parse_args(['x.py', '--int8', 'head', 'head,attention', 'none', 'head']).int8
+    assert rows == [('head',), ('head', 'attention'), ()]
+    with pytest.raises(SystemExit):
+        tool.parse_args(['x.py', '--int8', 'head,heads'])
+    error = capsys.readouterr().err
+    assert '--int8 head,heads: unknown group heads; choose from head, sampling, attention, none' in error
 
 
 def run_tool(tmp_path, *args, config: str = 'configs/deformable_detr_pit_s.py', shape=('160', '208')) -> tuple:
@@ -185,6 +199,8 @@ def test_benchmark_compile_and_runtime_rows(tmp_path):
         'grid_sample',
         'fused',
         '--int8',
+        'head',
+        'head,attention',
         '--profile',
         '60',
         '--cfg-options',
@@ -192,14 +208,19 @@ def test_benchmark_compile_and_runtime_rows(tmp_path):
         'model.decoder.num_layers=1',
     )
     eager, compiled, *deployed = report['results']
-    assert [f'{r["runtime"]} {r["impl"]} {r["dtype"]}' for r in deployed] == [
+    assert [variant(r) for r in deployed] == [
         f'{runtime} {graph}'
         for runtime in ('onnxruntime', 'openvino')
-        for graph in ('grid_sample fp32', 'fused fp32', 'grid_sample int8')
+        for graph in ('grid_sample fp32', 'fused fp32', 'grid_sample int8', 'grid_sample int8 fp32:head+attention')
     ]
+    assert [r.get('int8_fp32') for r in deployed[:4]] == [None, None, ['head'], ['head', 'attention']]
+    # Self-attention left fp32: more fp32 matmuls per call in onnxruntime (the backbone's and the
+    # decoder's self-attention products), none of them int8.
+    fp32_matmuls = [sum(op['calls'] for op in r['top_ops'] if op['op'] == 'MatMul') for r in deployed[2:4]]
+    assert fp32_matmuls[1] > fp32_matmuls[0], [r['top_ops'] for r in deployed[2:4]]
     for row in deployed:
         assert row['export_s'] > 0 and row['latency']['median_ms'] > 0 and row['reference'] == 'fast fp32'
-        assert f'{row["runtime"]} {row["impl"]} {row["dtype"]}' in stdout
+        assert variant(row) in stdout
         if row['dtype'] == 'fp32':  # the same detections as PyTorch, to fp32 rounding
             assert row['vs_reference']['labels_equal']
             assert row['vs_reference']['max_box_diff'] <= 1e-6 * 208

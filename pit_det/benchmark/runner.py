@@ -18,6 +18,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch._dynamo.utils import counters
 
+from pit_det_deploy.quantize import DEFAULT_KEEP
 from pit_det_deploy.runtime import RUNTIMES
 
 from .. import ops
@@ -41,7 +42,8 @@ class Settings:
         compile_mode: torch.compile's mode ('default', 'reduce-overhead', 'max-autotune').
         runtimes: also the exported graph in these CPU runtimes ('onnxruntime', 'openvino').
         graphs: the exported graphs to time there ('fused', 'grid_sample', 'gather'; ``tools/deploy/export.py --msda``).
-        int8: also the first graph quantized to INT8 (``tools/deploy/quantize.py``), calibrated on
+        int8: INT8 rows of the first graph (``tools/deploy/quantize.py``), one per set of matmul
+            groups left fp32 (``--keep-fp32``; ``pit_det_deploy.quantize.KEEP_FP32``), calibrated on
             noise images like the one timed: speed only, not accuracy.
         flops: count FLOPs.
         profile: profile each row (0: not): the N ops taking most time, on CUDA the kernel launches
@@ -63,7 +65,7 @@ class Settings:
     compile_mode: str = 'default'
     runtimes: Sequence[str] = ()
     graphs: Sequence[str] = ('grid_sample',)
-    int8: bool = False
+    int8: Sequence[Tuple[str, ...]] = ()
     flops: bool = True
     profile: int = 0
     train: bool = False
@@ -75,7 +77,7 @@ class Settings:
         eager = 2 + bool(self.profile)  # test_step, backbone and the stages
         return num_configs * (
             len(self.impls) * len(self.dtypes) * sum(self.iters * (1 if c else eager) for c in modes)
-            + self.iters * len(self.runtimes) * (len(self.graphs) + self.int8)
+            + self.iters * len(self.runtimes) * (len(self.graphs) + len(self.int8))
             + self.iters * len(self.dtypes) * self.train
         )
 
@@ -86,9 +88,12 @@ def label(config: str) -> str:
 
 def variant(row: dict) -> str:
     """'fast bf16 compiled' or 'onnxruntime gather int8': what a result row measured (impl,
-    precision and eager / compiled; for a deployed row its runtime, graph and precision)."""
+    precision and eager / compiled; for a deployed row its runtime, graph and precision, and for an
+    INT8 row whose fp32 groups are not the quantizer's default, those: 'int8 fp32:head+attention')."""
     if row.get('runtime', 'torch') in RUNTIMES:
-        return f'{row["runtime"]} {row["impl"]} {row["dtype"]}'
+        groups = row.get('int8_fp32')
+        kept = '' if groups is None or tuple(groups) == DEFAULT_KEEP else f' fp32:{"+".join(groups) or "none"}'
+        return f'{row["runtime"]} {row["impl"]} {row["dtype"]}{kept}'
     return f'{row["impl"]} {row["dtype"]}' + (' compiled' if row['compiled'] else '')
 
 
@@ -221,7 +226,7 @@ def measure_deployed(
     model, image, settings: Settings, name: str, progress: Callable[[str, int], None]
 ) -> Iterator[Tuple[dict, dict]]:
     """The detector exported as ``tools/deploy/export.py`` does (static, at this input size) for each of
-    ``settings.graphs`` (and INT8 of the first), run in each of ``settings.runtimes`` on CPU with
+    ``settings.graphs`` (and INT8 of the first, per ``settings.int8``), run in each of ``settings.runtimes`` on CPU with
     as many threads as torch: latency (from the normalised image: the normalisation, about 1 ms,
     is outside the graph), export time (``export_s``; for INT8 the quantization's), detections,
     and with ``settings.profile`` the ops taking most time (``top_ops``).
@@ -238,19 +243,19 @@ def measure_deployed(
             path = osp.join(tmp, f'{graph}.onnx')
             start = time.perf_counter()
             export_onnx(model, x, path, msda=graph)
-            files.append((graph, 'fp32', path, time.perf_counter() - start))
-        if settings.int8:
-            graph, _, path, _ = files[0]
+            files.append((dict(impl=graph, dtype='fp32'), path, time.perf_counter() - start))
+        for k, keep in enumerate(settings.int8):  # each calibrated on the same 4 noise images
+            graph, fp32, path = settings.graphs[0], files[0][1], osp.join(tmp, f'int8_{k}.onnx')
             noise = (torch.randn(x.shape, generator=torch.Generator().manual_seed(i)).numpy() for i in range(4))
             start = time.perf_counter()
-            quantize(path, osp.join(tmp, 'int8.onnx'), ({'image': n} for n in noise))
-            files.append((graph, 'int8', osp.join(tmp, 'int8.onnx'), time.perf_counter() - start))
+            quantize(fp32, path, ({'image': n} for n in noise), keep=keep)
+            files.append((dict(impl=graph, dtype='int8', int8_fp32=list(keep)), path, time.perf_counter() - start))
         for runtime in settings.runtimes:
-            for graph, dtype, path, prepare_s in files:
+            for kind, path, prepare_s in files:
                 run = load_graph(path, runtime, threads)
                 feed = {'image': x.numpy()}
                 step = lambda: run(feed)  # noqa: E731
-                what = f'{name} {runtime} {graph} {dtype}'
+                what = f'{name} {variant(dict(runtime=runtime, **kind))}'
                 with bm.peak_memory('cpu') as memory:
                     latency = bm.time_calls(step, settings.warmup, settings.iters, 'cpu', lambda: progress(what, 1))
                 boxes, scores, labels = step()
@@ -259,7 +264,7 @@ def measure_deployed(
                     ops = op_times(path, runtime, feed, threads, calls=settings.iters, warmup=settings.warmup)
                     profile['top_ops'] = ops[: settings.profile]
                 yield (
-                    dict(runtime=runtime, impl=graph, dtype=dtype),
+                    dict(runtime=runtime, **kind),
                     dict(
                         latency=bm.summarize(latency),
                         backbone_latency=None,

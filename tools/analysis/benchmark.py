@@ -18,6 +18,8 @@ Examples:
         --msda-impl fast --bf16 --compile               # fp32 / bf16 x eager / inductor
     python tools/analysis/benchmark.py configs/deformable_detr_pit_s.py --threads 2 --msda-impl fast \
         --compile --runtimes onnxruntime openvino --msda fused grid_sample gather --int8   # every runtime row
+    python tools/analysis/benchmark.py configs/deformable_detr_pit_s.py --threads 2 --msda-impl fast \
+        --runtimes onnxruntime openvino --msda fused --int8 head head,attention   # INT8 by fp32 groups
     python tools/analysis/benchmark.py configs/deformable_detr_pit_s.py --device cuda --bf16 \
         --compile --compile-mode reduce-overhead        # CUDA graphs
     python tools/analysis/benchmark.py configs/deformable_detr_{r50,vit_s,pit_s}.py --device cuda \
@@ -45,6 +47,7 @@ from pit_det.ops import IMPLS
 from pit_det.precision import check_precision
 from pit_det_deploy import RUNTIMES
 from pit_det_deploy.hardware import default_device, native_dtypes
+from pit_det_deploy.quantize import DEFAULT_KEEP, KEEP_FP32
 
 # Noise from mmdet 3.3 / mmengine 0.10.7 internals, nothing this tool can change.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
@@ -109,8 +112,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         '--int8',
-        action='store_true',
-        help='--runtimes: also the first graph in INT8 (tools/deploy/quantize.py), calibrated on noise: speed only',
+        nargs='*',
+        default=None,
+        metavar='GROUPS',
+        help='--runtimes: also the first graph in INT8 (tools/deploy/quantize.py), calibrated on noise: speed only; '
+        'one row per GROUPS, the matmul groups left fp32 (--keep-fp32 joined by commas, e.g. head,attention, or '
+        f'none; default: {",".join(DEFAULT_KEEP)})',
     )
     parser.add_argument('--warmup', type=int, default=3, help='untimed calls first (default: 3)')
     parser.add_argument('--iters', type=int, default=20, help='timed calls (default: 20)')
@@ -161,7 +168,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.dtype = list(dict.fromkeys(args.dtype))
     if args.onnx and 'onnxruntime' not in args.runtimes:
         args.runtimes = ['onnxruntime', *args.runtimes]
+    args.int8 = int8_rows(parser, args.int8)
     return args
+
+
+def int8_rows(parser: argparse.ArgumentParser, values) -> list:
+    """--int8's values as the fp32 groups of each INT8 row: none given, the quantizer's default."""
+    if values is None:
+        return []
+    rows = [tuple(g for g in v.split(',') if g != 'none') for v in values] or [DEFAULT_KEEP]
+    unknown = sorted({g for groups in rows for g in groups} - set(KEEP_FP32))
+    if unknown:
+        choices = ', '.join([*KEEP_FP32, 'none'])
+        parser.error(f'--int8 {" ".join(values)}: unknown group {", ".join(unknown)}; choose from {choices}')
+    return list(dict.fromkeys(rows))
 
 
 def check_dtypes(device: str, dtypes: list) -> None:
