@@ -196,6 +196,20 @@ MUTATIONS = [
         ('tests/test_op_times.py',),
     ),
     Mutation(
+        'int8_accuracy_quantizes_with_the_default_groups',
+        'tools/analysis/int8_accuracy.py',
+        "+ ['--num-images', str(args.calib), *keep],",
+        "+ ['--num-images', str(args.calib)],",
+        ('tests/test_int8_accuracy.py',),
+    ),
+    Mutation(
+        'int8_accuracy_reuses_scores_of_another_model',
+        'tools/analysis/int8_accuracy.py',
+        'if scored != {str(files[1])}:',
+        'if False:',
+        ('tests/test_int8_accuracy.py',),
+    ),
+    Mutation(
         'benchmark_int8_rows_ignore_their_fp32_groups',
         'pit_det/benchmark/runner.py',
         "quantize(fp32, path, ({'image': n} for n in noise), keep=keep)",

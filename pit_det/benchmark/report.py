@@ -6,8 +6,10 @@ from .runner import variant
 
 
 def print_table(report: dict) -> None:
+    rows = report['results'] + report.get('failed', [])
+    w = max([30, *(len(variant(r)) + 2 for r in rows)])  # 'onnxruntime fused int8 fp32:head+attention'
     header = (
-        f'{"model":<12}{"variant":<30}{"kernel":<19}{"params M":>9}{"GFLOPs":>8}{"bb GFLOPs":>10}'
+        f'{"model":<12}{"variant":<{w}}{"kernel":<19}{"params M":>9}{"GFLOPs":>8}{"bb GFLOPs":>10}'
         f'{"median ms":>10}{"p90 ms":>8}{"img/s":>7}{"backbone ms":>12}{"peak MiB":>9}{"GFLOP/s":>8}{"% mm":>6}'
         f'{"compile s":>10}{"speed-up":>9}  detections vs first row'
     )
@@ -19,7 +21,7 @@ def print_table(report: dict) -> None:
         backbone = r['backbone_latency']['median_ms'] if r['backbone_latency'] else nan
         speedup = f'{r["speedup"]:.2f}x' if 'speedup' in r else ''
         print(
-            f'{r["model"]:<12}{variant(r):<30}{r["kernel"]:<19}{r["params"]["total"] / 1e6:>9.2f}'
+            f'{r["model"]:<12}{variant(r):<{w}}{r["kernel"]:<19}{r["params"]["total"] / 1e6:>9.2f}'
             f'{(f["total"] / 1e9 if f else nan):>8.1f}{(f["backbone"] / 1e9 if f else nan):>10.1f}'
             f'{lat["median_ms"]:>10.1f}{lat["p90_ms"]:>8.1f}{lat["images_per_s"]:>7.2f}{backbone:>12.1f}'
             f'{r["peak_mib"]:>9.0f}{r.get("achieved_tflops", nan) * 1e3:>8.0f}'
@@ -52,7 +54,7 @@ def print_table(report: dict) -> None:
             device = f'{op["device_ms"]:8.1f} ms on the device ' if 'device_ms' in op else ''
             print(f'    {op["self_ms"]:8.1f} ms {op["share"] * 100:5.1f}%  {device}{op["calls"]:4d} x {op["op"]}')
     for r in report.get('failed', []):
-        print(f'{r["model"]:<12}{variant(r):<30}FAILED: {r["error"]}')
+        print(f'{r["model"]:<12}{variant(r):<{w}}FAILED: {r["error"]}')
 
 
 def print_training(report: dict) -> None:

@@ -4,10 +4,12 @@ tools/deploy/onnx_eval.py in fp32 and INT8 in both runtimes; the APs and the INT
 
     python tools/analysis/int8_accuracy.py                       # 3 seeds, the fused graph
     python tools/analysis/int8_accuracy.py --seeds 0 --msda grid_sample --epochs 2
+    python tools/analysis/int8_accuracy.py --reuse --keep-fp32 head attention   # INT8 again, same trainings
 
 Writes, under --work-dir, one folder per seed (checkpoint, logs, exports, results) and
-int8_accuracy.{json,md}. Toy data, random initialisation: it measures what INT8 costs a detector
-that learned the toy task, not COCO accuracy.
+int8_accuracy.{json,md} (with --keep-fp32, e.g. int8_accuracy.head+attention.{json,md}). Toy data,
+random initialisation: it measures what INT8 costs a detector that learned the toy task, not COCO
+accuracy.
 """
 
 import argparse
@@ -24,13 +26,47 @@ from pit_det.errors import PitDetError, run_tool
 from pit_det.export import GRAPHS
 from pit_det_deploy import RUNTIMES
 from pit_det_deploy.hardware import cpu_info
+from pit_det_deploy.quantize import DEFAULT_KEEP, KEEP_FP32
 
 CONFIG = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 COLUMNS = ['pytorch'] + [f'{precision} {runtime}' for precision in ('fp32', 'int8') for runtime in RUNTIMES]
 
 
 def score_seed(seed: int, out: Path, args: argparse.Namespace) -> Dict[str, float]:
-    """Trains, scores, exports, quantizes and scores again one seed; returns AP by column."""
+    """Trains, scores, exports, quantizes and scores again one seed (with ``--reuse``, only
+    quantizes and scores INT8 again); returns AP by column."""
+    ap = reused_fp32(out, args.msda) if args.reuse else train_and_score_fp32(seed, out, args)
+    fp32, tag = out / f'{args.msda}.onnx', int8_tag(args.keep_fp32)
+    int8 = out / f'{args.msda}.int8{tag}.onnx'
+    keep = ['--keep-fp32', *(args.keep_fp32 or ['none'])] if args.keep_fp32 is not None else []
+    run_logged(
+        [sys.executable, 'tools/deploy/quantize.py', fp32, '--calib', f'{args.data_root}/train2017', '--out', int8]
+        + ['--num-images', str(args.calib), *keep],
+        out / f'quantize{tag}.log',
+    )
+    for runtime in RUNTIMES:
+        ap[f'int8 {runtime}'] = evaluate(int8, runtime, out / f'int8{tag}_{runtime}', args.data_root)
+    return ap
+
+
+def int8_tag(keep) -> str:
+    """'' for the quantizer's default fp32 groups, else '.head+attention' (or '.none'): the INT8
+    files of each --keep-fp32 choice sit side by side in a seed's folder."""
+    return '' if keep is None else '.' + ('+'.join(keep) or 'none')
+
+
+def evaluate(model: Path, runtime: str, stem: Path, data: str) -> float:
+    """tools/deploy/onnx_eval.py's AP of ``model`` on the toy val split (``stem``.json, its log)."""
+    run_logged(
+        [sys.executable, 'tools/deploy/onnx_eval.py', model, '--ann', f'{data}/annotations/instances_val2017.json']
+        + ['--img-dir', f'{data}/val2017', '--runtime', runtime, '--out', f'{stem}.json'],
+        stem.parent / f'eval_{stem.name}.log',
+    )
+    return json.loads(Path(f'{stem}.json').read_text())['bbox_mAP']
+
+
+def train_and_score_fp32(seed: int, out: Path, args: argparse.Namespace) -> Dict[str, float]:
+    """Trains one seed, scores it by tools/test.py, exports it and scores the export in fp32."""
     python, data = sys.executable, args.data_root
     schedule = [f'train_cfg.max_epochs={args.epochs}'] if args.epochs else []
     run_logged(
@@ -45,25 +81,34 @@ def score_seed(seed: int, out: Path, args: argparse.Namespace) -> Dict[str, floa
         out / 'test.log',
     )
     ap = {'pytorch': json.loads((out / 'metrics.json').read_text())['coco/bbox_mAP']}
-    fp32, int8 = out / f'{args.msda}.onnx', out / f'{args.msda}.int8.onnx'
+    fp32 = out / f'{args.msda}.onnx'
     run_logged(
         [python, 'tools/deploy/export.py', CONFIG, checkpoint, '--out', fp32, '--dynamic', '--msda', args.msda],
         out / 'export.log',
     )
-    run_logged(
-        [python, 'tools/deploy/quantize.py', fp32, '--calib', f'{data}/train2017', '--out', int8]
-        + ['--num-images', str(args.calib)],
-        out / 'quantize.log',
-    )
-    for precision, model in (('fp32', fp32), ('int8', int8)):
-        for runtime in RUNTIMES:
-            result = out / f'{precision}_{runtime}.json'
-            run_logged(
-                [python, 'tools/deploy/onnx_eval.py', model, '--ann', f'{data}/annotations/instances_val2017.json']
-                + ['--img-dir', f'{data}/val2017', '--runtime', runtime, '--out', result],
-                out / f'eval_{precision}_{runtime}.log',
-            )
-            ap[f'{precision} {runtime}'] = json.loads(result.read_text())['bbox_mAP']
+    for runtime in RUNTIMES:
+        ap[f'fp32 {runtime}'] = evaluate(fp32, runtime, out / f'fp32_{runtime}', data)
+    return ap
+
+
+def reused_fp32(out: Path, msda: str) -> Dict[str, float]:
+    """The fp32 APs of an earlier run in ``out`` (tools/test.py's and the export's in each runtime).
+
+    Raises:
+        PitDetError: a file of that run is missing, or its export is another graph.
+    """
+    files = [out / 'metrics.json', out / f'{msda}.onnx', *(out / f'fp32_{runtime}.json' for runtime in RUNTIMES)]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise PitDetError(
+            f'--reuse: no earlier run of this graph in {out} ({", ".join(missing)} missing); run without --reuse'
+        )
+    scored = {json.loads(f.read_text()).get('model') for f in files[2:]}
+    if scored != {str(files[1])}:
+        raise PitDetError(f'--reuse: the fp32 scores in {out} are of {sorted(map(str, scored))}, not of {files[1]}')
+    ap = {'pytorch': json.loads(files[0].read_text())['coco/bbox_mAP']}
+    for runtime, result in zip(RUNTIMES, files[2:]):
+        ap[f'fp32 {runtime}'] = json.loads(result.read_text())['bbox_mAP']
     return ap
 
 
@@ -104,9 +149,26 @@ def main(argv=None) -> None:
     )
     parser.add_argument('--calib', type=int, default=32, help='calibration images (tools/deploy/quantize.py)')
     parser.add_argument('--epochs', type=int, help='override the toy schedule length')
+    parser.add_argument(
+        '--keep-fp32',
+        nargs='+',
+        metavar='GROUP',
+        help='matmul groups left fp32 in INT8 (tools/deploy/quantize.py --keep-fp32; default: its default)',
+    )
+    parser.add_argument(
+        '--reuse',
+        action='store_true',
+        help="each seed's training, export and fp32 scores from an earlier run in --work-dir: quantize and score "
+        'INT8 only (e.g. another --keep-fp32)',
+    )
     parser.add_argument('--work-dir', default='work_dirs/int8_accuracy')
     parser.add_argument('--data-root', default='data/toy_coco')
     args = parser.parse_args(argv)
+    if args.keep_fp32 is not None:
+        args.keep_fp32 = [g for g in args.keep_fp32 if g != 'none']
+        unknown = sorted(set(args.keep_fp32) - set(KEEP_FP32))
+        if unknown:
+            raise PitDetError(f'--keep-fp32 {", ".join(unknown)}: choose from {", ".join([*KEEP_FP32, "none"])}')
     if args.epochs is not None and args.epochs < 1:
         raise PitDetError(f'--epochs {args.epochs}: train at least one epoch')
     work = (ROOT / args.work_dir).resolve()
@@ -115,20 +177,31 @@ def main(argv=None) -> None:
     for seed in args.seeds:
         out = work / f'seed_{seed}'
         out.mkdir(parents=True, exist_ok=True)
-        print(f'[seed {seed}] train, score, export ({args.msda}), quantize, score', flush=True)
+        steps = (
+            'quantize, score (reusing the training and export)'
+            if args.reuse
+            else 'train, score, export, quantize, score'
+        )
+        print(f'[seed {seed}] {args.msda} graph: {steps}', flush=True)
         runs[seed] = score_seed(seed, out, args)
         print(f'[seed {seed}] ' + ', '.join(f'{c} {runs[seed][c]:.3f}' for c in COLUMNS), flush=True)
     machine = f'{cpu_info().describe()}, every tool at its default threads'
-    table = to_markdown(runs, machine, args.msda)
+    groups = list(DEFAULT_KEEP) if args.keep_fp32 is None else args.keep_fp32
+    table = (
+        to_markdown(runs, machine, args.msda)
+        + f'\nINT8 with these matmul groups fp32: {", ".join(groups) or "none"}.\n'
+    )
     record = dict(
         machine=machine,
         date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
         command=' '.join(['python', 'tools/analysis/int8_accuracy.py', *(sys.argv[1:] if argv is None else argv)]),
         graph=args.msda,
+        int8_fp32_groups=groups,
         runs=runs,
     )
-    (work / 'int8_accuracy.json').write_text(json.dumps(record, indent=2))
-    (work / 'int8_accuracy.md').write_text(table)
+    tag = int8_tag(args.keep_fp32)
+    (work / f'int8_accuracy{tag}.json').write_text(json.dumps(record, indent=2))
+    (work / f'int8_accuracy{tag}.md').write_text(table)
     print(table)
 
 
