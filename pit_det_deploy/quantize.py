@@ -14,7 +14,7 @@ import ast
 import logging
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Sequence
+from typing import Dict, Iterable, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -54,6 +54,24 @@ def _group(node) -> str:
     if len(classes) > 1 and classes[-2].endswith('.MSDeformAttn') and classes[-1] == 'aten.linear.default':
         return 'sampling'
     return ''
+
+
+def keep_groups(names: Sequence[str]) -> Tuple[str, ...]:
+    """``--keep-fp32``'s names as one group set: in :data:`KEEP_FP32`'s order, repeats dropped, so
+    that 'attention head' and 'head attention' name the same model; ``['none']`` is no group.
+
+    Raises:
+        DeployError: an unknown name, or 'none' beside a group.
+    """
+    names = list(names)
+    if 'none' in names:
+        if len(names) > 1:
+            raise DeployError(f'--keep-fp32 {" ".join(names)}: none keeps no group in fp32; give it alone')
+        return ()
+    unknown = sorted(set(names) - set(KEEP_FP32))
+    if unknown:
+        raise DeployError(f'--keep-fp32 {", ".join(map(repr, unknown))}: choose from {", ".join(KEEP_FP32)} or none')
+    return tuple(group for group in KEEP_FP32 if group in names)
 
 
 def fp32_nodes(model, keep: Sequence[str]) -> Dict[str, List[str]]:

@@ -198,16 +198,33 @@ MUTATIONS = [
     Mutation(
         'int8_accuracy_quantizes_with_the_default_groups',
         'tools/analysis/int8_accuracy.py',
-        "+ ['--num-images', str(args.calib), *keep],",
-        "+ ['--num-images', str(args.calib)],",
+        "str(args.calib), '--keep-fp32', *keep],",
+        'str(args.calib)],',
         ('tests/test_int8_accuracy.py',),
     ),
     Mutation(
         'int8_accuracy_reuses_scores_of_another_model',
         'tools/analysis/int8_accuracy.py',
-        'if scored != {str(files[1])}:',
+        "if Path(str(read(score, 'model'))).name != fp32.name:",
         'if False:',
         ('tests/test_int8_accuracy.py',),
+    ),
+    Mutation(
+        'int8_accuracy_reuses_an_export_older_than_the_training',
+        'tools/analysis/int8_accuracy.py',
+        'if not source.is_file() or made.stat().st_mtime < source.stat().st_mtime:',
+        'if not source.is_file():',
+        ('tests/test_int8_accuracy.py',),
+    ),
+    Mutation(
+        'keep_fp32_groups_in_the_order_given',
+        'pit_det_deploy/quantize.py',
+        'return tuple(group for group in KEEP_FP32 if group in names)',
+        'return tuple(dict.fromkeys(names))',
+        (
+            'tests/test_quantize.py::test_keep_fp32_names_one_group_set_in_one_order',
+            'tests/test_benchmark.py::test_int8_rows_by_their_fp32_groups',
+        ),
     ),
     Mutation(
         'benchmark_int8_rows_ignore_their_fp32_groups',

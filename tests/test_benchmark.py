@@ -83,16 +83,21 @@ def test_precision_flags():
 
 def test_int8_rows_by_their_fp32_groups(capsys):
     """--int8 alone: one INT8 row with the quantizer's default fp32 groups; with values, one row per
-    comma-joined group set ('none': every matmul INT8), repeats dropped; an unknown group named."""
+    comma-joined group set ('none': every matmul INT8), in one order, repeats dropped; an unknown
+    group, or 'none' beside one, named."""
     tool = _benchmark_tool()
     assert tool.parse_args(['x.py']).int8 == []
     assert tool.parse_args(['x.py', '--int8']).int8 == [('head',)]
-    rows = tool.parse_args(['x.py', '--int8', 'head', 'head,attention', 'none', 'head']).int8
+    rows = tool.parse_args(['x.py', '--int8', 'head', 'head,attention', 'none', 'attention,head', 'head,head']).int8
     assert rows == [('head',), ('head', 'attention'), ()]
-    with pytest.raises(SystemExit):
-        tool.parse_args(['x.py', '--int8', 'head,heads'])
-    error = capsys.readouterr().err
-    assert '--int8 head,heads: unknown group heads; choose from head, sampling, attention, none' in error
+    named = {
+        'head,heads': "--keep-fp32 'heads': choose from head, sampling, attention or none",
+        'none,head': '--keep-fp32 none head: none keeps no group in fp32; give it alone',
+    }
+    for bad, message in named.items():
+        with pytest.raises(SystemExit):
+            tool.parse_args(['x.py', '--int8', bad])
+        assert f'--int8 {bad}: {message}' in capsys.readouterr().err
 
 
 def run_tool(tmp_path, *args, config: str = 'configs/deformable_detr_pit_s.py', shape=('160', '208')) -> tuple:

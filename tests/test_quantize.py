@@ -20,7 +20,7 @@ from pit_det import benchmark as bm
 from pit_det.export import export_onnx, exportable
 from pit_det_deploy import RUNTIMES, DeployError, fused
 from pit_det_deploy.evaluate import evaluate_onnx
-from pit_det_deploy.quantize import fit_to, fp32_nodes
+from pit_det_deploy.quantize import fit_to, fp32_nodes, keep_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
@@ -72,6 +72,16 @@ def test_fp32_groups_are_found_by_what_the_matmuls_compute(tmp_path):
     assert not set(groups['head']) & set(groups['sampling'])
     with pytest.raises(DeployError, match='--keep-fp32 box: choose from head, sampling, attention'):
         fp32_nodes(onnx.load(str(path)), ['box'])
+
+
+def test_keep_fp32_names_one_group_set_in_one_order():
+    """'attention head' and 'head attention' name the same model (and the same file names downstream)."""
+    assert keep_groups(['attention', 'head', 'head']) == ('head', 'attention') == keep_groups(['head', 'attention'])
+    assert keep_groups(['none']) == () and keep_groups([]) == ()
+    with pytest.raises(DeployError, match="--keep-fp32 'box': choose from head, sampling, attention or none"):
+        keep_groups(['head', 'box'])
+    with pytest.raises(DeployError, match='--keep-fp32 head none: none keeps no group in fp32; give it alone'):
+        keep_groups(['head', 'none'])
 
 
 def test_fixed_size_models_calibrate_on_any_image():

@@ -7,7 +7,8 @@ from .runner import variant
 
 def print_table(report: dict) -> None:
     rows = report['results'] + report.get('failed', [])
-    w = max([30, *(len(variant(r)) + 2 for r in rows)])  # 'onnxruntime fused int8 fp32:head+attention'
+    # The variant column fits its longest label (an INT8 row names its fp32 groups), so columns stay aligned.
+    w = max([30, *(len(variant(r)) + 2 for r in rows)])
     header = (
         f'{"model":<12}{"variant":<{w}}{"kernel":<19}{"params M":>9}{"GFLOPs":>8}{"bb GFLOPs":>10}'
         f'{"median ms":>10}{"p90 ms":>8}{"img/s":>7}{"backbone ms":>12}{"peak MiB":>9}{"GFLOP/s":>8}{"% mm":>6}'

@@ -33,6 +33,7 @@ import os
 import os.path as osp
 import sys
 import warnings
+from typing import List, Optional, Tuple
 
 import torch
 from mmengine.config import DictAction
@@ -45,9 +46,9 @@ from pit_det.errors import run_tool
 from pit_det.export import GRAPHS
 from pit_det.ops import IMPLS
 from pit_det.precision import check_precision
-from pit_det_deploy import RUNTIMES
+from pit_det_deploy import RUNTIMES, DeployError
 from pit_det_deploy.hardware import default_device, native_dtypes
-from pit_det_deploy.quantize import DEFAULT_KEEP, KEEP_FP32
+from pit_det_deploy.quantize import DEFAULT_KEEP, keep_groups
 
 # Noise from mmdet 3.3 / mmengine 0.10.7 internals, nothing this tool can change.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
@@ -172,15 +173,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def int8_rows(parser: argparse.ArgumentParser, values) -> list:
-    """--int8's values as the fp32 groups of each INT8 row: none given, the quantizer's default."""
+def int8_rows(parser: argparse.ArgumentParser, values: Optional[List[str]]) -> List[Tuple[str, ...]]:
+    """--int8's values as the fp32 groups of each INT8 row (``pit_det_deploy.quantize.keep_groups``:
+    'attention,head' is 'head,attention'), repeats dropped; none given: the quantizer's default."""
     if values is None:
         return []
-    rows = [tuple(g for g in v.split(',') if g != 'none') for v in values] or [DEFAULT_KEEP]
-    unknown = sorted({g for groups in rows for g in groups} - set(KEEP_FP32))
-    if unknown:
-        choices = ', '.join([*KEEP_FP32, 'none'])
-        parser.error(f'--int8 {" ".join(values)}: unknown group {", ".join(unknown)}; choose from {choices}')
+    try:
+        rows = [keep_groups(v.split(',')) for v in values] or [DEFAULT_KEEP]
+    except DeployError as err:
+        parser.error(f'--int8 {" ".join(values)}: {err}')
     return list(dict.fromkeys(rows))
 
 

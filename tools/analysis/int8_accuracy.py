@@ -7,9 +7,9 @@ tools/deploy/onnx_eval.py in fp32 and INT8 in both runtimes; the APs and the INT
     python tools/analysis/int8_accuracy.py --reuse --keep-fp32 head attention   # INT8 again, same trainings
 
 Writes, under --work-dir, one folder per seed (checkpoint, logs, exports, results) and
-int8_accuracy.{json,md} (with --keep-fp32, e.g. int8_accuracy.head+attention.{json,md}). Toy data,
-random initialisation: it measures what INT8 costs a detector that learned the toy task, not COCO
-accuracy.
+int8_accuracy.fused.int8.{json,md} (with --keep-fp32 head attention:
+int8_accuracy.fused.int8.head+attention.{json,md}). Toy data, random initialisation: it measures
+what INT8 costs a detector that learned the toy task, not COCO accuracy.
 """
 
 import argparse
@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Tuple
 
 from pit_det.analysis.runs import ROOT, run_logged
 from pit_det.datasets import make_toy_coco
@@ -26,7 +26,7 @@ from pit_det.errors import PitDetError, run_tool
 from pit_det.export import GRAPHS
 from pit_det_deploy import RUNTIMES
 from pit_det_deploy.hardware import cpu_info
-from pit_det_deploy.quantize import DEFAULT_KEEP, KEEP_FP32
+from pit_det_deploy.quantize import DEFAULT_KEEP, KEEP_FP32, keep_groups
 
 CONFIG = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 COLUMNS = ['pytorch'] + [f'{precision} {runtime}' for precision in ('fp32', 'int8') for runtime in RUNTIMES]
@@ -34,35 +34,47 @@ COLUMNS = ['pytorch'] + [f'{precision} {runtime}' for precision in ('fp32', 'int
 
 def score_seed(seed: int, out: Path, args: argparse.Namespace) -> Dict[str, float]:
     """Trains, scores, exports, quantizes and scores again one seed (with ``--reuse``, only
-    quantizes and scores INT8 again); returns AP by column."""
+    quantizes and scores INT8 again); returns AP by column. Every file of a graph starts with its
+    name (``fused.``), and an INT8 file with its fp32 groups too (:func:`int8_name`)."""
     ap = reused_fp32(out, args.msda) if args.reuse else train_and_score_fp32(seed, out, args)
-    fp32, tag = out / f'{args.msda}.onnx', int8_tag(args.keep_fp32)
-    int8 = out / f'{args.msda}.int8{tag}.onnx'
-    keep = ['--keep-fp32', *(args.keep_fp32 or ['none'])] if args.keep_fp32 is not None else []
+    int8 = int8_name(args.msda, args.keep_fp32)
+    fp32, calib, keep = out / f'{args.msda}.onnx', f'{args.data_root}/train2017', args.keep_fp32 or ['none']
     run_logged(
-        [sys.executable, 'tools/deploy/quantize.py', fp32, '--calib', f'{args.data_root}/train2017', '--out', int8]
-        + ['--num-images', str(args.calib), *keep],
-        out / f'quantize{tag}.log',
+        [sys.executable, 'tools/deploy/quantize.py', fp32, '--calib', calib, '--out', out / f'{int8}.onnx']
+        + ['--num-images', str(args.calib), '--keep-fp32', *keep],
+        out / f'{int8}.quantize.log',
     )
     for runtime in RUNTIMES:
-        ap[f'int8 {runtime}'] = evaluate(int8, runtime, out / f'int8{tag}_{runtime}', args.data_root)
+        ap[f'int8 {runtime}'] = evaluate(out / f'{int8}.onnx', runtime, out / f'{int8}_{runtime}', args.data_root)
     return ap
 
 
-def int8_tag(keep) -> str:
-    """'' for the quantizer's default fp32 groups, else '.head+attention' (or '.none'): the INT8
-    files of each --keep-fp32 choice sit side by side in a seed's folder."""
-    return '' if keep is None else '.' + ('+'.join(keep) or 'none')
+def int8_name(graph: str, keep: Tuple[str, ...]) -> str:
+    """'fused.int8' for the quantizer's default fp32 groups, else e.g. 'fused.int8.head+attention' or
+    'fused.int8.none': the INT8 files of each --keep-fp32 choice sit side by side in a seed's folder."""
+    return f'{graph}.int8' + ('' if keep == DEFAULT_KEEP else '.' + ('+'.join(keep) or 'none'))
 
 
 def evaluate(model: Path, runtime: str, stem: Path, data: str) -> float:
-    """tools/deploy/onnx_eval.py's AP of ``model`` on the toy val split (``stem``.json, its log)."""
+    """tools/deploy/onnx_eval.py's AP of ``model`` on the toy val split (``stem``.json, ``stem``.log)."""
     run_logged(
         [sys.executable, 'tools/deploy/onnx_eval.py', model, '--ann', f'{data}/annotations/instances_val2017.json']
         + ['--img-dir', f'{data}/val2017', '--runtime', runtime, '--out', f'{stem}.json'],
-        stem.parent / f'eval_{stem.name}.log',
+        Path(f'{stem}.log'),
     )
-    return json.loads(Path(f'{stem}.json').read_text())['bbox_mAP']
+    return read(Path(f'{stem}.json'), 'bbox_mAP')
+
+
+def read(path: Path, key: str):
+    """``key`` of the JSON file ``path``.
+
+    Raises:
+        PitDetError: the file is no JSON object with that key (named).
+    """
+    try:
+        return json.loads(path.read_text())[key]
+    except (ValueError, KeyError, TypeError) as err:
+        raise PitDetError(f'{path}: no {key!r} in it ({type(err).__name__}: {err})') from None
 
 
 def train_and_score_fp32(seed: int, out: Path, args: argparse.Namespace) -> Dict[str, float]:
@@ -80,35 +92,43 @@ def train_and_score_fp32(seed: int, out: Path, args: argparse.Namespace) -> Dict
         + ['--data-root', data],
         out / 'test.log',
     )
-    ap = {'pytorch': json.loads((out / 'metrics.json').read_text())['coco/bbox_mAP']}
+    ap = {'pytorch': read(out / 'metrics.json', 'coco/bbox_mAP')}
     fp32 = out / f'{args.msda}.onnx'
     run_logged(
         [python, 'tools/deploy/export.py', CONFIG, checkpoint, '--out', fp32, '--dynamic', '--msda', args.msda],
-        out / 'export.log',
+        out / f'{args.msda}.export.log',
     )
     for runtime in RUNTIMES:
-        ap[f'fp32 {runtime}'] = evaluate(fp32, runtime, out / f'fp32_{runtime}', data)
+        ap[f'fp32 {runtime}'] = evaluate(fp32, runtime, out / f'{args.msda}.fp32_{runtime}', data)
     return ap
 
 
-def reused_fp32(out: Path, msda: str) -> Dict[str, float]:
-    """The fp32 APs of an earlier run in ``out`` (tools/test.py's and the export's in each runtime).
+def reused_fp32(out: Path, graph: str) -> Dict[str, float]:
+    """The fp32 APs of an earlier run in ``out``: tools/test.py's, and the ``graph`` export's in each
+    runtime.
 
     Raises:
-        PitDetError: a file of that run is missing, or its export is another graph.
+        PitDetError: a file of that run is missing, made before the file it derives from (the last
+            training's checkpoint, then the export), or of another model.
     """
-    files = [out / 'metrics.json', out / f'{msda}.onnx', *(out / f'fp32_{runtime}.json' for runtime in RUNTIMES)]
+    fp32 = out / f'{graph}.onnx'
+    scores = [out / f'{graph}.fp32_{runtime}.json' for runtime in RUNTIMES]
+    files = [out / 'last_checkpoint', out / 'metrics.json', fp32, *scores]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise PitDetError(
-            f'--reuse: no earlier run of this graph in {out} ({", ".join(missing)} missing); run without --reuse'
+            f'--reuse: no earlier run of the {graph} graph in {out} ({", ".join(missing)} missing); run without --reuse'
         )
-    scored = {json.loads(f.read_text()).get('model') for f in files[2:]}
-    if scored != {str(files[1])}:
-        raise PitDetError(f'--reuse: the fp32 scores in {out} are of {sorted(map(str, scored))}, not of {files[1]}')
-    ap = {'pytorch': json.loads(files[0].read_text())['coco/bbox_mAP']}
-    for runtime, result in zip(RUNTIMES, files[2:]):
-        ap[f'fp32 {runtime}'] = json.loads(result.read_text())['bbox_mAP']
+    checkpoint = Path((out / 'last_checkpoint').read_text().strip())
+    for source, made in [(checkpoint, out / 'metrics.json'), (checkpoint, fp32), *((fp32, f) for f in scores)]:
+        if not source.is_file() or made.stat().st_mtime < source.stat().st_mtime:
+            raise PitDetError(f'--reuse: {made} is older than {source} (or it is gone); run without --reuse')
+    for score in scores:
+        if Path(str(read(score, 'model'))).name != fp32.name:
+            raise PitDetError(f'--reuse: {score} scores {read(score, "model")}, not {fp32}; run without --reuse')
+    ap = {'pytorch': read(out / 'metrics.json', 'coco/bbox_mAP')}
+    for runtime, score in zip(RUNTIMES, scores):
+        ap[f'fp32 {runtime}'] = read(score, 'bbox_mAP')
     return ap
 
 
@@ -153,7 +173,9 @@ def main(argv=None) -> None:
         '--keep-fp32',
         nargs='+',
         metavar='GROUP',
-        help='matmul groups left fp32 in INT8 (tools/deploy/quantize.py --keep-fp32; default: its default)',
+        default=list(DEFAULT_KEEP),
+        help=f'matmul groups left fp32 in INT8 (tools/deploy/quantize.py --keep-fp32): {", ".join(KEEP_FP32)} '
+        f'or none (default: {" ".join(DEFAULT_KEEP)})',
     )
     parser.add_argument(
         '--reuse',
@@ -164,11 +186,9 @@ def main(argv=None) -> None:
     parser.add_argument('--work-dir', default='work_dirs/int8_accuracy')
     parser.add_argument('--data-root', default='data/toy_coco')
     args = parser.parse_args(argv)
-    if args.keep_fp32 is not None:
-        args.keep_fp32 = [g for g in args.keep_fp32 if g != 'none']
-        unknown = sorted(set(args.keep_fp32) - set(KEEP_FP32))
-        if unknown:
-            raise PitDetError(f'--keep-fp32 {", ".join(unknown)}: choose from {", ".join([*KEEP_FP32, "none"])}')
+    args.keep_fp32 = keep_groups(args.keep_fp32)
+    if args.reuse and args.epochs is not None:
+        raise PitDetError('--reuse trains nothing: --epochs applies to a run without --reuse')
     if args.epochs is not None and args.epochs < 1:
         raise PitDetError(f'--epochs {args.epochs}: train at least one epoch')
     work = (ROOT / args.work_dir).resolve()
@@ -186,7 +206,7 @@ def main(argv=None) -> None:
         runs[seed] = score_seed(seed, out, args)
         print(f'[seed {seed}] ' + ', '.join(f'{c} {runs[seed][c]:.3f}' for c in COLUMNS), flush=True)
     machine = f'{cpu_info().describe()}, every tool at its default threads'
-    groups = list(DEFAULT_KEEP) if args.keep_fp32 is None else args.keep_fp32
+    groups = list(args.keep_fp32)
     table = (
         to_markdown(runs, machine, args.msda)
         + f'\nINT8 with these matmul groups fp32: {", ".join(groups) or "none"}.\n'
@@ -199,9 +219,9 @@ def main(argv=None) -> None:
         int8_fp32_groups=groups,
         runs=runs,
     )
-    tag = int8_tag(args.keep_fp32)
-    (work / f'int8_accuracy{tag}.json').write_text(json.dumps(record, indent=2))
-    (work / f'int8_accuracy{tag}.md').write_text(table)
+    name = 'int8_accuracy.' + int8_name(args.msda, args.keep_fp32)
+    (work / f'{name}.json').write_text(json.dumps(record, indent=2))
+    (work / f'{name}.md').write_text(table)
     print(table)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from pit_det_deploy import DeployError, image_files
 from pit_det_deploy.errors import run_tool
 from pit_det_deploy.hardware import cpu_info
-from pit_det_deploy.quantize import DEFAULT_KEEP, KEEP_FP32, calibration_inputs, model_info, quantize
+from pit_det_deploy.quantize import DEFAULT_KEEP, KEEP_FP32, calibration_inputs, keep_groups, model_info, quantize
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,6 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    keep = keep_groups(args.keep_fp32)
     if not Path(args.model).is_file():
         raise FileNotFoundError(f'no such model file: {args.model}')
     if args.num_images < 1:
@@ -56,7 +57,6 @@ def main(argv=None) -> None:
             f'calibrating on {len(images)} images: {args.calib} has only {len(found)} (asked for {args.num_images})',
             flush=True,
         )
-    keep = [] if args.keep_fp32 == ['none'] else args.keep_fp32
     print(cpu_info().int8_note(), flush=True)
     start = time.perf_counter()
     info = quantize(args.model, args.out, calibration_inputs(images, model_info(args.model)), keep)
