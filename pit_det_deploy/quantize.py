@@ -56,21 +56,21 @@ def _group(node) -> str:
     return ''
 
 
-def keep_groups(names: Sequence[str]) -> Tuple[str, ...]:
+def keep_groups(names: Sequence[str], option: str = '--keep-fp32') -> Tuple[str, ...]:
     """``--keep-fp32``'s names as one group set: in :data:`KEEP_FP32`'s order, repeats dropped, so
     that 'attention head' and 'head attention' name the same model; ``['none']`` is no group.
 
     Raises:
-        DeployError: an unknown name, or 'none' beside a group.
+        DeployError: an unknown name, or 'none' beside a group (``option``: the flag named).
     """
     names = list(names)
     if 'none' in names:
         if len(names) > 1:
-            raise DeployError(f'--keep-fp32 {" ".join(names)}: none keeps no group in fp32; give it alone')
+            raise DeployError(f'{option} {" ".join(names)}: none keeps no group in fp32; give it alone')
         return ()
     unknown = sorted(set(names) - set(KEEP_FP32))
     if unknown:
-        raise DeployError(f'--keep-fp32 {", ".join(map(repr, unknown))}: choose from {", ".join(KEEP_FP32)} or none')
+        raise DeployError(f'{option} {", ".join(map(repr, unknown))}: choose from {", ".join(KEEP_FP32)} or none')
     return tuple(group for group in KEEP_FP32 if group in names)
 
 
@@ -161,6 +161,7 @@ def quantize(
         quantize_static,
     )
 
+    keep = keep_groups(keep)  # the metadata's groups in one order, whoever calls
     model, info = metadata.load(model_path)
     if info.get('precision', 'fp32') != 'fp32':
         raise DeployError(f'{model_path} is already {info["precision"]}; quantize the fp32 export')

@@ -114,6 +114,9 @@ def test_reuse_names_what_is_missing_stale_or_of_another_model(tmp_path):
     _earlier_run(tmp_path, model_of_scores='grid_sample.onnx')
     with pytest.raises(PitDetError, match=r'fused.fp32_onnxruntime.json scores .*grid_sample.onnx, not .*fused.onnx'):
         tool.reused_fp32(tmp_path, 'fused')
+    _earlier_run(tmp_path, model_of_scores='../seed_9/fused.onnx')  # another seed's export of the graph
+    with pytest.raises(PitDetError, match=r'scores .*seed_9/fused.onnx, not .*fused.onnx'):
+        tool.reused_fp32(tmp_path, 'fused')
     _earlier_run(tmp_path)
     assert tool.reused_fp32(tmp_path, 'fused')['fp32 openvino'] == 0.3337
     os.utime(tmp_path / 'fused.onnx', (999, 999))  # an export from before the last training

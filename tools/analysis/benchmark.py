@@ -179,9 +179,9 @@ def int8_rows(parser: argparse.ArgumentParser, values: Optional[List[str]]) -> L
     if values is None:
         return []
     try:
-        rows = [keep_groups(v.split(',')) for v in values] or [DEFAULT_KEEP]
+        rows = [keep_groups(v.split(','), option='--int8') for v in values] or [DEFAULT_KEEP]
     except DeployError as err:
-        parser.error(f'--int8 {" ".join(values)}: {err}')
+        parser.error(str(err))
     return list(dict.fromkeys(rows))
 
 

@@ -35,7 +35,8 @@ COLUMNS = ['pytorch'] + [f'{precision} {runtime}' for precision in ('fp32', 'int
 def score_seed(seed: int, out: Path, args: argparse.Namespace) -> Dict[str, float]:
     """Trains, scores, exports, quantizes and scores again one seed (with ``--reuse``, only
     quantizes and scores INT8 again); returns AP by column. Every file of a graph starts with its
-    name (``fused.``), and an INT8 file with its fp32 groups too (:func:`int8_name`)."""
+    name (``fused.``), and an INT8 file with its fp32 groups too where they are not the default
+    (:func:`int8_name`)."""
     ap = reused_fp32(out, args.msda) if args.reuse else train_and_score_fp32(seed, out, args)
     int8 = int8_name(args.msda, args.keep_fp32)
     fp32, calib, keep = out / f'{args.msda}.onnx', f'{args.data_root}/train2017', args.keep_fp32 or ['none']
@@ -124,7 +125,7 @@ def reused_fp32(out: Path, graph: str) -> Dict[str, float]:
         if not source.is_file() or made.stat().st_mtime < source.stat().st_mtime:
             raise PitDetError(f'--reuse: {made} is older than {source} (or it is gone); run without --reuse')
     for score in scores:
-        if Path(str(read(score, 'model'))).name != fp32.name:
+        if Path(str(read(score, 'model'))).parts[-2:] != fp32.parts[-2:]:  # seed folder and file (moved work dirs too)
             raise PitDetError(f'--reuse: {score} scores {read(score, "model")}, not {fp32}; run without --reuse')
     ap = {'pytorch': read(out / 'metrics.json', 'coco/bbox_mAP')}
     for runtime, score in zip(RUNTIMES, scores):
