@@ -10,6 +10,7 @@ Which matmuls stay fp32 is chosen by what they compute, read from the module pat
 exporter stores on every node (:data:`KEEP_FP32`).
 """
 
+import argparse
 import ast
 import logging
 from contextlib import nullcontext
@@ -74,16 +75,26 @@ def keep_groups(names: Sequence[str], option: str = '--keep-fp32') -> Tuple[str,
     return tuple(group for group in KEEP_FP32 if group in names)
 
 
+def add_keep_fp32_argument(parser: argparse.ArgumentParser, help_prefix: str) -> None:
+    """``--keep-fp32 GROUP ...`` (default :data:`DEFAULT_KEEP`), as tools/deploy/quantize.py and the tools
+    that run it take it; :func:`keep_groups` turns the names given into one group set."""
+    parser.add_argument(
+        '--keep-fp32',
+        nargs='+',
+        default=list(DEFAULT_KEEP),
+        metavar='GROUP',
+        help=f'{help_prefix}: {", ".join(KEEP_FP32)} or none (default: {" ".join(DEFAULT_KEEP)})',
+    )
+
+
 def fp32_nodes(model, keep: Sequence[str]) -> Dict[str, List[str]]:
-    """The names of the MatMul / Gemm nodes of each group in ``keep``.
+    """The names of the MatMul / Gemm nodes of each group in ``keep`` (:func:`keep_groups`'s set).
 
     Raises:
-        DeployError: an unknown group, or a model without the exporter's node metadata (one not
-            written by ``tools/deploy/export.py``).
+        DeployError: a name :func:`keep_groups` refuses, or a model without the exporter's node metadata
+            (one not written by ``tools/deploy/export.py``).
     """
-    unknown = set(keep) - set(KEEP_FP32)
-    if unknown:
-        raise DeployError(f'--keep-fp32 {", ".join(sorted(unknown))}: choose from {", ".join(KEEP_FP32)}')
+    keep = keep_groups(keep)
     matmuls = [n for n in model.graph.node if n.op_type in ('MatMul', 'Gemm')]
     if keep and not any(p.key == 'pkg.torch.onnx.class_hierarchy' for n in matmuls for p in n.metadata_props):
         raise DeployError(

@@ -205,7 +205,7 @@ MUTATIONS = [
     Mutation(
         'int8_accuracy_reuses_scores_of_another_model',
         'tools/analysis/int8_accuracy.py',
-        "if Path(str(read(score, 'model'))).parts[-2:] != fp32.parts[-2:]:",
+        'if Path(str(model)).parts[-2:] != fp32.parts[-2:]:',
         'if False:',
         ('tests/test_int8_accuracy.py',),
     ),
@@ -225,6 +225,13 @@ MUTATIONS = [
             'tests/test_quantize.py::test_keep_fp32_names_one_group_set_in_one_order',
             'tests/test_benchmark.py::test_int8_rows_by_their_fp32_groups',
         ),
+    ),
+    Mutation(
+        'fp32_nodes_take_the_names_as_given',
+        'pit_det_deploy/quantize.py',
+        '    keep = keep_groups(keep)\n    matmuls',
+        '    matmuls',
+        ('tests/test_quantize.py::test_fp32_groups_are_found_by_what_the_matmuls_compute',),
     ),
     Mutation(
         'benchmark_int8_rows_ignore_their_fp32_groups',

@@ -26,7 +26,7 @@ from pit_det.errors import PitDetError, run_tool
 from pit_det.export import GRAPHS
 from pit_det_deploy import RUNTIMES
 from pit_det_deploy.hardware import cpu_info
-from pit_det_deploy.quantize import DEFAULT_KEEP, KEEP_FP32, keep_groups
+from pit_det_deploy.quantize import DEFAULT_KEEP, add_keep_fp32_argument, keep_groups
 
 CONFIG = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
 COLUMNS = ['pytorch'] + [f'{precision} {runtime}' for precision in ('fp32', 'int8') for runtime in RUNTIMES]
@@ -66,16 +66,18 @@ def evaluate(model: Path, runtime: str, stem: Path, data: str) -> float:
     return read(Path(f'{stem}.json'), 'bbox_mAP')
 
 
-def read(path: Path, key: str):
-    """``key`` of the JSON file ``path``.
+def read(path: Path, *keys: str):
+    """The value of each of ``keys`` in the JSON file ``path`` (one key: its value; more: a tuple), read once.
 
     Raises:
-        PitDetError: the file is no JSON object with that key (named).
+        PitDetError: the file is no JSON object with those keys (named).
     """
     try:
-        return json.loads(path.read_text())[key]
+        data = json.loads(path.read_text())
+        values = tuple(data[key] for key in keys)
     except (ValueError, KeyError, TypeError) as err:
-        raise PitDetError(f'{path}: no {key!r} in it ({type(err).__name__}: {err})') from None
+        raise PitDetError(f'{path}: no {" / ".join(map(repr, keys))} in it ({type(err).__name__}: {err})') from None
+    return values[0] if len(keys) == 1 else values
 
 
 def train_and_score_fp32(seed: int, out: Path, args: argparse.Namespace) -> Dict[str, float]:
@@ -124,12 +126,11 @@ def reused_fp32(out: Path, graph: str) -> Dict[str, float]:
     for source, made in [(checkpoint, out / 'metrics.json'), (checkpoint, fp32), *((fp32, f) for f in scores)]:
         if not source.is_file() or made.stat().st_mtime < source.stat().st_mtime:
             raise PitDetError(f'--reuse: {made} is older than {source} (or it is gone); run without --reuse')
-    for score in scores:
-        if Path(str(read(score, 'model'))).parts[-2:] != fp32.parts[-2:]:  # seed folder and file (moved work dirs too)
-            raise PitDetError(f'--reuse: {score} scores {read(score, "model")}, not {fp32}; run without --reuse')
     ap = {'pytorch': read(out / 'metrics.json', 'coco/bbox_mAP')}
     for runtime, score in zip(RUNTIMES, scores):
-        ap[f'fp32 {runtime}'] = read(score, 'bbox_mAP')
+        model, ap[f'fp32 {runtime}'] = read(score, 'model', 'bbox_mAP')
+        if Path(str(model)).parts[-2:] != fp32.parts[-2:]:  # seed folder and file (moved work dirs too)
+            raise PitDetError(f'--reuse: {score} scores {model}, not {fp32}; run without --reuse')
     return ap
 
 
@@ -170,14 +171,7 @@ def main(argv=None) -> None:
     )
     parser.add_argument('--calib', type=int, default=32, help='calibration images (tools/deploy/quantize.py)')
     parser.add_argument('--epochs', type=int, help='override the toy schedule length')
-    parser.add_argument(
-        '--keep-fp32',
-        nargs='+',
-        metavar='GROUP',
-        default=list(DEFAULT_KEEP),
-        help=f'matmul groups left fp32 in INT8 (tools/deploy/quantize.py --keep-fp32): {", ".join(KEEP_FP32)} '
-        f'or none (default: {" ".join(DEFAULT_KEEP)})',
-    )
+    add_keep_fp32_argument(parser, 'matmul groups left fp32 in INT8 (tools/deploy/quantize.py --keep-fp32)')
     parser.add_argument(
         '--reuse',
         action='store_true',

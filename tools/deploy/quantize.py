@@ -20,7 +20,14 @@ from pathlib import Path
 from pit_det_deploy import DeployError, image_files
 from pit_det_deploy.errors import run_tool
 from pit_det_deploy.hardware import cpu_info
-from pit_det_deploy.quantize import DEFAULT_KEEP, KEEP_FP32, calibration_inputs, keep_groups, model_info, quantize
+from pit_det_deploy.quantize import (
+    KEEP_FP32,
+    add_keep_fp32_argument,
+    calibration_inputs,
+    keep_groups,
+    model_info,
+    quantize,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,13 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--num-images', type=int, default=32, help='calibration images: the first N, sorted (default 32)'
     )
-    parser.add_argument(
-        '--keep-fp32',
-        nargs='+',
-        default=list(DEFAULT_KEEP),
-        metavar='GROUP',
-        help=f'matmul groups left in fp32: {", ".join(KEEP_FP32)} or none (default: {" ".join(DEFAULT_KEEP)})',
-    )
+    add_keep_fp32_argument(parser, 'matmul groups left in fp32')
     return parser.parse_args(argv)
 
 
