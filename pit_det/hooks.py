@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 from mmdet.registry import HOOKS
+from mmengine.dist import all_reduce, barrier, get_rank, get_world_size
 from mmengine.hooks import Hook
 
 
@@ -37,6 +38,12 @@ class NonFiniteLossHook(Hook):
     the failing iteration, for inspection) and raises ``FloatingPointError`` naming the
     iteration, epoch and loss terms. The checkpoint is not recorded as the latest one, so
     ``--resume`` continues from the last good checkpoint.
+
+    With several processes (torchrun, Slurm) each rank computes its own losses (mmengine does not
+    reduce them before the hooks), so the ranks agree first, with one all-reduce of a flag per
+    rank: all of them stop at the same iteration, naming the ranks whose loss was not finite. Rank 0
+    writes the checkpoint (``save_checkpoint`` is master-only) and every rank waits for it before
+    raising: torchrun stops the other ranks at the first one that exits.
     """
 
     priority = 'VERY_HIGH'
@@ -44,20 +51,32 @@ class NonFiniteLossHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not outputs:
             return
-        bad = {
-            k: float(v)
-            for k, v in outputs.items()
-            if 'loss' in k and torch.is_tensor(v) and not torch.isfinite(v).all()
-        }
-        if not bad:
+        losses = {k: v for k, v in outputs.items() if 'loss' in k and torch.is_tensor(v)}
+        bad = {k: float(v) for k, v in losses.items() if not torch.isfinite(v).all()}
+        ranks = self._ranks_with_bad_losses(bool(bad), next(iter(losses.values())).device if losses else 'cpu')
+        if not ranks:
             return
         it = runner.iter + 1
         name = f'nonfinite_iter_{it}.pth'
         runner.save_checkpoint(runner.work_dir, name, save_optimizer=True, save_param_scheduler=True)
+        where = ''
+        if get_world_size() > 1:
+            barrier()  # rank 0's file is whole before any rank exits
+            where = f' on rank {", ".join(map(str, ranks))} of {get_world_size()}'
         raise FloatingPointError(
-            f'non-finite loss at iteration {it} (epoch {runner.epoch + 1}): {bad}; '
+            f'non-finite loss{where} at iteration {it} (epoch {runner.epoch + 1}): {bad or "finite on this rank"}; '
             f'state saved to {osp.join(runner.work_dir, name)} for inspection'
         )
+
+    @staticmethod
+    def _ranks_with_bad_losses(bad: bool, device) -> list:
+        """The ranks whose loss was not finite this iteration (this process alone: ``[0]`` or ``[]``)."""
+        if get_world_size() == 1:
+            return [0] if bad else []
+        flags = torch.zeros(get_world_size(), device=device)
+        flags[get_rank()] = float(bad)
+        all_reduce(flags)  # sum: every rank's flag on every rank
+        return [rank for rank, flag in enumerate(flags.tolist()) if flag]
 
 
 @HOOKS.register_module()
@@ -66,7 +85,8 @@ class RNGStateHook(Hook):
     model, optimizer, schedule and data order only).
 
     * The training process's Python, numpy and torch random states (dropout) are stored in every
-      checkpoint and restored on resume.
+      checkpoint and restored on resume, and on a GPU the current device's CUDA state too (exact with
+      one GPU; with several, every rank continues from rank 0's, the one the checkpoint holds).
     * Each dataloader gets a generator of its own, seeded with the run's seed: torch's DataLoader
       draws its workers' base seed from the global generator whenever it creates an iterator
       (every epoch, only the first epoch with persistent workers, every validation), and a resumed
@@ -84,20 +104,27 @@ class RNGStateHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         # Tensors and plain Python values only, so checkpoints stay readable with weights_only=True.
         name, keys, pos, has_gauss, gauss = np.random.get_state()
-        checkpoint.setdefault('meta', {})['rng_state'] = dict(
+        state = dict(
             python=random.getstate(),
             numpy=(name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
             torch=torch.get_rng_state(),
         )
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # a CPU run on a GPU machine starts no CUDA
+            state['cuda'] = torch.cuda.get_rng_state()
+        checkpoint.setdefault('meta', {})['rng_state'] = state
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get('meta', {}).get('rng_state')
         if state is None or not runner._resume:  # only a resumed run continues the stream
             return
+        # mmengine's resume loads the checkpoint onto the training device (map_location=get_device()):
+        # on a GPU these tensors are CUDA tensors, which numpy and torch's generators refuse.
         name, keys, pos, has_gauss, gauss = state['numpy']
         random.setstate(state['python'])
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-        torch.set_rng_state(state['torch'])
+        np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state['torch'].cpu())
+        if 'cuda' in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state['cuda'].cpu())
         runner.logger.info('restored the random number generator states of the checkpoint')
 
 

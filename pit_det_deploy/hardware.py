@@ -10,7 +10,8 @@ Native means:
     fp16 on x86: ``avx512_fp16`` or ``amx_fp16``; on Arm: ``fp16_arith``.
     int8 (dot products, what makes an INT8 model fast): on x86 ``avx512_vnni``, ``avx_vnni`` or
     ``amx_int8``; on Arm ``i8mm`` or ``asimddp``.
-    On CUDA: ``torch.cuda.is_bf16_supported()`` for bf16; fp16 always.
+    On CUDA: bf16 where ``torch.cuda.is_bf16_supported(including_emulation=False)`` (compute capability
+    8.0 on; V100 and T4 emulate it); fp16 always.
 
 The features come from ``torch.cpu.get_capabilities()`` (torch >= 2.13), else from the flags of
 ``/proc/cpuinfo`` (the same names, as Linux spells them).
@@ -130,11 +131,20 @@ def device_name(device: str) -> str:
     return cpu_info().describe()
 
 
+def _cuda_bf16_native() -> bool:
+    """bf16 in the GPU's own arithmetic. torch's default (``including_emulation=True``) also says yes
+    where it is emulated (pre-Ampere); an older torch has no such argument."""
+    import torch
+
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:
+        return torch.cuda.is_bf16_supported()
+
+
 def native_dtypes(device: str, cpu: Optional[CpuInfo] = None) -> List[str]:
     """The precisions ``device`` runs natively, fp32 first."""
     if device.startswith('cuda'):
-        import torch
-
-        return ['fp32', *(['bf16'] if torch.cuda.is_bf16_supported() else []), 'fp16']
+        return ['fp32', *(['bf16'] if _cuda_bf16_native() else []), 'fp16']
     cpu = cpu or cpu_info()
     return [d for d in ('fp32', 'bf16', 'fp16') if cpu.native(d)]

@@ -5,7 +5,8 @@ On CPU, mmdet and mmcv take their PyTorch branches, so a CPU run never reaches t
 user runs. Here the GPU branch is taken on CPU tensors: ``torch.cuda.is_available()`` reports True,
 the tensors report ``is_cuda`` (:class:`CudaLooking`), and every call into mmcv's compiled
 extension is recorded (the ``gpu_branch`` fixture). A call with a CUDA-looking tensor fails as it does
-on a GPU with an mmcv built without CUDA ops, the set-up of a GPU machine without ``nvcc``.
+on a GPU with an mmcv built without CUDA ops, the set-up of a GPU machine without ``nvcc``; with
+CUDA ops, as mmcv 2.1.0's kernels do (``AT_DISPATCH_FLOATING_TYPES_AND_HALF``), on a bf16 tensor.
 """
 
 import sys
@@ -65,6 +66,8 @@ def gpu_branch(monkeypatch):
             cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in (*args, *kwargs.values()))
             calls.append((name, cuda))
             if cuda and state['cuda_ops']:
+                if any(isinstance(a, torch.Tensor) and a.dtype == torch.bfloat16 for a in (*args, *kwargs.values())):
+                    raise RuntimeError(f'"{name}_cuda_kernel" not implemented for \'BFloat16\'')
                 raise ReachedMmcvCuda(name)
             if cuda:  # mmcv's own message on a GPU when it was built without CUDA ops
                 raise RuntimeError(f'{name}_impl: implementation for device cuda:0 not found.')
@@ -146,6 +149,26 @@ def test_mmcv_cuda_focal_loss_kept_where_mmcv_has_it(gpu_branch):
         PortableFocalLoss(loss_weight=2.0)(cuda_looking(pred), target, weight, avg_factor=avg_factor)
     PortableFocalLoss(loss_weight=2.0)(pred, target, weight, avg_factor=avg_factor)
     assert calls == [('sigmoid_focal_loss_forward', True)]
+
+
+def test_bf16_logits_reach_mmcvs_cuda_focal_loss_in_fp32(gpu_branch):
+    """bf16 AMP training (the head's logits in bf16) where mmcv has CUDA ops: mmcv's kernel, compiled
+    for fp16, fp32 and fp64 only, gets fp32 logits (mmdet's own FocalLoss stops there); without
+    CUDA ops the PyTorch branch takes bf16 as it is, with the fp32 loss of the bf16 values."""
+    set_cuda_ops, calls = gpu_branch
+    pred, target, weight, avg_factor = focal_inputs()
+    pred16 = cuda_looking(pred.bfloat16())
+    loss = PortableFocalLoss(loss_weight=2.0)(pred16, target, weight, avg_factor=avg_factor)
+    with torch.device('cpu'):
+        ref = FocalLoss(loss_weight=2.0)(pred.bfloat16().float(), target, weight, avg_factor=avg_factor)
+    # The PyTorch branch computes in bf16: one bf16 step (2^-8) of the loss, measured 1.6e-3 (2026-12-07).
+    assert calls == [] and torch.allclose(loss.float(), ref, rtol=2**-8, atol=0) and ref > 0
+    set_cuda_ops(True)
+    with pytest.raises(RuntimeError, match="not implemented for 'BFloat16'"):
+        FocalLoss(loss_weight=2.0)(pred16, target, weight, avg_factor=avg_factor)
+    with pytest.raises(ReachedMmcvCuda, match='sigmoid_focal_loss_forward'):
+        PortableFocalLoss(loss_weight=2.0)(pred16, target, weight, avg_factor=avg_factor)
+    assert calls == [('sigmoid_focal_loss_forward', True)] * 2
 
 
 def small_batch(model, hw=(64, 96)) -> dict:
@@ -232,3 +255,82 @@ def test_low_precision_values_for_mmcv_cuda_kernel_are_cast_with_a_warning(gpu_b
         out = multi_scale_deformable_attn(cuda_looking(value), shapes, starts, loc, attn, impl='fast')
     expected = multi_scale_deformable_attn(value.float(), shapes, starts, loc, attn, impl='fast').bfloat16()
     assert out.dtype == torch.bfloat16 and torch.equal(out.as_subclass(torch.Tensor), expected)
+
+
+class OnSecondGpu(CudaLooking):
+    """A CUDA-looking tensor on cuda:1."""
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device('cuda', 1)
+
+
+def test_kernels_launch_on_their_tensors_device(monkeypatch):
+    """Values on cuda:1 while cuda:0 is current (``--device cuda:1``, or one process driving two GPUs):
+    mmcv's CUDA kernel and Triton launch on the current device, so each launch runs with the values'
+    device made current (the device contexts entered are recorded)."""
+    import importlib
+
+    ms_deform_attn_op = importlib.import_module('pit_det.ops.ms_deform_attn_op')
+    triton_kernel = importlib.import_module('pit_det.ops.ms_deform_attn_triton')
+
+    events = []
+
+    class Device:
+        def __init__(self, device):
+            self.device = torch.device(device)
+
+        def __enter__(self):
+            events.append(f'enter {self.device}')
+
+        def __exit__(self, *exc):
+            events.append(f'exit {self.device}')
+
+    class Ext:  # mmcv's extension
+        def ms_deform_attn_forward(self, *args, **kwargs):
+            events.append('mmcv forward')
+
+        def ms_deform_attn_backward(self, *args, **kwargs):
+            events.append('mmcv backward')
+
+    class Kernel:  # a Triton kernel: kernel[grid](...)
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: events.append('triton')
+
+    monkeypatch.setattr(torch.cuda, 'device', Device)
+    monkeypatch.setattr(ms_deform_attn_op, '_mmcv_ext', Ext)
+    value = torch.zeros(1, 4, 2, 8).as_subclass(OnSecondGpu)
+    shapes, starts = torch.tensor([[2, 2]]), torch.tensor([0])
+    loc, attn = torch.rand(1, 3, 2, 1, 4, 2), torch.rand(1, 3, 2, 1, 4)
+    ms_deform_attn_op._forward_cuda(value, shapes, starts, loc, attn, 64)
+    ms_deform_attn_op._backward_cuda(value, shapes, starts, loc, attn, torch.zeros(1, 3, 16), 64)
+    triton_kernel._launch(Kernel(), value, shapes, starts, loc, attn)
+    assert events == [
+        e for what in ('mmcv forward', 'mmcv backward', 'triton') for e in ('enter cuda:1', what, 'exit cuda:1')
+    ]
+
+
+def test_timing_waits_for_and_measures_the_device_asked(monkeypatch):
+    """The benchmark on cuda:1: each timed call waits for cuda:1's queue (not the current device's),
+    peak memory is cuda:1's, and fp32 is IEEE fp32 (cuDNN's convolutions default to TF32)."""
+    from pit_det import benchmark as bm
+
+    asked = []
+    for name in ('synchronize', 'reset_peak_memory_stats'):
+        monkeypatch.setattr(torch.cuda, name, lambda device=None, name=name: asked.append((name, device)))
+    monkeypatch.setattr(torch.cuda, 'max_memory_allocated', lambda device=None: asked.append(('peak', device)) or 0)
+    with bm.peak_memory('cuda:1'):
+        bm.time_calls(lambda: None, warmup=0, iters=1, device='cuda:1')
+    assert asked == [
+        ('reset_peak_memory_stats', 'cuda:1'),
+        ('synchronize', 'cuda:1'),
+        ('synchronize', 'cuda:1'),
+        ('peak', 'cuda:1'),
+    ]
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32  # process-wide flags
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        bm.ieee_fp32('cuda:1')
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -177,10 +177,30 @@ def test_benchmark_step_judges_every_row():
         'zero latency': dict(results=[*good[:3], row(dtype='bf16', ms=0.0)]),
         'fp32 scores off': dict(results=[good[0], row(score_diff=2e-5), *good[2:]]),
         'fp32 scores NaN': dict(results=[good[0], row(score_diff=float('nan')), *good[2:]]),
+        'bf16 scores NaN': dict(results=[*good[:3], row(dtype='bf16', score_diff=float('nan'))]),
+        'bf16 boxes inf': dict(
+            results=[*good[:3], dict(good[3], vs_reference=dict(good[3]['vs_reference'], max_box_diff=float('inf')))]
+        ),
     }
     for what, report in bad.items():
         judged = gpu_check.judge_benchmark(report, expected)
         assert not judged['ok'] and len(judged['problems']) == 1, (what, judged)
+
+
+def test_cuda_graphs_rows_must_capture_a_graph():
+    """A reduce-overhead row whose every graph inductor ran without CUDA graphs fails the step; one
+    with some graphs skipped passes, and its speed targets say how many."""
+    expected = gpu_check.expected_rows(['configs/deformable_detr_pit_s.py'], ['fp32'], ['fast'], compiled=True)
+    eager = row(score_diff=0.0)
+    for skips, ok in ((0, True), (1, True), (2, False)):
+        compiled = row(compiled=True, score_diff=1e-7, cudagraph_skips=skips, graphs=2)
+        judged = gpu_check.judge_benchmark(dict(results=[eager, compiled]), expected)
+        assert judged['ok'] == ok and len(judged['problems']) == (not ok), (skips, judged)
+        if not ok:
+            assert 'no CUDA graph captured (inductor skipped 2 of 2 graphs)' in judged['problems'][0]
+    runs = {t['run'] for t in gpu_check.speed_targets([], [dict(judged['rows'][1], cudagraph_skips=1)], 'fast')}
+    # the fp32 row's; the missing bf16 row's and the (empty) eager run's as they were
+    assert runs == {'CUDA graphs, 1 of 2 graphs skipped', 'CUDA graphs', 'eager'}
 
 
 def test_speed_targets_are_reported_not_judged():

@@ -70,12 +70,16 @@ def test_emulation_runs_when_asked_for(monkeypatch):
 
 
 def test_gpu_without_bf16_is_refused(monkeypatch):
-    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: False)
+    """A V100 emulates bf16: torch's is_bf16_supported() says True by default, False with
+    including_emulation=False (torch's answer on compute capability 7.0)."""
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)
     monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a, **k: 'Tesla V100')
     with pytest.raises(PrecisionError, match='Tesla V100 has no bfloat16 support; use fp16'):
         check_precision('cuda', ['bf16'], cpu=ZEN3)
     check_precision('cuda', ['fp32', 'fp16'], cpu=ZEN3)
     assert native_dtypes('cuda') == ['fp32', 'fp16']
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)  # A100, H100
+    assert native_dtypes('cuda') == ['fp32', 'bf16', 'fp16']
 
 
 def test_fp32_command_drops_only_the_low_precision():

@@ -59,3 +59,15 @@ def test_the_process_streams_are_left_alone(train_set):
     train_set[index]
     got = random.random(), np.random.rand(), torch.rand(1)
     assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])
+
+
+def test_gpu_streams_are_not_reseeded_per_sample(train_set, monkeypatch):
+    """On a GPU, a sample's seed reaches no CUDA generator (torch.manual_seed would seed them all,
+    and GPU dropout would follow each batch's last sample): CUDA's seeding is recorded here."""
+    index = next(iter(SeededSampler(train_set, shuffle=False, seed=0)))
+    seeded = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'manual_seed_all', seeded.append)
+    monkeypatch.setattr(torch.cuda, '_is_in_bad_fork', lambda: False)
+    train_set[index]
+    assert seeded == []

@@ -1,6 +1,7 @@
 """The set-up's branches that a CPU machine does not take: which mmcv variant is built (CPU, or CUDA
 for the visible GPUs' architectures), the build command, and the install check's CUDA test."""
 
+import hashlib
 import os
 import re
 import subprocess
@@ -166,6 +167,41 @@ def test_setup_dry_run_without_nvcc_builds_cpu_ops_for_triton(tmp_path):
     command = proc.stdout.split('build command:')[1]
     assert 'CUDA_VISIBLE_DEVICES= ' in command and 'FORCE_CUDA' not in command and 'MMCV_WITH_OPS=1' in command
     assert '-cpu, wheel cache' in proc.stdout
+
+
+def test_a_new_mmcv_variant_is_built_where_the_set_up_was_complete(tmp_path):
+    """A venv set up with mmcv's CPU ops, then nvcc installed (a stand-in here, asked for Hopper GPUs):
+    the set-up run again builds or reuses the CUDA variant instead of saying "up to date" (the stamp
+    holds the installed variant beside the set-up files' hash); with the same variant it is up to date."""
+    venv = tmp_path / 'venv'
+    (venv / 'bin').mkdir(parents=True)
+    (venv / 'bin' / 'python').write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    (venv / 'bin' / 'python').chmod(0o755)
+    files = ['setup_env.sh', 'constraints.txt', 'mmcv_variant.py']
+    digest = hashlib.sha256(
+        b''.join((ROOT / 'tools/setup' / f).read_bytes() for f in files) + (ROOT / 'pyproject.toml').read_bytes()
+    ).hexdigest()
+    cpu_tag = f'py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.replace("+", "_")}-cpu'
+    (venv / '.pit-det-stamp').write_text(f'{digest} {cpu_tag}\n')
+    nvcc = tmp_path / 'cuda' / 'bin' / 'nvcc'
+    nvcc.parent.mkdir(parents=True)
+    nvcc.write_text('#!/bin/sh\nexit 0\n')
+    nvcc.chmod(0o755)
+    env = dict(os.environ, PIT_DET_VENV=str(venv), PIT_DET_SETUP_DRY_RUN='1', PIT_DET_CACHE=str(tmp_path / 'cache'))
+    env.update(PIT_DET_CUDA_ARCHS='9.0', CUDA_HOME=str(nvcc.parents[1]))
+
+    def setup(**extra):
+        proc = subprocess.run(
+            ['bash', 'tools/setup/setup_env.sh'], cwd=ROOT, env=dict(env, **extra), capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    out = setup()
+    assert (
+        f'this machine now needs mmcv {cpu_tag[:-3]}cuda9.0 (installed: {cpu_tag})' in out and 'up to date' not in out
+    )
+    assert f'dry run: environment {venv} is up to date (mmcv {cpu_tag})' in setup(PIT_DET_NVCC='none')
 
 
 pch_cxx = _tool('pch_cxx')

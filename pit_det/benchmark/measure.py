@@ -48,7 +48,15 @@ def to_device(data: dict, device: str) -> dict:
 
 def synchronize(device: str) -> None:
     if device.startswith('cuda'):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)  # that device's queue (cuda:1 need not be the current one)
+
+
+def ieee_fp32(device: str) -> None:
+    """fp32 as IEEE fp32 on CUDA: matmuls (torch's default) and cuDNN's convolutions (TF32 by
+    torch's default: the backbones' patch embeddings, PiT's pooling, ResNet-50, the neck)."""
+    if device.startswith('cuda'):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
 
 def autocast(device: str, dtype: str):
@@ -94,9 +102,9 @@ def peak_memory(device: str) -> Iterator[dict]:
     """
     result = {}
     if device.startswith('cuda'):
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
         yield result
-        result['peak_mib'] = torch.cuda.max_memory_allocated() / 2**20
+        result['peak_mib'] = torch.cuda.max_memory_allocated(device) / 2**20
         result['peak_kind'] = 'cuda max_memory_allocated'
         return
     try:
@@ -249,7 +257,10 @@ def environment(device: str) -> Dict[str, object]:
     if device.startswith('cuda'):
         info['gpu'] = device_name(device)
         info['cuda'] = torch.version.cuda
-        info['tf32_matmul'] = torch.backends.cuda.matmul.allow_tf32  # fp32 rows: IEEE fp32 matmuls unless set
+        # fp32 rows are IEEE fp32 where both are False (ieee_fp32()); torch's defaults leave cuDNN's
+        # convolutions in TF32.
+        info['tf32_matmul'] = torch.backends.cuda.matmul.allow_tf32
+        info['tf32_conv'] = torch.backends.cudnn.allow_tf32
         info['mmcv_cuda_ops'] = mmcv_has_cuda_ops()  # else 'fast' runs Triton and 'stock' cannot run
     return info
 

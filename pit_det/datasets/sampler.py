@@ -44,11 +44,13 @@ class SeededIndex(int):
 def seeded_generators(seed: int) -> Iterator[None]:
     """Run the block under Python's, numpy's and torch's global generators seeded with ``seed``,
     and give the process its own streams back afterwards (with ``num_workers=0`` the pipeline
-    runs in the training process, whose torch stream drives dropout)."""
+    runs in the training process, whose torch stream drives dropout). The pipeline runs on CPU, so
+    only torch's CPU generator is seeded: ``torch.manual_seed`` would reseed every CUDA generator too,
+    and GPU dropout would follow each batch's last sample."""
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)
     try:
         yield
     finally:

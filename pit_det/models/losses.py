@@ -1,5 +1,6 @@
 """The classification loss of pit-det's detectors, on every mmcv build."""
 
+import torch
 import torch.nn.functional as F
 from mmdet.models.losses import FocalLoss
 from mmdet.registry import MODELS
@@ -18,14 +19,20 @@ class PortableFocalLoss(FocalLoss):
     ops (pit-det's set-up on a GPU machine without ``nvcc``) has no such kernel, and training
     stopped at the first loss. Here those targets are made one-hot first, which is mmdet's own
     CPU branch: its PyTorch ``py_sigmoid_focal_loss``, the same loss with autograd's gradients.
-    With mmcv's CUDA ops, or on CPU, nothing changes. Arguments and state are ``FocalLoss``'s.
+    With mmcv's CUDA ops, the kernel runs as in mmdet, but bf16 logits (``--amp`` with bf16) are
+    given to it in fp32: mmcv 2.1.0's kernel is compiled for fp16, fp32 and fp64 only
+    (``focal_loss_cuda.cu``) and would stop training there. On CPU nothing changes. Arguments and
+    state are ``FocalLoss``'s.
     """
 
     def forward(self, pred: Tensor, target: Tensor, weight=None, avg_factor=None, reduction_override=None) -> Tensor:
         """Args and return as ``FocalLoss.forward``: ``pred`` (N, C) logits, ``target`` (N,)
         class indices (C = background) or (N, C) one-hot."""
-        if pred.is_cuda and not self.activated and pred.dim() != target.dim() and not mmcv_has_cuda_ops():
-            num_classes = pred.size(1)
-            # mmdet's CPU branch, verbatim: index C (background) becomes an all-zero row.
-            target = F.one_hot(target, num_classes=num_classes + 1)[:, :num_classes]
+        if pred.is_cuda and not self.activated and pred.dim() != target.dim():
+            if not mmcv_has_cuda_ops():
+                num_classes = pred.size(1)
+                # mmdet's CPU branch, verbatim: index C (background) becomes an all-zero row.
+                target = F.one_hot(target, num_classes=num_classes + 1)[:, :num_classes]
+            elif pred.dtype == torch.bfloat16:
+                pred = pred.float()  # autograd casts the gradient back to bf16
         return super().forward(pred, target, weight, avg_factor, reduction_override)

@@ -55,9 +55,12 @@ def _forward_cpu(value, spatial_shapes, level_start_index, sampling_locations, a
 
 @ms_deform_attn.register_kernel('cuda')
 def _forward_cuda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
-    return _mmcv_ext().ms_deform_attn_forward(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step=im2col_step
-    )
+    # mmcv's kernel launches on the current device (no device guard in mmcv 2.1.0's
+    # ms_deform_attn_cuda.cu): run it on the values' device, e.g. cuda:1 while cuda:0 is current.
+    with torch.cuda.device(value.device):
+        return _mmcv_ext().ms_deform_attn_forward(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step=im2col_step
+        )
 
 
 @ms_deform_attn.register_fake
@@ -96,16 +99,17 @@ def _backward_cuda(
     value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output, im2col_step
 ):
     grads = torch.zeros_like(value), torch.zeros_like(sampling_locations), torch.zeros_like(attention_weights)
-    _mmcv_ext().ms_deform_attn_backward(
-        value,
-        spatial_shapes,
-        level_start_index,
-        sampling_locations,
-        attention_weights,
-        grad_output,
-        *grads,
-        im2col_step=im2col_step,
-    )
+    with torch.cuda.device(value.device):  # as in _forward_cuda
+        _mmcv_ext().ms_deform_attn_backward(
+            value,
+            spatial_shapes,
+            level_start_index,
+            sampling_locations,
+            attention_weights,
+            grad_output,
+            *grads,
+            im2col_step=im2col_step,
+        )
     return grads
 
 

@@ -23,6 +23,7 @@ of ``D`` channels per corner.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from typing import Callable, Tuple
 
 import torch
@@ -190,23 +191,25 @@ def _launch(
     _, num_query, _, levels, points, _ = loc.shape
     acc = tl.float64 if value.dtype == torch.float64 else tl.float32
     grid = (triton.cdiv(num_query, BLOCK_Q), batch * heads)
-    fn[grid](
-        value,
-        shapes.contiguous(),
-        starts.contiguous(),
-        loc,
-        attn,
-        *tensors,
-        num_value,
-        num_query,
-        M=heads,
-        D=channels,
-        L=levels,
-        P=points,
-        BLOCK=BLOCK_Q,
-        BLOCK_D=triton.next_power_of_2(channels),
-        ACC=acc,
-    )
+    # Triton launches on the current device: make it the values' (cuda:1 while cuda:0 is current).
+    with torch.cuda.device(value.device) if value.device.type == 'cuda' else nullcontext():
+        fn[grid](
+            value,
+            shapes.contiguous(),
+            starts.contiguous(),
+            loc,
+            attn,
+            *tensors,
+            num_value,
+            num_query,
+            M=heads,
+            D=channels,
+            L=levels,
+            P=points,
+            BLOCK=BLOCK_Q,
+            BLOCK_D=triton.next_power_of_2(channels),
+            ACC=acc,
+        )
 
 
 def _check(

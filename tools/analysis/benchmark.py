@@ -195,6 +195,7 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     device = args.device or default_device()
     check_dtypes(device, args.dtype)
+    bm.ieee_fp32(device)
     env = bm.environment(device)
     env['keep_freed_memory'] = bm.keep_freed_memory() if args.keep_freed_memory else False
     env.update(

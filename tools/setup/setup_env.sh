@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Create (or verify) the project's virtual environment ($PIT_DET_VENV, default .venv/).
 #
-# Idempotent: a stamp file records a hash of the set-up files; when it matches, nothing is
-# reinstalled and only the install check (tools/setup/verify_install.py) runs.
+# Idempotent: a stamp file records a hash of the set-up files and the mmcv variant installed
+# (tools/setup/mmcv_variant.py: CPU ops, or CUDA ops for the visible GPUs); when both match, nothing is
+# reinstalled and only the install check (tools/setup/verify_install.py) runs. So installing nvcc
+# (or another GPU) and running the set-up again builds and installs the mmcv this machine now needs.
 #
 # What it installs, and why (measured on a 2-core CPU-only machine):
 #   * Every pip call runs under tools/setup/constraints.txt, so no step moves a package an earlier step
@@ -34,15 +36,24 @@ DRY_RUN="${PIT_DET_SETUP_DRY_RUN:-0}"
 
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
-stamp_value() {
+files_hash() {
   cat "$ROOT/tools/setup/setup_env.sh" "$ROOT/tools/setup/constraints.txt" "$ROOT/tools/setup/mmcv_variant.py" \
     "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1
 }
-
+# The stamp: "<files_hash> <MMCV_TAG>" of the last complete set-up.
 STAMP="$VENV/.pit-det-stamp"
-if [[ "$DRY_RUN" != 1 && -f "$STAMP" && "$(cat "$STAMP")" == "$(stamp_value)" ]]; then
-  log "environment $VENV is up to date"
-  exec "$VENV/bin/python" "$ROOT/tools/setup/verify_install.py"
+if [[ -f "$STAMP" && -x "$VENV/bin/python" ]]; then
+  read -r STAMP_FILES STAMP_TAG < "$STAMP" || true
+  NOW_TAG="$("$VENV/bin/python" "$ROOT/tools/setup/mmcv_variant.py" 2>/dev/null | sed -n 's/^MMCV_TAG=//p' || true)"
+  if [[ "$STAMP_FILES" == "$(files_hash)" && -n "$NOW_TAG" && "$STAMP_TAG" == "$NOW_TAG" ]]; then
+    [[ "$DRY_RUN" == 1 ]] && log "dry run: environment $VENV is up to date (mmcv $NOW_TAG)"
+    if [[ "$DRY_RUN" != 1 ]]; then
+      log "environment $VENV is up to date"
+      exec "$VENV/bin/python" "$ROOT/tools/setup/verify_install.py"
+    fi
+  elif [[ "$STAMP_FILES" == "$(files_hash)" && -n "$NOW_TAG" ]]; then
+    log "this machine now needs mmcv $NOW_TAG (installed: ${STAMP_TAG:-unknown}): building or reusing it and installing it"
+  fi
 fi
 
 T0=$SECONDS
@@ -117,9 +128,10 @@ else
 fi
 
 log "installing mmcv (built wheel), mmengine, mmdet, timm and the pit_det package"
-pip_install "$MMCV_WHEEL"
+# --force-reinstall: pip keeps an installed mmcv of the same version, whichever variant it is.
+pip_install --force-reinstall --no-deps "$MMCV_WHEEL"
 pip_install -e "$ROOT[dev]"
 
 "$PY" "$ROOT/tools/setup/verify_install.py"
-stamp_value > "$STAMP"
+echo "$(files_hash) $MMCV_TAG" > "$STAMP"
 log "environment ready in $((SECONDS - T0)) s"
