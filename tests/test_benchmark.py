@@ -549,7 +549,7 @@ def test_profile_and_training_throughput_rows(tmp_path):
 
 def test_kernel_comparison_checks_each_kernel_against_fp64_then_times_it(monkeypatch, tmp_path):
     """tools/analysis/benchmark_msda.py on CPU at small shapes: every kernel's output and three gradients
-    within fp32 rounding of the fp64 reference (3e-6 measured at PiT-S's shapes), positive latencies;
+    within fp32 rounding of the fp64 reference (3e-6 measured at the 400 x 667 shapes), positive latencies;
     mmcv's CUDA kernel, which needs a GPU and nvcc, a row that says why it did not run (no GPU
     here, also on a GPU machine)."""
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from pit_det.benchmark.kernels import PIT_S_LEVELS, PIT_S_QUERIES, make_inputs
+from pit_det.benchmark.kernels import LEVELS_400x667, QUERIES_400x667, make_inputs
 from pit_det_deploy.hardware import native_dtypes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,9 +75,9 @@ class Tier:
 GPU = Tier(
     dry_run=False,
     device='cuda',
-    levels=PIT_S_LEVELS,
+    levels=LEVELS_400x667,
     batch=2,
-    queries=PIT_S_QUERIES,
+    queries=QUERIES_400x667,
     num_train=400,
     num_val=100,
     epochs=1,

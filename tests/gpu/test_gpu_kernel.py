@@ -1,6 +1,7 @@
 """The Triton deformable-attention kernel (impl 'triton' through ``pit_det.ops.multi_scale_deformable_attn``),
-compiled, at PiT-S's real shapes on the GPU: fp32 and bf16 values, forward and the gradients of
-values, locations and weights, against mmcv's pure-PyTorch function in fp64 on the same device."""
+compiled, at a 400 x 667 image's shapes on the GPU (``LEVELS_400x667``): fp32 and bf16 values, forward
+and the gradients of values, locations and weights, against mmcv's pure-PyTorch function in fp64 on the
+same device."""
 
 import json
 

@@ -1,5 +1,6 @@
-"""Deformable-attention kernels side by side at PiT-S Deformable DETR's real shapes (400 x 667: four
-levels from 50 x 84 to 7 x 11, 8 heads, 4 points, 32 channels, batch 2): each checked against
+"""Deformable-attention kernels side by side at a Table 5 detector's shapes (400 x 667: four levels
+from 50 x 84 to 7 x 11 as ResNet-50 has them, PiT-S 49 x 83 first; 8 heads, 4 points, 32 channels,
+batch 2): each checked against
 mmcv's pure-PyTorch function in fp64, then timed forward and forward + backward
 (``pit_det/benchmark/kernels.py``).
 
@@ -16,7 +17,7 @@ import sys
 import torch
 
 from pit_det.benchmark import environment
-from pit_det.benchmark.kernels import MMCV_SOURCE, PIT_S_LEVELS, PIT_S_QUERIES, compare_kernels
+from pit_det.benchmark.kernels import MMCV_SOURCE, LEVELS_400x667, QUERIES_400x667, compare_kernels
 from pit_det.benchmark.measure import describe_environment
 from pit_det.errors import run_tool
 from pit_det.ops import KERNELS
@@ -34,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         'its sources with nvcc) on a GPU; cpp, gather, grid_sample, mmcv-pytorch on CPU',
     )
     parser.add_argument('--dtype', nargs='+', choices=['fp32', 'bf16'], default=['fp32'])
-    parser.add_argument('--cases', nargs='+', choices=list(PIT_S_QUERIES), default=list(PIT_S_QUERIES))
+    parser.add_argument('--cases', nargs='+', choices=list(QUERIES_400x667), default=list(QUERIES_400x667))
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--iters', type=int, default=50)
     parser.add_argument('--out', help='rows and environment as JSON')
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     rows = compare_kernels(
         kernels,
         args.dtype,
-        {c: PIT_S_QUERIES[c] for c in args.cases},
+        {c: QUERIES_400x667[c] for c in args.cases},
         args.device,
         warmup=args.warmup,
         iters=args.iters,
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
         )
     if args.out:
         with open(args.out, 'w') as f:
-            json.dump(dict(environment=env, levels=PIT_S_LEVELS, batch=2, rows=rows), f, indent=2)
+            json.dump(dict(environment=env, levels=LEVELS_400x667, batch=2, rows=rows), f, indent=2)
     # A kernel that ran and failed fails the run; mmcv's kernel that could not be built (no nvcc) does not.
     failed = [r for r in rows if 'error' in r and ('forward' in r or r['kernel'] != MMCV_SOURCE)]
     return 1 if failed else 0
