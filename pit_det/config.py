@@ -6,9 +6,9 @@ import os.path as osp
 from typing import Optional
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
-from .integration import install
+from .errors import PitDetError
 
 
 def set_data_root(cfg: Config, data_root: str) -> None:
@@ -63,6 +63,37 @@ def shutdown_distributed() -> None:
         torch.distributed.destroy_process_group()
 
 
+class ConfigOptions(DictAction):
+    """mmengine's ``DictAction`` (``--cfg-options KEY=VALUE ...``), with a malformed item named as an
+    argparse error instead of a ValueError traceback."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        bad = [value for value in (values if isinstance(values, list) else [values]) if '=' not in value]
+        if bad:
+            parser.error(f'{option_string} {" ".join(bad)}: write KEY=VALUE, e.g. model.num_queries=100')
+        super().__call__(parser, namespace, values, option_string)
+
+
+def read_config(path: str) -> Config:
+    """``Config.fromfile``, with a config that cannot be read named with its error.
+
+    Raises:
+        FileNotFoundError: no such file.
+        PitDetError: the file is no Python config, or running it failed (syntax, a name, an import).
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'no such config file: {path}')
+    import yaml
+
+    try:
+        return Config.fromfile(path)
+    except SyntaxError as err:
+        raise PitDetError(f'{path}: not a Python config: {err.msg} (line {err.lineno}: {err.text!r})') from None
+    except (OSError, yaml.YAMLError, NameError, ImportError, AttributeError, KeyError, TypeError, ValueError) as err:
+        # OSError: mmengine's answer to a file that is no .py / .yml / .json
+        raise PitDetError(f'{path}: the config could not be read ({type(err).__name__}: {err})') from None
+
+
 def load_config(
     path: str,
     launcher: str = 'none',
@@ -72,8 +103,10 @@ def load_config(
 ) -> Config:
     """The config as the tools use it: command-line overrides merged, data root moved,
     work dir defaulting to ``work_dirs/<config name>``, CPU distributed set up."""
+    from .integration import install  # importing it installs; importing this module does not
+
     install()  # checkpoints read weights-only and written atomically, whatever the config imports
-    cfg = Config.fromfile(path)
+    cfg = read_config(path)
     cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)

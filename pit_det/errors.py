@@ -20,6 +20,6 @@ class DatasetError(PitDetError):
 
 def run_tool(main: Callable[[], Optional[int]]) -> int:
     """:func:`pit_det_deploy.errors.run_tool` for the tools that train, test and export: a
-    :class:`PitDetError`, a ``DeployError`` or a ``FileNotFoundError`` is printed as
+    :class:`PitDetError`, a ``DeployError`` or an OSError about a user's path is printed as
     ``error: <message>`` with exit code 1; other errors keep their traceback (they are bugs)."""
     return deploy_errors.run_tool(main, (PitDetError, deploy_errors.DeployError))

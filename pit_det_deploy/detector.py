@@ -5,6 +5,7 @@ from typing import List, Tuple
 
 import numpy as np
 
+from . import metadata
 from .errors import DeployError
 from .preprocess import prepare, rescale_size
 from .runtime import load_graph
@@ -28,6 +29,8 @@ class OnnxDetector:
         self.graph = load_graph(str(path), runtime, threads)
         if not self.graph.metadata:
             raise DeployError(f'{path}: no pit_det metadata; export the model with tools/deploy/export.py')
+        metadata.require_fields(self.graph.metadata, path)
+        self.path = str(path)
         self.info = self.graph.metadata
         self.classes: List[str] = self.info['classes']
 
@@ -59,5 +62,10 @@ class OnnxDetector:
         if problem:
             raise DeployError(problem)
         x, (w_scale, h_scale) = prepare(image_bgr, self.info['preprocess'])
-        boxes, scores, labels = self.graph({'image': x})
+        outputs = self.graph({'image': x})
+        if len(outputs) != 3:
+            raise DeployError(
+                f'{self.path}: {len(outputs)} outputs, not boxes, scores and labels: not a pit-det export'
+            )
+        boxes, scores, labels = outputs
         return boxes[0] / np.array([w_scale, h_scale, w_scale, h_scale], np.float32), scores[0], labels[0]

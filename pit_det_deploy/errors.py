@@ -16,16 +16,21 @@ def unloadable(path: str, err: Exception) -> DeployError:
     return DeployError(f'{path}: cannot load as an ONNX model: {err}')
 
 
+# OSErrors about a path the user gave (a missing file, a folder where a file goes, a file where a
+# folder goes, no permission): their message names the path.
+PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError)
+
+
 def run_tool(main: Callable[[], Optional[int]], user_errors: Tuple[type, ...] = (DeployError,)) -> int:
     """Run a tool's ``main`` and return its exit code (``main``'s, when it returns an int, else 0).
 
-    An error in ``user_errors`` or a ``FileNotFoundError`` is printed as ``error: <message>`` on
-    stderr with exit code 1, since its message already names the input and what is wrong; other
-    errors keep their traceback (they are bugs).
+    An error in ``user_errors`` or :data:`PATH_ERRORS` is printed as ``error: <message>`` on stderr
+    with exit code 1, since its message already names the input and what is wrong; other errors keep
+    their traceback (they are bugs).
     """
     try:
         code = main()
-    except (*user_errors, FileNotFoundError) as err:
+    except (*user_errors, *PATH_ERRORS) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     return code if isinstance(code, int) else 0

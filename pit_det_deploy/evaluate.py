@@ -5,11 +5,26 @@ import contextlib
 import io
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import cv2
 
 from .errors import DeployError
+
+
+@contextlib.contextmanager
+def malformed_annotations(ann_file: str) -> Iterator[None]:
+    """pycocotools' errors on a file that is no COCO detection json (not json, a missing field, a
+    box that is no 4 numbers) as one DeployError naming the file and the checker that names entries."""
+    try:
+        yield
+    except FileNotFoundError:  # no such file: its own message says so
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AssertionError, IndexError) as err:
+        raise DeployError(
+            f'{ann_file}: not a COCO detection json ({type(err).__name__}: {err}); '
+            'tools/data/validate_dataset.py names each malformed entry'
+        ) from None
 
 
 def evaluate_onnx(
@@ -33,26 +48,26 @@ def evaluate_onnx(
         ``latency_ms`` of the runtime call per image.
 
     Raises:
-        DeployError: an image that cannot be read, a class name missing from the annotations, or
-            a model that is no pit-det export.
+        DeployError: an image that cannot be read, a class name missing from the annotations, an
+            annotation file that is no COCO detection json, or a model that is no pit-det export.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     from .detector import OnnxDetector
 
-    detector = OnnxDetector(model_path, threads=threads, runtime=runtime)  # its DeployErrors name the file
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+    with malformed_annotations(ann_file), contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints
         coco = COCO(ann_file)
-    by_name = {c['name']: c['id'] for c in coco.loadCats(coco.getCatIds())}
+        by_name = {c['name']: c['id'] for c in coco.loadCats(coco.getCatIds())}
+        images = [(image_id, coco.loadImgs(image_id)[0]['file_name']) for image_id in sorted(coco.getImgIds())]
+    detector = OnnxDetector(model_path, threads=threads, runtime=runtime)  # its DeployErrors name the file
     missing = [name for name in detector.classes if name not in by_name]
     if missing:
         raise DeployError(f'{ann_file} has no categories named {missing}; the model detects {detector.classes}')
     category = [by_name[name] for name in detector.classes]
     results, times = [], []
-    for image_id in sorted(coco.getImgIds()):
-        file_name = coco.loadImgs(image_id)[0]['file_name']
-        path = Path(img_dir) / file_name
+    for image_id, file_name in images:
+        path = Path(img_dir) / str(file_name)
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise DeployError(f'cannot read image {path} (from {ann_file})')
@@ -65,7 +80,7 @@ def evaluate_onnx(
             results.append(
                 dict(image_id=image_id, category_id=category[label], score=score, bbox=[x1, y1, x2 - x1, y2 - y1])
             )
-    with contextlib.redirect_stdout(io.StringIO()):
+    with malformed_annotations(ann_file), contextlib.redirect_stdout(io.StringIO()):
         evaluator = COCOeval(coco, coco.loadRes(results) if results else COCO(), 'bbox')
         evaluator.evaluate()
         evaluator.accumulate()

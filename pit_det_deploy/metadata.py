@@ -22,9 +22,42 @@ def write(model: Any, info: Mapping) -> None:
     onnx.helper.set_model_props(model, {KEY: json.dumps(dict(info))})
 
 
-def parse(props: Mapping[str, str]) -> Dict:
-    """The entry out of a runtime's view of the metadata (``{}`` when the model has none)."""
-    return json.loads(props[KEY]) if KEY in props else {}
+# What a runtime needs of the entry to run the detector (``pit_det_deploy.OnnxDetector``).
+REQUIRED = ('classes', 'preprocess', 'input_shape', 'dynamic')
+
+
+def _decode(text: str, source: str) -> Dict:
+    again = 'export the model again with tools/deploy/export.py'
+    try:
+        info = json.loads(text)
+    except ValueError as err:
+        raise DeployError(f'{source}: its {KEY} metadata is no JSON ({err}); {again}') from None
+    if not isinstance(info, dict):
+        raise DeployError(f'{source}: its {KEY} metadata is no JSON object; {again}')
+    return info
+
+
+def parse(props: Mapping[str, str], source: str = 'the model') -> Dict:
+    """The entry out of a runtime's view of the metadata of ``source`` (``{}`` when it has none).
+
+    Raises:
+        DeployError: the entry is no JSON object; names ``source``.
+    """
+    return _decode(props[KEY], source) if KEY in props else {}
+
+
+def require_fields(info: Mapping, source: str) -> None:
+    """``info`` has every field of :data:`REQUIRED` (and a dynamic model's ``min_size`` / ``max_size``).
+
+    Raises:
+        DeployError: naming ``source`` and the fields it lacks.
+    """
+    needed = REQUIRED + (('min_size', 'max_size') if info.get('dynamic') else ())
+    missing = [field for field in needed if field not in info]
+    if missing:
+        raise DeployError(
+            f'{source}: its {KEY} metadata lacks {missing}; export the model again with tools/deploy/export.py'
+        )
 
 
 def load(path: str) -> Tuple[Any, Dict]:
@@ -39,14 +72,14 @@ def load(path: str) -> Tuple[Any, Dict]:
         model = onnx.load(path, load_external_data=False)
     except Exception as e:  # onnx's own errors on files that are no ONNX model
         raise unloadable(path, e) from None
-    info = parse({p.key: p.value for p in model.metadata_props})
+    info = parse({p.key: p.value for p in model.metadata_props}, path)
     if not info:
         raise DeployError(f'{path}: no {KEY} metadata; it was not written by tools/deploy/export.py')
     return model, info
 
 
-def from_openvino(model: Any) -> Dict:
-    """The entry as OpenVINO keeps ONNX ``metadata_props`` (its model's ``rt_info``)."""
+def from_openvino(model: Any, source: str = 'the model') -> Dict:
+    """The entry as OpenVINO keeps ONNX ``metadata_props`` (its model's ``rt_info``); as :func:`parse`."""
     if model.has_rt_info(['framework', KEY]):
-        return json.loads(model.get_rt_info(['framework', KEY]).astype(str))
+        return _decode(model.get_rt_info(['framework', KEY]).astype(str), source)
     return {}

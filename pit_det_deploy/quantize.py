@@ -144,12 +144,15 @@ class _DropMessage(logging.Filter):
 
 
 def model_info(model_path: str) -> dict:
-    """The ``pit_det`` metadata of an exported model.
+    """The ``pit_det`` metadata of an exported model, with what calibration on images reads.
 
     Raises:
-        DeployError: the file is no ONNX model, or not one written by ``tools/deploy/export.py``.
+        DeployError: the file is no ONNX model, not one written by ``tools/deploy/export.py``, or its
+            metadata lacks a field (:func:`metadata.require_fields`).
     """
-    return metadata.load(model_path)[1]
+    info = metadata.load(model_path)[1]
+    metadata.require_fields(info, model_path)
+    return info
 
 
 def quantize(

@@ -129,7 +129,7 @@ def _onnxruntime(path: str, threads: int, profile: bool) -> Graph:
 
     # onnxruntime's own errors (InvalidProtobuf, Fail, ...) have no public base class.
     inference = _load(open_model, fused.onnxruntime_library, path, Exception)
-    meta = metadata.parse(inference.get_modelmeta().custom_metadata_map)
+    meta = metadata.parse(inference.get_modelmeta().custom_metadata_map, path)
     if not profile:
         return Graph(lambda feed: inference.run(None, feed), meta, 'onnxruntime')
 
@@ -185,7 +185,7 @@ def _openvino(path: str, threads: int, profile: bool) -> Graph:
     except RuntimeError as e:
         raise unloadable(path, e) from None
     request = compiled.create_infer_request()
-    meta = metadata.from_openvino(model)
+    meta = metadata.from_openvino(model, path)
 
     def run(feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
         result = request.infer(feed)

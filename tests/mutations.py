@@ -56,7 +56,7 @@ MUTATIONS = [
     Mutation(
         'run_tool_hides_bugs',
         'pit_det_deploy/errors.py',
-        'except (*user_errors, FileNotFoundError) as err:',
+        'except (*user_errors, *PATH_ERRORS) as err:',
         'except Exception as err:',
         ('tests/test_deploy_errors.py::test_other_errors_keep_their_traceback',),
     ),
@@ -344,6 +344,74 @@ MUTATIONS = [
         ' && "$STAMP_TAG" == "$NOW_TAG" ]]',
         ' ]]',
         ('tests/test_setup.py::test_a_new_mmcv_variant_is_built_where_the_set_up_was_complete',),
+    ),
+    Mutation(
+        'an_output_may_be_an_input',
+        'pit_det_deploy/outputs.py',
+        'if source is not None and Path(source).exists() and out.resolve() == Path(source).resolve():',
+        'if False:',
+        ('tests/test_tool_inputs.py',),
+    ),
+    Mutation(
+        'pictures_replace_their_images',
+        'pit_det_deploy/outputs.py',
+        'if path.resolve() in sources:',
+        'if False:',
+        (
+            'tests/test_tool_inputs.py::test_pictures_never_replace_the_images',
+            'tests/test_tool_inputs.py::test_demos_refuse_to_draw_over_their_images',
+        ),
+    ),
+    Mutation(
+        'two_images_drawn_to_one_picture',
+        'pit_det_deploy/outputs.py',
+        'if path in drawn:',
+        'if False:',
+        ('tests/test_tool_inputs.py::test_pictures_never_replace_the_images',),
+    ),
+    Mutation(
+        'test_tool_evaluates_another_detectors_checkpoint',
+        'tools/test.py',
+        '    require_fit(model.state_dict(), read_state_dict(args.checkpoint), args.checkpoint, args.config)\n',
+        '',
+        ('tests/test_tool_inputs.py::test_a_checkpoint_of_another_detector_is_refused_by_test_and_demo',),
+    ),
+    Mutation(
+        'config_classes_in_another_order',
+        'pit_det/datasets/coco.py',
+        '        if found == classes:\n            return\n',
+        '        if not [c for c in classes if c not in self._json_classes]:\n            return\n',
+        ('tests/test_annotation_files.py::test_config_classes_must_be_json_categories_in_their_order',),
+    ),
+    Mutation(
+        'resume_from_weights_only',
+        'tools/train.py',
+        '        meta = resumable_meta(cfg.load_from)',
+        '        meta = {}',
+        ('tests/test_tool_inputs.py::test_resume_is_checked_before_the_runner_starts',),
+    ),
+    Mutation(
+        'model_metadata_fields_unchecked',
+        'pit_det_deploy/metadata.py',
+        '    missing = [field for field in needed if field not in info]',
+        '    missing = []',
+        ('tests/test_tool_inputs.py::test_a_model_with_broken_pit_det_metadata_is_named',),
+    ),
+    Mutation(
+        'onnx_eval_annotations_unchecked',
+        'pit_det_deploy/evaluate.py',
+        'with malformed_annotations(ann_file), contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints',
+        'with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints',
+        (
+            'tests/test_tool_inputs.py::test_onnx_eval_refuses_to_write_over_its_inputs_and_names_a_broken_annotation_file',
+        ),
+    ),
+    Mutation(
+        'benchmark_arguments_unchecked',
+        'tools/analysis/benchmark.py',
+        '    check_arguments(parser, args)\n',
+        '',
+        ('tests/test_tool_inputs.py::test_benchmark_arguments_are_checked_before_any_timing',),
     ),
 ]
 

@@ -198,26 +198,53 @@ def test_checker_tool_lists_every_problem_without_traceback(tmp_path):
 
 
 def test_partial_class_mismatch_warns_by_name(tmp_path, mm_log):
+    """A json whose triangles are 'hexagon': a config of the json's rectangles and ellipses drops the
+    hexagon boxes with a warning naming the category; a deliberate subset trains on that subset."""
     coco = make_split(tmp_path, 'val', 12, seed=4)
     coco['categories'][2]['name'] = 'hexagon'  # triangle boxes now belong to a class the config lacks
     path = tmp_path / 'annotations' / 'instances_val2017.json'
     path.write_text(json.dumps(coco))
-    dataset = _build_dataset(path)
+    dataset = _build_dataset(path, classes=('rectangle', 'ellipse'))
     num_dropped = sum(a['category_id'] == 3 for a in coco['annotations'])
     assert 0 < num_dropped < len(coco['annotations'])
     assert sum(len(d['instances']) for d in dataset) == len(coco['annotations']) - num_dropped
     out = '\n'.join(mm_log)
     assert f'dropped {num_dropped} of {len(coco["annotations"])} boxes' in out and "category 3 ('hexagon')" in out
-    # A deliberate subset of the json's classes trains on that subset, no error.
     assert len(_build_dataset(path, classes=('rectangle',)).cat_ids) == 1
+
+
+@pytest.mark.parametrize(
+    'categories,classes,what',
+    [
+        (('rectangle', 'hexagon', 'triangle'), TOY_CLASSES, "['ellipse'] of metainfo.classes are not among"),
+        (('rectangle', 'ellipse', 'hexagon'), TOY_CLASSES, "['triangle'] of metainfo.classes are not among"),
+        (TOY_CLASSES, ('ellipse', 'rectangle'), "its categories order these classes ['rectangle', 'ellipse']"),
+    ],
+    ids=['a name missing in the middle', 'the last name missing', 'another order'],
+)
+def test_config_classes_must_be_json_categories_in_their_order(tmp_path, categories, classes, what):
+    """mmdet numbers the classes by the json's order of the names it finds: a name the json lacks
+    shifts the labels after it (and a prediction of the last class ended tools/test.py in an
+    IndexError after inference), another order trains each class under another's name. Refused before
+    any work, naming both lists."""
+    coco = make_split(tmp_path, 'val', 12, seed=4)
+    for cat, name in zip(coco['categories'], categories):
+        cat['name'] = name
+    path = tmp_path / 'annotations' / 'instances_val2017.json'
+    path.write_text(json.dumps(coco))
+    with pytest.raises(DatasetError) as err:
+        _build_dataset(path, classes=classes)
+    message = str(err.value)
+    assert message.startswith(f'{path}: {what}') and f'config metainfo.classes: {list(classes)}' in message
+    assert f'categories in the json:  {list(categories)}' in message
 
 
 @pytest.mark.parametrize('num_in_config_classes,stops', [(1, True), (3, False)])
 def test_nearly_all_boxes_of_foreign_classes_stop_unless_a_deliberate_subset(tmp_path, num_in_config_classes, stops):
     """A json with one class name in common with the config ('rectangle'), whose other boxes are
     'car' or 'kite': 1 or 3 of its boxes are rectangles. With one (above 90% foreign) the toy config
-    is refused, naming both lists; the config of just 'rectangle', a subset of the json's names,
-    trains on that one either way."""
+    is refused, naming both lists; with three, for its class names the json lacks; the config of just
+    'rectangle', a subset of the json's names, trains on that one either way."""
     coco = make_split(tmp_path, 'val', 12, seed=5)
     for cat, name in zip(coco['categories'], ('rectangle', 'car', 'kite')):
         cat['name'] = name
@@ -237,7 +264,8 @@ def test_nearly_all_boxes_of_foreign_classes_stop_unless_a_deliberate_subset(tmp
         )
         assert "['rectangle', 'car', 'kite']" in message and "['rectangle', 'ellipse', 'triangle']" in message
     else:
-        assert sum(len(d['instances']) for d in _build_dataset(path)) == 3
+        with pytest.raises(DatasetError, match=r"\['ellipse', 'triangle'\] of metainfo.classes are not among"):
+            _build_dataset(path)
     assert sum(len(d['instances']) for d in _build_dataset(path, classes=('rectangle',))) == num_in_config_classes
 
 

@@ -215,7 +215,7 @@ def test_bad_inputs_are_named(trained, tmp_path):
     own = tmp_path / 'own.onnx'
     shutil.copyfile(trained['fp32'], own)
     before = own.read_bytes()
-    with pytest.raises(DeployError, match='is the fp32 model itself: write the INT8 model to another file'):
+    with pytest.raises(DeployError, match=f'--out {own} is the input {own}: write to another file'):
         load_tool('tools/deploy/quantize.py').main([str(own), '--calib', str(calib), '--out', str(own)])
     assert own.read_bytes() == before
     # Evaluation on annotations of other classes.

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from pit_det.checkpoint import AtomicLocalBackend, checkpoint_seed, find_resumable_checkpoint, safe_torch_load
+from pit_det.checkpoint import AtomicLocalBackend, find_resumable_checkpoint, resumable_meta, safe_torch_load
 from pit_det.datasets.check import ERRORS, check_coco
 from pit_det.datasets.toy import make_split
 from pit_det.datasets.transforms import PadToMinSize, SafeLoadImageFromFile
@@ -285,7 +285,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, log_path.read_text()[-3000:]
     assert (work / 'epoch_1.pth').is_file() and not (work / 'epoch_2.pth').exists()
-    seed = checkpoint_seed(str(work / 'epoch_1.pth'))  # drawn by mmengine, as with the shipped configs
+    seed = resumable_meta(str(work / 'epoch_1.pth'))['seed']  # drawn by mmengine, as with the shipped configs
 
     clean = subprocess.run(
         [*train, '--work-dir', tmp_path / 'clean', *opts, f'randomness.seed={seed}'],

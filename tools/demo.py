@@ -13,12 +13,15 @@ import sys
 from pathlib import Path
 
 import cv2
+import torch
 from mmdet.apis import inference_detector, init_detector
 from tqdm import tqdm
 
-from pit_det.errors import run_tool
+from pit_det.checkpoint import read_state_dict, require_fit
+from pit_det.errors import PitDetError, run_tool
 from pit_det.integration import install
 from pit_det_deploy import detection_record, draw_detections, image_files
+from pit_det_deploy.outputs import picture_paths
 
 
 def main() -> None:
@@ -32,22 +35,27 @@ def main() -> None:
     args = parser.parse_args()
 
     files = image_files(Path(args.inputs))
+    pictures = picture_paths(files, args.out)
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise PitDetError(f'--device {args.device}: no CUDA GPU visible; use --device cpu')
     install()  # the checkpoint is read weights-only, whatever the config imports
     model = init_detector(
         args.config, args.checkpoint, device=args.device, cfg_options={'model.backbone.init_cfg': None}
     )
+    # init_detector loads what fits and logs the rest: another detector's checkpoint would draw random weights.
+    require_fit(model.state_dict(), read_state_dict(args.checkpoint), args.checkpoint, args.config)
     classes = model.dataset_meta['classes']
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for path in tqdm(files, desc='images', unit='img'):
+    for path, picture in zip(tqdm(files, desc='images', unit='img'), pictures):
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, as mmdet's loader reads it
         if img is None:
-            raise OSError(f'cannot read image {path}')
+            raise PitDetError(f'cannot read image {path}')
         result = inference_detector(model, str(path))  # the test pipeline, its loader included
         pred = result.pred_instances.cpu()
         cv2.imwrite(
-            str(out / f'{path.stem}.png'),
+            str(picture),
             draw_detections(
                 img, pred.bboxes.numpy(), pred.scores.numpy(), pred.labels.numpy(), classes, args.score_thr
             ),

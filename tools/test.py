@@ -15,11 +15,12 @@ import os.path as osp
 import sys
 
 import torch
-from mmengine.config import DictAction
 from mmengine.dist import is_main_process
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
-from pit_det.config import load_config, shutdown_distributed
+from pit_det.checkpoint import read_state_dict, require_fit
+from pit_det.config import ConfigOptions, load_config, shutdown_distributed
 from pit_det.errors import run_tool
 from pit_det.precision import check_precision
 from pit_det_deploy.hardware import default_device
@@ -40,7 +41,7 @@ def parse_args() -> argparse.Namespace:
         help='run the model under bfloat16 autocast (GPUs with bf16, CPUs with native bf16 '
         'instructions; refused elsewhere); data and metrics stay as they are',
     )
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptions, help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -70,6 +71,9 @@ def main() -> None:
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
         torch.set_autocast_dtype('cuda', torch.bfloat16)
     runner = Runner.from_cfg(cfg)
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    # mmengine loads load_from non-strictly: another detector's checkpoint would be tested with random weights.
+    require_fit(model.state_dict(), read_state_dict(args.checkpoint), args.checkpoint, args.config)
     metrics = runner.test()
     if is_main_process():
         with open(osp.join(out_dir, 'metrics.json'), 'w') as f:

@@ -13,11 +13,11 @@ import sys
 
 import torch
 from mmdet.utils import setup_cache_size_limit_of_dynamo
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.runner import Runner
 
-from pit_det.checkpoint import checkpoint_seed, find_resumable_checkpoint
-from pit_det.config import load_config, shutdown_distributed
+from pit_det.checkpoint import find_resumable_checkpoint, resumable_meta
+from pit_det.config import ConfigOptions, load_config, shutdown_distributed
 from pit_det.errors import PitDetError, run_tool
 from pit_det.precision import amp_optim_wrapper, without_low_precision
 
@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
         help='validate the initial model before training (metrics_before_train.json)',
     )
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, help='override config entries, e.g. train_cfg.max_epochs=12'
+        '--cfg-options', nargs='+', action=ConfigOptions, help='override config entries, e.g. train_cfg.max_epochs=12'
     )
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -80,11 +80,15 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.resume, cfg.load_from = latest is not None, latest
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    if cfg.get('resume') and cfg.get('randomness', {}).get('seed') is None:
-        # Without a fixed seed mmengine draws one per run, and the samplers it builds before
-        # resuming would shuffle with it; the checkpoint's seed keeps the resumed run's data
-        # order and augmentations those of the interrupted run.
-        cfg.randomness = dict(cfg.get('randomness', {}), seed=checkpoint_seed(cfg.load_from))
+    # resume=True without load_from (--cfg-options): mmengine resumes from the work dir's latest.
+    resume_from = (cfg.get('load_from') or find_resumable_checkpoint(cfg.work_dir)) if cfg.get('resume') else None
+    if resume_from is not None:
+        meta = resumable_meta(resume_from)  # mmengine would stop at a KeyError on a weights-only file
+        if cfg.get('randomness', {}).get('seed') is None:
+            # Without a fixed seed mmengine draws one per run, and the samplers it builds before
+            # resuming would shuffle with it; the checkpoint's seed keeps the resumed run's data
+            # order and augmentations those of the interrupted run.
+            cfg.randomness = dict(cfg.get('randomness', {}), seed=meta.get('seed'))
     return cfg
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from ..benchmark.runner import variant as benchmark_variant
+from ..errors import PitDetError
 from ..plotting import pyplot
 
 # The paper's Table 5: COCO val2017 at half resolution, latency on a V100.
@@ -75,7 +76,11 @@ def read_results(
         why; the mean over seeds, with ``sd`` the sample standard deviation and ``runs`` their
         number, where a source holds several), the paper's, and the latency's ``measured_on``.
     """
-    bench = json.loads(Path(benchmark).read_text()) if benchmark else None
+    bench = _read_json(benchmark) if benchmark else None
+    if bench is not None and not (
+        isinstance(bench.get('results'), list) and isinstance(bench.get('environment'), dict)
+    ):
+        raise PitDetError(f'{benchmark}: no results and environment: not a tools/analysis/benchmark.py JSON')
     keys = list(dict.fromkeys([*sources, *(PAPER if paper else [])]))
     rows = []
     for key in keys:
@@ -97,18 +102,40 @@ def read_results(
     return rows
 
 
+def _read_json(path) -> dict:
+    """The JSON object in ``path``.
+
+    Raises:
+        PitDetError: the file is no JSON object; names it.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, ValueError) as err:
+        raise PitDetError(f'{path}: not a JSON file ({err})') from None
+    if not isinstance(data, dict):
+        raise PitDetError(f'{path}: not a JSON object')
+    return data
+
+
+def _number(value, path, key: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise PitDetError(f'{path}: {key} is {value!r}, not a number') from None
+
+
 def _metric_cells(row: dict, paths: List[Path], source) -> None:
     if not paths:
         row['missing'].update({c: f'no metrics.json in {source}' for c in METRICS})
         return
-    runs = [json.loads(p.read_text()) for p in paths]
+    runs = [_read_json(p) for p in paths]
     row['runs'] = len(runs)
     for col, name in METRICS.items():
         lacking = [str(p) for p, m in zip(paths, runs) if name not in m]
         if lacking:
             row['missing'][col] = f'{", ".join(lacking)} has no {name}'
             continue
-        values = [100 * float(m[name]) for m in runs]
+        values = [100 * _number(m[name], p, name) for p, m in zip(paths, runs)]
         row['ours'][col] = statistics.fmean(values)
         if len(values) > 1:
             row['sd'][col] = statistics.stdev(values)

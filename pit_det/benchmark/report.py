@@ -36,7 +36,10 @@ def print_table(report: dict) -> None:
             )
         )
         if r.get('cudagraph_skips'):
-            print(f'    CUDA graphs skipped {r["cudagraph_skips"]} times (inductor could not capture a graph)')
+            print(
+                f'    {r["cudagraph_skips"]} of {r["graphs"]} graphs compiled without CUDA graphs '
+                '(inductor could not capture them)'
+            )
         if 'stages' in r:
             print('    stages: ' + ' | '.join(f'{name} {ms:.1f}' for name, ms in r['stages'].items()) + ' ms')
         if 'cuda' in r:

@@ -200,13 +200,14 @@ def measure(model, data: dict, image, dtype: str, compiled: bool, settings: Sett
             result['compile_s'] = bm.time_calls(step, 0, 1, device)[0]
             result['graphs'] = counters['stats']['unique_graphs']
             result['graph_breaks'] = sum(counters['graph_break'].values())
+            if settings.compile_mode == 'reduce-overhead':
+                # Inductor compiles a graph without CUDA graphs when it cannot capture it (CPU
+                # tensors, dynamic shapes, ...), and says so only in this counter and its log; read
+                # after the compile, it counts those graphs (later calls add re-recording skips).
+                result['cudagraph_skips'] = counters['inductor']['cudagraph_skips']
         with bm.peak_memory(device) as memory:
             latency = bm.time_calls(step, settings.warmup, settings.iters, device, progress)
         result.update(latency=bm.summarize(latency), **memory)
-        if compiled and settings.compile_mode == 'reduce-overhead':
-            # Inductor runs a graph without CUDA graphs when it cannot capture it (CPU tensors,
-            # dynamic shapes, ...), and says so only in this counter and its log.
-            result['cudagraph_skips'] = counters['inductor']['cudagraph_skips']
         result['backbone_latency'] = (
             None
             if compiled

@@ -7,10 +7,10 @@ atomic writer its local file backend; importing this package does not.
 """
 
 from ..errors import CheckpointError
-from .compare import StateDictMismatch, state_dict_mismatch
+from .compare import StateDictMismatch, require_fit, state_dict_mismatch
 from .pretrained import load_pretrained, strip_prefix
 from .reading import SAFE_GLOBALS, StateDict, load_checkpoint_file, read_state_dict, safe_torch_load
-from .resume import checkpoint_seed, find_resumable_checkpoint
+from .resume import find_resumable_checkpoint, resumable_meta
 from .writing import AtomicLocalBackend
 
 __all__ = [
@@ -19,11 +19,12 @@ __all__ = [
     'SAFE_GLOBALS',
     'StateDict',
     'StateDictMismatch',
-    'checkpoint_seed',
     'find_resumable_checkpoint',
     'load_checkpoint_file',
     'load_pretrained',
     'read_state_dict',
+    'require_fit',
+    'resumable_meta',
     'safe_torch_load',
     'state_dict_mismatch',
     'strip_prefix',

@@ -25,6 +25,23 @@ class StateDictMismatch(NamedTuple):
         return '; '.join(parts)
 
 
+def require_fit(own: Mapping[str, Tensor], state: Mapping[str, Tensor], checkpoint: str, config: str) -> None:
+    """Every weight of the model in the checkpoint, with its shape, and nothing else.
+
+    mmengine's ``load_from`` and mmdet's ``init_detector`` load what fits and log the rest, so a
+    checkpoint of another detector would run with random weights; the tools that evaluate or draw
+    a checkpoint call this first.
+
+    Raises:
+        CheckpointError: naming the checkpoint, the config and what differs.
+    """
+    from ..errors import CheckpointError
+
+    mismatch = state_dict_mismatch(own, state)
+    if any(mismatch):
+        raise CheckpointError(f'{checkpoint} does not match {config}: {mismatch.describe()}')
+
+
 def state_dict_mismatch(own: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> StateDictMismatch:
     """Compare a checkpoint's ``state`` with a model's ``own`` state dict, key by key."""
     return StateDictMismatch(

@@ -177,9 +177,13 @@ def read_state_dict(path: Union[str, Path]) -> StateDict:
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint file not found: {path}')
     if path.suffix == '.safetensors':
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        obj = load_file(str(path))
+        try:
+            obj = load_file(str(path))
+        except SafetensorError as err:  # a truncated or foreign file: its header does not parse
+            raise CheckpointError(f'{path}: not a readable safetensors file ({err})') from None
     else:
         obj = safe_torch_load(path, map_location='cpu')
     for wrapper in ('state_dict', 'model', 'module'):

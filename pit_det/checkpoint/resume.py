@@ -49,9 +49,23 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     return candidates[-1] if candidates else None
 
 
-def checkpoint_seed(path: str) -> Optional[int]:
-    """The random seed the checkpoint's run used (``meta.seed``), or None. Read weights-only and
-    memory-mapped, so the tensors are not loaded."""
-    meta = safe_torch_load(path, map_location='cpu', mmap=True).get('meta', {})
-    seed = meta.get('seed') if isinstance(meta, dict) else None
-    return int(seed) if seed is not None else None
+def resumable_meta(path: str) -> dict:
+    """The ``meta`` of a checkpoint that ``--resume`` can continue from (read weights-only and
+    memory-mapped): its ``seed``, ``epoch`` and ``iter``.
+
+    Raises:
+        CheckpointError: the file lacks what mmengine 0.10.7's ``Runner.resume`` reads unguarded
+            (``state_dict``, ``message_hub``, ``meta.epoch`` and ``meta.iter``; the optimizer state
+            is optional there), as a released or converted weight file does; names the file and the fix.
+    """
+    checkpoint = safe_torch_load(path, map_location='cpu', mmap=True)
+    checkpoint = checkpoint if isinstance(checkpoint, dict) else {}
+    meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'), dict) else {}
+    missing = [key for key in ('state_dict', 'message_hub') if key not in checkpoint]
+    missing += [f'meta.{key}' for key in ('epoch', 'iter') if key not in meta]
+    if missing:
+        raise CheckpointError(
+            f'--resume {path}: not a training checkpoint (no {", ".join(missing)}). To start a new run '
+            f'from its weights: --cfg-options load_from={path}'
+        )
+    return meta

@@ -66,6 +66,11 @@ class CheckedCocoDataset(CocoDataset):
       train on no boxes and crash in evaluation, mmdet issue #10208). Training on a deliberate
       subset of the json's classes stays possible. A split whose boxes are all unusable for other
       reasons is an error too.
+    * Every config class name must be a json category, in the json's order: mmdet numbers the
+      classes by the json's order of the names it finds (``cat_ids``), so a name the json lacks
+      shifts the labels after it (and a prediction of the last class ends COCO evaluation in an
+      IndexError), and another order trains each class under another's name. Either is an error
+      naming both lists.
     """
 
     accepts_seeded_indices = True  # see SeededSampler
@@ -94,6 +99,7 @@ class CheckedCocoDataset(CocoDataset):
         data_list = super().load_data_list()
         if not self.cat_ids or self._mostly_foreign_classes():
             raise DatasetError(self._class_mismatch_message(list(self.metainfo['classes']), self._json_classes))
+        self._check_class_order()
         if self._num_boxes and len(self._dropped) == self._num_boxes:
             raise DatasetError(
                 f'{self.ann_file}: all {self._num_boxes} boxes are unusable, e.g. '
@@ -107,6 +113,25 @@ class CheckedCocoDataset(CocoDataset):
                 level=30,
             )
         return data_list
+
+    def _check_class_order(self) -> None:
+        classes = list(self.metainfo['classes'])
+        found = [name for name in self._json_classes if name in classes]
+        if found == classes:
+            return
+        missing = [name for name in classes if name not in self._json_classes]
+        what = (
+            f'{missing} of metainfo.classes are not among its categories: the labels after them would shift'
+            if missing
+            else f'its categories order these classes {found}: each class would train under another name'
+        )
+        raise DatasetError(
+            f'{self.ann_file}: {what}.\n'
+            f'  categories in the json:  {self._json_classes}\n'
+            f'  config metainfo.classes: {classes}\n'
+            "Name json categories only, in the json's order, in every loader's metainfo.classes, and set "
+            'model.bbox_head.num_classes to their number.'
+        )
 
     def _mostly_foreign_classes(self) -> bool:
         """Every box, or at least :attr:`FOREIGN_CLASS_LIMIT` of them, has a category outside the

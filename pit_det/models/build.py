@@ -11,8 +11,8 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 from torch import nn
 
-from ..checkpoint import read_state_dict, state_dict_mismatch
-from ..errors import CheckpointError
+from ..checkpoint import read_state_dict, require_fit
+from ..config import read_config
 
 
 def build_detector(
@@ -36,7 +36,7 @@ def build_detector(
     """
     import pit_det  # noqa: F401  registers the backbones and the detector
 
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    cfg = read_config(config) if isinstance(config, str) else config
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     model_cfg = copy.deepcopy(cfg.model)  # mmdet's __init__ edits the head's config in place
@@ -54,8 +54,6 @@ def build_detector(
             logger.setLevel(level)
         return model.eval()
     state = read_state_dict(checkpoint)
-    mismatch = state_dict_mismatch(model.state_dict(), state)
-    if any(mismatch):
-        raise CheckpointError(f'{checkpoint} does not match {cfg.filename}: {mismatch.describe()}')
+    require_fit(model.state_dict(), state, checkpoint, cfg.filename)
     model.load_state_dict(state)
     return model.eval()

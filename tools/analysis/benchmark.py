@@ -36,18 +36,19 @@ import warnings
 from typing import List, Optional, Tuple
 
 import torch
-from mmengine.config import DictAction
 from tqdm import tqdm
 
 from pit_det import benchmark as bm
 from pit_det.benchmark import Settings, benchmark
 from pit_det.benchmark.report import plot, print_table, print_training
+from pit_det.config import ConfigOptions
 from pit_det.errors import run_tool
 from pit_det.export import GRAPHS
 from pit_det.ops import IMPLS
 from pit_det.precision import check_precision
 from pit_det_deploy import RUNTIMES, DeployError
 from pit_det_deploy.hardware import default_device, native_dtypes
+from pit_det_deploy.outputs import output_file
 from pit_det_deploy.quantize import DEFAULT_KEEP, keep_groups
 
 # Noise from mmdet 3.3 / mmengine 0.10.7 internals, nothing this tool can change.
@@ -157,7 +158,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=ConfigOptions,
         default={},
         metavar='KEY=VALUE',
         help='config overrides applied to every config, e.g. model.num_queries=100',
@@ -170,7 +171,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.onnx and 'onnxruntime' not in args.runtimes:
         args.runtimes = ['onnxruntime', *args.runtimes]
     args.int8 = int8_rows(parser, args.int8)
+    check_arguments(parser, args)
     return args
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What would fail only after minutes of timing: configs, counts and the files to write."""
+    counts = (('--iters', args.iters, 1), ('--warmup', args.warmup, 0), ('--threads', args.threads, 1))
+    for name, value, least in counts:
+        if value is not None and value < least:
+            parser.error(f'{name} {value}: at least {least}')
+    if min(args.shape) < 1:
+        parser.error(f'--shape {args.shape[0]} {args.shape[1]}: both sides at least 1 pixel')
+    missing = [c for c in args.configs if not osp.isfile(c)]
+    if missing:
+        parser.error(f'no such config: {", ".join(missing)}')
+    try:
+        output_file(args.out, args.configs)
+        if args.plot:
+            output_file(args.plot, [args.out, *args.configs], flag='--plot')
+    except DeployError as err:
+        parser.error(str(err))
+    if args.plot and osp.splitext(args.plot)[1].lower() not in ('.png', '.pdf', '.svg', '.jpg'):
+        parser.error(f'--plot {args.plot}: name a .png, .pdf, .svg or .jpg file')
 
 
 def int8_rows(parser: argparse.ArgumentParser, values: Optional[List[str]]) -> List[Tuple[str, ...]]:

@@ -19,6 +19,7 @@ backbones). The locations are recorded from the deformable attention modules as 
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from pit_det.analysis.sampling import RecordedDetector, mean_over_images, summar
 from pit_det.errors import PitDetError, run_tool
 from pit_det_deploy import image_files
 from pit_det_deploy.hardware import cpu_info
+from pit_det_deploy.outputs import output_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,7 +66,10 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.top < 1 or args.num_images < 1:
         raise PitDetError('--top and --num-images must be at least 1')
+    if args.token and not all(math.isfinite(v) for v in args.token):
+        raise PitDetError(f'--token {args.token[0]} {args.token[1]}: give the pixel as two finite numbers')
     files = image_files(Path(args.images))
+    output_folder(args.out)
     detectors = [RecordedDetector(c, k) for c, k in [(args.config, args.checkpoint), *args.compare]]
     if len({d.name for d in detectors}) < len(detectors):
         raise PitDetError(f'two detectors share the name {[d.name for d in detectors]}: compare different configs')

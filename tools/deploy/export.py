@@ -21,11 +21,12 @@ import argparse
 import sys
 
 import torch
-from mmengine.config import DictAction
 
-from pit_det.config import load_config
-from pit_det.errors import run_tool
+from pit_det.config import ConfigOptions, load_config
+from pit_det.errors import PitDetError, run_tool
 from pit_det.export import GRAPHS, build_detector, classes_of, export_onnx, preprocessing_of
+from pit_det.export.program import MAX_DYNAMIC_SIZE
+from pit_det_deploy.outputs import output_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=ConfigOptions,
         metavar='KEY=VALUE',
         help='config overrides, e.g. model.num_queries=100',
     )
@@ -68,6 +69,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    output_file(args.out, [args.config, args.checkpoint])
+    if args.shape and min(args.shape) < 1:
+        raise PitDetError(f'--shape {args.shape[0]} {args.shape[1]}: both sides at least 1 pixel')
+    if args.min_size is not None and not 1 <= args.min_size <= MAX_DYNAMIC_SIZE:
+        raise PitDetError(f'--min-size {args.min_size}: from 1 to {MAX_DYNAMIC_SIZE} pixels')
     cfg = load_config(args.config, cfg_options=args.cfg_options)
     detector = build_detector(cfg, args.checkpoint)
     preprocess = preprocessing_of(cfg)

@@ -17,6 +17,7 @@ import cv2
 
 from pit_det_deploy import RUNTIMES, DeployError, OnnxDetector, detection_record, draw_detections, image_files
 from pit_det_deploy.errors import run_tool
+from pit_det_deploy.outputs import picture_paths
 
 
 def main(argv=None) -> None:
@@ -29,13 +30,16 @@ def main(argv=None) -> None:
     parser.add_argument('--threads', type=int, default=0, help="the runtime's threads (default: its own choice)")
     args = parser.parse_args(argv)
     files = image_files(Path(args.inputs))
+    pictures = picture_paths(files, args.out)
     if not Path(args.model).is_file():
         raise FileNotFoundError(f'no such model file: {args.model}')
+    if args.threads < 0:
+        raise DeployError(f'--threads {args.threads}: 0 (the runtime chooses) or more')
     detector = OnnxDetector(args.model, threads=args.threads, runtime=args.runtime)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for path in files:
+    for path, picture in zip(files, pictures):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise DeployError(f'cannot read image {path}')
@@ -44,7 +48,7 @@ def main(argv=None) -> None:
         except DeployError as e:
             raise DeployError(f'{path}: {e}') from None
         cv2.imwrite(
-            str(out / f'{path.stem}.png'),
+            str(picture),
             draw_detections(image, boxes, scores, labels, detector.classes, args.score_thr),
         )
         records.append(detection_record(path, boxes, scores, labels, detector.classes, args.score_thr))

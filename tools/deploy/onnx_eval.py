@@ -17,6 +17,7 @@ from pit_det_deploy import RUNTIMES
 from pit_det_deploy.errors import run_tool
 from pit_det_deploy.evaluate import evaluate_onnx
 from pit_det_deploy.hardware import cpu_info
+from pit_det_deploy.outputs import output_file
 
 
 def main(argv=None) -> None:
@@ -31,6 +32,8 @@ def main(argv=None) -> None:
     for path in (args.model, args.ann, args.img_dir):
         if not Path(path).exists():
             raise FileNotFoundError(f'no such file or folder: {path}')
+    if args.out:
+        output_file(args.out, [args.model, args.ann])
     result = evaluate_onnx(args.model, args.ann, args.img_dir, args.runtime, args.threads)
     result.update(model=args.model, cpu=cpu_info().describe())
     print(

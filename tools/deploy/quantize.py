@@ -20,6 +20,7 @@ from pathlib import Path
 from pit_det_deploy import DeployError, image_files
 from pit_det_deploy.errors import run_tool
 from pit_det_deploy.hardware import cpu_info
+from pit_det_deploy.outputs import output_file
 from pit_det_deploy.quantize import (
     KEEP_FP32,
     add_keep_fp32_argument,
@@ -49,8 +50,7 @@ def main(argv=None) -> None:
         raise FileNotFoundError(f'no such model file: {args.model}')
     if args.num_images < 1:
         raise DeployError(f'--num-images {args.num_images}: calibrate on at least one image')
-    if Path(args.out).resolve() == Path(args.model).resolve():
-        raise DeployError(f'--out {args.out} is the fp32 model itself: write the INT8 model to another file')
+    output_file(args.out, [args.model])
     found = image_files(Path(args.calib))
     images = found[: args.num_images]
     if len(images) < args.num_images:

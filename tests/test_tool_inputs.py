@@ -1,0 +1,279 @@
+"""Bad inputs the tools must name in one line before any work (never a traceback, never after minutes
+of work), and outputs that must never replace one of the tool's own inputs. Each tool runs in this
+process as its ``__main__`` does (``run_tool(main)``), with the arguments a user would give."""
+
+import json
+import sys
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from tool_modules import load_tool
+
+from pit_det.analysis.table5 import read_results
+from pit_det.checkpoint import CheckpointError, read_state_dict, resumable_meta
+from pit_det.config import read_config
+from pit_det.errors import PitDetError
+from pit_det_deploy import DeployError, OnnxDetector
+from pit_det_deploy.errors import run_tool
+from pit_det_deploy.outputs import output_file, output_folder, picture_paths
+from pit_det_deploy.quantize import model_info
+
+TOY = 'configs/toy/deformable_detr_pit_s_toy.py'
+
+
+def images(folder, *names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        cv2.imwrite(str(folder / name), np.full((8, 8, 3), 40 * i, np.uint8))
+    return {name: (folder / name).read_bytes() for name in names}
+
+
+def run(tool: str, argv, monkeypatch, capsys, **replace):
+    """``tool`` as ``python tool argv`` runs it: its exit code and stderr."""
+    module = load_tool(tool)
+    for name, value in replace.items():
+        monkeypatch.setattr(module, name, value)
+    monkeypatch.setattr(sys, 'argv', [tool, *map(str, argv)])
+    code = module.run_tool(module.main)  # the run_tool the tool imports: its own user errors
+    return code, capsys.readouterr().err
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    """A folder where a file goes, a file where a folder goes, a path under a file, an output that is
+    an input: each a DeployError naming the flag and the path."""
+    (tmp_path / 'file').write_text('x')
+    (tmp_path / 'folder').mkdir()
+    file, folder = tmp_path / 'file', tmp_path / 'folder'
+    for call, message in (
+        (lambda: output_file(folder), f'--out {folder} is a folder: name the file to write'),
+        (lambda: output_file(file / 'x.onnx'), f'--out {file / "x.onnx"}: {file} is a file, not a folder'),
+        (
+            lambda: output_file(tmp_path / 'x' / '..' / 'file', [file]),
+            f'--out {tmp_path}/x/../file is the input {file}',
+        ),
+        (lambda: output_folder(file, flag='--work-dir'), f'--work-dir {file} is a file: name a folder'),
+        (lambda: output_folder(file / 'sub'), f'--out {file / "sub"}: {file} is a file, not a folder'),
+    ):
+        with pytest.raises(DeployError) as err:
+            call()
+        assert str(err.value).startswith(message), (str(err.value), message)
+    assert output_file(tmp_path / 'new' / 'x.onnx', [tmp_path / 'file']) == tmp_path / 'new' / 'x.onnx'
+
+
+def test_pictures_never_replace_the_images(tmp_path):
+    """The demos' pictures are <name>.png: drawn into the images' own folder they would replace the
+    PNGs, and a.jpg and a.png would both become a.png."""
+    images(tmp_path / 'in', 'a.png', 'b.jpg')
+    files = sorted((tmp_path / 'in').iterdir())
+    with pytest.raises(DeployError, match=r'the picture of .*a\.png would replace the image'):
+        picture_paths(files, tmp_path / 'in')
+    assert picture_paths(files, tmp_path / 'out') == [tmp_path / 'out/a.png', tmp_path / 'out/b.png']
+    images(tmp_path / 'in', 'a.jpg')
+    with pytest.raises(DeployError, match=r'a\.jpg and .*a\.png would both be drawn to .*out/a\.png'):
+        picture_paths(sorted((tmp_path / 'in').iterdir()), tmp_path / 'out')
+
+
+@pytest.mark.parametrize('tool', ['tools/deploy/onnx_demo.py', 'tools/demo.py'])
+def test_demos_refuse_to_draw_over_their_images(tool, tmp_path, monkeypatch, capsys):
+    before = images(tmp_path / 'in', 'a.png', 'b.png')
+    model = tmp_path / 'model.onnx'
+    model.write_bytes(b'not read: refused first')
+    argv = [tmp_path / 'in', model, '--out', tmp_path / 'in']
+    if tool == 'tools/demo.py':
+        argv = [tmp_path / 'in', TOY, model, '--out', tmp_path / 'in']
+    code, err = run(tool, argv, monkeypatch, capsys)
+    assert code == 1 and err.startswith(f'error: --out {tmp_path / "in"}: the picture of'), err
+    assert {name: (tmp_path / 'in' / name).read_bytes() for name in before} == before
+
+
+def test_export_refuses_what_would_destroy_an_input_or_fail_late(tmp_path, monkeypatch, capsys):
+    checkpoint = tmp_path / 'epoch_1.pth'
+    checkpoint.write_bytes(b'a trained checkpoint')
+    tool = 'tools/deploy/export.py'
+    for extra, message in (
+        (['--out', checkpoint], f'error: --out {checkpoint} is the input {checkpoint}'),
+        (['--out', tmp_path / 'm.onnx', '--shape', '0', '0'], 'error: --shape 0 0: both sides at least 1 pixel'),
+        (['--out', tmp_path / 'm.onnx', '--dynamic', '--min-size', '-5'], 'error: --min-size -5: from 1 to 4096'),
+        (['--out', tmp_path], f'error: --out {tmp_path} is a folder'),
+    ):
+        code, err = run(tool, [TOY, checkpoint, *extra], monkeypatch, capsys)
+        assert code == 1 and err.startswith(message), (extra, err)
+    assert checkpoint.read_bytes() == b'a trained checkpoint' and not (tmp_path / 'm.onnx').exists()
+
+
+def test_onnx_eval_refuses_to_write_over_its_inputs_and_names_a_broken_annotation_file(tmp_path, monkeypatch, capsys):
+    model, ann = tmp_path / 'm.onnx', tmp_path / 'val.json'
+    model.write_bytes(b'a model')
+    (tmp_path / 'img').mkdir()
+    tool = 'tools/deploy/onnx_eval.py'
+    for out in (model, ann):
+        ann.write_text('{}')
+        code, err = run(tool, [model, '--ann', ann, '--img-dir', tmp_path / 'img', '--out', out], monkeypatch, capsys)
+        assert code == 1 and err.startswith(f'error: --out {out} is the input'), err
+    assert model.read_bytes() == b'a model' and ann.read_text() == '{}'
+    for text, what in (
+        ('{"images": [', 'JSONDecodeError'),
+        ('[]', 'AssertionError'),
+        ('{"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1, "name": "a"}]}', "KeyError: 'file_name'"),
+    ):
+        ann.write_text(text)
+        code, err = run(tool, [model, '--ann', ann, '--img-dir', tmp_path / 'img'], monkeypatch, capsys)
+        assert code == 1 and err.startswith(f'error: {ann}: not a COCO detection json ({what}'), err
+        assert 'validate_dataset.py' in err and 'Traceback' not in err
+
+
+def test_a_checkpoint_of_another_detector_is_refused_by_test_and_demo(tmp_path, monkeypatch, capsys):
+    """mmengine's load_from and mmdet's init_detector load what fits and log the rest: a ResNet-50
+    checkpoint would be evaluated or drawn with PiT-S's random weights. Refused, naming what differs."""
+    from pit_det.models import build_detector
+
+    r50 = tmp_path / 'r50.pth'
+    torch.save({'state_dict': build_detector('configs/toy/deformable_detr_r50_toy.py').state_dict()}, r50)
+    images(tmp_path / 'in', 'a.png')
+    for tool, argv in (
+        ('tools/test.py', [TOY, r50, '--work-dir', tmp_path / 'work']),
+        ('tools/demo.py', [tmp_path / 'in', TOY, r50, '--out', tmp_path / 'out']),
+    ):
+        code, err = run(tool, argv, monkeypatch, capsys)
+        assert code == 1 and f'error: {r50} does not match {TOY}' in err and 'backbone.' in err, (tool, err[-2000:])
+    assert not (tmp_path / 'out' / 'a.png').exists()
+
+
+def test_resume_from_a_weights_only_checkpoint_names_the_fix(tmp_path):
+    """mmengine stopped at KeyError: 'epoch'; a checkpoint without what mmengine's resume reads (the
+    message hub, epoch and iteration; no optimizer needed) is refused, with the option that starts a
+    new run from its weights."""
+    weights = tmp_path / 'weights.pth'
+    torch.save({'state_dict': {'w': torch.zeros(1)}}, weights)
+    with pytest.raises(
+        CheckpointError,
+        match=rf'--resume {weights}: not a training checkpoint \(no message_hub, meta.epoch, meta.iter\)',
+    ):
+        resumable_meta(str(weights))
+    training = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {}, 'message_hub': {}, 'meta': {'epoch': 1, 'iter': 4, 'seed': 7}}, training)
+    assert resumable_meta(str(training))['seed'] == 7
+
+
+def test_resume_is_checked_before_the_runner_starts(tmp_path, monkeypatch, capsys):
+    weights = tmp_path / 'weights.pth'
+    torch.save({'state_dict': {'w': torch.zeros(1)}}, weights)
+    code, err = run('tools/train.py', [TOY, '--resume', weights, '--work-dir', tmp_path / 'work'], monkeypatch, capsys)
+    assert code == 1 and err.startswith(f'error: --resume {weights}: not a training checkpoint'), err
+    assert f'--cfg-options load_from={weights}' in err
+
+
+def test_configs_and_config_options_that_cannot_be_read(tmp_path, monkeypatch, capsys):
+    broken = tmp_path / 'broken.py'
+    broken.write_text("model = dict(type='DeformableDETR'\n")
+    with pytest.raises(PitDetError, match=rf'^{broken}: not a Python config: .*\(line '):
+        read_config(str(broken))
+    with pytest.raises(FileNotFoundError, match='no such config file'):
+        read_config(str(tmp_path / 'missing.py'))
+    tool = load_tool('tools/deploy/export.py')
+    with pytest.raises(SystemExit) as exit_:
+        tool.parse_args([TOY, 'x.pth', '--out', 'x.onnx', '--cfg-options', 'model.num_queries'])
+    assert exit_.value.code == 2
+    assert '--cfg-options model.num_queries: write KEY=VALUE' in capsys.readouterr().err
+
+
+def test_a_broken_safetensors_file_is_named(tmp_path):
+    path = tmp_path / 'model.safetensors'
+    path.write_bytes(b'\xff' * 64)
+    with pytest.raises(CheckpointError, match=rf'^{path}: not a readable safetensors file'):
+        read_state_dict(path)
+
+
+@pytest.mark.parametrize(
+    'extra,message',
+    [
+        (['--iters', '0'], '--iters 0: at least 1'),
+        (['--threads', '-2'], '--threads -2: at least 1'),
+        (['--shape', '0', '64'], '--shape 0 64: both sides at least 1 pixel'),
+        (['--plot', 'PLOT.json'], '--plot PLOT.json: name a .png'),
+        (['configs/missing.py'], 'no such config: configs/missing.py'),
+    ],
+)
+def test_benchmark_arguments_are_checked_before_any_timing(extra, message, capsys):
+    """A bad argument after the first detector's timing used to end the run without its JSON."""
+    tool = load_tool('tools/analysis/benchmark.py')
+    with pytest.raises(SystemExit) as exit_:
+        tool.parse_args([TOY, *extra])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_table5_names_a_broken_metrics_or_benchmark_file(tmp_path):
+    run_dir = tmp_path / 'pit_s'
+    run_dir.mkdir()
+    metrics = run_dir / 'metrics.json'
+    for text, message in (
+        ('{"coco/bbox_mAP": 0.', 'not a JSON file'),
+        ('[1, 2]', 'not a JSON object'),
+        ('{"coco/bbox_mAP": "abc", "coco/bbox_mAP_50": 0.5, "coco/bbox_mAP_75": 0.3}', "is 'abc', not a number"),
+    ):
+        metrics.write_text(text)
+        with pytest.raises(PitDetError, match=message):
+            read_results({'pit_s': str(run_dir)}, paper=False)
+    metrics.write_text(json.dumps({'coco/bbox_mAP': 0.3, 'coco/bbox_mAP_50': 0.5, 'coco/bbox_mAP_75': 0.3}))
+    bench = tmp_path / 'bench.json'
+    bench.write_text('{"rows": []}')
+    with pytest.raises(PitDetError, match='no results and environment: not a tools/analysis/benchmark.py JSON'):
+        read_results({'pit_s': str(run_dir)}, benchmark=str(bench), paper=False)
+
+
+def model_with(tmp_path, metadata, outputs=3):
+    """A one-node ONNX model (Identity outputs) carrying ``metadata`` as its pit_det entry."""
+    names = ['boxes', 'scores', 'labels'][:outputs]
+    graph = helper.make_graph(
+        [helper.make_node('Identity', ['image'], [name]) for name in names],
+        'g',
+        [helper.make_tensor_value_info('image', TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, 16, 16]) for name in names],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)])
+    model.ir_version = 9
+    helper.set_model_props(model, {'pit_det': metadata})
+    path = tmp_path / 'model.onnx'
+    onnx.save(model, path)
+    return path
+
+
+def test_a_model_with_broken_pit_det_metadata_is_named(tmp_path):
+    preprocess = dict(resize_scale=[16, 16], mean=[0, 0, 0], std=[1, 1, 1], bgr_to_rgb=False)
+    good = dict(classes=['a'], preprocess=preprocess, input_shape=[16, 16], dynamic=False, msda='grid_sample')
+    for metadata, message in (
+        ('{"classes": [', 'its pit_det metadata is no JSON'),
+        ('[1]', 'its pit_det metadata is no JSON object'),
+        (json.dumps(dict(good, dynamic=True)), "its pit_det metadata lacks \\['min_size', 'max_size'\\]"),
+        (json.dumps({k: v for k, v in good.items() if k != 'classes'}), "its pit_det metadata lacks \\['classes'\\]"),
+    ):
+        path = model_with(tmp_path, metadata)
+        with pytest.raises(DeployError, match=f'^{path}: {message}'):
+            OnnxDetector(str(path))
+    path = model_with(tmp_path, json.dumps({k: v for k, v in good.items() if k != 'preprocess'}))
+    with pytest.raises(DeployError, match=rf"^{path}: its pit_det metadata lacks \['preprocess'\]"):
+        model_info(str(path))  # what tools/deploy/quantize.py calibrates with
+    detector = OnnxDetector(str(model_with(tmp_path, json.dumps(good), outputs=1)))
+    with pytest.raises(DeployError, match='1 outputs, not boxes, scores and labels'):
+        detector(np.zeros((16, 16, 3), np.uint8))
+
+
+def test_sampling_token_must_be_a_pixel(tmp_path, monkeypatch, capsys):
+    images(tmp_path / 'in', 'a.png')
+    argv = [TOY, 'x.pth', tmp_path / 'in', '--out', tmp_path / 'out', '--token', 'nan', '5']
+    code, err = run('tools/analysis/visualize_sampling.py', argv, monkeypatch, capsys)
+    assert code == 1 and err.startswith('error: --token nan 5.0: give the pixel as two finite numbers'), err
+
+
+def test_path_errors_are_one_line(tmp_path, capsys):
+    """An OSError about a user's path that no check caught is printed with its path, no traceback."""
+
+    def main():
+        open(tmp_path, 'w')
+
+    assert run_tool(main) == 1
+    assert capsys.readouterr().err.startswith(f"error: [Errno 21] Is a directory: '{tmp_path}'")
