@@ -386,7 +386,7 @@ MUTATIONS = [
     Mutation(
         'resume_from_weights_only',
         'tools/train.py',
-        '        meta = resumable_meta(cfg.load_from)',
+        '        meta = resumable_meta(resume_from)',
         '        meta = {}',
         ('tests/test_tool_inputs.py::test_resume_is_checked_before_the_runner_starts',),
     ),
