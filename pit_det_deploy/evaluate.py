@@ -60,6 +60,8 @@ def evaluate_onnx(
         coco = COCO(ann_file)
         by_name = {c['name']: c['id'] for c in coco.loadCats(coco.getCatIds())}
         images = [(image_id, coco.loadImgs(image_id)[0]['file_name']) for image_id in sorted(coco.getImgIds())]
+    if not images or not coco.getAnnIds():  # COCOeval would print AP -1
+        raise DeployError(f'{ann_file}: no images or no annotations: nothing to score AP against')
     detector = OnnxDetector(model_path, threads=threads, runtime=runtime)  # its DeployErrors name the file
     missing = [name for name in detector.classes if name not in by_name]
     if missing:

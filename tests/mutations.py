@@ -413,6 +413,36 @@ MUTATIONS = [
         '',
         ('tests/test_tool_inputs.py::test_benchmark_arguments_are_checked_before_any_timing',),
     ),
+    Mutation(
+        'onnx_eval_scores_no_annotations',
+        'pit_det_deploy/evaluate.py',
+        'if not images or not coco.getAnnIds():',
+        'if False:',
+        (
+            'tests/test_tool_inputs.py::test_onnx_eval_refuses_to_write_over_its_inputs_and_names_a_broken_annotation_file',
+        ),
+    ),
+    Mutation(
+        'checker_passes_no_images',
+        'pit_det/datasets/check.py',
+        "    if not coco['images']:\n",
+        '    if False:\n',
+        ('tests/test_tool_inputs.py::test_an_empty_image_list_is_an_error_of_the_checker',),
+    ),
+    Mutation(
+        'train_zero_epochs',
+        'tools/train.py',
+        'if epochs is not None and epochs < 1:',
+        'if False:',
+        ('tests/test_tool_inputs.py::test_training_zero_epochs_is_refused',),
+    ),
+    Mutation(
+        'demo_pipeline_error_as_traceback',
+        'tools/demo.py',
+        'except cv2.error as err:',
+        'except ZeroDivisionError as err:',
+        ('tests/test_tool_inputs.py::test_an_image_the_test_resize_cannot_take_is_named',),
+    ),
 ]
 
 

@@ -16,6 +16,7 @@ from tool_modules import load_tool
 from pit_det.analysis.table5 import read_results
 from pit_det.checkpoint import CheckpointError, read_state_dict, resumable_meta
 from pit_det.config import read_config
+from pit_det.datasets.check import check_coco
 from pit_det.errors import PitDetError
 from pit_det_deploy import DeployError, OnnxDetector
 from pit_det_deploy.errors import run_tool
@@ -124,6 +125,48 @@ def test_onnx_eval_refuses_to_write_over_its_inputs_and_names_a_broken_annotatio
         code, err = run(tool, [model, '--ann', ann, '--img-dir', tmp_path / 'img'], monkeypatch, capsys)
         assert code == 1 and err.startswith(f'error: {ann}: not a COCO detection json ({what}'), err
         assert 'validate_dataset.py' in err and 'Traceback' not in err
+    ann.write_text(
+        json.dumps(
+            dict(
+                images=[dict(id=1, file_name='a.png', width=8, height=8)],
+                annotations=[],
+                categories=[dict(id=1, name='a')],
+            )
+        )
+    )
+    code, err = run(tool, [model, '--ann', ann, '--img-dir', tmp_path / 'img'], monkeypatch, capsys)
+    assert code == 1 and err.startswith(f'error: {ann}: no images or no annotations: nothing to score'), (
+        err
+    )  # not AP -1
+
+
+def test_an_empty_image_list_is_an_error_of_the_checker(tmp_path):
+    ann = tmp_path / 'empty.json'
+    ann.write_text(json.dumps(dict(images=[], annotations=[], categories=[dict(id=1, name='a')])))
+    report, _ = check_coco(ann, tmp_path)
+    assert report.num_errors == 1 and report.counts['no_images'] == 1
+
+
+def test_training_zero_epochs_is_refused(tmp_path, monkeypatch, capsys):
+    argv = [TOY, '--work-dir', tmp_path / 'work', '--cfg-options', 'train_cfg.max_epochs=0']
+    code, err = run('tools/train.py', argv, monkeypatch, capsys)
+    assert code == 1 and err.startswith('error: train_cfg.max_epochs=0: train at least one epoch'), err
+
+
+def test_an_image_the_test_resize_cannot_take_is_named(tmp_path, monkeypatch, capsys):
+    """A 4000 x 2 image: the toy test resize (128 x 128, keep ratio) rounds its height to 0 pixels, and
+    OpenCV stops; the demo names the image and its size."""
+    from pit_det.models import build_detector
+
+    checkpoint = tmp_path / 'toy.pth'
+    torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
+    (tmp_path / 'in').mkdir()
+    cv2.imwrite(str(tmp_path / 'in' / 'strip.png'), np.full((2, 4000, 3), 90, np.uint8))
+    code, err = run('tools/demo.py', [tmp_path / 'in', TOY, checkpoint, '--out', tmp_path / 'out'], monkeypatch, capsys)
+    assert (
+        code == 1
+        and f'error: {tmp_path / "in" / "strip.png"}: the test pipeline cannot take this 4000 x 2 image' in err
+    )
 
 
 def test_a_checkpoint_of_another_detector_is_refused_by_test_and_demo(tmp_path, monkeypatch, capsys):

@@ -52,7 +52,13 @@ def main() -> None:
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, as mmdet's loader reads it
         if img is None:
             raise PitDetError(f'cannot read image {path}')
-        result = inference_detector(model, str(path))  # the test pipeline, its loader included
+        try:
+            result = inference_detector(model, str(path))  # the test pipeline, its loader included
+        except cv2.error as err:  # e.g. a 4000 x 2 image: the test resize makes a side 0 pixels
+            message = str(err).strip().splitlines()[-1]
+            raise PitDetError(
+                f'{path}: the test pipeline cannot take this {img.shape[1]} x {img.shape[0]} image ({message})'
+            )
         pred = result.pred_instances.cpu()
         cv2.imwrite(
             str(picture),

@@ -63,6 +63,9 @@ def parse_args() -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config, args.launcher, args.cfg_options, args.data_root, args.work_dir)
+    epochs = cfg.get('train_cfg', {}).get('max_epochs')
+    if epochs is not None and epochs < 1:  # mmengine would exit 0 having trained nothing
+        raise PitDetError(f'train_cfg.max_epochs={epochs}: train at least one epoch')
     if args.amp:
         if not torch.cuda.is_available():  # AmpOptimWrapper asserts a GPU (mmengine 0.10.7)
             raise PitDetError(

@@ -18,6 +18,7 @@ from PIL import Image
 from ..errors import DatasetError
 
 ERRORS = {
+    'no_images': 'no images in the file',
     'missing_field': 'required field missing',
     'wrong_type': 'field of the wrong type',
     'non_numeric_box': 'bbox value that is not a number',
@@ -186,6 +187,8 @@ def check_coco(
     if problem:
         raise DatasetError(f'{ann_file}: {problem}')
     report = Report()
+    if not coco['images']:
+        report.add('no_images', f"{ann_file}: 'images' is empty")
     valid, malformed_ids = _check_entries(coco, report)
     _check_references_and_boxes(valid, malformed_ids, report)
     _check_image_files(valid['images'], img_dir, min_size, workers, progress, report)

@@ -82,7 +82,13 @@ def main(argv=None) -> None:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # the test pipeline would draw a blank one
             if image is None:
                 raise PitDetError(f'cannot read image {path}')
-            result = detector.run(path)
+            try:
+                result = detector.run(path)
+            except cv2.error as err:  # e.g. a 4000 x 2 image: the test resize makes a side 0 pixels
+                message = str(err).strip().splitlines()[-1]
+                raise PitDetError(
+                    f'{path}: the test pipeline cannot take this {image.shape[1]} x {image.shape[0]} image ({message})'
+                )
             if i < args.draw:
                 draw_sampling(detector, path, image, result, args.top, args.token, out)
             if i < args.num_images:
