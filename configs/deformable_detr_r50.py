@@ -31,7 +31,8 @@ dataset_type = 'CheckedCocoDataset'
 # at most 666 (mmdet: 1333).
 train_scales = [(400 - 16 * i, 666) for i in range(11)]
 # Unreadable images are logged and skipped (train) or replaced by a blank one (test) instead
-# of killing the run; images smaller than a 16-pixel patch are padded (pit_det/datasets/).
+# of killing the run; SafeResize is mmdet's Resize keeping at least a pixel a side (a 4000 x 2
+# strip), and images smaller than a 16-pixel patch are padded (pit_det/datasets/transforms.py).
 train_pipeline = [
     dict(type='SafeLoadImageFromFile', on_failure='skip', backend_args=None),
     dict(type='LoadAnnotations', with_bbox=True),
@@ -39,13 +40,18 @@ train_pipeline = [
     dict(
         type='RandomChoice',
         transforms=[
-            [dict(type='RandomChoiceResize', scales=train_scales, keep_ratio=True)],
+            [dict(type='RandomChoiceResize', scales=train_scales, keep_ratio=True, resize_type='SafeResize')],
             [
                 # Crop branch halved too: 200 / 250 / 300 (mmdet: 400 / 500 / 600), long side 2100
                 # (4200), crop 192 x 300 (384 x 600).
-                dict(type='RandomChoiceResize', scales=[(200, 2100), (250, 2100), (300, 2100)], keep_ratio=True),
+                dict(
+                    type='RandomChoiceResize',
+                    scales=[(200, 2100), (250, 2100), (300, 2100)],
+                    keep_ratio=True,
+                    resize_type='SafeResize',
+                ),
                 dict(type='RandomCrop', crop_type='absolute_range', crop_size=(192, 300), allow_negative_crop=True),
-                dict(type='RandomChoiceResize', scales=train_scales, keep_ratio=True),
+                dict(type='RandomChoiceResize', scales=train_scales, keep_ratio=True, resize_type='SafeResize'),
             ],
         ],
     ),
@@ -55,7 +61,7 @@ train_pipeline = [
 # Test short side 400, long side at most 666 (mmdet: 800 / 1333).
 test_pipeline = [
     dict(type='SafeLoadImageFromFile', on_failure='blank', backend_args=None),
-    dict(type='Resize', scale=(666, 400), keep_ratio=True),
+    dict(type='SafeResize', scale=(666, 400), keep_ratio=True),
     dict(type='PadToMinSize', min_size=16),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),

@@ -1,7 +1,8 @@
 """The shipped test pipeline in numpy and OpenCV: ``Resize(keep_ratio=True)`` and
 ``DetDataPreprocessor``'s normalisation, computed as mmcv / mmdet compute them (same sizes, same
 interpolation), so that the exported graph sees the pixels PyTorch sees. (``PadToMinSize`` only
-acts on images under 16 pixels after the resize, far below any exported model's input range.)"""
+acts on images under 16 pixels after the resize, such as a 4000 x 2 strip: below any exported
+model's input range, so the deployed detector refuses them with the size.)"""
 
 from typing import Sequence, Tuple
 
@@ -10,10 +11,11 @@ import numpy as np
 
 
 def rescale_size(width: int, height: int, scale: Sequence[int]) -> Tuple[int, int]:
-    """mmcv's ``rescale_size``: the largest size with the aspect ratio kept whose long side fits
-    ``max(scale)`` and short side ``min(scale)``; (new_width, new_height)."""
+    """mmcv's ``rescale_size``, at least one pixel a side as pit-det's ``SafeResize``: the largest
+    size with the aspect ratio kept whose long side fits ``max(scale)`` and short side
+    ``min(scale)``; (new_width, new_height)."""
     factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(width * factor + 0.5), int(height * factor + 0.5)
+    return max(1, int(width * factor + 0.5)), max(1, int(height * factor + 0.5))
 
 
 def prepare(image_bgr: np.ndarray, spec: dict) -> Tuple[np.ndarray, Tuple[float, float]]:

@@ -20,7 +20,8 @@ from pit_det.models import build_detector
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ['r50', 'pit_s', 'vit_s', 'vit_s_pyramid']
 init_default_scope('mmdet')  # as the Runner does: nested transforms resolve in mmdet's registry
-ODD_SIZES = [(20, 2000), (2000, 20), (12, 5000), (8, 8), (300, 12)]  # (height, width)
+# (height, width); the last two resize to one pixel a side (mmdet's Resize makes it zero: OpenCV stops).
+ODD_SIZES = [(20, 2000), (2000, 20), (12, 5000), (8, 8), (300, 12), (2, 4000), (3000, 1)]
 
 
 def build(config: str, **model_options):

@@ -92,7 +92,8 @@ def test_common_settings(name):
     scales = [(400 - 16 * i, 666) for i in range(11)]
     assert plain[0].scales == scales and crop[2].scales == scales
     assert [s[0] for s in crop[0].scales] == [200, 250, 300] and crop[1].crop_size == (192, 300)
-    resize = next(t for t in cfg.test_pipeline if t.type == 'Resize')
+    assert {plain[0].resize_type, crop[0].resize_type, crop[2].resize_type} == {'SafeResize'}  # a 4000 x 2 strip
+    resize = next(t for t in cfg.test_pipeline if t.type == 'SafeResize')
     assert sorted(resize.scale) == [400, 666]
     assert cfg.train_dataloader.dataset.pipeline == cfg.train_pipeline
     assert cfg.val_dataloader.dataset.pipeline == cfg.test_pipeline

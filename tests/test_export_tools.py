@@ -171,8 +171,10 @@ def test_bad_inputs_are_named(toy, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run_without_torch('tools/deploy/onnx_demo.py', toy['images'][0], static, '--out', tmp_path / 'o')
     assert proc.returncode == 1 and 'takes 64 x 64 inputs only' in proc.stderr and '--dynamic' in proc.stderr
-    # A strip that resizes below the dynamic model's range (PyTorch handles it; the graph does not).
+    # A strip that resizes below the dynamic model's range (PyTorch handles it; the graph does not),
+    # to one pixel as SafeResize does, not to mmcv's zero.
     strip = tmp_path / 'strip.png'
-    cv2.imwrite(str(strip), np.full((20, 2000, 3), 128, np.uint8))
+    cv2.imwrite(str(strip), np.full((1, 2000, 3), 128, np.uint8))
     proc = run_without_torch('tools/deploy/onnx_demo.py', strip, toy['onnx'], '--out', tmp_path / 'o')
-    assert proc.returncode == 1 and "outside the model's input range" in proc.stderr and str(strip) in proc.stderr
+    assert proc.returncode == 1 and "resizes to 1 x 128, outside the model's input range" in proc.stderr
+    assert str(strip) in proc.stderr

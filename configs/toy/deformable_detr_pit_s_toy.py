@@ -45,13 +45,13 @@ train_pipeline = [
     dict(type='SafeLoadImageFromFile', on_failure='skip', backend_args=None),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='RandomFlip', prob=0.5),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
+    dict(type='SafeResize', scale=(128, 128), keep_ratio=True),
     dict(type='PadToMinSize', min_size=16),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
     dict(type='SafeLoadImageFromFile', on_failure='blank', backend_args=None),
-    dict(type='Resize', scale=(128, 128), keep_ratio=True),
+    dict(type='SafeResize', scale=(128, 128), keep_ratio=True),
     dict(type='PadToMinSize', min_size=16),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),

@@ -2,8 +2,10 @@
 
 from typing import Optional
 
+import mmcv
 import numpy as np
 from mmcv.transforms import BaseTransform, LoadImageFromFile
+from mmdet.datasets.transforms import Resize
 from mmdet.registry import TRANSFORMS
 from mmengine.logging import print_log
 
@@ -87,3 +89,30 @@ class PadToMinSize(BaseTransform):
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(min_size={self.min_size})'
+
+
+@TRANSFORMS.register_module()
+class SafeResize(Resize):
+    """mmdet's ``Resize`` that keeps at least one pixel a side, so that a strip such as a 4000 x 2
+    panorama resizes to 666 x 1 (then ``PadToMinSize`` pads it to a patch) instead of stopping the
+    run in OpenCV.
+
+    Follows mmdet 3.3.0's ``Resize._resize_img``: with ``keep_ratio`` mmcv rounds each side of
+    ``size * factor`` to the nearest integer, and a side under half a pixel became 0. Only those
+    sizes change here; every other image gets mmdet's result unchanged. As in mmdet, the boxes
+    follow ``scale_factor``, here the per-side factors of the size actually used.
+    """
+
+    def _resize_img(self, results: dict) -> None:
+        img = results.get('img')
+        if img is None or not self.keep_ratio:
+            return super()._resize_img(results)
+        h, w = img.shape[:2]
+        new_w, new_h = mmcv.rescale_size((w, h), results['scale'])
+        if new_w >= 1 and new_h >= 1:
+            return super()._resize_img(results)
+        img = mmcv.imresize(img, (max(new_w, 1), max(new_h, 1)), interpolation=self.interpolation, backend=self.backend)
+        results['img'] = img
+        results['img_shape'] = img.shape[:2]
+        results['scale_factor'] = (img.shape[1] / w, img.shape[0] / h)
+        results['keep_ratio'] = True

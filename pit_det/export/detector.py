@@ -26,9 +26,9 @@ def classes_of(cfg: Config, checkpoint: str) -> list:
 def preprocessing_of(cfg: Config) -> Dict[str, object]:
     """What runs before the exported graph, read from the config: the test pipeline's resize and
     the data preprocessor's normalisation (see :mod:`pit_det_deploy.preprocess`)."""
-    resize = next((t for t in cfg.test_pipeline if t['type'] == 'Resize'), None)
+    resize = next((t for t in cfg.test_pipeline if t['type'] in ('Resize', 'SafeResize')), None)
     if resize is None or not resize.get('keep_ratio', False):
-        raise PitDetError(f'{cfg.filename}: export needs a test pipeline with Resize(keep_ratio=True)')
+        raise PitDetError(f'{cfg.filename}: export needs a test pipeline with Resize or SafeResize (keep_ratio=True)')
     pre = cfg.model.data_preprocessor
     return dict(
         resize_scale=list(resize['scale']),
