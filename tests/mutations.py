@@ -26,6 +26,20 @@ class Mutation(NamedTuple):
 
 MUTATIONS = [
     Mutation(
+        'resize_rounds_a_strip_to_zero_pixels',
+        'pit_det/datasets/transforms.py',
+        'if new_w >= 1 and new_h >= 1:',
+        'if True:',
+        ('tests/test_any_image_size.py::test_predict_and_train_on_images_with_few_tokens[r50]',),
+    ),
+    Mutation(
+        'resize_strip_boxes_scaled_by_the_nominal_factor',
+        'pit_det/datasets/transforms.py',
+        "results['scale_factor'] = (img.shape[1] / w, img.shape[0] / h)",
+        "results['scale_factor'] = (img.shape[1] / w, img.shape[1] / w)",
+        ('tests/test_any_image_size.py::test_predict_and_train_on_images_with_few_tokens[r50]',),
+    ),
+    Mutation(
         'table5_gap_threshold',
         'pit_det/analysis/table5.py',
         "verdict = 'beyond' if abs(diff) > noise else 'within'",
@@ -334,9 +348,58 @@ MUTATIONS = [
     Mutation(
         'gpu_check_passes_rows_without_cuda_graphs',
         'tools/setup/gpu_check.py',
-        "if not skips < (row['graphs'] or 0):",
+        "if not row['graph_launches']:  # None (not profiled) or 0",
         'if False:',
-        ('tests/test_gpu_check.py::test_cuda_graphs_rows_must_capture_a_graph',),
+        ('tests/test_gpu_check.py::test_cuda_graphs_rows_must_replay_a_graph',),
+    ),
+    Mutation(
+        'gpu_check_site_keeps_old_packages',
+        'tools/setup/gpu_check.sh',
+        '--no-compile --upgrade --target',
+        '--no-compile --target',
+        ('tests/test_gpu_check.py::test_install_and_build_on_the_gpu_machine',),
+    ),
+    Mutation(
+        'gpu_check_installs_whatever_wheels_are_there',
+        'tools/setup/gpu_check.sh',
+        '"${INSTALL[@]}" --find-links "$WHEELS" "${PACKAGES[@]}"',
+        '"${INSTALL[@]}" --find-links "$WHEELS" "$WHEELS"/[!m]*.whl',
+        ('tests/test_gpu_check.py::test_install_and_build_on_the_gpu_machine',),
+    ),
+    Mutation(
+        'gpu_check_trusts_a_wheel_that_did_not_install',
+        'tools/setup/gpu_check.sh',
+        'if "${INSTALL[@]}" "${BUILT[0]}" && "$PY"',
+        'if "${INSTALL[@]}" "${BUILT[0]}"; "$PY"',
+        ('tests/test_gpu_check.py::test_install_and_build_on_the_gpu_machine',),
+    ),
+    Mutation(
+        'gpu_check_passes_bf16_rows_that_ran_in_fp32',
+        'tools/setup/gpu_check.py',
+        "elif diffs[0] <= FP32_SCORE_TOL and 'fp32' in row['reference']:",
+        'elif False:',
+        ('tests/test_gpu_check.py::test_benchmark_step_judges_every_row',),
+    ),
+    Mutation(
+        'gpu_check_one_crash_ends_the_benchmark_step',
+        'tools/setup/gpu_check.py',
+        '        except Exception as err:\n            message = ',
+        '        except ZeroDivisionError as err:\n            message = ',
+        ('tests/test_gpu_check.py::test_a_crashed_benchmark_run_fails_its_entry_and_the_next_still_runs',),
+    ),
+    Mutation(
+        'gpu_tier_takes_any_precision',
+        'tests/gpu/gpu_tier.py',
+        "if 'loss_scaler' not in ckpt.get('optimizer', {}):",
+        'if True:',
+        ('tests/test_gpu_check.py::test_the_tier_reads_the_training_precision_from_the_checkpoint',),
+    ),
+    Mutation(
+        'gpu_process_builds_the_cpu_kernel',
+        'pit_det/models/msda.py',
+        '            kernels[kind] = resolve(impl, kind)\n            break\n',
+        '            kernels[kind] = resolve(impl, kind)\n',
+        ('tests/test_cuda_branch.py::test_a_gpu_process_builds_no_cpu_kernel_until_a_cpu_forward',),
     ),
     Mutation(
         'setup_stamp_ignores_the_mmcv_variant',

@@ -257,6 +257,28 @@ def test_low_precision_values_for_mmcv_cuda_kernel_are_cast_with_a_warning(gpu_b
     assert out.dtype == torch.bfloat16 and torch.equal(out.as_subclass(torch.Tensor), expected)
 
 
+def test_a_gpu_process_builds_no_cpu_kernel_until_a_cpu_forward(gpu_branch, monkeypatch):
+    """Where a GPU is visible, switching the kernel resolves CUDA's only: the C++ CPU kernel (a
+    compile of 20-45 s) is built at the first CPU forward, not in every training or benchmark process."""
+    from mmcv.ops import MultiScaleDeformableAttention
+
+    from pit_det.models.msda import set_msda_impl
+    from pit_det.ops import extension
+
+    set_cuda_ops, _ = gpu_branch
+    set_cuda_ops(True)  # 'fast' runs mmcv's CUDA kernel
+    builds = []
+    load = extension.load_extension
+    monkeypatch.setattr(extension, 'load_extension', lambda *a, **k: builds.append(1) or load(*a, **k))
+    module = MultiScaleDeformableAttention(embed_dims=32, num_heads=4, num_levels=1, num_points=2, batch_first=True)
+    assert set_msda_impl(module, 'fast') == 1
+    assert module.kernels == {'cuda': 'mmcv-cuda'} and builds == []
+    query = torch.rand(1, 4, 32)
+    module(query, value=torch.rand(1, 4, 32), reference_points=torch.rand(1, 4, 1, 2),
+           spatial_shapes=torch.tensor([[2, 2]]), level_start_index=torch.tensor([0]))  # fmt: skip
+    assert builds == [1]
+
+
 class OnSecondGpu(CudaLooking):
     """A CUDA-looking tensor on cuda:1."""
 

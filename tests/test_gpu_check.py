@@ -5,6 +5,7 @@ GPUs, so these tests are the same on a GPU machine."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,94 @@ def test_dry_run_runs_and_judges_every_step(tmp_path):
     ] * 2
 
 
+STUB_PYTHON = r"""#!/usr/bin/env bash
+# The GPU machine's python as gpu_check.sh uses it: pip installs and builds are recorded and mimicked.
+printf '%s\n' "$*" >> "$STUB_LOG"
+if [[ "$1 $2 $3" == "-m pip install" ]]; then
+  for a in "$@"; do
+    case "$a" in
+      *cp311*.whl) echo "ERROR: ${a##*/} is not a supported wheel on this platform." >&2; exit 1 ;;
+      *==*) compgen -G "$STUB_WHEELS/${a%%==*}-${a##*==}-*" > /dev/null \
+              || { echo "ERROR: No matching distribution found for $a" >&2; exit 1; } ;;
+    esac
+  done
+  exit 0
+fi
+if [[ "$1 $2 $3" == "-m pip wheel" ]]; then
+  while [[ $# -gt 0 ]]; do
+    [[ "$1" == -w ]] && mkdir -p "$2" && touch "$2/mmcv-2.1.0-cp312-cp312-linux_x86_64.whl"
+    shift
+  done
+  exit 0
+fi
+if [[ "$1" == -c ]]; then exit "$STUB_MMCV_IMPORT_RC"; fi  # import mmcv.ops
+if [[ "$1" == *mmcv_variant.py ]]; then exec "$REAL_PYTHON" "$@"; fi
+exit 0  # gpu_check.py
+"""
+
+
+@pytest.mark.parametrize(
+    'case',
+    [
+        'wheel for another python',
+        'wheel that loads',
+        'wheel that does not load',
+        'no reusable wheel',
+        'pycocotools missing',
+    ],
+)
+def test_install_and_build_on_the_gpu_machine(tmp_path, case):
+    """gpu_check.sh's own set-up, which its dry run only prints: every package installed by name
+    (a missing wheel named before the build), with --upgrade (pip leaves a --target folder's package
+    in place without it), and a reusable mmcv wheel used only where it installs and loads, else built."""
+    script = (ROOT / 'tools/setup/gpu_check.sh').read_text()
+    packages = re.search(r'^PACKAGES=\((.*?)\)', script, re.S | re.M).group(1).split()
+    wheels = tmp_path / 'wheels'
+    wheels.mkdir()
+    for package in packages:
+        if not (case == 'pycocotools missing' and package.startswith('pycocotools')):
+            name, version = package.split('==')
+            (wheels / f'{name}-{version}-py3-none-any.whl').touch()
+    (wheels / 'mmcv-2.1.0.tar.gz').touch()
+    reusable = {'wheel for another python': 'cp311', 'wheel that loads': 'cp312', 'wheel that does not load': 'cp312'}
+    if case in reusable:
+        (wheels / f'mmcv-2.1.0-{reusable[case]}-{reusable[case]}-linux_x86_64.whl').touch()
+    stub = tmp_path / 'python'
+    stub.write_text(STUB_PYTHON)
+    stub.chmod(0o755)
+    log = tmp_path / 'calls.log'
+    env = environment(
+        PYTHON=str(stub),
+        REAL_PYTHON=sys.executable,
+        STUB_LOG=str(log),
+        STUB_WHEELS=str(wheels),
+        STUB_MMCV_IMPORT_RC='1' if case == 'wheel that does not load' else '0',
+        PIT_DET_WHEELS=str(wheels),
+        PIT_DET_GPU_SITE=str(tmp_path / 'site'),
+    )
+    proc = subprocess.run(
+        ['bash', 'tools/setup/gpu_check.sh', str(tmp_path / 'out')], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    calls = log.read_text().splitlines()
+    installs = [c for c in calls if c.startswith('-m pip install')]
+    built = any(c.startswith('-m pip wheel') for c in calls)
+    checked = any(c.endswith(f'gpu_check.py --out {tmp_path / "out"}') for c in calls)
+    assert installs[0].endswith(' '.join(packages)) and f'--find-links {wheels}' in installs[0]
+    assert all('--upgrade' in c and '--no-index' in c for c in installs)
+    if case == 'pycocotools missing':
+        assert proc.returncode == 1 and not built and not checked
+        assert 'No matching distribution found for pycocotools' in proc.stderr
+        assert 'a wheel is missing' in proc.stdout and 'gpu_check.sh --prepare' in proc.stdout
+        return
+    assert proc.returncode == 0 and checked, proc.stdout + proc.stderr
+    assert built == (case != 'wheel that loads'), calls
+    if built:
+        assert installs[-1].endswith(f'{tmp_path}/site.wheels/mmcv-2.1.0-cp312-cp312-linux_x86_64.whl')
+        assert (tmp_path / 'out/mmcv-2.1.0-cp312-cp312-linux_x86_64.whl').is_file()
+    if case in ('wheel for another python', 'wheel that does not load'):
+        assert 'does not install or load with this Python and torch: building mmcv' in proc.stdout
+
+
 def test_benchmark_runs_on_the_gpu_ask_for_what_they_judge():
     """The GPU's tools/analysis/benchmark.py arguments (run only there), read by the script's own parser."""
     benchmark_latency = load_tool('tools/analysis/benchmark.py')
@@ -82,6 +171,7 @@ def test_benchmark_runs_on_the_gpu_ask_for_what_they_judge():
     assert eager.dtype == graphs.dtype == ['fp32', 'bf16'] and eager.shape == [400, 667] and eager.iters == 20
     assert eager.msda_impl == ['grid_sample', 'fast'] and not eager.compile
     assert graphs.msda_impl == ['fast'] and graphs.compile and graphs.compile_mode == 'reduce-overhead'
+    assert graphs.profile > 0 and not eager.profile  # the CUDA-graphs verdict reads the profiled graph launches
     assert eager.device == graphs.device == 'cuda'
     assert len(runs['eager'][1]) == 12 and runs['pit_s_cuda_graphs'][1] == [
         ('pit_s', 'fast fp32'),
@@ -181,26 +271,69 @@ def test_benchmark_step_judges_every_row():
         'bf16 boxes inf': dict(
             results=[*good[:3], dict(good[3], vs_reference=dict(good[3]['vs_reference'], max_box_diff=float('inf')))]
         ),
+        'bf16 equal to fp32 (ran in fp32)': dict(
+            results=[*good[:3], row(dtype='bf16', score_diff=gpu_check.FP32_SCORE_TOL)]
+        ),
     }
     for what, report in bad.items():
         judged = gpu_check.judge_benchmark(report, expected)
         assert not judged['ok'] and len(judged['problems']) == 1, (what, judged)
 
 
-def test_cuda_graphs_rows_must_capture_a_graph():
-    """A reduce-overhead row whose every graph inductor ran without CUDA graphs fails the step; one
-    with some graphs skipped passes, and its speed targets say how many."""
+def test_cuda_graphs_rows_must_replay_a_graph():
+    """A reduce-overhead row passes only where its profiled call replayed a CUDA graph: inductor's skip
+    counter can read fewer skips than graphs with no graph captured at all (a CPU compile in
+    reduce-overhead mode gave 2 skips of 4 graphs). One with some graphs skipped passes, and its
+    speed targets say how many."""
     expected = gpu_check.expected_rows(['configs/deformable_detr_pit_s.py'], ['fp32'], ['fast'], compiled=True)
     eager = row(score_diff=0.0)
-    for skips, ok in ((0, True), (1, True), (2, False)):
-        compiled = row(compiled=True, score_diff=1e-7, cudagraph_skips=skips, graphs=2)
+    for skips, launches, ok in ((0, 1, True), (1, 1, True), (1, 0, False), (0, None, False)):
+        cuda = None if launches is None else dict(graph_launches=launches, kernel_launches=3)
+        compiled = row(compiled=True, score_diff=1e-7, cudagraph_skips=skips, graphs=2, cuda=cuda)
         judged = gpu_check.judge_benchmark(dict(results=[eager, compiled]), expected)
-        assert judged['ok'] == ok and len(judged['problems']) == (not ok), (skips, judged)
+        assert judged['ok'] == ok and len(judged['problems']) == (not ok), (skips, launches, judged)
         if not ok:
-            assert 'no CUDA graph captured (inductor skipped 2 of 2 graphs)' in judged['problems'][0]
+            assert f'no CUDA graph replayed in the profiled call (graph launches: {launches}' in judged['problems'][0]
     runs = {t['run'] for t in gpu_check.speed_targets([], [dict(judged['rows'][1], cudagraph_skips=1)], 'fast')}
     # the fp32 row's; the missing bf16 row's and the (empty) eager run's as they were
     assert runs == {'CUDA graphs, 1 of 2 graphs skipped', 'CUDA graphs', 'eager'}
+
+
+def test_a_crashed_benchmark_run_fails_its_entry_and_the_next_still_runs(tmp_path, monkeypatch):
+    """The eager run crashing (outside any row: building the detector, say) does not cost the
+    CUDA-graphs run its turn or its verdict."""
+    calls = []
+    graphs_rows = [
+        row(score_diff=None),
+        row(compiled=True, score_diff=1e-7, cudagraph_skips=0, graphs=1, cuda=dict(graph_launches=1)),
+        row(dtype='bf16', score_diff=0.2),
+        row(dtype='bf16', compiled=True, score_diff=0.2, cudagraph_skips=0, graphs=1, cuda=dict(graph_launches=1)),
+    ]
+
+    def fake_run(args, timeout, env=None):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError('tools/analysis/benchmark.py exited 1: CUDA error: an illegal memory access')
+        Path(args[args.index('--out') + 1]).write_text(json.dumps(dict(results=graphs_rows)))
+        return subprocess.CompletedProcess(args, 0, stdout='header\n', stderr='')
+
+    monkeypatch.setattr(gpu_check, 'run', fake_run)
+    result = gpu_check.check_benchmark(tmp_path, 'cuda', dry_run=False)
+    assert len(calls) == 2 and not result['ok']
+    assert result['eager']['ok'] is False and 'illegal memory access' in result['eager']['problems'][0]
+    assert result['pit_s_cuda_graphs']['ok'], result['pit_s_cuda_graphs']
+    assert result['error'].startswith('eager: RuntimeError')
+
+
+def test_the_tier_reads_the_training_precision_from_the_checkpoint(tmp_path):
+    """A bf16 run is held to having trained under AmpOptimWrapper in bf16, from what it saved."""
+    cfg = "optim_wrapper = dict(type='AmpOptimWrapper', dtype='bfloat16', loss_scale='dynamic')\n"
+    for optimizer, text, expected in (
+        (dict(state={}, param_groups=[], loss_scaler=dict(scale=65536.0)), cfg, 'bfloat16'),
+        (dict(state={}, param_groups=[]), "optim_wrapper = dict(type='OptimWrapper')\n", None),
+    ):
+        torch.save(dict(optimizer=optimizer, meta=dict(cfg=text)), tmp_path / 'c.pth')
+        assert gpu_tier.amp_dtype(tmp_path / 'c.pth') == expected
 
 
 def test_speed_targets_are_reported_not_judged():

@@ -134,27 +134,31 @@ def set_msda_impl(model: nn.Module, impl: str) -> int:
 
     Args:
         model: any module; its ``MultiScaleDeformableAttention`` submodules are switched in place.
-        impl: one of ``pit_det.ops.IMPLS``, resolved here, once, for CPU and (where a GPU is
-            visible) CUDA: :func:`pit_det.ops.resolve`, which logs the kernel. Another device is
-            resolved at its first forward.
+        impl: one of ``pit_det.ops.IMPLS``, resolved here, once, for CUDA where a GPU is visible
+            and for CPU otherwise (or where CUDA has no kernel for it):
+            :func:`pit_det.ops.resolve`, which logs the kernel. The other device is resolved at its
+            first forward: a GPU process does not build the C++ CPU kernel it may never run.
 
     Raises:
         ValueError: an unknown ``impl``.
-        ExtensionUnavailable, TritonUnavailable: on a machine without a GPU, where ``impl`` cannot
-            run on CPU ('fast' without a C++ toolchain, 'triton' outside Triton's interpreter). A
-            kernel that one device lacks is otherwise reported at that device's first forward.
+        ExtensionUnavailable, TritonUnavailable: where ``impl`` runs on no device of this machine
+            ('fast' on CPU without a C++ toolchain, 'triton' outside Triton's interpreter); the
+            reason is the GPU's where one is visible. A kernel that only the other device lacks is
+            reported at that device's first forward.
 
     Returns:
         How many modules were switched.
     """
     kernels, errors = {}, {}
-    for kind in ('cpu', 'cuda') if torch.cuda.is_available() else ('cpu',):
+    devices = ('cuda', 'cpu') if torch.cuda.is_available() else ('cpu',)
+    for kind in devices:
         try:
             kernels[kind] = resolve(impl, kind)
+            break
         except (ValueError, RuntimeError) as err:  # a forward on that device raises it again
             errors[kind] = err
     if not kernels:
-        raise errors['cpu']  # fail now, not at the first forward
+        raise errors[devices[0]]  # fail now, not at the first forward
     count = 0
     for module in model.modules():
         if isinstance(module, MultiScaleDeformableAttention):

@@ -174,6 +174,22 @@ class TrainRun:
     final: Evaluation
 
 
+def amp_dtype(checkpoint: Path) -> Optional[str]:
+    """The dtype that mmengine's AmpOptimWrapper trained ``checkpoint`` under, from what the run
+    itself saved: the wrapper's ``loss_scaler`` state beside the optimizer's, and the config in the
+    checkpoint's meta. None where the run trained without it (fp32)."""
+    from mmengine.config import Config
+
+    from pit_det.checkpoint import safe_torch_load
+
+    ckpt = safe_torch_load(str(checkpoint))
+    if 'loss_scaler' not in ckpt.get('optimizer', {}):
+        return None
+    optim_wrapper = Config.fromstring(ckpt['meta']['cfg'], '.py').optim_wrapper
+    assert optim_wrapper.type == 'AmpOptimWrapper', f'{checkpoint}: loss scaler saved by {optim_wrapper.type}'
+    return optim_wrapper.get('dtype') or 'float16'
+
+
 def fp32_env(device: str) -> Dict[str, str]:
     """fp32 on a GPU with TF32 off (``NVIDIA_TF32_OVERRIDE=0``, read by cuBLAS and cuDNN): torch lets
     cuDNN convolutions (PiT's patch embedding and pooling) round their inputs to TF32's 10-bit mantissa

@@ -8,7 +8,7 @@ import json
 import math
 
 import pytest
-from gpu_tier import current, match_detections
+from gpu_tier import amp_dtype, current, match_detections
 
 TIER = current()
 # Falling: the mean loss of the last tenth of the iterations at most 90% of the first tenth's.
@@ -25,6 +25,8 @@ def test_training_loss_is_finite_and_falls(request, precision, record_property):
     first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
     record_property('loss', json.dumps(dict(iterations=len(losses), first=first, last=last)))
     assert len(losses) == TIER.iterations and all(math.isfinite(v) for v in losses), losses
+    # The run trained in the precision asked (a bf16 run that fell back to fp32 would pass the rest).
+    assert amp_dtype(run.checkpoint) == {'fp32': None, 'bf16': 'bfloat16'}[precision]
     if not TIER.dry_run:  # the dry run's 2 iterations show that losses are logged and read, not learning
         assert last <= FALL * first, f'loss {first:.3f} -> {last:.3f} over {len(losses)} iterations'
 

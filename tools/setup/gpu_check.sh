@@ -48,7 +48,8 @@ OUT="${1:-${OUT:-$ROOT/work_dirs/gpu_check}}"
 mkdir -p "$OUT"
 T0=$SECONDS
 SITE="${PIT_DET_GPU_SITE:-/tmp/pit-det-site}"
-INSTALL=("$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE")
+# --upgrade: pip leaves a package that a --target folder already holds in place (a warning, exit 0).
+INSTALL=("$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE")
 # mmcv's CPU ops only, as the set-up builds them on a GPU machine without nvcc (tools/setup/mmcv_variant.py:
 # the GPUs hidden from mmcv's setup.py, Python's flags without -g). The dry run plans for a Hopper GPU.
 ARCHS=()
@@ -58,33 +59,33 @@ eval "$VARIANT"  # MMCV_BUILD_ENV
 BUILD=(env "${MMCV_BUILD_ENV[@]}" MAX_JOBS="$(nproc)"
        "$PY" -m pip wheel -q --no-index --no-deps --no-build-isolation -w "$SITE.wheels")
 if [[ "$DRY" == 1 ]]; then
-  log "dry run: would install $WHEELS/*.whl: ${INSTALL[*]}"
+  log "dry run: would install: ${INSTALL[*]} --find-links $WHEELS ${PACKAGES[*]}"
   log "dry run: would build mmcv: ${BUILD[*]} $WHEELS/mmcv-2.1.0.tar.gz"
   exec "$PY" "$ROOT/tools/setup/gpu_check.py" --dry-run --out "$OUT"
 fi
 
-OTHERS=()
-for w in "$WHEELS"/*.whl; do [[ "${w##*/}" == mmcv-* ]] || OTHERS+=("$w"); done
-log "installing ${#OTHERS[@]} wheels from $WHEELS into $SITE"
-"${INSTALL[@]}" "${OTHERS[@]}"
+# By name: a wheel missing from the folder is named now, not as an ImportError after the build.
+log "installing ${#PACKAGES[@]} packages from $WHEELS into $SITE"
+"${INSTALL[@]}" --find-links "$WHEELS" "${PACKAGES[@]}" \
+  || { log "a wheel is missing from $WHEELS (above); fetch them with: bash tools/setup/gpu_check.sh --prepare"; exit 1; }
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # A wheel built by an earlier run on this kind of machine, put beside the others, saves the build;
 # each build's wheel is left in OUT for that. Its name does not say which torch it was built
-# against: it is used only if its ops load here.
+# against: it is used only if it installs (this Python's tag) and its ops load here.
 BUILT=("$WHEELS"/mmcv-2.1.0-*.whl)
 MMCV_OK=0
 if [[ -f "${BUILT[0]}" ]]; then
-  "${INSTALL[@]}" "${BUILT[0]}"
-  if "$PY" -c 'import mmcv.ops' > /dev/null 2>&1; then
+  if "${INSTALL[@]}" "${BUILT[0]}" && "$PY" -c 'import mmcv.ops' > /dev/null 2>&1; then
     MMCV_OK=1
     log "installed the mmcv build ${BUILT[0]##*/}"
   else
-    log "the mmcv build ${BUILT[0]##*/} does not load with this Python and torch: building mmcv"
+    log "the mmcv build ${BUILT[0]##*/} does not install or load with this Python and torch: building mmcv"
     rm -rf "$SITE"/mmcv "$SITE"/mmcv-*.dist-info
   fi
 fi
 if [[ "$MMCV_OK" == 0 ]]; then
   log "building mmcv 2.1.0's CPU ops with $(nproc) jobs (82 s on an H200 machine's 16 cores)"
+  rm -rf "$SITE.wheels"  # this build's wheel only
   PIT_DET_PCH_DIR="$SITE.pch" "${BUILD[@]}" "$WHEELS"/mmcv-2.1.0.tar.gz > "$OUT/mmcv-build.log" 2>&1 \
     || { rm -rf "$SITE.pch"; tail -n 30 "$OUT/mmcv-build.log"; log "mmcv build FAILED (log: $OUT/mmcv-build.log)"; exit 1; }
   rm -rf "$SITE.pch"
