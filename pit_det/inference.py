@@ -10,10 +10,16 @@ extends (without its own two arguments), so mmdet's method does the swap as for 
 makes the change (:func:`accept_pit_det_loader`); importing this module does not.
 """
 
+from contextlib import contextmanager
+from typing import Iterator
+
+import cv2
+import numpy as np
 from mmdet.apis import DetInferencer
 from mmengine.config import ConfigDict
 
 from .datasets.transforms import SafeLoadImageFromFile
+from .errors import PitDetError
 
 _LOADER_NAMES = ('SafeLoadImageFromFile', 'pit_det.SafeLoadImageFromFile', SafeLoadImageFromFile)
 _mmdet_init_pipeline = DetInferencer._init_pipeline
@@ -41,3 +47,18 @@ def accept_pit_det_loader() -> None:
 
 def accepts_pit_det_loader() -> bool:
     return DetInferencer._init_pipeline is _init_pipeline
+
+
+@contextmanager
+def image_named_on_failure(path, image: np.ndarray) -> Iterator[None]:
+    """Inference on one image (``image`` as read from ``path``): an OpenCV error in the test pipeline
+    becomes one line naming the image and its size. The shipped configs' ``SafeResize`` takes any
+    size; mmdet's ``Resize`` rounds a 4000 x 2 strip's height to 0 pixels, and OpenCV stops."""
+    try:
+        yield
+    except cv2.error as err:
+        message = str(err).strip().splitlines()[-1]
+        raise PitDetError(
+            f'{path}: the test pipeline cannot take this {image.shape[1]} x {image.shape[0]} image ({message}); '
+            "where a keep-ratio Resize rounds a side to 0 pixels, use pit-det's SafeResize"
+        ) from None

@@ -500,11 +500,18 @@ MUTATIONS = [
         ('tests/test_tool_inputs.py::test_training_zero_epochs_is_refused',),
     ),
     Mutation(
+        'export_hands_an_unknown_opset_to_the_exporter',
+        'pit_det/export/to_onnx.py',
+        'if opset > max_opset():',
+        'if False:',
+        ('tests/test_tool_inputs.py::test_an_opset_newer_than_the_exporter_writes_is_refused_in_one_line',),
+    ),
+    Mutation(
         'demo_pipeline_error_as_traceback',
-        'tools/demo.py',
+        'pit_det/inference.py',
         'except cv2.error as err:',
         'except ZeroDivisionError as err:',
-        ('tests/test_tool_inputs.py::test_an_image_the_test_resize_cannot_take_is_named',),
+        ('tests/test_tool_inputs.py::test_a_strip_is_drawn_and_a_pipeline_that_cannot_take_it_is_named',),
     ),
 ]
 

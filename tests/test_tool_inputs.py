@@ -4,6 +4,7 @@ process as its ``__main__`` does (``run_tool(main)``), with the arguments a user
 
 import json
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ from pit_det_deploy.errors import run_tool
 from pit_det_deploy.outputs import output_file, output_folder, picture_paths
 from pit_det_deploy.quantize import model_info
 
+ROOT = Path(__file__).resolve().parents[1]
 TOY = 'configs/toy/deformable_detr_pit_s_toy.py'
 
 
@@ -153,9 +155,10 @@ def test_training_zero_epochs_is_refused(tmp_path, monkeypatch, capsys):
     assert code == 1 and err.startswith('error: train_cfg.max_epochs=0: train at least one epoch'), err
 
 
-def test_an_image_the_test_resize_cannot_take_is_named(tmp_path, monkeypatch, capsys):
-    """A 4000 x 2 image: the toy test resize (128 x 128, keep ratio) rounds its height to 0 pixels, and
-    OpenCV stops; the demo names the image and its size."""
+def test_a_strip_is_drawn_and_a_pipeline_that_cannot_take_it_is_named(tmp_path, monkeypatch, capsys):
+    """A 4000 x 2 image: the shipped test pipeline (SafeResize) takes it; with mmdet's Resize, which
+    rounds its height to 0 pixels at the toy scale (128 x 128, keep ratio), OpenCV stops, and the demo
+    names the image, its size and the fix."""
     from pit_det.models import build_detector
 
     checkpoint = tmp_path / 'toy.pth'
@@ -163,10 +166,32 @@ def test_an_image_the_test_resize_cannot_take_is_named(tmp_path, monkeypatch, ca
     (tmp_path / 'in').mkdir()
     cv2.imwrite(str(tmp_path / 'in' / 'strip.png'), np.full((2, 4000, 3), 90, np.uint8))
     code, err = run('tools/demo.py', [tmp_path / 'in', TOY, checkpoint, '--out', tmp_path / 'out'], monkeypatch, capsys)
-    assert (
-        code == 1
-        and f'error: {tmp_path / "in" / "strip.png"}: the test pipeline cannot take this 4000 x 2 image' in err
+    assert code == 0 and cv2.imread(str(tmp_path / 'out' / 'strip.png')).shape == (2, 4000, 3), err[-2000:]
+
+    mmdet_resize = tmp_path / 'mmdet_resize.py'  # the toy config as written with mmdet's own Resize
+    text = (ROOT / TOY).read_text().replace("type='SafeResize'", "type='Resize'")
+    mmdet_resize.write_text(text.replace("_base_ = '../", f"_base_ = '{ROOT}/configs/"))
+    code, err = run(
+        'tools/demo.py', [tmp_path / 'in', mmdet_resize, checkpoint, '--out', tmp_path / 'out2'], monkeypatch, capsys
     )
+    assert code == 1, err[-2000:]
+    assert f'error: {tmp_path / "in" / "strip.png"}: the test pipeline cannot take this 4000 x 2 image' in err
+    assert "use pit-det's SafeResize" in err
+
+
+def test_an_opset_newer_than_the_exporter_writes_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    from pit_det.export.to_onnx import max_opset
+    from pit_det.models import build_detector
+
+    checkpoint = tmp_path / 'toy.pth'
+    torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
+    argv = [TOY, checkpoint, '--out', tmp_path / 'x.onnx', '--opset', str(max_opset() + 1)]
+    code, err = run('tools/deploy/export.py', argv, monkeypatch, capsys)
+    assert code == 1 and err == (
+        f"error: opset {max_opset() + 1} is not supported: torch {torch.__version__}'s exporter writes up to "
+        f'{max_opset()}\n'
+    )
+    assert not (tmp_path / 'x.onnx').exists()
 
 
 def test_a_checkpoint_of_another_detector_is_refused_by_test_and_demo(tmp_path, monkeypatch, capsys):

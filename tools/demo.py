@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from pit_det.checkpoint import read_state_dict, require_fit
 from pit_det.errors import PitDetError, run_tool
+from pit_det.inference import image_named_on_failure
 from pit_det.integration import install
 from pit_det_deploy import detection_record, draw_detections, image_files
 from pit_det_deploy.outputs import picture_paths
@@ -52,13 +53,8 @@ def main() -> None:
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, as mmdet's loader reads it
         if img is None:
             raise PitDetError(f'cannot read image {path}')
-        try:
+        with image_named_on_failure(path, img):
             result = inference_detector(model, str(path))  # the test pipeline, its loader included
-        except cv2.error as err:  # e.g. a 4000 x 2 image: the test resize makes a side 0 pixels
-            message = str(err).strip().splitlines()[-1]
-            raise PitDetError(
-                f'{path}: the test pipeline cannot take this {img.shape[1]} x {img.shape[0]} image ({message})'
-            )
         pred = result.pred_instances.cpu()
         cv2.imwrite(
             str(picture),

@@ -25,6 +25,17 @@ GRAPHS = {'grid_sample': 16, 'gather': 13, 'fused': 13, 'trt_plugin': 13}
 _TRACED_IMPL = {'grid_sample': 'grid_sample', 'gather': 'gather', 'fused': 'fast', 'trt_plugin': 'fast'}
 
 
+def max_opset() -> int:
+    """The newest opset that this torch's ONNX exporter writes and the installed onnx knows."""
+    import onnx
+
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET  # torch's own bound (23 in torch 2.13)
+    except ImportError:
+        ONNX_MAX_OPSET = onnx.defs.onnx_opset_version()
+    return min(ONNX_MAX_OPSET, onnx.defs.onnx_opset_version())
+
+
 def _fused_translation() -> dict:
     from .fused_node import TRANSLATION  # onnxscript's parser: only for this graph
 
@@ -67,6 +78,10 @@ def export_onnx(
         raise PitDetError(f'--msda {msda!r}: choose one of {sorted(GRAPHS)}')
     if opset < GRAPHS[msda]:
         raise PitDetError(f'opset {opset} is not supported: the {msda} graph needs opset >= {GRAPHS[msda]}')
+    if opset > max_opset():
+        raise PitDetError(
+            f"opset {opset} is not supported: torch {torch.__version__}'s exporter writes up to {max_opset()}"
+        )
     H, W = image.shape[-2:]
     info = dict(metadata or {}, input_shape=[H, W], dynamic=dynamic, opset=opset, msda=msda)
     shapes = None

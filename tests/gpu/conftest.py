@@ -81,9 +81,7 @@ class ToyRuns:
             precision = name.split('_')[1]
             return gpu_tier.train(tier, data, self.tmp.mktemp(name), precision)
         run = self.result('trained_fp32')
-        if name == 'evaluated_cpu_fp32':
-            if tier.device == 'cpu':  # the dry run is on CPU already: its own validation
-                return run.final
+        if name == 'evaluated_cpu_fp32':  # in the dry run too: the GPU run's path, on CPU against CPU
             return gpu_tier.evaluate(run.checkpoint, data, self.tmp.mktemp(name), 'cpu', 'fp32')
         return gpu_tier.evaluate(run.checkpoint, data, self.tmp.mktemp(name), tier.device, 'bf16')
 

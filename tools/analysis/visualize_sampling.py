@@ -30,6 +30,7 @@ import pit_det  # noqa: F401  registers pit-det's transforms and models
 from pit_det.analysis.plots import draw_sampling, plot_sampling_statistics
 from pit_det.analysis.sampling import RecordedDetector, mean_over_images, summarize
 from pit_det.errors import PitDetError, run_tool
+from pit_det.inference import image_named_on_failure
 from pit_det_deploy import image_files
 from pit_det_deploy.hardware import cpu_info
 from pit_det_deploy.outputs import output_folder
@@ -82,13 +83,8 @@ def main(argv=None) -> None:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # the test pipeline would draw a blank one
             if image is None:
                 raise PitDetError(f'cannot read image {path}')
-            try:
+            with image_named_on_failure(path, image):
                 result = detector.run(path)
-            except cv2.error as err:  # e.g. a 4000 x 2 image: the test resize makes a side 0 pixels
-                message = str(err).strip().splitlines()[-1]
-                raise PitDetError(
-                    f'{path}: the test pipeline cannot take this {image.shape[1]} x {image.shape[0]} image ({message})'
-                )
             if i < args.draw:
                 draw_sampling(detector, path, image, result, args.top, args.token, out)
             if i < args.num_images:
