@@ -43,7 +43,10 @@ class NonFiniteLossHook(Hook):
     reduce them before the hooks), so the ranks agree first, with one all-reduce of a flag per
     rank: all of them stop at the same iteration, naming the ranks whose loss was not finite. Rank 0
     writes the checkpoint (``save_checkpoint`` is master-only) and every rank waits for it before
-    raising: torchrun stops the other ranks at the first one that exits.
+    raising: torchrun stops the other ranks at the first one that exits. The cost is that all-reduce
+    of ``world_size`` floats per iteration, and no new wait for the GPU: mmengine 0.10.7's
+    ``RuntimeInfoHook`` already reads every loss with ``.item()`` each iteration (the all-reduce's
+    latency is not yet measured on GPUs).
     """
 
     priority = 'VERY_HIGH'
