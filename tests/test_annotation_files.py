@@ -90,6 +90,27 @@ ENTRY_CASES = [
         '',
     ),
     (
+        'no_area',  # bbox-only exports: mmdet stopped at KeyError: 'area'
+        lambda c: c['annotations'][0].pop('area'),
+        'missing_field',
+        "annotations[0] (id 1): field 'area' missing",
+        'w * h',
+    ),
+    (
+        'string_area',
+        lambda c: c['annotations'][1].__setitem__('area', '12'),
+        'wrong_type',
+        "annotations[1] (id 2): field 'area' must be a finite number, got str",
+        '',
+    ),
+    (
+        'annotation_id_0',  # pycocotools' evaluation counted a match to it as a miss
+        lambda c: c['annotations'][0].__setitem__('id', 0),
+        'zero_annotation_id',
+        'annotations[0] (id 0): annotation id 0',
+        'from 1',
+    ),
+    (
         'annotation_not_object',
         lambda c: c['annotations'].__setitem__(0, [1, 2, 3, 4]),
         'wrong_type',
@@ -154,6 +175,7 @@ def test_files_that_are_not_coco_are_named(tmp_path, name, breaker, text):
         ('{"images": [', 'not a readable json file (Expecting value: line 1'),
         ('', 'not a readable json file'),
         ('[1, 2]', 'the file must hold a json object, got list'),
+        ('\ufeff{"images": []}', 'starts with a UTF-8 byte-order mark, which COCO evaluation (pycocotools)'),
     ],
 )
 def test_unparsable_json_is_named(tmp_path, content, text):
@@ -162,6 +184,22 @@ def test_unparsable_json_is_named(tmp_path, content, text):
     for call in (lambda: check_coco(path, tmp_path), lambda: _build_dataset(path)):
         with pytest.raises(DatasetError, match=re.escape(f'{path}: {text}')):
             call()
+
+
+def test_boxes_with_zero_area_are_named_as_such(tmp_path):
+    """mmdet drops a box whose area is 0 (bbox-only exports write it so): the checker counts them,
+    and the dataset names that reason, not a degenerate box."""
+
+    def zero_area(coco):
+        for ann in coco['annotations']:
+            ann['area'] = 0
+
+    path = _write_case(tmp_path, zero_area)
+    n = len(json.loads(path.read_text())['annotations'])
+    report, _ = check_coco(path, tmp_path / 'val2017')
+    assert dict(report.counts) == {'zero_area': n} and report.num_errors == n
+    with pytest.raises(DatasetError, match=rf'all {n} boxes are unusable, e.g. annotation 1 of \S+: area 0 \(mmdet'):
+        _build_dataset(path)
 
 
 @pytest.mark.slow

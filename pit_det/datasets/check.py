@@ -5,6 +5,7 @@ Errors make training wrong or impossible; warnings are handled by pit-det's load
 (converted or padded) but worth knowing about.
 """
 
+import codecs
 import json
 import math
 from collections import Counter, defaultdict
@@ -27,6 +28,8 @@ ERRORS = {
     'unreadable_image': 'image file unreadable or corrupt',
     'size_mismatch': 'image size differs from the json',
     'degenerate_box': 'box with zero or negative width or height',
+    'zero_area': 'annotation with area 0 or less (mmdet drops it; for a box alone, area is w * h)',
+    'zero_annotation_id': 'annotation id 0 (COCO evaluation takes a match to it for none: AP falls)',
     'box_outside_image': 'box extends outside the image',
     'unknown_category': 'annotation with a category id not in categories',
     'unknown_image': 'annotation of an image id not in images',
@@ -80,6 +83,8 @@ def entry_problems(field: str, index: int, entry) -> List[Tuple[str, str]]:
                         f'{where}: field {name!r} must be {kind.__name__}, got {_type_name(value)} {value!r:.60}',
                     )
                 )
+    if field == 'annotations':
+        problems += _area_and_id_problems(where, entry)
     bbox = entry.get('bbox') if field == 'annotations' else None
     if isinstance(bbox, list):
         if len(bbox) != 4:
@@ -88,6 +93,24 @@ def entry_problems(field: str, index: int, entry) -> List[Tuple[str, str]]:
             problems.append(('non_numeric_box', f"{where}: field 'bbox' {bbox!r:.60}"))
         elif not all(math.isfinite(v) for v in bbox):
             problems.append(('non_finite_box', f"{where}: field 'bbox' {bbox}"))
+    return problems
+
+
+def _area_and_id_problems(where: str, ann: dict) -> List[Tuple[str, str]]:
+    """What mmdet and pycocotools read of an annotation beyond :data:`SCHEMA`: ``area`` (mmdet's
+    dataset reads it, and drops boxes with area 0 or less; COCO evaluation's size ranges use it),
+    and an id other than 0 (pycocotools records a match by the matched annotation's id, so a match
+    to id 0 counts as none)."""
+    problems = []
+    area = ann.get('area')
+    if 'area' not in ann:
+        problems.append(('missing_field', f"{where}: field 'area' missing (for a box alone it is w * h)"))
+    elif isinstance(area, bool) or not isinstance(area, (int, float)) or not math.isfinite(area):
+        problems.append(
+            ('wrong_type', f"{where}: field 'area' must be a finite number, got {_type_name(area)} {area!r:.60}")
+        )
+    if ann.get('id') == 0 and not isinstance(ann.get('id'), bool):
+        problems.append(('zero_annotation_id', f'{where}: annotation id 0; number annotations from 1'))
     return problems
 
 
@@ -241,6 +264,8 @@ def _check_references_and_boxes(valid: dict, malformed_ids: dict, report: Report
         x, y, w, h = bbox
         if w <= 0 or h <= 0:
             report.add('degenerate_box', f'{where} (bbox {bbox})')
+        elif ann['area'] <= 0:
+            report.add('zero_area', f'{where} (area {ann["area"]}, bbox {bbox})')
         elif x < -1 or y < -1 or x + w > img['width'] + 1 or y + h > img['height'] + 1:
             report.add('box_outside_image', f'{where} (bbox {bbox}, image {img["width"]}x{img["height"]})')
 
@@ -277,7 +302,13 @@ def read_coco_json(path: Union[str, Path]):
     """
     try:
         with open(path, 'rb') as f:
-            return json.load(f)
+            data = f.read()
+        if data.startswith(codecs.BOM_UTF8):  # Python's json takes it; pycocotools' evaluation does not
+            raise DatasetError(
+                f'{path}: starts with a UTF-8 byte-order mark, which COCO evaluation (pycocotools) cannot '
+                'read; save the file as UTF-8 without it'
+            )
+        return json.loads(data)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DatasetError(f'{path}: not a readable json file ({err})') from err
 

@@ -185,8 +185,8 @@ class CheckedCocoDataset(CocoDataset):
         """mmdet 3.3.0's ``CocoDataset.parse_data_info``, and a record of each box it dropped and why.
 
         Which boxes mmdet dropped is read from its result (its instances keep the raw order),
-        not re-derived from its rules; the reason is an unknown category, or else a degenerate
-        box or one outside the image (mmdet's other rules).
+        not re-derived from its rules; the reason is an unknown category, an area of 0 or less, or
+        else a degenerate box or one outside the image (mmdet's other rules).
         """
         data_info = super().parse_data_info(raw_data_info)
         img_info = raw_data_info['raw_img_info']
@@ -209,6 +209,11 @@ class CheckedCocoDataset(CocoDataset):
                 self._dropped.append(
                     f'annotation {ann.get("id")} of {img_info["file_name"]}: category '
                     f'{ann["category_id"]} ({name!r}) not in metainfo.classes'
+                )
+            elif w > 0 and h > 0 and ann['area'] <= 0:
+                self._dropped.append(
+                    f'annotation {ann.get("id")} of {img_info["file_name"]}: area {ann["area"]} (mmdet drops '
+                    f'boxes with area 0 or less; for a box alone area is w * h), bbox {ann["bbox"]}'
                 )
             else:
                 self._dropped.append(
