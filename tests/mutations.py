@@ -500,6 +500,27 @@ MUTATIONS = [
         ('tests/test_tool_inputs.py::test_training_zero_epochs_is_refused',),
     ),
     Mutation(
+        'weights_under_model_left_random_by_mmengine',
+        'pit_det/checkpoint/reading.py',
+        "if isinstance(checkpoint, dict) and 'state_dict' not in checkpoint:",
+        'if False:',
+        ('tests/test_checkpoint_reading.py::test_weights_under_model_reach_mmengine_and_training_arguments_are_data',),
+    ),
+    Mutation(
+        'training_arguments_refused',
+        'pit_det/checkpoint/reading.py',
+        '    argparse.Namespace,  # the training arguments',
+        '    # the training arguments',
+        ('tests/test_checkpoint_reading.py::test_weights_under_model_reach_mmengine_and_training_arguments_are_data',),
+    ),
+    Mutation(
+        'demo_names_classes_as_coco_without_meta',
+        'tools/demo.py',
+        'classes = classes_of(model.cfg, args.checkpoint)  # as the export names them',
+        "classes = model.dataset_meta['classes']",
+        ('tests/test_tool_inputs.py::test_a_strip_is_drawn_and_a_pipeline_that_cannot_take_it_is_named',),
+    ),
+    Mutation(
         'annotation_without_area_accepted',
         'pit_det/datasets/check.py',
         "if 'area' not in ann:",

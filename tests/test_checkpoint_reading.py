@@ -177,3 +177,24 @@ def test_pretrained_loading_through_init_cfg_refuses_code(tmp_path):
     with pytest.raises(CheckpointError, match=f'{path}: refused: it needs the global posix.mkdir'):
         model.init_weights()
     assert not marker.exists()
+
+
+def test_weights_under_model_reach_mmengine_and_training_arguments_are_data(tmp_path):
+    """A DeiT / PiT trainer's checkpoint, ``{'model': weights, 'args': Namespace, ...}``, given to
+    ``load_from``, ``tools/test.py`` or ``init_detector``: mmengine took the whole dict for the weights
+    and left the model random (one log line). Its weights now load, and ``args`` is read as data."""
+    import argparse
+
+    from mmengine.runner import load_checkpoint
+
+    from pit_det.checkpoint import read_state_dict
+
+    model = torch.nn.Linear(3, 2)
+    weights = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+    path = tmp_path / 'deit_style.pth'
+    torch.save({'model': weights, 'args': argparse.Namespace(lr=5e-4, model='pit_s'), 'epoch': 299}, path)
+    assert safe_torch_load(path)['args'].lr == 5e-4
+    load_checkpoint(model, str(path), map_location='cpu')
+    for key, value in weights.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert read_state_dict(path).keys() == weights.keys()

@@ -165,8 +165,12 @@ def test_a_strip_is_drawn_and_a_pipeline_that_cannot_take_it_is_named(tmp_path, 
     torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
     (tmp_path / 'in').mkdir()
     cv2.imwrite(str(tmp_path / 'in' / 'strip.png'), np.full((2, 4000, 3), 90, np.uint8))
-    code, err = run('tools/demo.py', [tmp_path / 'in', TOY, checkpoint, '--out', tmp_path / 'out'], monkeypatch, capsys)
+    argv = [tmp_path / 'in', TOY, checkpoint, '--out', tmp_path / 'out', '--score-thr', '0']
+    code, err = run('tools/demo.py', argv, monkeypatch, capsys)
     assert code == 0 and cv2.imread(str(tmp_path / 'out' / 'strip.png')).shape == (2, 4000, 3), err[-2000:]
+    # A checkpoint without meta: the config's class names (mmdet's init_detector gives COCO's).
+    (record,) = json.loads((tmp_path / 'out' / 'detections.json').read_text())
+    assert record['detections'] and {d['name'] for d in record['detections']} <= {'rectangle', 'ellipse', 'triangle'}
 
     mmdet_resize = tmp_path / 'mmdet_resize.py'  # the toy config as written with mmdet's own Resize
     text = (ROOT / TOY).read_text().replace("type='SafeResize'", "type='Resize'")

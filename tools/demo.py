@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from pit_det.checkpoint import read_state_dict, require_fit
 from pit_det.errors import PitDetError, run_tool
+from pit_det.export import classes_of
 from pit_det.inference import image_named_on_failure
 from pit_det.integration import install
 from pit_det_deploy import detection_record, draw_detections, image_files
@@ -45,7 +46,7 @@ def main() -> None:
     )
     # init_detector loads what fits and logs the rest: another detector's checkpoint would draw random weights.
     require_fit(model.state_dict(), read_state_dict(args.checkpoint), args.checkpoint, args.config)
-    classes = model.dataset_meta['classes']
+    classes = classes_of(model.cfg, args.checkpoint)  # as the export names them
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []

@@ -12,6 +12,7 @@ method, and then rebuilt through ``HistoryBuffer``'s public constructor from the
 none of mmengine's code runs on the file's data, and the class's shared state is left alone.
 """
 
+import argparse
 import collections
 import pickle
 import re
@@ -69,6 +70,7 @@ _NUMPY_DTYPES = (
 # Plain-data globals found in mmengine / mmdet checkpoints, allowed as they are: numpy arrays and
 # scalars in meta and runtime info, ``Counter`` milestones of the schedulers, ``ConfigDict``.
 ALLOWED_GLOBALS: List = [
+    argparse.Namespace,  # the training arguments that DeiT's and timm's checkpoints keep beside the weights
     collections.Counter,
     ConfigDict,
     np.ndarray,
@@ -158,8 +160,19 @@ def _rebuild_history_buffers(obj, path, depth: int = 0):
 
 def load_checkpoint_file(filename: str, map_location=None) -> dict:
     """mmengine's loader for local files (``CheckpointLoader``, prefix ''), made safe: used for
-    ``load_from``, ``--resume``, ``init_cfg`` and mmdet's ``init_detector`` alike."""
-    return safe_torch_load(str(Path(filename).expanduser()), map_location=map_location)
+    ``load_from``, ``--resume``, ``init_cfg`` and mmdet's ``init_detector`` alike.
+
+    A checkpoint whose weights sit under ``'model'`` or ``'module'`` (DeiT, PiT and DETR trainers)
+    gets them under ``'state_dict'`` as well, where mmengine 0.10.7's ``_load_checkpoint_to_model``
+    looks; else it takes the whole dict as the weights, loads nothing of the model (one unexpected
+    key) and leaves it random, saying so only in a log line."""
+    checkpoint = safe_torch_load(str(Path(filename).expanduser()), map_location=map_location)
+    if isinstance(checkpoint, dict) and 'state_dict' not in checkpoint:
+        for wrapper in ('model', 'module'):
+            weights = checkpoint.get(wrapper)
+            if isinstance(weights, dict) and weights and all(isinstance(v, torch.Tensor) for v in weights.values()):
+                return dict(checkpoint, state_dict=weights)
+    return checkpoint
 
 
 def read_state_dict(path: Union[str, Path]) -> StateDict:

@@ -10,8 +10,10 @@ from ..errors import PitDetError
 
 
 def classes_of(cfg: Config, checkpoint: str) -> list:
-    """Class names: the checkpoint's ``meta.dataset_meta``, else the config's test set, else COCO's."""
-    meta = safe_torch_load(checkpoint, map_location='cpu')
+    """Class names: the checkpoint's ``meta.dataset_meta``, else the config's test set, else COCO's
+    (mmdet's ``init_detector`` goes from the checkpoint to COCO's, and named a toy detector's classes
+    as COCO's where the file had no meta). A ``.safetensors`` file holds weights only."""
+    meta = {} if str(checkpoint).endswith('.safetensors') else safe_torch_load(checkpoint, map_location='cpu')
     meta = meta.get('meta', {}) if isinstance(meta, dict) else {}
     classes = (meta.get('dataset_meta') or {}).get('classes')
     if classes is None:
