@@ -521,6 +521,27 @@ MUTATIONS = [
         ('tests/test_tool_inputs.py::test_a_strip_is_drawn_and_a_pipeline_that_cannot_take_it_is_named',),
     ),
     Mutation(
+        'training_on_a_file_without_boxes',
+        'pit_det/datasets/coco.py',
+        'if not self._num_boxes and not self.test_mode:',
+        'if False:',
+        ('tests/test_annotation_files.py::test_a_file_without_annotations_is_run_on_but_not_trained_on',),
+    ),
+    Mutation(
+        'test_dev_file_refused',
+        'pit_det/datasets/check.py',
+        "if field == 'annotations':  # a test-dev file",
+        'if False:',
+        ('tests/test_annotation_files.py::test_a_file_without_annotations_is_run_on_but_not_trained_on',),
+    ),
+    Mutation(
+        'test_writes_ap_minus_one_and_exits_0',
+        'tools/test.py',
+        'if coco and all(v == -1 for v in coco):',
+        'if False:',
+        ('tests/test_tool_inputs.py::test_scoring_a_file_without_boxes_is_an_error_naming_format_only',),
+    ),
+    Mutation(
         'annotation_without_area_accepted',
         'pit_det/datasets/check.py',
         "if 'area' not in ann:",

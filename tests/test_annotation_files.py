@@ -186,6 +186,25 @@ def test_unparsable_json_is_named(tmp_path, content, text):
             call()
 
 
+def test_a_file_without_annotations_is_run_on_but_not_trained_on(tmp_path):
+    """COCO's test-dev files have no 'annotations': the checker warns, evaluation's dataset reads
+    the images, and training stops before its first iteration (mmdet trained on negatives, loss_bbox 0)."""
+    path = _write_case(tmp_path, lambda c: c.pop('annotations'))
+    report, _ = check_coco(path, tmp_path / 'val2017')
+    assert dict(report.counts) == {'no_annotations': 1} and report.num_errors == 0
+    assert len(_build_dataset(path)) == 6
+    with pytest.raises(DatasetError, match=rf'^{re.escape(str(path))}: no boxes: nothing to train on$'):
+        DATASETS.build(
+            dict(
+                type='CheckedCocoDataset',
+                ann_file=str(path),
+                data_prefix=dict(img=str(tmp_path / 'val2017') + '/'),
+                metainfo=dict(classes=TOY_CLASSES),
+                pipeline=[],
+            )
+        )
+
+
 def test_boxes_with_zero_area_are_named_as_such(tmp_path):
     """mmdet drops a box whose area is 0 (bbox-only exports write it so): the checker counts them,
     and the dataset names that reason, not a degenerate box."""

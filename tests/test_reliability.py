@@ -115,8 +115,8 @@ def test_checker_passes_a_clean_set_and_names_a_broken_json(tmp_path):
     )
     assert proc.returncode == 0 and '0 errors, 0 warnings' in proc.stdout, proc.stdout + proc.stderr
     bad = tmp_path / 'bad.json'
-    bad.write_text('{"images": []}')
-    with pytest.raises(DatasetError, match="bad.json: field 'annotations' missing"):
+    bad.write_text('{"images": [], "annotations": []}')
+    with pytest.raises(DatasetError, match="bad.json: field 'categories' missing"):
         check_coco(bad, tmp_path)
 
 

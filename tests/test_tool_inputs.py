@@ -183,6 +183,24 @@ def test_a_strip_is_drawn_and_a_pipeline_that_cannot_take_it_is_named(tmp_path, 
     assert "use pit-det's SafeResize" in err
 
 
+def test_scoring_a_file_without_boxes_is_an_error_naming_format_only(tmp_path, monkeypatch, capsys):
+    """pycocotools gives AP -1 where no ground-truth box matches; tools/test.py wrote those and exited 0."""
+    from pit_det.datasets.toy import make_split
+    from pit_det.models import build_detector
+
+    coco = make_split(tmp_path, 'val', 2, seed=4)
+    ann = tmp_path / 'annotations' / 'instances_val2017.json'
+    ann.write_text(json.dumps(dict(coco, annotations=[])))
+    checkpoint = tmp_path / 'toy.pth'
+    torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
+    argv = [TOY, checkpoint, '--data-root', tmp_path, '--work-dir', tmp_path / 'work']
+    code, err = run('tools/test.py', argv, monkeypatch, capsys)
+    assert code == 1, err[-2000:]
+    assert f"error: {ann}: no boxes of the config's classes to score (COCO AP -1)" in err
+    assert 'test_evaluator.format_only=True' in err and (tmp_path / 'work' / 'detections.bbox.json').is_file()
+    assert not (tmp_path / 'work' / 'metrics.json').exists()
+
+
 def test_an_opset_newer_than_the_exporter_writes_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
     from pit_det.export.to_onnx import max_opset
     from pit_det.models import build_detector

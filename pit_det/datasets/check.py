@@ -43,6 +43,7 @@ WARNINGS = {
     'high_bit_depth_image': '16-bit image (converted to 8-bit when loaded)',
     'palette_image': 'palette image (converted to RGB when loaded)',
     'small_image': 'image smaller than one backbone patch (padded when loaded)',
+    'no_annotations': 'no annotations: images to run on (a test-dev file), nothing to train on or score',
 }
 
 
@@ -115,11 +116,14 @@ def _area_and_id_problems(where: str, ann: dict) -> List[Tuple[str, str]]:
 
 
 def top_level_problem(coco) -> Optional[str]:
-    """What keeps ``coco`` from being a COCO detection json at all, or None."""
+    """What keeps ``coco`` from being a COCO detection json at all, or None. A missing
+    ``'annotations'`` is not a problem: the readers take it as empty (COCO's test-dev files)."""
     if not isinstance(coco, dict):
         return f'the file must hold a json object, got {_type_name(coco)}'
     for field in SCHEMA:
         if field not in coco:
+            if field == 'annotations':  # a test-dev file: images to run on, nothing to score
+                continue
             return f'field {field!r} missing'
         if not isinstance(coco[field], list):
             return f'field {field!r} must be a list, got {_type_name(coco[field])}'
@@ -209,9 +213,12 @@ def check_coco(
     problem = top_level_problem(coco)
     if problem:
         raise DatasetError(f'{ann_file}: {problem}')
+    coco.setdefault('annotations', [])
     report = Report()
     if not coco['images']:
         report.add('no_images', f"{ann_file}: 'images' is empty")
+    if not coco['annotations']:
+        report.add('no_annotations', f'{ann_file}: no annotations')
     valid, malformed_ids = _check_entries(coco, report)
     _check_references_and_boxes(valid, malformed_ids, report)
     _check_image_files(valid['images'], img_dir, min_size, workers, progress, report)

@@ -27,6 +27,7 @@ class ValidatedCOCO(COCO):
         problem = top_level_problem(self.dataset)
         if problem:
             raise DatasetError(f'{annotation_file}: {problem}')
+        self.dataset.setdefault('annotations', [])  # a test-dev file
         problems = [
             p for field in SCHEMA for i, e in enumerate(self.dataset[field]) for p in entry_problems(field, i, e)
         ]
@@ -100,6 +101,8 @@ class CheckedCocoDataset(CocoDataset):
         if not self.cat_ids or self._mostly_foreign_classes():
             raise DatasetError(self._class_mismatch_message(list(self.metainfo['classes']), self._json_classes))
         self._check_class_order()
+        if not self._num_boxes and not self.test_mode:  # mmdet trains on negatives only, loss_bbox 0
+            raise DatasetError(f'{self.ann_file}: no boxes: nothing to train on')
         if self._num_boxes and len(self._dropped) == self._num_boxes:
             raise DatasetError(
                 f'{self.ann_file}: all {self._num_boxes} boxes are unusable, e.g. '
