@@ -94,6 +94,25 @@ def read_config(path: str) -> Config:
         raise PitDetError(f'{path}: the config could not be read ({type(err).__name__}: {err})') from None
 
 
+def _unset_parent(path: str, cfg: Config, options: dict) -> str:
+    """Which option sets a key inside one that the config sets to None (the toy configs' backbone
+    ``init_cfg``), and the fix; '' for another cause."""
+    for key in options:
+        parts = key.split('.')
+        node = cfg
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node, (dict, Config)) or part not in node:
+                break
+            if node[part] is None:
+                parent = '.'.join(parts[: i + 1])
+                fix = f'set all of {parent} in a config that inherits this one'
+                if parent == 'model.backbone.init_cfg':
+                    fix += ", e.g. model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=PATH)))"
+                return f'{key}: {path} sets {parent} to None, which has no {parts[i + 1]!r} to change; {fix}'
+            node = node[part]
+    return ''
+
+
 def load_config(
     path: str,
     launcher: str = 'none',
@@ -109,7 +128,10 @@ def load_config(
     cfg = read_config(path)
     cfg.launcher = launcher
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except TypeError as err:  # mmengine cannot merge a key into a value that is not a dict
+            raise PitDetError(f'--cfg-options: {_unset_parent(path, cfg, cfg_options) or err}') from None
     if data_root:
         set_data_root(cfg, data_root)
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])

@@ -149,6 +149,18 @@ def test_an_empty_image_list_is_an_error_of_the_checker(tmp_path):
     assert report.num_errors == 1 and report.counts['no_images'] == 1
 
 
+def test_an_option_inside_a_key_the_config_sets_to_none_names_the_fix(tmp_path, monkeypatch, capsys):
+    """The documented ``model.backbone.init_cfg.checkpoint=PATH`` on a toy config (init_cfg None):
+    mmengine's TypeError is one line naming the option and how to set the whole entry."""
+    argv = [TOY, '--work-dir', tmp_path / 'work', '--cfg-options', 'model.backbone.init_cfg.checkpoint=x.pth']
+    code, err = run('tools/train.py', argv, monkeypatch, capsys)
+    assert code == 1 and err.count('\n') == 1, err[-2000:]
+    assert err.startswith(
+        f'error: --cfg-options: model.backbone.init_cfg.checkpoint: {TOY} sets model.backbone.init_cfg to None'
+    )
+    assert "init_cfg=dict(type='Pretrained', checkpoint=PATH)" in err
+
+
 def test_training_zero_epochs_is_refused(tmp_path, monkeypatch, capsys):
     argv = [TOY, '--work-dir', tmp_path / 'work', '--cfg-options', 'train_cfg.max_epochs=0']
     code, err = run('tools/train.py', argv, monkeypatch, capsys)
