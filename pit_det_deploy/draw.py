@@ -7,7 +7,7 @@ from typing import List, Sequence
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.webp'}
+IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff'}  # what OpenCV and mmcv decode
 
 
 def image_files(src: Path) -> List[Path]:
@@ -22,6 +22,15 @@ def image_files(src: Path) -> List[Path]:
     if not files:
         raise FileNotFoundError(f'no images found at {src}')
     return files
+
+
+def unreadable_images(unreadable: Sequence[Path], total: int, out: Path) -> str:
+    """The demos' report of the images they skipped, after drawing the others."""
+    names = ', '.join(map(str, unreadable[:5])) + (f' and {len(unreadable) - 5} more' if len(unreadable) > 5 else '')
+    return (
+        f'cannot read {len(unreadable)} of {total} images ({names}): skipped; the others are drawn '
+        f'and in {out / "detections.json"}'
+    )
 
 
 def color(label: int) -> tuple:

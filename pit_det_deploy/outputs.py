@@ -52,8 +52,10 @@ def picture_paths(images: Sequence[Path], out, flag: str = '--out') -> List[Path
     """``out``/<image name>.png for each image, the demos' pictures.
 
     Raises:
-        DeployError: ``out`` is no folder (:func:`output_folder`), a picture would replace one of the
-            images (``out`` is their folder), or two images share a name (a.jpg and a.png).
+        DeployError: ``out`` is no folder (:func:`output_folder`), ``out`` holds any of the images (a
+            picture could replace an image, ``detections.json`` a file of the user's, and the next run
+            over that folder would take the pictures for images), or two images share a name (a.jpg
+            and a.png).
     """
     out = output_folder(out, flag)
     paths = [out / f'{image.stem}.png' for image in images]
@@ -62,10 +64,10 @@ def picture_paths(images: Sequence[Path], out, flag: str = '--out') -> List[Path
         if path in drawn:
             raise DeployError(f'{drawn[path]} and {image} would both be drawn to {path}: rename one of them')
         drawn[path] = image
-    sources = {image.resolve() for image in images}
-    for image, path in zip(images, paths):
-        if path.resolve() in sources:
-            raise DeployError(
-                f'{flag} {out}: the picture of {image} would replace the image {path}; choose another folder'
-            )
+    inside = next((image for image in images if image.resolve().parent == out.resolve()), None)
+    if inside is not None:
+        raise DeployError(
+            f'{flag} {out} holds the images ({inside} among them): the pictures and detections.json go to '
+            'another folder'
+        )
     return paths

@@ -171,6 +171,14 @@ def test_bad_inputs_are_named(toy, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run_without_torch('tools/deploy/onnx_demo.py', toy['images'][0], static, '--out', tmp_path / 'o')
     assert proc.returncode == 1 and 'takes 64 x 64 inputs only' in proc.stderr and '--dynamic' in proc.stderr
+    # A zero-byte file among the images: the others are drawn and written, the file named.
+    mixed = tmp_path / 'mixed'
+    mixed.mkdir()
+    (mixed / 'a.png').write_bytes(toy['images'][0].read_bytes())
+    (mixed / 'b.png').write_bytes(b'')
+    proc = run_without_torch('tools/deploy/onnx_demo.py', mixed, toy['onnx'], '--out', tmp_path / 'm')
+    assert proc.returncode == 1 and f'error: cannot read 1 of 2 images ({mixed / "b.png"}): skipped' in proc.stderr
+    assert [r['file'] for r in json.loads((tmp_path / 'm' / 'detections.json').read_text())] == [str(mixed / 'a.png')]
     # A strip that resizes below the dynamic model's range (PyTorch handles it; the graph does not),
     # to one pixel as SafeResize does, not to mmcv's zero.
     strip = tmp_path / 'strip.png'

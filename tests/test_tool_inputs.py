@@ -69,11 +69,13 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
 
 def test_pictures_never_replace_the_images(tmp_path):
     """The demos' pictures are <name>.png: drawn into the images' own folder they would replace the
-    PNGs, and a.jpg and a.png would both become a.png."""
+    PNGs (or, beside JPEGs, be taken for images by the next run, and detections.json replace a file
+    of the user's), and a.jpg and a.png would both become a.png."""
     images(tmp_path / 'in', 'a.png', 'b.jpg')
     files = sorted((tmp_path / 'in').iterdir())
-    with pytest.raises(DeployError, match=r'the picture of .*a\.png would replace the image'):
-        picture_paths(files, tmp_path / 'in')
+    for chosen in (files, files[1:]):  # with a PNG among them, and JPEGs only
+        with pytest.raises(DeployError, match=rf'--out {tmp_path / "in"} holds the images \({chosen[0]} among'):
+            picture_paths(chosen, tmp_path / 'in')
     assert picture_paths(files, tmp_path / 'out') == [tmp_path / 'out/a.png', tmp_path / 'out/b.png']
     images(tmp_path / 'in', 'a.jpg')
     with pytest.raises(DeployError, match=r'a\.jpg and .*a\.png would both be drawn to .*out/a\.png'):
@@ -89,7 +91,7 @@ def test_demos_refuse_to_draw_over_their_images(tool, tmp_path, monkeypatch, cap
     if tool == 'tools/demo.py':
         argv = [tmp_path / 'in', TOY, model, '--out', tmp_path / 'in']
     code, err = run(tool, argv, monkeypatch, capsys)
-    assert code == 1 and err.startswith(f'error: --out {tmp_path / "in"}: the picture of'), err
+    assert code == 1 and err.startswith(f'error: --out {tmp_path / "in"} holds the images'), err
     assert {name: (tmp_path / 'in' / name).read_bytes() for name in before} == before
 
 
@@ -211,6 +213,29 @@ def test_scoring_a_file_without_boxes_is_an_error_naming_format_only(tmp_path, m
     assert f"error: {ann}: no boxes of the config's classes to score (COCO AP -1)" in err
     assert 'test_evaluator.format_only=True' in err and (tmp_path / 'work' / 'detections.bbox.json').is_file()
     assert not (tmp_path / 'work' / 'metrics.json').exists()
+
+
+def test_the_demo_draws_every_readable_image_and_names_the_others(tmp_path, monkeypatch, capsys):
+    """A zero-byte file among the images stopped the demo there, with no detections.json; a TIFF
+    was no image at all."""
+    from pit_det.models import build_detector
+
+    checkpoint = tmp_path / 'toy.pth'
+    torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
+    images(tmp_path / 'in', 'a.png', 'c.tif')
+    (tmp_path / 'in' / 'b.png').write_bytes(b'')
+    code, err = run('tools/demo.py', [tmp_path / 'in', TOY, checkpoint, '--out', tmp_path / 'out'], monkeypatch, capsys)
+    assert (
+        code == 1
+        and (
+            f'\nerror: cannot read 1 of 3 images ({tmp_path / "in" / "b.png"}): skipped; the others are drawn and in '
+            f'{tmp_path / "out" / "detections.json"}\n'
+        )
+        in err
+    ), err[-2000:]
+    records = json.loads((tmp_path / 'out' / 'detections.json').read_text())
+    assert [Path(r['file']).name for r in records] == ['a.png', 'c.tif']
+    assert sorted(p.name for p in (tmp_path / 'out').glob('*.png')) == ['a.png', 'c.png']
 
 
 def test_an_opset_newer_than_the_exporter_writes_is_refused_in_one_line(tmp_path, monkeypatch, capsys):

@@ -23,6 +23,7 @@ from pit_det.export import classes_of
 from pit_det.inference import image_named_on_failure
 from pit_det.integration import install
 from pit_det_deploy import detection_record, draw_detections, image_files
+from pit_det_deploy.draw import unreadable_images
 from pit_det_deploy.outputs import picture_paths
 
 
@@ -49,11 +50,12 @@ def main() -> None:
     classes = classes_of(model.cfg, args.checkpoint)  # as the export names them
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = []
+    records, unreadable = [], []
     for path, picture in zip(tqdm(files, desc='images', unit='img'), pictures):
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, as mmdet's loader reads it
-        if img is None:
-            raise PitDetError(f'cannot read image {path}')
+        if img is None:  # the others are still drawn; named at the end
+            unreadable.append(path)
+            continue
         with image_named_on_failure(path, img):
             result = inference_detector(model, str(path))  # the test pipeline, its loader included
         pred = result.pred_instances.cpu()
@@ -69,7 +71,9 @@ def main() -> None:
             )
         )
     (out / 'detections.json').write_text(json.dumps(records, indent=2))
-    print(f'wrote {len(files)} pictures and detections.json to {out}')
+    print(f'wrote {len(records)} pictures and detections.json to {out}')
+    if unreadable:
+        raise PitDetError(unreadable_images(unreadable, len(files), out))
 
 
 if __name__ == '__main__':

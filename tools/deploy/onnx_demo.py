@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 
 from pit_det_deploy import RUNTIMES, DeployError, OnnxDetector, detection_record, draw_detections, image_files
+from pit_det_deploy.draw import unreadable_images
 from pit_det_deploy.errors import run_tool
 from pit_det_deploy.outputs import picture_paths
 
@@ -38,11 +39,12 @@ def main(argv=None) -> None:
     detector = OnnxDetector(args.model, threads=args.threads, runtime=args.runtime)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = []
+    records, unreadable = [], []
     for path, picture in zip(files, pictures):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise DeployError(f'cannot read image {path}')
+        if image is None:  # the others are still drawn; named at the end
+            unreadable.append(path)
+            continue
         try:
             boxes, scores, labels = detector(image)
         except DeployError as e:
@@ -53,7 +55,9 @@ def main(argv=None) -> None:
         )
         records.append(detection_record(path, boxes, scores, labels, detector.classes, args.score_thr))
     (out / 'detections.json').write_text(json.dumps(records, indent=2))
-    print(f'wrote {len(files)} pictures and detections.json to {out}')
+    print(f'wrote {len(records)} pictures and detections.json to {out}')
+    if unreadable:
+        raise DeployError(unreadable_images(unreadable, len(files), out))
 
 
 if __name__ == '__main__':
