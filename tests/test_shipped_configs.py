@@ -10,6 +10,7 @@ import torchvision
 from mmdet.registry import MODELS
 from weight_files import perturbed, write
 
+from pit_det.checkpoint import CheckpointError
 from pit_det.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +63,26 @@ def test_shipped_config_loads_promised_weights(tmp_path, source_states, name, la
     else:
         assert not_in_file == []
     assert len(compared) > 100
+
+
+@pytest.mark.slow
+def test_r50_refuses_a_file_whose_weights_it_would_not_load(tmp_path, source_states):
+    """mmengine's Pretrained init loads what fits and logs the rest: a PiT file, or a detector's
+    checkpoint without the prefix, left the ResNet random. Refused, naming the fix; with the prefix
+    the detector's backbone loads."""
+    resnet = perturbed(torchvision.models.resnet50()).state_dict()
+    files = {
+        'pit.pth': source_states['pit_s_224'],
+        'detector.pth': {'state_dict': {f'backbone.{k}': v for k, v in resnet.items()}},
+    }
+    for name, content in files.items():
+        torch.save(content, tmp_path / name)
+        options = {'model.backbone.init_cfg.checkpoint': str(tmp_path / name)}
+        model = MODELS.build(load_config(str(ROOT / 'configs/deformable_detr_r50.py'), cfg_options=options).model)
+        with pytest.raises(CheckpointError, match=rf'{tmp_path / name}: \d+ of \d+ backbone tensors did not load'):
+            model.init_weights()
+    assert 'model.backbone.init_cfg.prefix=backbone.' in str(pytest.raises(CheckpointError, model.init_weights).value)
+    options['model.backbone.init_cfg.prefix'] = 'backbone.'
+    model = MODELS.build(load_config(str(ROOT / 'configs/deformable_detr_r50.py'), cfg_options=options).model)
+    model.init_weights()
+    assert torch.equal(model.backbone.conv1.weight, resnet['conv1.weight'])

@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
+import torch
 from mmengine.logging import print_log
 from torch import nn
 
@@ -53,3 +54,41 @@ def load_pretrained(
         + (f'; ignored {len(unexpected)} unused keys: {unexpected}' if unexpected else ''),
         logger=logger,
     )
+
+
+def require_pretrained_loaded(module: nn.Module) -> None:
+    """After mmengine's ``Pretrained`` init of a local file (mmdet's ResNet in the R50 config): every
+    tensor of ``module`` equals the file's. mmengine 0.10.7's ``PretrainedInit`` loads what fits and
+    only logs the rest, so another model's file (a PiT file, a detector checkpoint without
+    ``prefix='backbone.'``) left the backbone random. pit-det's own backbones load strictly
+    (:func:`load_pretrained`); a URL is mmengine's download and not checked here. Old torchvision
+    files have no BatchNorm ``num_batches_tracked``, which mmengine leaves as initialised.
+
+    Raises:
+        CheckpointError: naming the file, the tensors that did not load, and the prefix fix where the
+            file is a detector's.
+    """
+    cfg = getattr(module, 'init_cfg', None)
+    if not isinstance(cfg, dict) or cfg.get('type') != 'Pretrained' or '://' in str(cfg.get('checkpoint')):
+        return
+    path = cfg['checkpoint']
+    state = read_state_dict(path)
+    prefix = cfg.get('prefix')
+    if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    own = module.state_dict()
+    unloaded = [
+        k
+        for k, v in own.items()
+        if not k.endswith('num_batches_tracked')
+        and not (k in state and state[k].shape == v.shape and torch.equal(state[k].to(v.dtype), v))
+    ]
+    if unloaded:
+        hint = ''
+        if not prefix and any(k.startswith('backbone.') for k in state):
+            hint = "; it is a detector's checkpoint: add --cfg-options model.backbone.init_cfg.prefix=backbone."
+        raise CheckpointError(
+            f'{path}: {len(unloaded)} of {len(own)} backbone tensors did not load from it (mmengine loads what '
+            f'fits and leaves the rest random), e.g. {unloaded[:5]}{hint}'
+        )

@@ -11,6 +11,8 @@ from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList, SampleList
 from torch import Tensor
 
+from ..checkpoint import require_pretrained_loaded
+from .base import TransformerBackbone
 from .msda import set_msda_impl
 
 
@@ -57,6 +59,14 @@ class PitDeformableDETR(DeformableDETR):
     def __init__(self, *args, msda_impl: str = 'auto', **kwargs) -> None:
         super().__init__(*args, **kwargs)
         set_msda_impl(self, msda_impl)
+
+    def init_weights(self) -> None:
+        """mmdet's, then a check that a backbone that mmengine's ``Pretrained`` init loaded (mmdet's
+        ResNet) holds every tensor of its file (:func:`pit_det.checkpoint.require_pretrained_loaded`);
+        pit-det's backbones load their files strictly, through their ``checkpoint_filter``."""
+        super().init_weights()
+        if not isinstance(self.backbone, TransformerBackbone):
+            require_pretrained_loaded(self.backbone)
 
     def pre_transformer(self, mlvl_feats: Tuple[Tensor], batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
         """Follows mmdet 3.3.0 ``DeformableDETR.pre_transformer`` (padding masks, position and level
