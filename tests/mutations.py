@@ -418,7 +418,7 @@ MUTATIONS = [
     Mutation(
         'pictures_replace_their_images',
         'pit_det_deploy/outputs.py',
-        'if path.resolve() in sources:',
+        'if inside is not None:',
         'if False:',
         (
             'tests/test_tool_inputs.py::test_pictures_never_replace_the_images',
@@ -547,6 +547,34 @@ MUTATIONS = [
         'except TypeError as err:  # mmengine cannot merge',
         'except ZeroDivisionError as err:  # mmengine cannot merge',
         ('tests/test_tool_inputs.py::test_an_option_inside_a_key_the_config_sets_to_none_names_the_fix',),
+    ),
+    Mutation(
+        'demo_stops_at_an_unreadable_image',
+        'tools/demo.py',
+        '            unreadable.append(path)\n            continue\n',
+        "            raise PitDetError(f'cannot read image {path}')\n",
+        ('tests/test_tool_inputs.py::test_the_demo_draws_every_readable_image_and_names_the_others',),
+    ),
+    Mutation(
+        'onnx_demo_stops_at_an_unreadable_image',
+        'tools/deploy/onnx_demo.py',
+        '            unreadable.append(path)\n            continue\n',
+        "            raise DeployError(f'cannot read image {path}')\n",
+        ('tests/test_export_tools.py::test_bad_inputs_are_named',),
+    ),
+    Mutation(
+        'r50_backbone_left_random_by_a_foreign_file',
+        'pit_det/models/deformable_detr.py',
+        '            require_pretrained_loaded(self.backbone)\n',
+        '            pass\n',
+        ('tests/test_shipped_configs.py::test_r50_refuses_a_file_whose_weights_it_would_not_load',),
+    ),
+    Mutation(
+        'checker_ignores_exif_rotation',
+        'pit_det/datasets/check.py',
+        'if orientation in (5, 6, 7, 8):',
+        'if False:',
+        ('tests/test_reliability.py::test_checker_takes_an_exif_rotated_image_at_the_size_it_loads',),
     ),
     Mutation(
         'annotation_without_area_accepted',

@@ -152,6 +152,34 @@ def test_training_over_bad_data_skips_and_reports(tmp_path):
     assert 'coco/bbox_mAP' in log and (tmp_path / 'work/epoch_1.pth').is_file()
 
 
+def test_checker_takes_an_exif_rotated_image_at_the_size_it_loads(tmp_path):
+    """A phone JPEG with EXIF orientation 6: mmcv's loader turns it a quarter, so the json must give
+    the turned size; the checker compared the raw size and called the right json wrong."""
+    from mmcv.transforms import LoadImageFromFile
+    from PIL import Image
+
+    coco = make_split(tmp_path, 'val', 2, seed=1)
+    img = coco['images'][0]
+    raw = Image.fromarray(np.zeros((30, 50, 3), np.uint8))  # stored 50 wide, 30 high
+    exif = raw.getexif()
+    exif[274] = 6  # rotate 90 degrees clockwise when shown
+    img['file_name'] = 'rotated.jpg'
+    raw.save(tmp_path / 'val2017' / 'rotated.jpg', exif=exif)
+    loaded = LoadImageFromFile()(dict(img_path=str(tmp_path / 'val2017' / 'rotated.jpg')))['img']
+    assert loaded.shape[:2] == (50, 30)
+    coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] != img['id']]
+    ann = tmp_path / 'annotations' / 'instances_val2017.json'
+    for (width, height), counts in (
+        ((30, 50), {'rotated_image': 1}),
+        ((50, 30), {'rotated_image': 1, 'size_mismatch': 1}),
+    ):
+        img.update(width=width, height=height)
+        ann.write_text(json.dumps(coco))
+        report, _ = check_coco(ann, tmp_path / 'val2017')
+        assert dict(report.counts) == counts, report.counts
+    assert report.examples['size_mismatch'] == ['rotated.jpg (file 30x50 as loaded, json 50x30)']
+
+
 def test_unreadable_images_are_bounded(tmp_path):
     SafeLoadImageFromFile.failures = 0
     load = SafeLoadImageFromFile(max_failures=2)

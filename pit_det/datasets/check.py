@@ -44,6 +44,7 @@ WARNINGS = {
     'palette_image': 'palette image (converted to RGB when loaded)',
     'small_image': 'image smaller than one backbone patch (padded when loaded)',
     'no_annotations': 'no annotations: images to run on (a test-dev file), nothing to train on or score',
+    'rotated_image': "EXIF-rotated image (loaded rotated: the json's size and boxes must be the rotated image's)",
 }
 
 
@@ -161,8 +162,13 @@ class Report:
         return '\n'.join(lines)
 
 
+_EXIF_ORIENTATION = 274
+
+
 def inspect_image(path: Union[str, Path]) -> Tuple[Optional[Tuple[int, int]], List[str]]:
-    """Decode one image fully. Returns ((height, width) or None if unreadable, [problem kinds])."""
+    """Decode one image fully. Returns ((height, width) as the pipeline loads it, or None if
+    unreadable, [problem kinds]). mmcv's loader (OpenCV) applies a JPEG's EXIF orientation, so a
+    rotated image's size is the rotated one, and the json's boxes must be in that frame."""
     path = Path(path)
     if not path.is_file():
         return None, ['missing_image']
@@ -170,9 +176,14 @@ def inspect_image(path: Union[str, Path]) -> Tuple[Optional[Tuple[int, int]], Li
         with Image.open(path) as img:
             img.load()  # full decode: truncated files fail here
             mode, (w, h) = img.mode, img.size
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception:
         return None, ['unreadable_image']
     kinds = []
+    if orientation in (5, 6, 7, 8):  # a quarter turn: loaded with width and height swapped
+        w, h = h, w
+    if orientation not in (1, None):
+        kinds.append('rotated_image')
     if mode in ('L', '1', 'I', 'F', 'I;16', 'I;16B', 'I;16L', 'LA'):
         kinds.append('grayscale_image')
     if mode in ('RGBA', 'LA', 'PA'):
@@ -295,7 +306,7 @@ def _check_image_files(
         if size != (img.get('height'), img.get('width')):
             report.add(
                 'size_mismatch',
-                f'{img["file_name"]} (file {size[1]}x{size[0]}, json {img.get("width")}x{img.get("height")})',
+                f'{img["file_name"]} (file {size[1]}x{size[0]} as loaded, json {img.get("width")}x{img.get("height")})',
             )
         if min(size) < min_size:
             report.add('small_image', f'{img["file_name"]} ({size[1]}x{size[0]})')
