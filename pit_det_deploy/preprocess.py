@@ -1,8 +1,9 @@
-"""The shipped test pipeline in numpy and OpenCV: ``Resize(keep_ratio=True)`` and
-``DetDataPreprocessor``'s normalisation, computed as mmcv / mmdet compute them (same sizes, same
-interpolation), so that the exported graph sees the pixels PyTorch sees. (``PadToMinSize`` only
-acts on images under 16 pixels after the resize, such as a 4000 x 2 strip: below any exported
-model's input range, so the deployed detector refuses them with the size.)"""
+"""The shipped test pipeline in numpy and OpenCV: ``SafeResize(keep_ratio=True)`` (mmdet's
+``Resize`` keeping at least a pixel a side) and ``DetDataPreprocessor``'s normalisation, computed
+as mmcv / mmdet compute them (same sizes, same interpolation), so that the exported graph sees the
+pixels PyTorch sees. (``PadToMinSize`` only acts on images under 16 pixels after the resize, such
+as a 4000 x 2 strip: below any exported model's input range, so the deployed detector refuses them
+with the size.)"""
 
 from typing import Sequence, Tuple
 

@@ -523,7 +523,7 @@ MUTATIONS = [
     Mutation(
         'training_on_a_file_without_boxes',
         'pit_det/datasets/coco.py',
-        'if not self._num_boxes and not self.test_mode:',
+        'if not self._num_boxes and not self.test_mode and not self.negatives_only:',
         'if False:',
         ('tests/test_annotation_files.py::test_a_file_without_annotations_is_run_on_but_not_trained_on',),
     ),
@@ -565,7 +565,7 @@ MUTATIONS = [
     Mutation(
         'r50_backbone_left_random_by_a_foreign_file',
         'pit_det/models/deformable_detr.py',
-        '            require_pretrained_loaded(self.backbone)\n',
+        '            require_pretrained_loaded(backbone)\n',
         '            pass\n',
         ('tests/test_shipped_configs.py::test_r50_refuses_a_file_whose_weights_it_would_not_load',),
     ),
@@ -577,6 +577,13 @@ MUTATIONS = [
         ('tests/test_reliability.py::test_checker_takes_an_exif_rotated_image_at_the_size_it_loads',),
     ),
     Mutation(
+        'pretrained_check_compares_across_devices',
+        'pit_det/checkpoint/pretrained.py',
+        'torch.equal(state[k].to(v.dtype), v.cpu())',
+        'torch.equal(state[k].to(v.dtype), v)',
+        ('tests/test_cuda_branch.py::test_the_pretrained_check_reads_a_backbone_already_on_the_gpu',),
+    ),
+    Mutation(
         'annotation_without_area_accepted',
         'pit_det/datasets/check.py',
         "if 'area' not in ann:",
@@ -586,16 +593,23 @@ MUTATIONS = [
     Mutation(
         'annotation_id_0_accepted',
         'pit_det/datasets/check.py',
-        "if ann.get('id') == 0 and",
+        "if isinstance(ann, dict) and ann.get('id') == 0 and",
         'if False and',
-        ('tests/test_annotation_files.py::test_malformed_entries_are_named_by_checker_and_dataset[annotation_id_0]',),
+        ('tests/test_annotation_files.py::test_what_only_coco_evaluation_trips_over_is_refused_for_evaluation_only',),
     ),
     Mutation(
         'json_with_a_byte_order_mark_accepted',
         'pit_det/datasets/check.py',
-        'if data.startswith(codecs.BOM_UTF8):',
+        'if f.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:',
         'if False:',
-        ('tests/test_annotation_files.py::test_unparsable_json_is_named',),
+        ('tests/test_annotation_files.py::test_what_only_coco_evaluation_trips_over_is_refused_for_evaluation_only',),
+    ),
+    Mutation(
+        'training_refuses_what_only_evaluation_trips_over',
+        'pit_det/datasets/coco.py',
+        'ValidatedCOCO(annotation_file, for_evaluation=self.test_mode)',
+        'ValidatedCOCO(annotation_file, for_evaluation=True)',
+        ('tests/test_annotation_files.py::test_what_only_coco_evaluation_trips_over_is_refused_for_evaluation_only',),
     ),
     Mutation(
         'zero_area_reported_as_degenerate',

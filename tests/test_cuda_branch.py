@@ -279,6 +279,35 @@ def test_a_gpu_process_builds_no_cpu_kernel_until_a_cpu_forward(gpu_branch, monk
     assert builds == [1]
 
 
+class OnGpu(torch.Tensor):
+    """A tensor that, like a CUDA one, cannot be compared with a host tensor until copied to the host."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.equal:
+            raise RuntimeError('Expected all tensors to be on the same device, but found at least two devices')
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+    def cpu(self) -> torch.Tensor:
+        return self.as_subclass(torch.Tensor)
+
+
+def test_the_pretrained_check_reads_a_backbone_already_on_the_gpu(tmp_path, monkeypatch):
+    """mmengine's Runner moves the model to the GPU before it initialises the weights: the R50
+    check after the Pretrained init compares the file's tensors with the backbone's on the host."""
+    from pit_det.checkpoint import CheckpointError, require_pretrained_loaded
+
+    module = torch.nn.Linear(3, 2)
+    torch.save(module.state_dict(), tmp_path / 'w.pth')
+    module.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'w.pth'))
+    own = {k: v.detach().clone().as_subclass(OnGpu) for k, v in module.state_dict().items()}
+    monkeypatch.setattr(module, 'state_dict', lambda: own)
+    require_pretrained_loaded(module)
+    own['bias'] = (own['bias'].cpu() + 1).as_subclass(OnGpu)  # a tensor the file did not give
+    with pytest.raises(CheckpointError, match=r'w\.pth: 1 of 2 backbone tensors did not load'):
+        require_pretrained_loaded(module)
+
+
 class OnSecondGpu(CudaLooking):
     """A CUDA-looking tensor on cuda:1."""
 

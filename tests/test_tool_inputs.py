@@ -239,8 +239,12 @@ def test_the_demo_draws_every_readable_image_and_names_the_others(tmp_path, monk
 
 
 def test_an_opset_newer_than_the_exporter_writes_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    from torch.onnx._constants import ONNX_MAX_OPSET
+
     from pit_det.export.to_onnx import max_opset
     from pit_det.models import build_detector
+
+    assert 18 <= max_opset() <= ONNX_MAX_OPSET  # the default, up to what torch's exporter writes
 
     checkpoint = tmp_path / 'toy.pth'
     torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)

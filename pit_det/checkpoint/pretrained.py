@@ -57,8 +57,9 @@ def load_pretrained(
 
 
 def require_pretrained_loaded(module: nn.Module) -> None:
-    """After mmengine's ``Pretrained`` init of a local file (mmdet's ResNet in the R50 config): every
-    tensor of ``module`` equals the file's. mmengine 0.10.7's ``PretrainedInit`` loads what fits and
+    """After mmengine's ``Pretrained`` init of a local file (mmdet's ResNet in the R50 config, without
+    DCN or plugins, whose extra layers mmdet leaves initialised): every tensor of ``module`` equals
+    the file's. mmengine 0.10.7's ``PretrainedInit`` loads what fits and
     only logs the rest, so another model's file (a PiT file, a detector checkpoint without
     ``prefix='backbone.'``) left the backbone random. pit-det's own backbones load strictly
     (:func:`load_pretrained`); a URL is mmengine's download and not checked here. Old torchvision
@@ -71,7 +72,7 @@ def require_pretrained_loaded(module: nn.Module) -> None:
     cfg = getattr(module, 'init_cfg', None)
     if not isinstance(cfg, dict) or cfg.get('type') != 'Pretrained' or '://' in str(cfg.get('checkpoint')):
         return
-    path = cfg['checkpoint']
+    path = str(Path(cfg['checkpoint']).expanduser())  # as mmengine's loader reads it
     state = read_state_dict(path)
     prefix = cfg.get('prefix')
     if prefix:
@@ -82,7 +83,8 @@ def require_pretrained_loaded(module: nn.Module) -> None:
         k
         for k, v in own.items()
         if not k.endswith('num_batches_tracked')
-        and not (k in state and state[k].shape == v.shape and torch.equal(state[k].to(v.dtype), v))
+        # On the host: the Runner has moved the model to its GPU before it initialises the weights.
+        and not (k in state and state[k].shape == v.shape and torch.equal(state[k].to(v.dtype), v.cpu()))
     ]
     if unloaded:
         hint = ''

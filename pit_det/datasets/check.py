@@ -29,7 +29,6 @@ ERRORS = {
     'size_mismatch': 'image size differs from the json',
     'degenerate_box': 'box with zero or negative width or height',
     'zero_area': 'annotation with area 0 or less (mmdet drops it; for a box alone, area is w * h)',
-    'zero_annotation_id': 'annotation id 0 (COCO evaluation takes a match to it for none: AP falls)',
     'box_outside_image': 'box extends outside the image',
     'unknown_category': 'annotation with a category id not in categories',
     'unknown_image': 'annotation of an image id not in images',
@@ -44,6 +43,8 @@ WARNINGS = {
     'palette_image': 'palette image (converted to RGB when loaded)',
     'small_image': 'image smaller than one backbone patch (padded when loaded)',
     'no_annotations': 'no annotations: images to run on (a test-dev file), nothing to train on or score',
+    'zero_annotation_id': 'annotation id 0 (evaluation refuses it: pycocotools takes a match to it for none)',
+    'byte_order_mark': 'UTF-8 byte-order mark (evaluation refuses it: pycocotools cannot read it)',
     'rotated_image': "EXIF-rotated image (loaded rotated: the json's size and boxes must be the rotated image's)",
 }
 
@@ -86,7 +87,7 @@ def entry_problems(field: str, index: int, entry) -> List[Tuple[str, str]]:
                     )
                 )
     if field == 'annotations':
-        problems += _area_and_id_problems(where, entry)
+        problems += _area_problems(where, entry)
     bbox = entry.get('bbox') if field == 'annotations' else None
     if isinstance(bbox, list):
         if len(bbox) != 4:
@@ -98,11 +99,9 @@ def entry_problems(field: str, index: int, entry) -> List[Tuple[str, str]]:
     return problems
 
 
-def _area_and_id_problems(where: str, ann: dict) -> List[Tuple[str, str]]:
+def _area_problems(where: str, ann: dict) -> List[Tuple[str, str]]:
     """What mmdet and pycocotools read of an annotation beyond :data:`SCHEMA`: ``area`` (mmdet's
-    dataset reads it, and drops boxes with area 0 or less; COCO evaluation's size ranges use it),
-    and an id other than 0 (pycocotools records a match by the matched annotation's id, so a match
-    to id 0 counts as none)."""
+    dataset reads it, and drops boxes with area 0 or less; COCO evaluation's size ranges use it)."""
     problems = []
     area = ann.get('area')
     if 'area' not in ann:
@@ -111,8 +110,21 @@ def _area_and_id_problems(where: str, ann: dict) -> List[Tuple[str, str]]:
         problems.append(
             ('wrong_type', f"{where}: field 'area' must be a finite number, got {_type_name(area)} {area!r:.60}")
         )
-    if ann.get('id') == 0 and not isinstance(ann.get('id'), bool):
-        problems.append(('zero_annotation_id', f'{where}: annotation id 0; number annotations from 1'))
+    return problems
+
+
+def evaluation_problems(path: Union[str, Path], coco: dict) -> List[Tuple[str, str]]:
+    """What breaks COCO evaluation (pycocotools) of a file that trains well: a UTF-8 byte-order mark
+    (Python's json takes it, pycocotools' reader stops at it), and annotation id 0 (pycocotools
+    records a match by the matched annotation's id, so a match to id 0 counts as none and AP falls
+    without a word). ``[(kind, example)]``."""
+    problems = []
+    with open(path, 'rb') as f:
+        if f.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
+            problems.append(('byte_order_mark', f'{path}: starts with a UTF-8 byte-order mark; save it without'))
+    for i, ann in enumerate(coco.get('annotations', [])):
+        if isinstance(ann, dict) and ann.get('id') == 0 and not isinstance(ann.get('id'), bool):
+            problems.append(('zero_annotation_id', f'annotations[{i}] (id 0): number annotations from 1'))
     return problems
 
 
@@ -230,6 +242,8 @@ def check_coco(
         report.add('no_images', f"{ann_file}: 'images' is empty")
     if not coco['annotations']:
         report.add('no_annotations', f'{ann_file}: no annotations')
+    for kind, example in evaluation_problems(ann_file, coco):
+        report.add(kind, example)
     valid, malformed_ids = _check_entries(coco, report)
     _check_references_and_boxes(valid, malformed_ids, report)
     _check_image_files(valid['images'], img_dir, min_size, workers, progress, report)
@@ -320,13 +334,7 @@ def read_coco_json(path: Union[str, Path]):
     """
     try:
         with open(path, 'rb') as f:
-            data = f.read()
-        if data.startswith(codecs.BOM_UTF8):  # Python's json takes it; pycocotools' evaluation does not
-            raise DatasetError(
-                f'{path}: starts with a UTF-8 byte-order mark, which COCO evaluation (pycocotools) cannot '
-                'read; save the file as UTF-8 without it'
-            )
-        return json.loads(data)
+            return json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DatasetError(f'{path}: not a readable json file ({err})') from err
 

@@ -9,7 +9,7 @@ from mmdet.registry import DATASETS
 from mmengine.logging import print_log
 
 from ..errors import DatasetError
-from .check import SCHEMA, duplicate_ids, entry_problems, read_coco_json, top_level_problem
+from .check import SCHEMA, duplicate_ids, entry_problems, evaluation_problems, read_coco_json, top_level_problem
 from .sampler import SeededIndex, seeded_generators
 
 
@@ -19,7 +19,7 @@ class ValidatedCOCO(COCO):
     :class:`DatasetError` naming the file, entries and fields, instead of a ``KeyError`` or
     ``TypeError`` deep in pycocotools, or a NaN box that reaches the loss."""
 
-    def __init__(self, annotation_file=None) -> None:
+    def __init__(self, annotation_file=None, for_evaluation: bool = False) -> None:
         super().__init__(None)
         if annotation_file is None:
             return
@@ -28,6 +28,13 @@ class ValidatedCOCO(COCO):
         if problem:
             raise DatasetError(f'{annotation_file}: {problem}')
         self.dataset.setdefault('annotations', [])  # a test-dev file
+        if for_evaluation:  # what only COCO evaluation trips over (training reads these files well)
+            problems = evaluation_problems(annotation_file, self.dataset)
+            if problems:
+                raise DatasetError(
+                    f'{annotation_file}: COCO evaluation (pycocotools) would fail or score it wrong: '
+                    + '; '.join(example for _, example in problems[:3])
+                )
         problems = [
             p for field in SCHEMA for i, e in enumerate(self.dataset[field]) for p in entry_problems(field, i, e)
         ]
@@ -66,7 +73,12 @@ class CheckedCocoDataset(CocoDataset):
       error before training starts: it names both lists of class names and the fix (mmdet would
       train on no boxes and crash in evaluation, mmdet issue #10208). Training on a deliberate
       subset of the json's classes stays possible. A split whose boxes are all unusable for other
-      reasons is an error too.
+      reasons is an error too, and so is a training split with no boxes at all (mmdet trained on
+      it with ``loss_bbox`` 0), unless ``negatives_only=True`` says it holds background images
+      on purpose (a ConcatDataset part).
+    * An evaluation split (``test_mode``) whose file COCO evaluation would fail on or score wrong
+      is an error before inference: a UTF-8 byte-order mark, annotation id 0
+      (:func:`~pit_det.datasets.check.evaluation_problems`). Training reads such files well.
     * Every config class name must be a json category, in the json's order: mmdet numbers the
       classes by the json's order of the names it finds (``cat_ids``), so a name the json lacks
       shifts the labels after it (and a prediction of the last class ends COCO evaluation in an
@@ -75,6 +87,11 @@ class CheckedCocoDataset(CocoDataset):
     """
 
     accepts_seeded_indices = True  # see SeededSampler
+
+    def __init__(self, *args, negatives_only: bool = False, **kwargs) -> None:
+        self.negatives_only = negatives_only  # set before mmdet's __init__ loads the data list
+        super().__init__(*args, **kwargs)
+
     # A split that would lose this share of its boxes to categories outside a config whose class
     # names are not all in the json stops before training (mmdet#10208 with one name in common).
     FOREIGN_CLASS_LIMIT = 0.9
@@ -90,7 +107,7 @@ class CheckedCocoDataset(CocoDataset):
     def COCOAPI(self, annotation_file: str) -> ValidatedCOCO:  # noqa: N802  mmdet calls self.COCOAPI(path)
         """mmdet reads the annotations through this and deletes the api once loaded; the json's
         category names are kept for the class-name check."""
-        coco = ValidatedCOCO(annotation_file)
+        coco = ValidatedCOCO(annotation_file, for_evaluation=self.test_mode)
         self._json_classes = [c['name'] for c in coco.dataset['categories']]
         return coco
 
@@ -101,8 +118,11 @@ class CheckedCocoDataset(CocoDataset):
         if not self.cat_ids or self._mostly_foreign_classes():
             raise DatasetError(self._class_mismatch_message(list(self.metainfo['classes']), self._json_classes))
         self._check_class_order()
-        if not self._num_boxes and not self.test_mode:  # mmdet trains on negatives only, loss_bbox 0
-            raise DatasetError(f'{self.ann_file}: no boxes: nothing to train on')
+        if not self._num_boxes and not self.test_mode and not self.negatives_only:
+            raise DatasetError(  # mmdet trained on it with loss_bbox 0
+                f'{self.ann_file}: no boxes: nothing to train on (background images to add to a '
+                'ConcatDataset: negatives_only=True)'
+            )
         if self._num_boxes and len(self._dropped) == self._num_boxes:
             raise DatasetError(
                 f'{self.ann_file}: all {self._num_boxes} boxes are unusable, e.g. '

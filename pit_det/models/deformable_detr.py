@@ -6,13 +6,13 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from mmdet.models.backbones import ResNet
 from mmdet.models.detectors import DeformableDETR
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList, SampleList
 from torch import Tensor
 
 from ..checkpoint import require_pretrained_loaded
-from .base import TransformerBackbone
 from .msda import set_msda_impl
 
 
@@ -63,10 +63,12 @@ class PitDeformableDETR(DeformableDETR):
     def init_weights(self) -> None:
         """mmdet's, then a check that a backbone that mmengine's ``Pretrained`` init loaded (mmdet's
         ResNet) holds every tensor of its file (:func:`pit_det.checkpoint.require_pretrained_loaded`);
-        pit-det's backbones load their files strictly, through their ``checkpoint_filter``."""
+        pit-det's backbones load their files strictly, through their ``checkpoint_filter``; other
+        mmdet backbones (Swin, PVT) convert their files' keys themselves, and are not checked."""
         super().init_weights()
-        if not isinstance(self.backbone, TransformerBackbone):
-            require_pretrained_loaded(self.backbone)
+        backbone = self.backbone
+        if isinstance(backbone, ResNet) and not backbone.dcn and not backbone.plugins:
+            require_pretrained_loaded(backbone)
 
     def pre_transformer(self, mlvl_feats: Tuple[Tensor], batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
         """Follows mmdet 3.3.0 ``DeformableDETR.pre_transformer`` (padding masks, position and level
