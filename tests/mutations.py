@@ -584,6 +584,13 @@ MUTATIONS = [
         ('tests/test_cuda_branch.py::test_the_pretrained_check_reads_a_backbone_already_on_the_gpu',),
     ),
     Mutation(
+        'string_image_ids_refused',
+        'pit_det/datasets/check.py',
+        'IMAGE_ID = (int, str)',
+        'IMAGE_ID = int',
+        ('tests/test_tool_inputs.py::test_string_image_ids_evaluate_as_their_numbers_do',),
+    ),
+    Mutation(
         'annotation_without_area_accepted',
         'pit_det/datasets/check.py',
         "if 'area' not in ann:",

@@ -77,10 +77,10 @@ ENTRY_CASES = [
         '',
     ),
     (
-        'string_image_id',
-        lambda c: c['images'][0].__setitem__('id', '1'),
+        'fractional_image_id',  # string ids are valid (test_tool_inputs.py evaluates them)
+        lambda c: c['images'][0].__setitem__('id', 1.5),
         'wrong_type',
-        "images[0] (id '1'): field 'id' must be int, got str",
+        "images[0] (id 1.5): field 'id' must be int or str, got float",
         '',
     ),
     (

@@ -197,6 +197,34 @@ def test_a_strip_is_drawn_and_a_pipeline_that_cannot_take_it_is_named(tmp_path, 
     assert "use pit-det's SafeResize" in err
 
 
+def test_string_image_ids_evaluate_as_their_numbers_do(tmp_path, monkeypatch, capsys):
+    """Some exporters write image ids as strings; pycocotools and mmdet take them. The same set
+    with its ids as strings gives the same metrics as with numbers."""
+    from pit_det.datasets.toy import make_split
+    from pit_det.models import build_detector
+
+    checkpoint = tmp_path / 'toy.pth'
+    torch.manual_seed(0)
+    torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
+    metrics = {}
+    for kind in ('int', 'str'):
+        root = tmp_path / kind
+        coco = make_split(root, 'val', 3, seed=4)
+        if kind == 'str':
+            for img in coco['images']:
+                img['id'] = f'img-{img["id"]}'
+            for ann in coco['annotations']:
+                ann['image_id'] = f'img-{ann["image_id"]}'
+        (root / 'annotations' / 'instances_val2017.json').write_text(json.dumps(coco))
+        argv = [TOY, checkpoint, '--data-root', root, '--work-dir', root / 'work']
+        code, err = run('tools/test.py', argv, monkeypatch, capsys)
+        assert code == 0, err[-2000:]
+        metrics[kind] = json.loads((root / 'work' / 'metrics.json').read_text())
+        detections = json.loads((root / 'work' / 'detections.bbox.json').read_text())
+        assert {d['image_id'] for d in detections} == {img['id'] for img in coco['images']}
+    assert metrics['str'] == metrics['int'] and metrics['int']['coco/bbox_mAP'] >= 0
+
+
 def test_scoring_a_file_without_boxes_is_an_error_naming_format_only(tmp_path, monkeypatch, capsys):
     """pycocotools gives AP -1 where no ground-truth box matches; tools/test.py wrote those and exited 0."""
     from pit_det.datasets.toy import make_split

@@ -49,12 +49,19 @@ WARNINGS = {
 }
 
 
+# Image ids may be strings, as some exporters write them: pycocotools and mmdet index and evaluate
+# them as they do numbers.
+IMAGE_ID = (int, str)
 # Fields each entry needs, and their JSON types (bool is excluded from int where it matters).
 SCHEMA = {
-    'images': {'id': int, 'file_name': str, 'width': int, 'height': int},
-    'annotations': {'id': int, 'image_id': int, 'category_id': int, 'bbox': list},
+    'images': {'id': IMAGE_ID, 'file_name': str, 'width': int, 'height': int},
+    'annotations': {'id': int, 'image_id': IMAGE_ID, 'category_id': int, 'bbox': list},
     'categories': {'id': int, 'name': str},
 }
+
+
+def _kind_name(kind) -> str:
+    return ' or '.join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
 
 
 def _type_name(value) -> str:
@@ -64,7 +71,7 @@ def _type_name(value) -> str:
 def entry_problems(field: str, index: int, entry) -> List[Tuple[str, str]]:
     """Schema problems of ``coco[field][index]``: ``[(kind, 'field[index] (id X): ...')]``.
 
-    Covers missing required fields, wrong types (an id given as a string, a bbox that is not a
+    Covers missing required fields, wrong types (a category id given as a string, a bbox that is not a
     list of four), bbox values that are not numbers, and bbox values that are NaN or infinite
     (Python's json reads the non-standard ``NaN`` / ``Infinity``).
     """
@@ -83,7 +90,7 @@ def entry_problems(field: str, index: int, entry) -> List[Tuple[str, str]]:
                 problems.append(
                     (
                         'wrong_type',
-                        f'{where}: field {name!r} must be {kind.__name__}, got {_type_name(value)} {value!r:.60}',
+                        f'{where}: field {name!r} must be {_kind_name(kind)}, got {_type_name(value)} {value!r:.60}',
                     )
                 )
     if field == 'annotations':
@@ -267,7 +274,7 @@ def _check_entries(coco: dict, report: Report) -> Tuple[dict, dict]:
                 report.add(kind, example)
             if not problems:
                 valid[field].append(entry)
-            elif isinstance(entry, dict) and isinstance(entry.get('id'), int):
+            elif isinstance(entry, dict) and isinstance(entry.get('id'), IMAGE_ID):
                 malformed_ids[field].add(entry['id'])
     for field, kind in (
         ('images', 'duplicate_image_id'),
