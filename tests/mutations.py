@@ -514,10 +514,10 @@ MUTATIONS = [
         ('tests/test_checkpoint_reading.py::test_weights_under_model_reach_mmengine_and_training_arguments_are_data',),
     ),
     Mutation(
-        'demo_names_classes_as_coco_without_meta',
-        'tools/demo.py',
-        'classes = classes_of(model.cfg, args.checkpoint)  # as the export names them',
-        "classes = model.dataset_meta['classes']",
+        'detector_names_classes_as_coco_without_meta',
+        'pit_det/models/build.py',
+        "classes = (test_set.get('metainfo') or {}).get('classes')",
+        'classes = None',
         ('tests/test_tool_inputs.py::test_a_strip_is_drawn_and_a_pipeline_that_cannot_take_it_is_named',),
     ),
     Mutation(

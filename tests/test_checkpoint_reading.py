@@ -15,6 +15,8 @@ from mmengine.runner import CheckpointLoader
 import pit_det.integration  # noqa: F401  installs the safe loader in mmengine, as the configs do
 from pit_det.checkpoint import CheckpointError, find_resumable_checkpoint, safe_torch_load
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def mmengine_checkpoint(path: Path) -> None:
     """What mmengine's CheckpointHook saves: weights plus a pickled message hub, meta and schedulers."""
@@ -198,3 +200,28 @@ def test_weights_under_model_reach_mmengine_and_training_arguments_are_data(tmp_
     for key, value in weights.items():
         assert torch.equal(model.state_dict()[key], value), key
     assert read_state_dict(path).keys() == weights.keys()
+
+
+def test_a_detector_names_the_classes_of_its_checkpoint_else_of_its_config_else_cocos(tmp_path):
+    """``build_detector`` reads a checkpoint once, weights and meta together, and names classes as
+    the demo, the export and the sampling tool show them. mmdet 3.3.0's ``init_detector`` went from
+    the checkpoint's meta straight to COCO's names: a toy detector without meta drew COCO's."""
+    from mmdet.datasets import CocoDataset
+
+    from pit_det.models import build_detector
+
+    toy = ROOT / 'configs/toy/deformable_detr_pit_s_toy.py'
+    model = build_detector(str(toy))
+    config_classes = ['rectangle', 'ellipse', 'triangle']
+    assert model.dataset_meta['classes'] == config_classes and model.cfg.filename == str(toy)
+    path = tmp_path / 'toy.pth'
+    for meta, classes in (
+        ({'dataset_meta': {'CLASSES': ('x', 'y', 'z')}}, ['x', 'y', 'z']),  # mmdet lowercases the keys
+        ({'epoch': 3}, config_classes),
+    ):
+        torch.save({'state_dict': model.state_dict(), 'meta': meta}, path)
+        assert build_detector(str(toy), str(path)).dataset_meta['classes'] == classes
+    no_names = {'test_dataloader.dataset.metainfo': None}
+    assert build_detector(str(toy), str(path), cfg_options=no_names).dataset_meta['classes'] == list(
+        CocoDataset.METAINFO['classes']
+    )

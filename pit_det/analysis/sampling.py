@@ -30,7 +30,6 @@ from mmengine.registry import init_default_scope
 from torch import Tensor, nn
 
 from ..config import load_config
-from ..export import classes_of
 from ..export.wrappers import DetectorCore
 from ..models import build_detector, record_sampling
 from .table5 import detector_key
@@ -158,7 +157,7 @@ class RecordedDetector:
         self.name = detector_key(config) or Path(config).stem
         self.model = build_detector(cfg, checkpoint).eval()
         self.pipeline = Compose(get_test_pipeline_cfg(cfg))
-        self.classes = classes_of(cfg, checkpoint)
+        self.classes = self.model.dataset_meta['classes']
 
     def run(self, path: Path) -> Tuple[torch.Tensor, torch.Tensor, List[dict], Tuple[int, int], np.ndarray]:
         """(logits, boxes, records, input (H, W), scale (w, h)) of one image through the test pipeline."""

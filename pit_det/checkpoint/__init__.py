@@ -9,7 +9,7 @@ atomic writer its local file backend; importing this package does not.
 from ..errors import CheckpointError
 from .compare import StateDictMismatch, require_fit, state_dict_mismatch
 from .pretrained import load_pretrained, require_pretrained_loaded, strip_prefix
-from .reading import SAFE_GLOBALS, StateDict, load_checkpoint_file, read_state_dict, safe_torch_load
+from .reading import SAFE_GLOBALS, StateDict, load_checkpoint_file, read_checkpoint, read_state_dict, safe_torch_load
 from .resume import find_resumable_checkpoint, resumable_meta
 from .writing import AtomicLocalBackend
 
@@ -22,6 +22,7 @@ __all__ = [
     'find_resumable_checkpoint',
     'load_checkpoint_file',
     'load_pretrained',
+    'read_checkpoint',
     'read_state_dict',
     'require_fit',
     'require_pretrained_loaded',

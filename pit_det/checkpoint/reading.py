@@ -17,7 +17,7 @@ import collections
 import pickle
 import re
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -158,6 +158,24 @@ def _rebuild_history_buffers(obj, path, depth: int = 0):
     return obj
 
 
+# Where trainers keep the weights in a checkpoint dict, in the order they are looked for:
+# mmengine and Lightning (``state_dict``), DeiT, PiT and DETR (``model``), a saved DDP (``module``).
+WEIGHT_KEYS = ('state_dict', 'model', 'module')
+
+
+def _weights_in(checkpoint):
+    """The value under the first of :data:`WEIGHT_KEYS` that holds a dict, else ``checkpoint``."""
+    if isinstance(checkpoint, dict):
+        for key in WEIGHT_KEYS:
+            if isinstance(checkpoint.get(key), dict):
+                return checkpoint[key]
+    return checkpoint
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
 def load_checkpoint_file(filename: str, map_location=None) -> dict:
     """mmengine's loader for local files (``CheckpointLoader``, prefix ''), made safe: used for
     ``load_from``, ``--resume``, ``init_cfg`` and mmdet's ``init_detector`` alike.
@@ -167,20 +185,19 @@ def load_checkpoint_file(filename: str, map_location=None) -> dict:
     looks; else it takes the whole dict as the weights, loads nothing of the model (one unexpected
     key) and leaves it random, saying so only in a log line."""
     checkpoint = safe_torch_load(str(Path(filename).expanduser()), map_location=map_location)
-    if isinstance(checkpoint, dict) and 'state_dict' not in checkpoint:
-        for wrapper in ('model', 'module'):
-            weights = checkpoint.get(wrapper)
-            if isinstance(weights, dict) and weights and all(isinstance(v, torch.Tensor) for v in weights.values()):
-                return dict(checkpoint, state_dict=weights)
+    weights = _weights_in(checkpoint)
+    if weights is not checkpoint and 'state_dict' not in checkpoint and weights and _is_state_dict(weights):
+        return dict(checkpoint, state_dict=weights)
     return checkpoint
 
 
-def read_state_dict(path: Union[str, Path]) -> StateDict:
-    """Read a weight file (``.pth``/``.pt``/``.bin`` pickle or ``.safetensors``) safely.
+def read_checkpoint(path: Union[str, Path]) -> Tuple[StateDict, dict]:
+    """Read a weight file (``.pth``/``.pt``/``.bin`` pickle or ``.safetensors``) safely, once.
 
-    Wrappers used by common trainers are removed: ``{'model': ...}`` (DeiT, PiT),
-    ``{'state_dict': ...}`` (mmengine, Lightning) and ``{'module': ...}``, and the
-    ``module.`` prefix left by DistributedDataParallel.
+    Returns:
+        The weights, without the wrappers of :data:`WEIGHT_KEYS` and without the ``module.``
+        prefix left by DistributedDataParallel; and the checkpoint's ``meta`` dict (mmengine's:
+        ``dataset_meta``, ``epoch``...), ``{}`` where it has none (a safetensors file never has).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -199,10 +216,16 @@ def read_state_dict(path: Union[str, Path]) -> StateDict:
             raise CheckpointError(f'{path}: not a readable safetensors file ({err})') from None
     else:
         obj = safe_torch_load(path, map_location='cpu')
-    for wrapper in ('state_dict', 'model', 'module'):
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f'{path}: expected a dict of tensors, got {type(obj).__name__}')
-    return {k[len('module.') :] if k.startswith('module.') else k: v for k, v in obj.items()}
+    weights = _weights_in(obj)
+    if not _is_state_dict(weights):
+        raise CheckpointError(f'{path}: expected a dict of tensors, got {type(weights).__name__}')
+    meta = obj.get('meta') if weights is not obj else None
+    return (
+        {k[len('module.') :] if k.startswith('module.') else k: v for k, v in weights.items()},
+        meta if isinstance(meta, dict) else {},
+    )
+
+
+def read_state_dict(path: Union[str, Path]) -> StateDict:
+    """The weights of a weight file, as :func:`read_checkpoint` reads them."""
+    return read_checkpoint(path)[0]

@@ -14,7 +14,7 @@ factor gives original-image boxes, which is all mmdet's ``rescale=True`` does.
 """
 
 from ..models.build import build_detector
-from .detector import classes_of, preprocessing_of
+from .detector import preprocessing_of
 from .program import MIN_TORCH, dynamic_image_shapes, export_program, min_dynamic_size, require_torch_for_export
 from .to_onnx import GRAPHS, export_onnx
 from .wrappers import DetectorCore, DetectorWithPostprocess, exportable
@@ -25,7 +25,6 @@ __all__ = [
     'DetectorCore',
     'DetectorWithPostprocess',
     'build_detector',
-    'classes_of',
     'dynamic_image_shapes',
     'export_onnx',
     'export_program',

@@ -5,32 +5,29 @@ from typing import Dict
 
 from mmengine.config import Config
 
-from ..checkpoint import safe_torch_load
 from ..errors import PitDetError
 
 
-def classes_of(cfg: Config, checkpoint: str) -> list:
-    """Class names: the checkpoint's ``meta.dataset_meta``, else the config's test set, else COCO's
-    (mmdet's ``init_detector`` goes from the checkpoint to COCO's, and named a toy detector's classes
-    as COCO's where the file had no meta). A ``.safetensors`` file holds weights only."""
-    meta = {} if str(checkpoint).endswith('.safetensors') else safe_torch_load(checkpoint, map_location='cpu')
-    meta = meta.get('meta', {}) if isinstance(meta, dict) else {}
-    classes = (meta.get('dataset_meta') or {}).get('classes')
-    if classes is None:
-        classes = (cfg.test_dataloader.dataset.get('metainfo') or {}).get('classes')
-    if classes is None:
-        from mmdet.datasets import CocoDataset
+def _is_scale_resize(transform: dict) -> bool:
+    """mmdet's ``Resize`` or a subclass of it (pit-det's ``SafeResize``) that resizes to a
+    ``scale``: found by class, so a user's own subclass counts too."""
+    from mmdet.datasets.transforms import Resize
+    from mmdet.registry import TRANSFORMS
 
-        classes = CocoDataset.METAINFO['classes']
-    return list(classes)
+    cls = transform['type']
+    cls = TRANSFORMS.get(cls) if isinstance(cls, str) else cls  # mmdet's registry, then its parents
+    return isinstance(cls, type) and issubclass(cls, Resize) and 'scale' in transform
 
 
 def preprocessing_of(cfg: Config) -> Dict[str, object]:
     """What runs before the exported graph, read from the config: the test pipeline's resize and
     the data preprocessor's normalisation (see :mod:`pit_det_deploy.preprocess`)."""
-    resize = next((t for t in cfg.test_pipeline if t['type'] in ('Resize', 'SafeResize')), None)
+    resize = next((t for t in cfg.test_pipeline if _is_scale_resize(t)), None)
     if resize is None or not resize.get('keep_ratio', False):
-        raise PitDetError(f'{cfg.filename}: export needs a test pipeline with Resize or SafeResize (keep_ratio=True)')
+        raise PitDetError(
+            f'{cfg.filename}: export needs a test pipeline with a keep-ratio resize to a scale '
+            "(mmdet's Resize or a subclass such as SafeResize, keep_ratio=True)"
+        )
     pre = cfg.model.data_preprocessor
     return dict(
         resize_scale=list(resize['scale']),

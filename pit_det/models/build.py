@@ -11,14 +11,15 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 from torch import nn
 
-from ..checkpoint import read_state_dict, require_fit
+from ..checkpoint import read_checkpoint, require_fit
 from ..config import read_config
 
 
 def build_detector(
     config: Union[str, Config], checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None, seed: int = 0
 ) -> nn.Module:
-    """The config's detector, in eval mode.
+    """The config's detector, in eval mode, with ``cfg`` and ``dataset_meta`` set as mmdet's
+    ``init_detector`` sets them (``inference_detector`` takes it).
 
     Args:
         config: config file or ``Config``.
@@ -52,8 +53,30 @@ def build_detector(
             model.init_weights()
         finally:
             logger.setLevel(level)
-        return model.eval()
-    state = read_state_dict(checkpoint)
-    require_fit(model.state_dict(), state, checkpoint, cfg.filename)
-    model.load_state_dict(state)
+        meta = {}
+    else:
+        state, meta = read_checkpoint(checkpoint)  # the file is read once, weights and meta together
+        require_fit(model.state_dict(), state, checkpoint, cfg.filename)
+        model.load_state_dict(state)
+    model.cfg = cfg
+    model.dataset_meta = dataset_meta(cfg, meta)
     return model.eval()
+
+
+def dataset_meta(cfg: Config, checkpoint_meta: dict) -> dict:
+    """The classes a detector names: its checkpoint's ``meta['dataset_meta']`` (keys lowercased,
+    as mmdet 3.3.0's ``init_detector`` does), else the config's test set, else COCO's.
+
+    mmdet's ``init_detector`` goes from the checkpoint straight to COCO's names, which named a toy
+    detector's classes as COCO's where its file had no meta (a safetensors file never has)."""
+    meta = {k.lower(): v for k, v in (checkpoint_meta.get('dataset_meta') or {}).items()}
+    if meta.get('classes') is None:
+        test_set = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+        classes = (test_set.get('metainfo') or {}).get('classes')
+        if classes is None:
+            from mmdet.datasets import CocoDataset
+
+            classes = CocoDataset.METAINFO['classes']
+        meta['classes'] = classes
+    meta['classes'] = list(meta['classes'])
+    return meta

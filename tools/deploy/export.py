@@ -24,7 +24,7 @@ import torch
 
 from pit_det.config import ConfigOptions, load_config
 from pit_det.errors import PitDetError, run_tool
-from pit_det.export import GRAPHS, build_detector, classes_of, export_onnx, preprocessing_of
+from pit_det.export import GRAPHS, build_detector, export_onnx, preprocessing_of
 from pit_det.export.program import MAX_DYNAMIC_SIZE
 from pit_det_deploy.outputs import output_file
 
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
         opset=args.opset,
         min_size=args.min_size,
         msda=args.msda,
-        metadata=dict(preprocess=preprocess, classes=classes_of(cfg, args.checkpoint), config=args.config),
+        metadata=dict(preprocess=preprocess, classes=detector.dataset_meta['classes'], config=args.config),
     )
     size = (
         f'any {info["min_size"]}..{info["max_size"]} x {info["min_size"]}..{info["max_size"]}'
