@@ -192,19 +192,34 @@ def _build_train_dataset(path: Path, **options):
     )
 
 
-@pytest.mark.parametrize('defect', ['byte_order_mark', 'zero_annotation_id'])
+def _string_id_for_the_first_image(coco: dict) -> None:
+    first = coco['images'][0]['id']
+    coco['images'][0]['id'] = f'img-{first}'
+    for ann in coco['annotations']:
+        ann['image_id'] = f'img-{first}' if ann['image_id'] == first else ann['image_id']
+
+
+@pytest.mark.parametrize('defect', ['byte_order_mark', 'zero_annotation_id', 'mixed_image_ids'])
 def test_what_only_coco_evaluation_trips_over_is_refused_for_evaluation_only(tmp_path, defect):
     """pycocotools' reader stops at a UTF-8 byte-order mark (after a whole training epoch, at the first
-    validation), and counts a match to annotation id 0 as none (AP fell without a word). Training
-    reads both well: the checker warns, an evaluation split is refused before inference."""
-    path = _write_case(
-        tmp_path, lambda c: c['annotations'][0].__setitem__('id', 0) if defect == 'zero_annotation_id' else None
-    )
+    validation), counts a match to annotation id 0 as none (AP fell without a word), and COCOeval
+    sorts the image ids, which fails on numbers mixed with strings. Training reads all three well:
+    the checker warns, an evaluation split is refused before inference."""
+    breakers = {
+        'byte_order_mark': lambda c: None,
+        'zero_annotation_id': lambda c: c['annotations'][0].__setitem__('id', 0),
+        'mixed_image_ids': _string_id_for_the_first_image,
+    }
+    path = _write_case(tmp_path, breakers[defect])
     if defect == 'byte_order_mark':
         path.write_bytes(codecs.BOM_UTF8 + path.read_bytes())
     report, _ = check_coco(path, tmp_path / 'val2017')
     assert dict(report.counts) == {defect: 1} and report.num_errors == 0
-    example = {'byte_order_mark': 'starts with a UTF-8 byte-order mark', 'zero_annotation_id': 'annotations[0] (id 0)'}
+    example = {
+        'byte_order_mark': 'starts with a UTF-8 byte-order mark',
+        'zero_annotation_id': 'annotations[0] (id 0)',
+        'mixed_image_ids': "images: ids mix numbers (2...) and strings ('img-1'...)",
+    }
     with pytest.raises(
         DatasetError, match=re.escape(f'{path}: COCO evaluation (pycocotools) would fail or score it wrong: ')
     ) as err:

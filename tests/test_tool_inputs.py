@@ -142,6 +142,16 @@ def test_onnx_eval_refuses_to_write_over_its_inputs_and_names_a_broken_annotatio
     assert code == 1 and err.startswith(f'error: {ann}: no images or no annotations: nothing to score'), (
         err
     )  # not AP -1
+    mixed = dict(
+        images=[dict(id=1, file_name='a.png', width=8, height=8), dict(id='b', file_name='b.png', width=8, height=8)],
+        annotations=[dict(id=1, image_id='b', category_id=1, bbox=[1, 1, 4, 4], area=16, iscrowd=0)],
+        categories=[dict(id=1, name='a')],
+    )
+    ann.write_text(json.dumps(mixed))
+    code, err = run(tool, [model, '--ann', ann, '--img-dir', tmp_path / 'img'], monkeypatch, capsys)
+    assert (
+        code == 1 and err == f'error: {ann}: image ids mix numbers and strings; give every image the same kind of id\n'
+    )
 
 
 def test_an_empty_image_list_is_an_error_of_the_checker(tmp_path):

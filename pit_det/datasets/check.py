@@ -122,9 +122,10 @@ def _area_problems(where: str, ann: dict) -> List[Tuple[str, str]]:
 
 def evaluation_problems(path: Union[str, Path], coco: dict) -> List[Tuple[str, str]]:
     """What breaks COCO evaluation (pycocotools) of a file that trains well: a UTF-8 byte-order mark
-    (Python's json takes it, pycocotools' reader stops at it), and annotation id 0 (pycocotools
+    (Python's json takes it, pycocotools' reader stops at it), annotation id 0 (pycocotools
     records a match by the matched annotation's id, so a match to id 0 counts as none and AP falls
-    without a word). ``[(kind, example)]``."""
+    without a word), and image ids that mix numbers and strings (COCOeval sorts them, and Python
+    cannot order an int and a str). ``[(kind, example)]``."""
     problems = []
     with open(path, 'rb') as f:
         if f.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
@@ -132,6 +133,17 @@ def evaluation_problems(path: Union[str, Path], coco: dict) -> List[Tuple[str, s
     for i, ann in enumerate(coco.get('annotations', [])):
         if isinstance(ann, dict) and ann.get('id') == 0 and not isinstance(ann.get('id'), bool):
             problems.append(('zero_annotation_id', f'annotations[{i}] (id 0): number annotations from 1'))
+    ids = [img.get('id') for img in coco.get('images', []) if isinstance(img, dict)]
+    numbers = [i for i in ids if isinstance(i, (int, float)) and not isinstance(i, bool)]
+    strings = [i for i in ids if isinstance(i, str)]
+    if numbers and strings:
+        problems.append(
+            (
+                'mixed_image_ids',
+                f'images: ids mix numbers ({numbers[0]!r}...) and strings ({strings[0]!r}...); '
+                'give every image the same kind of id',
+            )
+        )
     return problems
 
 
