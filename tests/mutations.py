@@ -639,6 +639,52 @@ MUTATIONS = [
         'except ZeroDivisionError as err:',
         ('tests/test_tool_inputs.py::test_a_strip_is_drawn_and_a_pipeline_that_cannot_take_it_is_named',),
     ),
+    Mutation(
+        'weights_under_model_not_looked_for',
+        'pit_det/checkpoint/reading.py',
+        "WEIGHT_KEYS = ('state_dict', 'model', 'module')",
+        "WEIGHT_KEYS = ('state_dict', 'module')",
+        ('tests/test_checkpoint_reading.py::test_weights_under_model_reach_mmengine_and_training_arguments_are_data',),
+    ),
+    Mutation(
+        'detector_ignores_the_checkpoints_class_names',
+        'pit_det/models/build.py',
+        "meta = {k.lower(): v for k, v in (checkpoint_meta.get('dataset_meta') or {}).items()}",
+        'meta = {}',
+        (
+            'tests/test_checkpoint_reading.py::'
+            'test_a_detector_names_the_classes_of_its_checkpoint_else_of_its_config_else_cocos',
+        ),
+    ),
+    Mutation(
+        'export_finds_the_resize_by_name',
+        'pit_det/export/detector.py',
+        "return isinstance(cls, type) and issubclass(cls, Resize) and 'scale' in transform",
+        "return transform['type'] in ('Resize', 'SafeResize')",
+        (
+            'tests/test_export.py::'
+            'test_the_exported_preprocessing_is_the_test_pipelines_keep_ratio_resize_found_by_class',
+        ),
+    ),
+    Mutation(
+        'mixed_image_ids_evaluated',
+        'pit_det/datasets/check.py',
+        '    if numbers and strings:',
+        '    if False:',
+        (
+            'tests/test_annotation_files.py::'
+            'test_what_only_coco_evaluation_trips_over_is_refused_for_evaluation_only[mixed_image_ids]',
+        ),
+    ),
+    Mutation(
+        'onnx_eval_sorts_mixed_image_ids',
+        'pit_det_deploy/evaluate.py',
+        'if len({isinstance(image_id, str) for image_id in file_names}) > 1:',
+        'if False:',
+        (
+            'tests/test_tool_inputs.py::test_onnx_eval_refuses_to_write_over_its_inputs_and_names_a_broken_annotation_file',
+        ),
+    ),
 ]
 
 

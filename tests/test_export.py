@@ -104,3 +104,35 @@ def test_exports_name_the_torch_they_need(monkeypatch, tmp_path, version, static
         with pytest.raises(PitDetError, match=re.escape(f'export needs torch >= {need}')):
             export_program(None, torch.zeros(1, 3, 64, 64), dynamic=dynamic)
     assert not (tmp_path / 'm.onnx').exists()
+
+
+def test_the_exported_preprocessing_is_the_test_pipelines_keep_ratio_resize_found_by_class():
+    """The deployed preprocessing mirrors the test pipeline's resize, whatever its registered name:
+    mmdet's ``Resize``, pit-det's ``SafeResize``, or a user's subclass of either. A pipeline without
+    a keep-ratio resize to a scale is refused, naming the config."""
+    from mmdet.datasets.transforms import Resize
+    from mmdet.registry import TRANSFORMS
+
+    from pit_det.config import read_config
+    from pit_det.export import preprocessing_of
+
+    cfg = read_config(str(ROOT / 'configs/deformable_detr_pit_s.py'))
+    assert preprocessing_of(cfg)['resize_scale'] == [666, 400]  # SafeResize, half of COCO's 1333 x 800
+
+    class MyResize(Resize):
+        pass
+
+    TRANSFORMS.register_module(module=MyResize)
+    try:
+        for name in ('Resize', 'MyResize', 'mmdet.MyResize'):
+            cfg.test_pipeline[1] = dict(type=name, scale=(320, 200), keep_ratio=True)
+            assert preprocessing_of(cfg)['resize_scale'] == [320, 200], name
+        for resize in (
+            dict(type='RandomResize', scale=(320, 200), keep_ratio=True),  # not a fixed scale
+            dict(type='MyResize', scale=(320, 200), keep_ratio=False),
+        ):
+            cfg.test_pipeline[1] = resize
+            with pytest.raises(PitDetError, match=re.escape(f'{cfg.filename}: export needs a test pipeline with a')):
+                preprocessing_of(cfg)
+    finally:
+        TRANSFORMS._module_dict.pop('MyResize')
