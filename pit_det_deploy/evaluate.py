@@ -59,10 +59,16 @@ def evaluate_onnx(
     with malformed_annotations(ann_file), contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints
         coco = COCO(ann_file)
         by_name = {c['name']: c['id'] for c in coco.loadCats(coco.getCatIds())}
-        file_names = {image_id: coco.loadImgs(image_id)[0]['file_name'] for image_id in coco.getImgIds()}
-    if len({isinstance(image_id, str) for image_id in file_names}) > 1:  # COCOeval sorts them: int < str fails
-        raise DeployError(f'{ann_file}: image ids mix numbers and strings; give every image the same kind of id')
-    images = sorted(file_names.items())
+        # coco.imgs, not loadImgs: pycocotools' loadImgs takes a string id for a list of one-letter ids.
+        file_names = {image_id: coco.imgs[image_id]['file_name'] for image_id in coco.getImgIds()}
+    try:
+        images = sorted(file_names.items())
+    except TypeError:  # COCOeval sorts the ids too, and an int and a str have no order
+        kinds = ' and '.join(sorted({type(image_id).__name__ for image_id in file_names}))
+        raise DeployError(
+            f'{ann_file}: image ids mix {kinds}, which COCO evaluation cannot sort; '
+            'give every image the same kind of id'
+        ) from None
     if not images or not coco.getAnnIds():  # COCOeval would print AP -1
         raise DeployError(f'{ann_file}: no images or no annotations: nothing to score AP against')
     detector = OnnxDetector(model_path, threads=threads, runtime=runtime)  # its DeployErrors name the file

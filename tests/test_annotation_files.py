@@ -215,6 +215,7 @@ def test_what_only_coco_evaluation_trips_over_is_refused_for_evaluation_only(tmp
         path.write_bytes(codecs.BOM_UTF8 + path.read_bytes())
     report, _ = check_coco(path, tmp_path / 'val2017')
     assert dict(report.counts) == {defect: 1} and report.num_errors == 0
+    assert f'  warning {defect}: 1 (' in report.summary(6, 12)  # described, as the checker tool prints it
     example = {
         'byte_order_mark': 'starts with a UTF-8 byte-order mark',
         'zero_annotation_id': 'annotations[0] (id 0)',

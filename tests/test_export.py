@@ -129,6 +129,7 @@ def test_the_exported_preprocessing_is_the_test_pipelines_keep_ratio_resize_foun
             assert preprocessing_of(cfg)['resize_scale'] == [320, 200], name
         for resize in (
             dict(type='RandomResize', scale=(320, 200), keep_ratio=True),  # not a fixed scale
+            dict(type='Resize', scale_factor=0.5, keep_ratio=True),  # by a factor: no scale to store
             dict(type='MyResize', scale=(320, 200), keep_ratio=False),
         ):
             cfg.test_pipeline[1] = resize

@@ -143,15 +143,59 @@ def test_onnx_eval_refuses_to_write_over_its_inputs_and_names_a_broken_annotatio
         err
     )  # not AP -1
     mixed = dict(
-        images=[dict(id=1, file_name='a.png', width=8, height=8), dict(id='b', file_name='b.png', width=8, height=8)],
-        annotations=[dict(id=1, image_id='b', category_id=1, bbox=[1, 1, 4, 4], area=16, iscrowd=0)],
+        images=[
+            dict(id=1, file_name='a.png', width=8, height=8),
+            dict(id='img-2', file_name='b.png', width=8, height=8),
+        ],
+        annotations=[dict(id=1, image_id='img-2', category_id=1, bbox=[1, 1, 4, 4], area=16, iscrowd=0)],
         categories=[dict(id=1, name='a')],
     )
     ann.write_text(json.dumps(mixed))
     code, err = run(tool, [model, '--ann', ann, '--img-dir', tmp_path / 'img'], monkeypatch, capsys)
-    assert (
-        code == 1 and err == f'error: {ann}: image ids mix numbers and strings; give every image the same kind of id\n'
+    assert code == 1 and err == (
+        f'error: {ann}: image ids mix int and str, which COCO evaluation cannot sort; '
+        'give every image the same kind of id\n'
     )
+
+
+def test_onnx_eval_scores_a_set_with_string_image_ids_as_with_numbers(tmp_path, monkeypatch, capsys):
+    """pycocotools' ``loadImgs`` takes a string id for a list of one-letter ids, which stopped
+    onnx_eval on every file with string ids. A stand-in model that returns each image's true boxes
+    scores AP 1 on the same set with its ids as numbers and as strings."""
+    truth = {0: [[2.0, 3.0, 12.0, 15.0]], 1: [[5.0, 5.0, 20.0, 25.0], [1.0, 1.0, 6.0, 9.0]]}  # x1, y1, x2, y2
+
+    class Detector:  # the image's first pixel says which image it is
+        classes, info = ['a'], {}
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, image):
+            boxes = np.array(truth[int(image[0, 0, 0]) // 100], np.float32)
+            return boxes, np.full(len(boxes), 0.9, np.float32), np.zeros(len(boxes), np.int64)
+
+    monkeypatch.setattr('pit_det_deploy.detector.OnnxDetector', Detector)
+    (tmp_path / 'img').mkdir()
+    for i in truth:
+        cv2.imwrite(str(tmp_path / 'img' / f'{i}.png'), np.full((32, 32, 3), 100 * i, np.uint8))
+    (tmp_path / 'm.onnx').write_bytes(b'')
+    for kind, image_id in (('int', lambda i: i + 1), ('str', lambda i: f'img-{i + 1}')):
+        boxes = [(i, box) for i in truth for box in truth[i]]
+        coco = dict(
+            images=[dict(id=image_id(i), file_name=f'{i}.png', width=32, height=32) for i in truth],
+            annotations=[
+                dict(id=n, image_id=image_id(i), category_id=1, bbox=[x1, y1, x2 - x1, y2 - y1], area=1, iscrowd=0)
+                for n, (i, (x1, y1, x2, y2)) in enumerate(boxes, start=1)
+            ],
+            categories=[dict(id=1, name='a')],
+        )
+        ann, out = tmp_path / f'{kind}.json', tmp_path / f'{kind}_metrics.json'
+        ann.write_text(json.dumps(coco))
+        argv = [tmp_path / 'm.onnx', '--ann', ann, '--img-dir', tmp_path / 'img', '--out', out]
+        code, err = run('tools/deploy/onnx_eval.py', argv, monkeypatch, capsys)
+        assert code == 0, err
+        metrics = json.loads(out.read_text())
+        assert metrics['bbox_mAP'] == 1.0 and metrics['images'] == 2, kind
 
 
 def test_an_empty_image_list_is_an_error_of_the_checker(tmp_path):

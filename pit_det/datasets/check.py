@@ -45,6 +45,7 @@ WARNINGS = {
     'no_annotations': 'no annotations: images to run on (a test-dev file), nothing to train on or score',
     'zero_annotation_id': 'annotation id 0 (evaluation refuses it: pycocotools takes a match to it for none)',
     'byte_order_mark': 'UTF-8 byte-order mark (evaluation refuses it: pycocotools cannot read it)',
+    'mixed_image_ids': 'image ids mixing numbers and strings (evaluation refuses it: COCOeval sorts them)',
     'rotated_image': "EXIF-rotated image (loaded rotated: the json's size and boxes must be the rotated image's)",
 }
 
@@ -171,6 +172,8 @@ class Report:
         self.max_examples = max_examples
 
     def add(self, kind: str, example: str) -> None:
+        if kind not in ERRORS and kind not in WARNINGS:  # the summary prints only the kinds they describe
+            raise KeyError(f'problem kind {kind!r} is described in neither ERRORS nor WARNINGS')
         self.counts[kind] += 1
         if len(self.examples[kind]) < self.max_examples:
             self.examples[kind].append(example)

@@ -10,7 +10,9 @@ from ..errors import PitDetError
 
 def _is_scale_resize(transform: dict) -> bool:
     """mmdet's ``Resize`` or a subclass of it (pit-det's ``SafeResize``) that resizes to a
-    ``scale``: found by class, so a user's own subclass counts too."""
+    ``scale``: found by class, so a user's own subclass counts too. The deployed preprocessing
+    resizes as mmdet 3.3.0's ``Resize`` computes it (bilinear, cv2); a subclass that resizes
+    otherwise needs its own."""
     from mmdet.datasets.transforms import Resize
     from mmdet.registry import TRANSFORMS
 
