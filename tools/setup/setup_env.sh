@@ -98,7 +98,7 @@ mkdir -p "$WHEEL_DIR"
 MMCV_WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
 if [[ -z "$MMCV_WHEEL" ]]; then
   BUILD_LOG="$WHEEL_DIR/mmcv-build.log"
-  log "building mmcv $MMCV_VERSION's C++ ops once ($MMCV_TAG; 3.6 to 4.6 min on 2 cores of the processors in docs/install.md), cached in $WHEEL_DIR: ${MMCV_BUILD_ENV[*]}; log: $BUILD_LOG"
+  log "building mmcv $MMCV_VERSION's C++ ops once ($MMCV_TAG; 3.6 to 5.1 min on 2 cores of the processors in docs/install.md), cached in $WHEEL_DIR: ${MMCV_BUILD_ENV[*]}; log: $BUILD_LOG"
   TMP_WHEELS="$(mktemp -d)"
   PCH_DIR="$(mktemp -d)"  # tools/setup/pch_cxx.py's precompiled torch headers (about 0.4 GB), for this build only
   # Progress: ninja prints "[k/N]" for each compiled file; we echo those lines.
