@@ -712,6 +712,27 @@ MUTATIONS = [
             'test_what_only_coco_evaluation_trips_over_is_refused_for_evaluation_only[mixed_image_ids]',
         ),
     ),
+    Mutation(
+        'dist_test_runs_each_process_alone',
+        'tools/dist_test.sh',
+        '"$DIR/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"',
+        '"$DIR/test.py" "$CONFIG" "$CHECKPOINT" "$@"',
+        ('tests/test_toy_e2e.py::test_torchrun_two_processes_on_cpu',),
+    ),
+    Mutation(
+        'slurm_jobs_share_one_port',
+        'tools/slurm_test.sh',
+        'MASTER_PORT=${PORT:-29500} srun',
+        'srun',
+        ('tests/test_launch_scripts.py',),
+    ),
+    Mutation(
+        'slurm_reserves_a_whole_node',
+        'tools/slurm_train.sh',
+        'GPUS_PER_NODE=${GPUS_PER_NODE:-$((GPUS < 8 ? GPUS : 8))}',
+        'GPUS_PER_NODE=${GPUS_PER_NODE:-8}',
+        ('tests/test_launch_scripts.py',),
+    ),
 ]
 
 

@@ -224,29 +224,46 @@ def test_plain_mmengine_checkpoint_evaluates_and_resumes(tiny_toy, tmp_path):
     assert ckpt['meta']['epoch'] == 2 and ckpt['meta']['iter'] == 4
 
 
+def launch(script: str, *args, port: int) -> subprocess.CompletedProcess:
+    """``bash tools/<script> args`` as a user runs it on one node, with this interpreter."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', PYTHON=sys.executable, PORT=str(port))
+    proc = subprocess.run(
+        ['bash', f'tools/{script}', *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def test_torchrun_two_processes_on_cpu(tiny_toy, tmp_path):
+    """tools/dist_train.sh and tools/dist_test.sh with 2 processes (gloo on CPU, as NCCL on GPUs):
+    training splits the batches; evaluation splits the images, and mmengine's sampler pads 3 images
+    to 2 x 2, which must be dropped again: the metrics and detections are those of one process."""
     work = tmp_path / 'work'
-    proc = run(
-        [
-            '-m',
-            'torch.distributed.run',
-            '--nproc_per_node=2',
-            '--master_port=29517',
-            'tools/train.py',
-            TOY,
-            '--launcher',
-            'pytorch',
-            '--work-dir',
-            work,
-            '--data-root',
-            tiny_toy,
-            '--cfg-options',
-            *FAST,
-            'train_dataloader.batch_size=2',
-        ],
-        timeout=600,
+    proc = launch(
+        'dist_train.sh',
+        TOY,
+        2,
+        '--work-dir',
+        work,
+        '--data-root',
+        tiny_toy,
+        '--cfg-options',
+        *FAST,
+        'train_dataloader.batch_size=2',
+        port=29517,
     )
     log = proc.stdout + proc.stderr
     assert 'Distributed launcher: pytorch' in log or 'world_size: 2' in log or 'distributed: True' in log, log[-3000:]
     ckpt = safe_torch_load(work / 'epoch_1.pth', map_location='cpu')
     assert ckpt['meta']['iter'] == 2  # 8 images / (2 processes x 2 per process)
+    three = ['--data-root', tiny_toy, '--cfg-options', 'test_dataloader.dataset.indices=3']
+    run(['tools/test.py', TOY, work / 'epoch_1.pth', '--work-dir', tmp_path / 'one', *three])
+    proc = launch('dist_test.sh', TOY, work / 'epoch_1.pth', 2, '--work-dir', tmp_path / 'two', *three, port=29518)
+    log = proc.stdout + proc.stderr
+    assert 'Distributed launcher: pytorch' in log and 'GPU number: 2' in log, log[-3000:]  # mmengine's words on CPU too
+    results = {}
+    for name in ('one', 'two'):
+        detections = json.loads((tmp_path / name / 'detections.bbox.json').read_text())
+        results[name] = json.loads((tmp_path / name / 'metrics.json').read_text()), detections
+    assert results['two'] == results['one']
+    assert len({d['image_id'] for d in results['one'][1]}) == 3 and results['one'][0]['coco/bbox_mAP'] >= 0
