@@ -733,6 +733,13 @@ MUTATIONS = [
         'GPUS_PER_NODE=${GPUS_PER_NODE:-8}',
         ('tests/test_launch_scripts.py',),
     ),
+    Mutation(
+        'auto_scale_lr_without_a_base_batch',
+        'tools/train.py',
+        "if not (cfg.get('auto_scale_lr') or {}).get('base_batch_size'):",
+        'if False:',
+        ('tests/test_tool_inputs.py::test_auto_scale_lr_on_a_config_without_its_base_batch_names_the_entry',),
+    ),
 ]
 
 

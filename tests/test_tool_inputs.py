@@ -217,6 +217,17 @@ def test_an_option_inside_a_key_the_config_sets_to_none_names_the_fix(tmp_path, 
     assert "init_cfg=dict(type='Pretrained', checkpoint=PATH)" in err
 
 
+def test_auto_scale_lr_on_a_config_without_its_base_batch_names_the_entry(tmp_path, monkeypatch, capsys):
+    """mmdet's configs set ``auto_scale_lr``; a user's config may not: mmengine stopped at an AttributeError."""
+    config = tmp_path / 'no_auto_scale_lr.py'
+    config.write_text(f"_base_ = '{ROOT / TOY}'\nauto_scale_lr = None\n")
+    code, err = run('tools/train.py', [config, '--work-dir', tmp_path / 'work', '--auto-scale-lr'], monkeypatch, capsys)
+    assert code == 1 and err.startswith(
+        f'error: --auto-scale-lr: {config} has no auto_scale_lr = dict(base_batch_size=N)'
+    )
+    assert not (tmp_path / 'work').exists()
+
+
 def test_training_zero_epochs_is_refused(tmp_path, monkeypatch, capsys):
     argv = [TOY, '--work-dir', tmp_path / 'work', '--cfg-options', 'train_cfg.max_epochs=0']
     code, err = run('tools/train.py', argv, monkeypatch, capsys)

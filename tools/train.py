@@ -74,6 +74,11 @@ def build_config(args: argparse.Namespace) -> Config:
             )
         cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper, None if args.amp == 'float16' else args.amp)
     if args.auto_scale_lr:
+        if not (cfg.get('auto_scale_lr') or {}).get('base_batch_size'):  # mmengine would stop at an AttributeError
+            raise PitDetError(
+                f'--auto-scale-lr: {args.config} has no auto_scale_lr = dict(base_batch_size=N), the total '
+                'batch its learning rate is set for (the shipped configs: 32, their toy configs: 4)'
+            )
         cfg.auto_scale_lr.enable = True
     if args.validate_first:
         cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='ValidateBeforeTrainHook')]
