@@ -740,6 +740,16 @@ MUTATIONS = [
         'if False:',
         ('tests/test_tool_inputs.py::test_auto_scale_lr_on_a_config_without_its_base_batch_names_the_entry',),
     ),
+    Mutation(
+        'moved_work_dir_refused',
+        'pit_det/checkpoint/resume.py',
+        '            named = moved  # the work dir moved since the pointer was written',
+        '            pass',
+        (
+            'tests/test_checkpoint_reading.py::'
+            'test_a_work_dir_moved_elsewhere_resumes_from_its_own_copy_of_the_named_checkpoint',
+        ),
+    ),
 ]
 
 

@@ -2,6 +2,7 @@
 message hub is rebuilt from plain numbers; the resume lookup trusts no pointer out of the work dir."""
 
 import os
+import shutil
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -154,6 +155,21 @@ def test_last_checkpoint_pointing_out_of_the_work_dir_is_refused(tmp_path):
     (work / 'last_checkpoint').write_text(str(work / 'epoch_5.pth'))
     with pytest.raises(CheckpointError, match='outside the work dir'):
         find_resumable_checkpoint(str(work))
+
+
+def test_a_work_dir_moved_elsewhere_resumes_from_its_own_copy_of_the_named_checkpoint(tmp_path):
+    """mmengine's ``last_checkpoint`` holds an absolute path: a run copied to new scratch space
+    named its old place, and ``--resume`` refused it as outside the work dir."""
+    old, new = tmp_path / 'old' / 'work', tmp_path / 'new' / 'work'
+    old.mkdir(parents=True)
+    for epoch in (1, 2):
+        mmengine_checkpoint(old / f'epoch_{epoch}.pth')
+    os.utime(old / 'epoch_2.pth', (1, 1))  # the newest by time is not the one named
+    (old / 'last_checkpoint').write_text(str(old / 'epoch_2.pth'))
+    shutil.copytree(old, new)
+    assert find_resumable_checkpoint(str(new)) == str(new / 'epoch_2.pth')  # the old place still there, unread
+    shutil.rmtree(old)
+    assert find_resumable_checkpoint(str(new)) == str(new / 'epoch_2.pth')
 
 
 @pytest.mark.parametrize('named', ['missing', 'truncated', 'foreign'])

@@ -25,14 +25,22 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     ``last_checkpoint`` when it is complete, else the newest complete ``epoch_*.pth`` /
     ``iter_*.pth`` of the work dir; None when there is none.
 
+    mmengine writes an absolute path into ``last_checkpoint``: in a work dir copied or mounted
+    elsewhere (new scratch space, a container) it names the old place, so a file of that name
+    inside the work dir stands for it.
+
     Raises:
-        CheckpointError: ``last_checkpoint`` names a file outside the work dir (links resolved).
-            A work dir is where a crafted file would be planted; the run trusts no pointer out of it.
+        CheckpointError: ``last_checkpoint`` names a file outside the work dir (links resolved)
+            and the work dir holds none of its name. A work dir is where a crafted file would be
+            planted; the run trusts no pointer out of it.
     """
     record = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(record):
         with open(record) as f:
             named = f.read().strip()
+        moved = osp.join(work_dir, osp.basename(named))
+        if named and not _inside(named, work_dir) and _inside(moved, work_dir) and osp.isfile(moved):
+            named = moved  # the work dir moved since the pointer was written
         if named and not _inside(named, work_dir):
             raise CheckpointError(
                 f'{record} names {named}, which is outside the work dir {work_dir}; refusing to resume from '
