@@ -19,7 +19,8 @@ def test_slurm_scripts_ask_for_the_gpus_they_use_and_pass_every_argument(
     tmp_path, script, tool, fourth, gpus, per_node
 ):
     """Fewer than 8 GPUs on one node reserve no idle GPU; each job gets the rendezvous port it is
-    given (two jobs on one node shared mmengine's default 29500); arguments with spaces arrive whole."""
+    given (two jobs on one node shared mmengine's default 29500); arguments with spaces arrive whole.
+    Both scripts run tools/launch/srun.sh."""
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
     (bin_dir / 'srun').write_text('#!/usr/bin/env bash\nprintf "%s\\n" "MASTER_PORT=$MASTER_PORT" "$@" > "$SRUN_LOG"\n')
@@ -38,10 +39,10 @@ def test_slurm_scripts_ask_for_the_gpus_they_use_and_pass_every_argument(
         'python',
         '-u',
         str(ROOT / 'tools' / tool),
-        'cfg.py',
-        fourth,
         '--launcher',
         'slurm',
+        'cfg.py',
+        fourth,
         '--cfg-options',
         'a=1 b',
     ]
