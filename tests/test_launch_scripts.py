@@ -46,3 +46,9 @@ def test_slurm_scripts_ask_for_the_gpus_they_use_and_pass_every_argument(
         '--cfg-options',
         'a=1 b',
     ]
+
+
+@pytest.mark.parametrize('script', ['dist_train.sh', 'dist_test.sh', 'slurm_train.sh', 'slurm_test.sh'])
+def test_a_launch_without_its_arguments_prints_its_usage(script):
+    proc = subprocess.run(['bash', f'tools/{script}', 'only_one'], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith('Usage: ') and f'tools/{script} ' in proc.stderr

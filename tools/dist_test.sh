@@ -5,8 +5,5 @@
 # Usage: bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [test.py args...]
 # Several nodes: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node (tools/launch/torchrun.sh).
 set -euo pipefail
-CONFIG=$1
-CHECKPOINT=$2
-NPROCS=$3
-shift 3
-exec bash "$(dirname "${BASH_SOURCE[0]}")/launch/torchrun.sh" "$NPROCS" test.py "$CONFIG" "$CHECKPOINT" "$@"
+(($# >= 3)) || { grep -m1 '^# Usage:' "$0" | cut -c3- >&2; exit 2; }
+exec bash "$(dirname "${BASH_SOURCE[0]}")/launch/torchrun.sh" "$3" test.py "$1" "$2" "${@:4}"

@@ -3,10 +3,5 @@
 # GPUS_PER_NODE, PORT and the rest: tools/launch/srun.sh.
 # Usage: GPUS=8 bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
 set -euo pipefail
-PARTITION=$1
-JOB_NAME=$2
-CONFIG=$3
-CHECKPOINT=$4
-shift 4
-GPUS=${GPUS:-8} exec bash "$(dirname "${BASH_SOURCE[0]}")/launch/srun.sh" "$PARTITION" "$JOB_NAME" \
-  test.py "$CONFIG" "$CHECKPOINT" "$@"
+(($# >= 4)) || { grep -m1 '^# Usage:' "$0" | cut -c3- >&2; exit 2; }
+GPUS=${GPUS:-8} exec bash "$(dirname "${BASH_SOURCE[0]}")/launch/srun.sh" "$1" "$2" test.py "$3" "$4" "${@:5}"
