@@ -5,7 +5,7 @@ import contextlib
 import io
 import time
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Sequence
 
 import cv2
 
@@ -25,6 +25,17 @@ def malformed_annotations(ann_file: str) -> Iterator[None]:
             f'{ann_file}: not a COCO detection json ({type(err).__name__}: {err}); '
             'tools/data/validate_dataset.py names each malformed entry'
         ) from None
+
+
+def scored_boxes(coco, classes: Sequence[str]) -> int:
+    """The ground-truth boxes that COCO evaluation of ``classes`` scores detections against in
+    ``coco`` (a pycocotools ``COCO``): the annotations of the categories so named, crowds left out
+    as COCOeval leaves them out. With none, every AP is -1, whatever the detector found.
+
+    mmdet's ``CocoMetric`` and :func:`evaluate_onnx` evaluate the categories named by the detector's
+    classes, so both tools check this before inference (tools/test.py, tools/deploy/onnx_eval.py)."""
+    ids = set(coco.getCatIds(catNms=list(classes)))
+    return sum(ann.get('category_id') in ids and not ann.get('iscrowd', 0) for ann in coco.anns.values())
 
 
 def evaluate_onnx(
@@ -49,7 +60,8 @@ def evaluate_onnx(
 
     Raises:
         DeployError: an image that cannot be read, a class name missing from the annotations, an
-            annotation file that is no COCO detection json, or a model that is no pit-det export.
+            annotation file that is no COCO detection json or has nothing to score (no images, no
+            boxes of the model's classes: :func:`scored_boxes`), or a model that is no pit-det export.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -69,12 +81,17 @@ def evaluate_onnx(
             f'{ann_file}: image ids mix {kinds}, which COCO evaluation cannot sort; '
             'give every image the same kind of id'
         ) from None
-    if not images or not coco.getAnnIds():  # COCOeval would print AP -1
-        raise DeployError(f'{ann_file}: no images or no annotations: nothing to score AP against')
+    if not images:
+        raise DeployError(f'{ann_file}: no images: nothing to score AP against')
     detector = OnnxDetector(model_path, threads=threads, runtime=runtime)  # its DeployErrors name the file
     missing = [name for name in detector.classes if name not in by_name]
     if missing:
         raise DeployError(f'{ann_file} has no categories named {missing}; the model detects {detector.classes}')
+    if not scored_boxes(coco, detector.classes):
+        raise DeployError(
+            f"{ann_file}: no boxes (other than crowds) of the model's classes: nothing to score AP against "
+            '(COCOeval gives AP -1)'
+        )
     category = [by_name[name] for name in detector.classes]
     results, times = [], []
     for image_id, file_name in images:

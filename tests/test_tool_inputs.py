@@ -129,19 +129,9 @@ def test_onnx_eval_refuses_to_write_over_its_inputs_and_names_a_broken_annotatio
         code, err = run(tool, [model, '--ann', ann, '--img-dir', tmp_path / 'img'], monkeypatch, capsys)
         assert code == 1 and err.startswith(f'error: {ann}: not a COCO detection json ({what}'), err
         assert 'validate_dataset.py' in err and 'Traceback' not in err
-    ann.write_text(
-        json.dumps(
-            dict(
-                images=[dict(id=1, file_name='a.png', width=8, height=8)],
-                annotations=[],
-                categories=[dict(id=1, name='a')],
-            )
-        )
-    )
+    ann.write_text(json.dumps(dict(images=[], annotations=[], categories=[dict(id=1, name='a')])))
     code, err = run(tool, [model, '--ann', ann, '--img-dir', tmp_path / 'img'], monkeypatch, capsys)
-    assert code == 1 and err.startswith(f'error: {ann}: no images or no annotations: nothing to score'), (
-        err
-    )  # not AP -1
+    assert code == 1 and err == f'error: {ann}: no images: nothing to score AP against\n'  # not AP -1
     mixed = dict(
         images=[
             dict(id=1, file_name='a.png', width=8, height=8),
@@ -196,6 +186,56 @@ def test_onnx_eval_scores_a_set_with_string_image_ids_as_with_numbers(tmp_path, 
         assert code == 0, err
         metrics = json.loads(out.read_text())
         assert metrics['bbox_mAP'] == 1.0 and metrics['images'] == 2, kind
+
+
+# Annotation files on which COCOeval gives AP -1 for a detector of class 'a': no boxes (a test-dev
+# file), crowds only (COCOeval ignores them), boxes of other classes only.
+NOTHING_TO_SCORE = {
+    'no boxes': [],
+    'crowds only': [dict(id=1, image_id=1, category_id=1, bbox=[1, 1, 4, 4], area=16, iscrowd=1)],
+    'other classes only': [dict(id=1, image_id=1, category_id=2, bbox=[1, 1, 4, 4], area=16, iscrowd=0)],
+}
+
+
+@pytest.mark.parametrize('case', NOTHING_TO_SCORE)
+def test_onnx_eval_refuses_a_file_with_nothing_to_score_before_inference(tmp_path, monkeypatch, capsys, case):
+    calls = []
+
+    class Detector:  # a stand-in model that records each image it is given
+        classes, info = ['a'], {}
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, image):
+            calls.append(image.shape)
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+
+    monkeypatch.setattr('pit_det_deploy.detector.OnnxDetector', Detector)
+    images(tmp_path / 'img', 'a.png')
+    (tmp_path / 'm.onnx').write_bytes(b'')
+    ann = tmp_path / 'val.json'
+    coco = dict(
+        images=[dict(id=1, file_name='a.png', width=8, height=8)],
+        annotations=NOTHING_TO_SCORE[case],
+        categories=[dict(id=1, name='a'), dict(id=2, name='b')],
+    )
+    ann.write_text(json.dumps(coco))
+    argv = [tmp_path / 'm.onnx', '--ann', ann, '--img-dir', tmp_path / 'img']
+    code, err = run('tools/deploy/onnx_eval.py', argv, monkeypatch, capsys)
+    assert code == 1 and err == (
+        f"error: {ann}: no boxes (other than crowds) of the model's classes: nothing to score AP against "
+        '(COCOeval gives AP -1)\n'
+    )
+    assert calls == []
+    # One box of the class to score: the file is evaluated.
+    ann.write_text(
+        json.dumps(
+            dict(coco, annotations=[*coco['annotations'], dict(NOTHING_TO_SCORE['crowds only'][0], id=9, iscrowd=0)])
+        )
+    )
+    code, err = run('tools/deploy/onnx_eval.py', argv, monkeypatch, capsys)
+    assert code == 0 and calls == [(8, 8, 3)], err
 
 
 def test_an_empty_image_list_is_an_error_of_the_checker(tmp_path):
@@ -290,22 +330,38 @@ def test_string_image_ids_evaluate_as_their_numbers_do(tmp_path, monkeypatch, ca
     assert metrics['str'] == metrics['int'] and metrics['int']['coco/bbox_mAP'] >= 0
 
 
-def test_scoring_a_file_without_boxes_is_an_error_naming_format_only(tmp_path, monkeypatch, capsys):
-    """pycocotools gives AP -1 where no ground-truth box matches; tools/test.py wrote those and exited 0."""
+# Boxes of other classes only: the dataset names them before (test_annotation_files.py).
+@pytest.mark.parametrize('case', ['no boxes', 'crowds only'])
+def test_scoring_a_file_with_nothing_to_score_is_refused_before_inference(tmp_path, monkeypatch, capsys, case):
+    """pycocotools gives AP -1 where no ground-truth box is of a class scored; tools/test.py wrote
+    those and exited 0, after a whole pass over the images. A test-dev file with format_only runs."""
     from pit_det.datasets.toy import make_split
     from pit_det.models import build_detector
 
     coco = make_split(tmp_path, 'val', 2, seed=4)
+    boxes = {'no boxes': [], 'crowds only': [dict(a, iscrowd=1) for a in coco['annotations']]}[case]
     ann = tmp_path / 'annotations' / 'instances_val2017.json'
-    ann.write_text(json.dumps(dict(coco, annotations=[])))
+    ann.write_text(json.dumps(dict(coco, annotations=boxes)))
     checkpoint = tmp_path / 'toy.pth'
     torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
     argv = [TOY, checkpoint, '--data-root', tmp_path, '--work-dir', tmp_path / 'work']
+    predicted = []
+    monkeypatch.setattr('pit_det.models.deformable_detr.PitDeformableDETR.predict', lambda *a, **k: predicted.append(1))
     code, err = run('tools/test.py', argv, monkeypatch, capsys)
     assert code == 1, err[-2000:]
-    assert f"error: {ann}: no boxes of the config's classes to score (COCO AP -1)" in err
-    assert 'test_evaluator.format_only=True' in err and (tmp_path / 'work' / 'detections.bbox.json').is_file()
-    assert not (tmp_path / 'work' / 'metrics.json').exists()
+    assert err == (
+        f"error: {ann}: no boxes (other than crowds) of the config's classes to score: COCO evaluation would "
+        'give AP -1 after running on every image. For a test-dev submission: --cfg-options '
+        'test_evaluator.format_only=True\n'
+    ), err[-2000:]
+    assert predicted == [] and not (tmp_path / 'work' / 'metrics.json').exists()
+    if case == 'no boxes':  # the submission the message names: detections written, nothing scored
+        monkeypatch.undo()
+        code, err = run(
+            'tools/test.py', [*argv, '--cfg-options', 'test_evaluator.format_only=True'], monkeypatch, capsys
+        )
+        assert code == 0, err[-2000:]
+        assert len(json.loads((tmp_path / 'work' / 'detections.bbox.json').read_text())) == 2 * 100
 
 
 def test_the_demo_draws_every_readable_image_and_names_the_others(tmp_path, monkeypatch, capsys):

@@ -148,6 +148,37 @@ def evaluation_problems(path: Union[str, Path], coco: dict) -> List[Tuple[str, s
     return problems
 
 
+def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
+    """Before inference: each COCO metric of a built test loop's ``evaluator`` has ground-truth
+    boxes of the dataset's classes to score, unless it only writes the results (``format_only``, a
+    test-dev submission). Without any, COCOeval gives AP -1 for every metric, after a whole pass
+    over the images.
+
+    Args:
+        evaluator: mmengine's ``Evaluator`` of the test loop, its ``dataset_meta`` set from the dataset.
+        evaluator_cfg: the config's ``test_evaluator`` (a dict or a list, in the metrics' order),
+            whose ``ann_file`` the error names.
+
+    Raises:
+        DatasetError: naming the annotation file and the option for a submission.
+    """
+    from mmdet.evaluation.metrics import CocoMetric
+
+    from pit_det_deploy.evaluate import scored_boxes
+
+    cfgs = evaluator_cfg if isinstance(evaluator_cfg, (list, tuple)) else [evaluator_cfg]
+    for metric, metric_cfg in zip(evaluator.metrics, cfgs):
+        coco = getattr(metric, '_coco_api', None)  # mmdet 3.3.0's CocoMetric: its ann_file, read at __init__
+        if not isinstance(metric, CocoMetric) or metric.format_only or coco is None:
+            continue
+        if not scored_boxes(coco, metric.dataset_meta['classes']):  # the categories CocoMetric evaluates
+            raise DatasetError(
+                f"{metric_cfg.get('ann_file')}: no boxes (other than crowds) of the config's classes to score: "
+                'COCO evaluation would give AP -1 after running on every image. For a test-dev '
+                'submission: --cfg-options test_evaluator.format_only=True'
+            )
+
+
 def top_level_problem(coco) -> Optional[str]:
     """What keeps ``coco`` from being a COCO detection json at all, or None. A missing
     ``'annotations'`` is not a problem: the readers take it as empty (COCO's test-dev files)."""
