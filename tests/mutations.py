@@ -535,6 +535,13 @@ MUTATIONS = [
         ('tests/test_annotation_files.py::test_a_file_without_annotations_is_run_on_but_not_trained_on',),
     ),
     Mutation(
+        'load_detector_outside_mmdets_scope',
+        'pit_det/models/build.py',
+        "    init_default_scope(cfg.get('default_scope', 'mmdet'))",
+        '    pass',
+        ('tests/test_toy_e2e.py::test_demo_draws_one_picture_per_input', 'tests/test_sampling.py'),
+    ),
+    Mutation(
         'test_scores_nothing_after_a_pass_over_the_images',
         'tools/test.py',
         '    require_boxes_to_score(runner.test_loop.evaluator, cfg.test_evaluator)\n',

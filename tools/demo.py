@@ -15,13 +15,11 @@ from pathlib import Path
 import cv2
 import torch
 from mmdet.apis import inference_detector
-from mmengine.registry import init_default_scope
 from tqdm import tqdm
 
-from pit_det.config import load_config
 from pit_det.errors import PitDetError, run_tool
 from pit_det.inference import image_named_on_failure
-from pit_det.models import build_detector
+from pit_det.models import load_detector
 from pit_det_deploy import detection_record, draw_detections, image_files
 from pit_det_deploy.draw import unreadable_images
 from pit_det_deploy.outputs import picture_paths
@@ -41,11 +39,7 @@ def main() -> None:
     pictures = picture_paths(files, args.out)
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise PitDetError(f'--device {args.device}: no CUDA GPU visible; use --device cpu')
-    cfg = load_config(args.config)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))  # the test pipeline's transforms are mmdet's
-    # Every weight from the checkpoint, or an error naming what differs: mmdet's init_detector loads
-    # what fits and logs the rest, so another detector's checkpoint would draw random weights.
-    model = build_detector(cfg, args.checkpoint).to(args.device)
+    model = load_detector(args.config, args.checkpoint, args.device)  # every weight, or an error naming what differs
     classes = model.dataset_meta['classes']  # as the export names them
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,12 +26,10 @@ import torch
 from mmcv.transforms import Compose
 from mmdet.utils import get_test_pipeline_cfg
 from mmengine.dataset import pseudo_collate
-from mmengine.registry import init_default_scope
 from torch import Tensor, nn
 
-from ..config import load_config
 from ..export.wrappers import DetectorCore
-from ..models import build_detector, record_sampling
+from ..models import load_detector, record_sampling
 from .table5 import detector_key
 
 
@@ -152,11 +150,9 @@ class RecordedDetector:
     """A trained detector, its test pipeline and its name; :meth:`run` records its deformable attention."""
 
     def __init__(self, config: str, checkpoint: str) -> None:
-        cfg = load_config(config)
-        init_default_scope(cfg.get('default_scope', 'mmdet'))  # the pipeline's transforms are mmdet's
         self.name = detector_key(config) or Path(config).stem
-        self.model = build_detector(cfg, checkpoint).eval()
-        self.pipeline = Compose(get_test_pipeline_cfg(cfg))
+        self.model = load_detector(config, checkpoint)
+        self.pipeline = Compose(get_test_pipeline_cfg(self.model.cfg))
         self.classes = self.model.dataset_meta['classes']
 
     def run(self, path: Path) -> Tuple[torch.Tensor, torch.Tensor, List[dict], Tuple[int, int], np.ndarray]:

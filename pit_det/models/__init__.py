@@ -1,4 +1,4 @@
-from .build import build_detector
+from .build import build_detector, load_detector
 from .deformable_detr import PitDeformableDETR
 from .losses import PortableFocalLoss
 from .msda import MSDeformAttn, msda_impl_as, record_sampling, set_msda_impl
@@ -14,6 +14,7 @@ __all__ = [
     'ViT',
     'ViTPyramid',
     'build_detector',
+    'load_detector',
     'msda_impl_as',
     'record_sampling',
     'set_msda_impl',

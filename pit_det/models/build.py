@@ -12,7 +12,7 @@ from mmengine.logging import MMLogger
 from torch import nn
 
 from ..checkpoint import read_checkpoint, require_fit
-from ..config import read_config
+from ..config import load_config, read_config
 
 
 def build_detector(
@@ -61,6 +61,27 @@ def build_detector(
     model.cfg = cfg
     model.dataset_meta = dataset_meta(cfg, meta)
     return model.eval()
+
+
+def load_detector(config: str, checkpoint: str, device: str = 'cpu') -> nn.Module:
+    """A trained detector for mmdet's ``inference_detector`` and test pipeline, as mmdet's
+    ``init_detector`` makes one (the config's default scope set, ``cfg`` and ``dataset_meta``), but
+    with every weight from ``checkpoint`` or an error: ``init_detector`` loads what fits and logs
+    the rest, so another detector's checkpoint would run with random weights.
+
+    Args:
+        config: config file, read as the tools read it (:func:`pit_det.config.load_config`).
+        checkpoint: a checkpoint holding every weight of the detector.
+        device: where the detector runs, e.g. 'cpu' or 'cuda:0'.
+
+    Raises:
+        CheckpointError: the checkpoint does not fit the config.
+    """
+    from mmengine.registry import init_default_scope
+
+    cfg = load_config(config)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))  # the test pipeline's transforms are mmdet's
+    return build_detector(cfg, checkpoint).to(device)
 
 
 def dataset_meta(cfg: Config, checkpoint_meta: dict) -> dict:
