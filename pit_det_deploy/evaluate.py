@@ -29,13 +29,21 @@ def malformed_annotations(ann_file: str) -> Iterator[None]:
 
 def scored_boxes(coco, classes: Sequence[str]) -> int:
     """The ground-truth boxes that COCO evaluation of ``classes`` scores detections against in
-    ``coco`` (a pycocotools ``COCO``): the annotations of the categories so named, crowds left out
-    as COCOeval leaves them out. With none, every AP is -1, whatever the detector found.
+    ``coco`` (a pycocotools ``COCO``): the annotations of the categories so named, on the file's
+    images, that COCOeval does not ignore (crowds, areas outside its range 'all'). With none,
+    every AP is -1, whatever the detector found.
 
     mmdet's ``CocoMetric`` and :func:`evaluate_onnx` evaluate the categories named by the detector's
-    classes, so both tools check this before inference (tools/test.py, tools/deploy/onnx_eval.py)."""
+    classes on every image of the file, so both tools check this before inference (tools/test.py,
+    tools/deploy/onnx_eval.py)."""
     ids = set(coco.getCatIds(catNms=list(classes)))
-    return sum(ann.get('category_id') in ids and not ann.get('iscrowd', 0) for ann in coco.anns.values())
+    return sum(
+        ann.get('category_id') in ids
+        and ann.get('image_id') in coco.imgs
+        and not ann.get('iscrowd', 0)
+        and 0 <= ann.get('area', 0) <= 1e10  # COCOeval's areaRng 'all'
+        for ann in coco.anns.values()
+    )
 
 
 def evaluate_onnx(
@@ -89,8 +97,8 @@ def evaluate_onnx(
         raise DeployError(f'{ann_file} has no categories named {missing}; the model detects {detector.classes}')
     if not scored_boxes(coco, detector.classes):
         raise DeployError(
-            f"{ann_file}: no boxes (other than crowds) of the model's classes: nothing to score AP against "
-            '(COCOeval gives AP -1)'
+            f"{ann_file}: no boxes of the model's classes (other than crowds) on its images: nothing to "
+            'score AP against (COCOeval gives AP -1)'
         )
     category = [by_name[name] for name in detector.classes]
     results, times = [], []
@@ -110,6 +118,9 @@ def evaluate_onnx(
             )
     with malformed_annotations(ann_file), contextlib.redirect_stdout(io.StringIO()):
         evaluator = COCOeval(coco, coco.loadRes(results) if results else COCO(), 'bbox')
+        # The model's categories only, as mmdet's CocoMetric sets them (3.3.0): COCOeval's default,
+        # every category of the file, would average in others at AP 0.
+        evaluator.params.catIds = coco.getCatIds(catNms=list(detector.classes))
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()

@@ -188,20 +188,25 @@ def test_onnx_eval_scores_a_set_with_string_image_ids_as_with_numbers(tmp_path, 
         assert metrics['bbox_mAP'] == 1.0 and metrics['images'] == 2, kind
 
 
-# Annotation files on which COCOeval gives AP -1 for a detector of class 'a': no boxes (a test-dev
-# file), crowds only (COCOeval ignores them), boxes of other classes only.
+# Annotation files on which COCOeval gives AP -1 for a detector of class 'a' on the image with id 1:
+# no boxes (a test-dev file), or only boxes COCOeval leaves out.
+BOX = dict(id=1, image_id=1, category_id=1, bbox=[1, 1, 4, 4], area=16, iscrowd=0)  # of class 'a' on image 1
 NOTHING_TO_SCORE = {
     'no boxes': [],
-    'crowds only': [dict(id=1, image_id=1, category_id=1, bbox=[1, 1, 4, 4], area=16, iscrowd=1)],
-    'other classes only': [dict(id=1, image_id=1, category_id=2, bbox=[1, 1, 4, 4], area=16, iscrowd=0)],
+    'crowds only': [dict(BOX, iscrowd=1)],
+    'other classes only': [dict(BOX, category_id=2)],
+    'boxes off its images only': [dict(BOX, image_id=2)],
+    "areas outside COCOeval's range only": [dict(BOX, area=-1)],
 }
 
 
 @pytest.mark.parametrize('case', NOTHING_TO_SCORE)
 def test_onnx_eval_refuses_a_file_with_nothing_to_score_before_inference(tmp_path, monkeypatch, capsys, case):
+    """And scores the model's classes only, as mmdet's CocoMetric does: COCOeval's default, every
+    category of the file, averaged in class 'b' at AP 0."""
     calls = []
 
-    class Detector:  # a stand-in model that records each image it is given
+    class Detector:  # a stand-in model that records each image it is given, and finds BOX
         classes, info = ['a'], {}
 
         def __init__(self, *args, **kwargs):
@@ -209,33 +214,30 @@ def test_onnx_eval_refuses_a_file_with_nothing_to_score_before_inference(tmp_pat
 
         def __call__(self, image):
             calls.append(image.shape)
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+            return np.array([[1.0, 1.0, 5.0, 5.0]], np.float32), np.array([0.9], np.float32), np.zeros(1, np.int64)
 
     monkeypatch.setattr('pit_det_deploy.detector.OnnxDetector', Detector)
     images(tmp_path / 'img', 'a.png')
     (tmp_path / 'm.onnx').write_bytes(b'')
-    ann = tmp_path / 'val.json'
+    ann, out = tmp_path / 'val.json', tmp_path / 'metrics.json'
     coco = dict(
         images=[dict(id=1, file_name='a.png', width=8, height=8)],
         annotations=NOTHING_TO_SCORE[case],
         categories=[dict(id=1, name='a'), dict(id=2, name='b')],
     )
     ann.write_text(json.dumps(coco))
-    argv = [tmp_path / 'm.onnx', '--ann', ann, '--img-dir', tmp_path / 'img']
+    argv = [tmp_path / 'm.onnx', '--ann', ann, '--img-dir', tmp_path / 'img', '--out', out]
     code, err = run('tools/deploy/onnx_eval.py', argv, monkeypatch, capsys)
     assert code == 1 and err == (
-        f"error: {ann}: no boxes (other than crowds) of the model's classes: nothing to score AP against "
-        '(COCOeval gives AP -1)\n'
+        f"error: {ann}: no boxes of the model's classes (other than crowds) on its images: nothing to score AP "
+        'against (COCOeval gives AP -1)\n'
     )
-    assert calls == []
-    # One box of the class to score: the file is evaluated.
-    ann.write_text(
-        json.dumps(
-            dict(coco, annotations=[*coco['annotations'], dict(NOTHING_TO_SCORE['crowds only'][0], id=9, iscrowd=0)])
-        )
-    )
+    assert calls == [] and not out.exists()
+    # With BOX added the file is scored: AP 1, whatever else it holds.
+    ann.write_text(json.dumps(dict(coco, annotations=[*coco['annotations'], dict(BOX, id=9)])))
     code, err = run('tools/deploy/onnx_eval.py', argv, monkeypatch, capsys)
     assert code == 0 and calls == [(8, 8, 3)], err
+    assert json.loads(out.read_text())['bbox_mAP'] == pytest.approx(1.0, abs=1e-12)  # not 0.5, with class 'b'
 
 
 def test_an_empty_image_list_is_an_error_of_the_checker(tmp_path):
@@ -350,18 +352,35 @@ def test_scoring_a_file_with_nothing_to_score_is_refused_before_inference(tmp_pa
     code, err = run('tools/test.py', argv, monkeypatch, capsys)
     assert code == 1, err[-2000:]
     assert err == (
-        f"error: {ann}: no boxes (other than crowds) of the config's classes to score: COCO evaluation would "
-        'give AP -1 after running on every image. For a test-dev submission: --cfg-options '
+        f"error: {ann}: no boxes of the config's classes (other than crowds) on its images: COCO evaluation "
+        'would give AP -1 after running on every image. For a test-dev submission: --cfg-options '
         'test_evaluator.format_only=True\n'
     ), err[-2000:]
     assert predicted == [] and not (tmp_path / 'work' / 'metrics.json').exists()
-    if case == 'no boxes':  # the submission the message names: detections written, nothing scored
+    if case == 'no boxes':
         monkeypatch.undo()
+        # The submission the message names: detections written, nothing scored.
         code, err = run(
             'tools/test.py', [*argv, '--cfg-options', 'test_evaluator.format_only=True'], monkeypatch, capsys
         )
         assert code == 0, err[-2000:]
-        assert len(json.loads((tmp_path / 'work' / 'detections.bbox.json').read_text())) == 2 * 100
+        detections = tmp_path / 'work' / 'detections.bbox.json'
+        assert len(json.loads(detections.read_text())) == 2 * 100
+    else:
+        monkeypatch.undo()
+        # A metric without ann_file scores the dataset's own boxes, which the check before inference
+        # cannot see: AP -1 after the run is refused, the detections kept.
+        detections = tmp_path / 'work' / 'detections.bbox.json'
+        options = [
+            'test_evaluator.ann_file=None',
+            'test_dataloader.dataset.pipeline.4.meta_keys=(img_id,img_path,ori_shape,img_shape,scale_factor,instances)',
+        ]
+        code, err = run('tools/test.py', [*argv, '--cfg-options', *options], monkeypatch, capsys)
+        assert code == 1 and err.endswith(
+            "error: no boxes of the config's classes to score (COCO AP -1); the detections are in "
+            f'{detections}. For a test-dev submission: --cfg-options test_evaluator.format_only=True\n'
+        ), err[-2000:]
+        assert len(json.loads(detections.read_text())) == 2 * 100
 
 
 def test_the_demo_draws_every_readable_image_and_names_the_others(tmp_path, monkeypatch, capsys):

@@ -22,7 +22,7 @@ from mmengine.runner import Runner
 from pit_det.checkpoint import read_state_dict, require_fit
 from pit_det.config import ConfigOptions, load_config, shutdown_distributed
 from pit_det.datasets.check import require_boxes_to_score
-from pit_det.errors import run_tool
+from pit_det.errors import PitDetError, run_tool
 from pit_det.precision import check_precision
 from pit_det_deploy.hardware import default_device
 
@@ -79,6 +79,13 @@ def main() -> None:
     # file with nothing to score is named before a pass over its images.
     require_boxes_to_score(runner.test_loop.evaluator, cfg.test_evaluator)
     metrics = runner.test()
+    coco = [v for k, v in metrics.items() if k.startswith('coco/bbox_')]
+    if coco and all(v == -1 for v in coco):  # what the check above cannot see: a metric without ann_file
+        raise PitDetError(
+            "no boxes of the config's classes to score (COCO AP -1); the detections are in "
+            f'{osp.join(out_dir, "detections.bbox.json")}. For a test-dev submission: --cfg-options '
+            'test_evaluator.format_only=True'
+        )
     if is_main_process():
         with open(osp.join(out_dir, 'metrics.json'), 'w') as f:
             json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)

@@ -77,7 +77,7 @@ def build_config(args: argparse.Namespace) -> Config:
         if not (cfg.get('auto_scale_lr') or {}).get('base_batch_size'):  # mmengine would stop at an AttributeError
             raise PitDetError(
                 f'--auto-scale-lr: {args.config} has no auto_scale_lr = dict(base_batch_size=N), the total '
-                'batch its learning rate is set for, as the shipped configs have'
+                'batch its learning rate is set for (the shipped configs set it)'
             )
         cfg.auto_scale_lr.enable = True
     if args.validate_first:

@@ -166,15 +166,19 @@ def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
 
     from pit_det_deploy.evaluate import scored_boxes
 
-    cfgs = evaluator_cfg if isinstance(evaluator_cfg, (list, tuple)) else [evaluator_cfg]
-    for metric, metric_cfg in zip(evaluator.metrics, cfgs):
+    # The metrics' configs in the order mmengine 0.10.7's build_evaluator builds them: a dict with
+    # 'metrics', a list, or one metric.
+    cfgs = evaluator_cfg.get('metrics', evaluator_cfg) if isinstance(evaluator_cfg, dict) else evaluator_cfg
+    cfgs = cfgs if isinstance(cfgs, (list, tuple)) else [cfgs]
+    for metric, metric_cfg in zip(evaluator.metrics, cfgs, strict=True):
         coco = getattr(metric, '_coco_api', None)  # mmdet 3.3.0's CocoMetric: its ann_file, read at __init__
-        if not isinstance(metric, CocoMetric) or metric.format_only or coco is None:
-            continue
-        if not scored_boxes(coco, metric.dataset_meta['classes']):  # the categories CocoMetric evaluates
+        classes = (metric.dataset_meta or {}).get('classes')
+        if not isinstance(metric, CocoMetric) or metric.format_only or coco is None or classes is None:
+            continue  # without ann_file, tools/test.py refuses AP -1 after the run
+        if not scored_boxes(coco, classes):  # the categories CocoMetric evaluates
             raise DatasetError(
-                f"{metric_cfg.get('ann_file')}: no boxes (other than crowds) of the config's classes to score: "
-                'COCO evaluation would give AP -1 after running on every image. For a test-dev '
+                f"{metric_cfg.get('ann_file')}: no boxes of the config's classes (other than crowds) on its "
+                'images: COCO evaluation would give AP -1 after running on every image. For a test-dev '
                 'submission: --cfg-options test_evaluator.format_only=True'
             )
 
