@@ -33,15 +33,20 @@ def scored_boxes(coco, classes: Sequence[str]) -> int:
     images, that COCOeval does not ignore (crowds, areas outside its range 'all'). With none,
     every AP is -1, whatever the detector found.
 
+    Raises:
+        KeyError, TypeError: an annotation without the fields COCOeval reads, as COCOeval would.
+
     mmdet's ``CocoMetric`` and :func:`evaluate_onnx` evaluate the categories named by the detector's
     classes on every image of the file, so both tools check this before inference (tools/test.py,
     tools/deploy/onnx_eval.py)."""
     ids = set(coco.getCatIds(catNms=list(classes)))
+    # COCOeval's own tests (pycocotools 2.0: _prepare, evaluateImg with areaRng 'all'), which read
+    # 'iscrowd' and 'area' as required fields: KeyError / TypeError where an entry lacks them.
     return sum(
-        ann.get('category_id') in ids
-        and ann.get('image_id') in coco.imgs
-        and not ann.get('iscrowd', 0)
-        and 0 <= ann.get('area', 0) <= 1e10  # COCOeval's areaRng 'all'
+        ann['category_id'] in ids
+        and ann['image_id'] in coco.imgs
+        and not ann['iscrowd']
+        and not (ann['area'] < 0 or ann['area'] > 1e10)
         for ann in coco.anns.values()
     )
 
@@ -95,7 +100,9 @@ def evaluate_onnx(
     missing = [name for name in detector.classes if name not in by_name]
     if missing:
         raise DeployError(f'{ann_file} has no categories named {missing}; the model detects {detector.classes}')
-    if not scored_boxes(coco, detector.classes):
+    with malformed_annotations(ann_file):
+        nothing_to_score = not scored_boxes(coco, detector.classes)
+    if nothing_to_score:
         raise DeployError(
             f"{ann_file}: no boxes of the model's classes (other than crowds) on its images: nothing to "
             'score AP against (COCOeval gives AP -1)'

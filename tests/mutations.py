@@ -477,9 +477,9 @@ MUTATIONS = [
         ('tests/test_tool_inputs.py::test_benchmark_arguments_are_checked_before_any_timing',),
     ),
     Mutation(
-        'onnx_eval_scores_no_annotations',
+        'onnx_eval_scores_no_images',
         'pit_det_deploy/evaluate.py',
-        'if not images or not coco.getAnnIds():',
+        'if not images:',
         'if False:',
         (
             'tests/test_tool_inputs.py::test_onnx_eval_refuses_to_write_over_its_inputs_and_names_a_broken_annotation_file',
@@ -502,7 +502,7 @@ MUTATIONS = [
     Mutation(
         'weights_under_model_left_random_by_mmengine',
         'pit_det/checkpoint/reading.py',
-        "if isinstance(checkpoint, dict) and 'state_dict' not in checkpoint:",
+        "if weights is not checkpoint and 'state_dict' not in checkpoint and weights and _is_state_dict(weights):",
         'if False:',
         ('tests/test_checkpoint_reading.py::test_weights_under_model_reach_mmengine_and_training_arguments_are_data',),
     ),
@@ -531,7 +531,7 @@ MUTATIONS = [
         'test_dev_file_refused',
         'pit_det/datasets/check.py',
         "if field == 'annotations':  # a test-dev file",
-        'if False:',
+        'if False:  # a test-dev file',
         ('tests/test_annotation_files.py::test_a_file_without_annotations_is_run_on_but_not_trained_on',),
     ),
     Mutation(
@@ -565,16 +565,44 @@ MUTATIONS = [
     Mutation(
         'boxes_off_the_images_counted',
         'pit_det_deploy/evaluate.py',
-        "and ann.get('image_id') in coco.imgs",
+        "and ann['image_id'] in coco.imgs",
         '',
         ('tests/test_tool_inputs.py::test_onnx_eval_refuses_a_file_with_nothing_to_score_before_inference',),
     ),
     Mutation(
         'areas_outside_cocoevals_range_counted',
         'pit_det_deploy/evaluate.py',
-        "and 0 <= ann.get('area', 0) <= 1e10",
+        "and not (ann['area'] < 0 or ann['area'] > 1e10)",
         '',
         ('tests/test_tool_inputs.py::test_onnx_eval_refuses_a_file_with_nothing_to_score_before_inference',),
+    ),
+    Mutation(
+        'area_range_upper_bound_moved',
+        'pit_det_deploy/evaluate.py',
+        "ann['area'] > 1e10)",
+        "ann['area'] > 2e10)",
+        ('tests/test_tool_inputs.py::test_onnx_eval_refuses_a_file_with_nothing_to_score_before_inference',),
+    ),
+    Mutation(
+        'area_zero_not_counted',
+        'pit_det_deploy/evaluate.py',
+        "(ann['area'] < 0 or",
+        "(ann['area'] <= 0 or",
+        ('tests/test_tool_inputs.py::test_onnx_eval_refuses_a_file_with_nothing_to_score_before_inference',),
+    ),
+    Mutation(
+        'unreadable_annotations_as_traceback_before_inference',
+        'pit_det/datasets/check.py',
+        'except (KeyError, TypeError) as err:  # COCOeval would stop there too',
+        'except ZeroDivisionError as err:  # COCOeval would stop there too',
+        ('tests/test_tool_inputs.py::test_the_metrics_to_score_are_read_as_mmengine_builds_them',),
+    ),
+    Mutation(
+        'evaluator_metrics_key_ignored',
+        'pit_det/datasets/check.py',
+        "evaluator_cfg.get('metrics', evaluator_cfg) if isinstance(evaluator_cfg, dict)",
+        'evaluator_cfg if isinstance(evaluator_cfg, dict)',
+        ('tests/test_tool_inputs.py::test_the_metrics_to_score_are_read_as_mmengine_builds_them',),
     ),
     Mutation(
         'test_dev_submission_refused_too',
@@ -586,7 +614,7 @@ MUTATIONS = [
     Mutation(
         'crowds_counted_as_boxes_to_score',
         'pit_det_deploy/evaluate.py',
-        "and not ann.get('iscrowd', 0)",
+        "and not ann['iscrowd']",
         '',
         (
             'tests/test_tool_inputs.py::test_onnx_eval_refuses_a_file_with_nothing_to_score_before_inference',
@@ -596,7 +624,7 @@ MUTATIONS = [
     Mutation(
         'boxes_of_other_classes_counted',
         'pit_det_deploy/evaluate.py',
-        "ann.get('category_id') in ids",
+        "ann['category_id'] in ids",
         'True',
         ('tests/test_tool_inputs.py::test_onnx_eval_refuses_a_file_with_nothing_to_score_before_inference',),
     ),
@@ -739,7 +767,7 @@ MUTATIONS = [
         'onnx_eval_sorts_mixed_image_ids',
         'pit_det_deploy/evaluate.py',
         'except TypeError:  # COCOeval sorts the ids too',
-        'except ZeroDivisionError:',
+        'except ZeroDivisionError:  # COCOeval sorts the ids too',
         (
             'tests/test_tool_inputs.py::test_onnx_eval_refuses_to_write_over_its_inputs_and_names_a_broken_annotation_file',
         ),
@@ -820,8 +848,14 @@ def caught(mutation: Mutation) -> bool:
         raise SystemExit(
             f'{mutation.name}: {mutation.path} has {source.count(mutation.old)} copies of {mutation.old!r}'
         )
+    mutated = source.replace(mutation.old, mutation.new)
+    if path.suffix == '.py':
+        try:  # a mutation that breaks the syntax would be 'caught' by any test importing the file
+            compile(mutated, str(path), 'exec')
+        except SyntaxError as err:
+            raise SystemExit(f'{mutation.name}: the mutated {mutation.path} is no valid Python ({err})') from None
     try:
-        path.write_text(source.replace(mutation.old, mutation.new))
+        path.write_text(mutated)
         cmd = [sys.executable, '-m', 'pytest', '-q', '-x', '-p', 'no:cacheprovider', *mutation.tests]
         return subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode != 0
     finally:

@@ -196,14 +196,14 @@ NOTHING_TO_SCORE = {
     'crowds only': [dict(BOX, iscrowd=1)],
     'other classes only': [dict(BOX, category_id=2)],
     'boxes off its images only': [dict(BOX, image_id=2)],
-    "areas outside COCOeval's range only": [dict(BOX, area=-1)],
+    "areas outside COCOeval's range only": [dict(BOX, area=-1), dict(BOX, id=2, area=1.5e10)],
 }
 
 
 @pytest.mark.parametrize('case', NOTHING_TO_SCORE)
 def test_onnx_eval_refuses_a_file_with_nothing_to_score_before_inference(tmp_path, monkeypatch, capsys, case):
     """And scores the model's classes only, as mmdet's CocoMetric does: COCOeval's default, every
-    category of the file, averaged in class 'b' at AP 0."""
+    category of the file, averaged in class 'b' at AP 0 ('other classes only')."""
     calls = []
 
     class Detector:  # a stand-in model that records each image it is given, and finds BOX
@@ -233,11 +233,60 @@ def test_onnx_eval_refuses_a_file_with_nothing_to_score_before_inference(tmp_pat
         'against (COCOeval gives AP -1)\n'
     )
     assert calls == [] and not out.exists()
-    # With BOX added the file is scored: AP 1, whatever else it holds.
-    ann.write_text(json.dumps(dict(coco, annotations=[*coco['annotations'], dict(BOX, id=9)])))
+    # An entry without a field COCOeval reads: named before inference, not after.
+    ann.write_text(json.dumps(dict(coco, annotations=[{k: v for k, v in BOX.items() if k != 'iscrowd'}])))
+    code, err = run('tools/deploy/onnx_eval.py', argv, monkeypatch, capsys)
+    assert code == 1 and err.startswith(f"error: {ann}: not a COCO detection json (KeyError: 'iscrowd')"), err
+    assert calls == []
+    # With BOX added the file is scored: AP 1, whatever else it holds. Area 0 is in COCOeval's range.
+    ann.write_text(json.dumps(dict(coco, annotations=[*coco['annotations'], dict(BOX, id=9, area=0)])))
     code, err = run('tools/deploy/onnx_eval.py', argv, monkeypatch, capsys)
     assert code == 0 and calls == [(8, 8, 3)], err
     assert json.loads(out.read_text())['bbox_mAP'] == pytest.approx(1.0, abs=1e-12)  # not 0.5, with class 'b'
+
+
+def test_the_metrics_to_score_are_read_as_mmengine_builds_them(tmp_path):
+    """One metric, a list, or a dict with ``metrics`` (mmengine 0.10.7's build_evaluator): each
+    COCO metric checked, the file without boxes named; an entry COCOeval cannot read named too."""
+    from types import SimpleNamespace
+
+    from mmdet.evaluation.metrics import CocoMetric
+
+    from pit_det.datasets.check import require_boxes_to_score
+    from pit_det.errors import DatasetError
+
+    files = {}
+    for name, boxes in (
+        ('scored', [BOX]),
+        ('empty', []),
+        ('no_iscrowd', [{k: v for k, v in BOX.items() if k != 'iscrowd'}]),
+    ):
+        files[name] = tmp_path / f'{name}.json'
+        files[name].write_text(
+            json.dumps(
+                dict(
+                    images=[dict(id=1, file_name='a.png', width=8, height=8)],
+                    annotations=boxes,
+                    categories=[dict(id=1, name='a')],
+                )
+            )
+        )
+
+    def metrics(*names):
+        built = [CocoMetric(ann_file=str(files[n])) for n in names]
+        for metric in built:
+            metric.dataset_meta = dict(classes=('a',))
+        return SimpleNamespace(metrics=built), [dict(type='CocoMetric', ann_file=str(files[n])) for n in names]
+
+    evaluator, cfgs = metrics('scored', 'empty')
+    for form in (cfgs, dict(type='Evaluator', metrics=cfgs)):
+        with pytest.raises(DatasetError, match=f"^{files['empty']}: no boxes of the config's classes"):
+            require_boxes_to_score(evaluator, form)
+    evaluator, cfgs = metrics('scored')
+    require_boxes_to_score(evaluator, cfgs[0])  # one metric with boxes to score: nothing raised
+    evaluator, cfgs = metrics('no_iscrowd')
+    with pytest.raises(DatasetError, match=f'^{files["no_iscrowd"]}: COCO evaluation cannot read its annotations'):
+        require_boxes_to_score(evaluator, cfgs[0])
 
 
 def test_an_empty_image_list_is_an_error_of_the_checker(tmp_path):

@@ -156,8 +156,8 @@ def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
 
     Args:
         evaluator: mmengine's ``Evaluator`` of the test loop, its ``dataset_meta`` set from the dataset.
-        evaluator_cfg: the config's ``test_evaluator`` (a dict or a list, in the metrics' order),
-            whose ``ann_file`` the error names.
+        evaluator_cfg: the config's ``test_evaluator`` (one metric, a list of them, or a dict with
+            ``metrics``), whose ``ann_file`` the error names.
 
     Raises:
         DatasetError: naming the annotation file and the option for a submission.
@@ -175,7 +175,14 @@ def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
         classes = (metric.dataset_meta or {}).get('classes')
         if not isinstance(metric, CocoMetric) or metric.format_only or coco is None or classes is None:
             continue  # without ann_file, tools/test.py refuses AP -1 after the run
-        if not scored_boxes(coco, classes):  # the categories CocoMetric evaluates
+        try:
+            nothing_to_score = not scored_boxes(coco, classes)  # the categories CocoMetric evaluates
+        except (KeyError, TypeError) as err:  # COCOeval would stop there too, after inference
+            raise DatasetError(
+                f'{metric_cfg.get("ann_file")}: COCO evaluation cannot read its annotations '
+                f'({type(err).__name__}: {err}); tools/data/validate_dataset.py names each malformed entry'
+            ) from None
+        if nothing_to_score:
             raise DatasetError(
                 f"{metric_cfg.get('ann_file')}: no boxes of the config's classes (other than crowds) on its "
                 'images: COCO evaluation would give AP -1 after running on every image. For a test-dev '
