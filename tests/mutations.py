@@ -40,6 +40,13 @@ MUTATIONS = [
         ('tests/test_any_image_size.py::test_predict_and_train_on_images_with_few_tokens[r50]',),
     ),
     Mutation(
+        'encoder_attends_to_padding',
+        'pit_det/models/deformable_detr.py',
+        '                key_padding_mask=feat_mask,\n',
+        '                key_padding_mask=None,\n',
+        ('tests/test_any_image_size.py::test_padded_batches_give_exactly_mmdets_results_and_losses[pit_s]',),
+    ),
+    Mutation(
         'table5_gap_threshold',
         'pit_det/analysis/table5.py',
         "verdict = 'beyond' if abs(diff) > noise else 'within'",
@@ -641,6 +648,13 @@ MUTATIONS = [
         '            unreadable.append(path)\n            continue\n',
         "            raise PitDetError(f'cannot read image {path}')\n",
         ('tests/test_tool_inputs.py::test_the_demo_draws_every_readable_image_and_names_the_others',),
+    ),
+    Mutation(
+        'export_keeps_a_graph_at_another_opset_than_asked',
+        'pit_det/export/to_onnx.py',
+        '    if written != opset:',
+        '    if False:',
+        ('tests/test_export_tools.py::test_bad_inputs_are_named',),
     ),
     Mutation(
         'onnx_demo_stops_at_an_unreadable_image',

@@ -3,6 +3,7 @@ tools/deploy/export.py (dynamic; GridSample, gather and fused graphs) and run by
 without torch, against PyTorch; and every bad input each tool names."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,17 +19,18 @@ from export_checks import (
     pair_detections,
     predict,
     run,
-    run_graph,
     run_without_torch,
 )
 from matplotlib import cbook
 from mmengine.config import Config
+from tool_modules import run_in_process
 
 from pit_det import benchmark as bm
 from pit_det.datasets.toy import make_split
 from pit_det.export import preprocessing_of
 from pit_det.models import set_msda_impl
 from pit_det_deploy.preprocess import prepare
+from pit_det_deploy.runtime import load_graph
 
 # Photographs that ship with matplotlib: a portrait (600 x 512 JPEG) and a product shot (128 x 128 PNG).
 PHOTOS = [
@@ -77,24 +79,31 @@ def test_toy_dynamic_onnx_equals_pytorch_on_sizes_other_than_the_export_size(toy
     set_msda_impl(toy['model'], 'fast' if msda == 'fused' else msda)
     spec = preprocessing_of(Config.fromfile(TOY))
     photos = [torch.from_numpy(prepare(cv2.imread(str(path)), spec)[0]) for path in PHOTOS]
-    for x in [image(h, w, seed=w) for h, w in ((128, 80), (72, 128), (101, 67))] + photos:
-        h, w = x.shape[-2:]
-        expected = predict(toy['model'], x)
-        for runtime in RUNTIMES:
-            assert_same_detections(run_graph(path, runtime, x.numpy()), expected, max(h, w))
+    inputs = [image(h, w, seed=w) for h, w in ((128, 80), (72, 128), (101, 67))] + photos
+    expected = [predict(toy['model'], x) for x in inputs]
+    for runtime in RUNTIMES:
+        graph = load_graph(str(path), runtime)  # one loaded graph for every size, as a deployment runs it
+        for x, ref in zip(inputs, expected):
+            assert_same_detections(graph({'image': x.numpy()}), ref, max(x.shape[-2:]))
+
+
+@pytest.fixture(scope='module')
+def torch_demo(toy) -> Path:
+    """tools/demo.py's pictures and detections of the toy images (a folder: one run for both)."""
+    out = toy['root'] / 'torch_demo'
+    proc = run(['tools/demo.py', toy['images'][0].parent, TOY, toy['checkpoint'], '--out', out, '--score-thr', '0'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('runtime', RUNTIMES)
-def test_onnx_demo_draws_what_demo_draws_without_torch(toy, tmp_path, runtime):
+def test_onnx_demo_draws_what_demo_draws_without_torch(toy, torch_demo, tmp_path, runtime):
     """tools/deploy/onnx_demo.py runs with the runtime, numpy and OpenCV only (torch and OpenMMLab
     unimportable), and writes the picture and detections tools/demo.py writes, in onnxruntime
     and in OpenVINO, from the GridSample graph and from the fused one (whose library the deploy
     package builds and loads on its own)."""
-    folder = toy['images'][0].parent  # both tools take a folder: one run each for both images
-    torch_out = tmp_path / 'torch'
-    proc = run(['tools/demo.py', folder, TOY, toy['checkpoint'], '--out', torch_out, '--score-thr', '0'])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder, torch_out = toy['images'][0].parent, torch_demo
     for graph in ('onnx', 'fused'):
         onnx_out = tmp_path / graph
         proc = run_without_torch(
@@ -128,8 +137,9 @@ def _assert_same_pictures_and_detections(images, onnx_out, torch_out):
 
 
 @pytest.mark.slow
-def test_bad_inputs_are_named(toy, tmp_path):
-    # A checkpoint of another detector: the weights that do not fit are named, with both files.
+def test_bad_inputs_are_named(toy, tmp_path, monkeypatch, capsys):
+    # A checkpoint of another detector: the weights that do not fit are named, with both files (a
+    # new process, as a user runs the tool: no traceback; the export's other errors run in this one).
     r50 = tmp_path / 'r50.pth'
     torch.save(bm.build_detector(str(ROOT / 'configs/deformable_detr_r50.py'), None).state_dict(), r50)
     proc = run(['tools/deploy/export.py', TOY, r50, '--out', tmp_path / 'x.onnx'])
@@ -137,28 +147,13 @@ def test_bad_inputs_are_named(toy, tmp_path):
     assert f'error: {r50} does not match {TOY}' in proc.stderr and 'backbone.' in proc.stderr
     assert not (tmp_path / 'x.onnx').exists()
     # An opset without GridSample, and one torch's exporter cannot convert the gather graph to.
-    proc = run(['tools/deploy/export.py', TOY, toy['checkpoint'], '--out', tmp_path / 'x.onnx', '--opset', '15'])
-    assert (
-        proc.returncode == 1
-        and 'error: opset 15 is not supported: the grid_sample graph needs opset >= 16' in proc.stderr
+    export = ['tools/deploy/export.py', TOY, toy['checkpoint'], '--out', tmp_path / 'x.onnx']
+    code, err = run_in_process(export[0], [*export[1:], '--opset', '15'], monkeypatch, capsys)
+    assert code == 1 and 'error: opset 15 is not supported: the grid_sample graph needs opset >= 16' in err
+    code, err = run_in_process(
+        export[0], [*export[1:], '--shape', '64', '64', '--msda', 'gather', '--opset', '17'], monkeypatch, capsys
     )
-    proc = run(
-        [
-            'tools/deploy/export.py',
-            TOY,
-            toy['checkpoint'],
-            '--out',
-            tmp_path / 'x.onnx',
-            '--shape',
-            '64',
-            '64',
-            '--msda',
-            'gather',
-            '--opset',
-            '17',
-        ]
-    )
-    assert proc.returncode == 1 and 'could not convert this gather graph to opset 17 (it wrote opset 18)' in proc.stderr
+    assert code == 1 and 'could not convert this gather graph to opset 17 (it wrote opset 18)' in err
     assert not (tmp_path / 'x.onnx').exists()
     # Something that is not an ONNX model.
     fake = tmp_path / 'model.onnx'
@@ -167,8 +162,8 @@ def test_bad_inputs_are_named(toy, tmp_path):
     assert proc.returncode == 1 and f'error: {fake}: cannot load as an ONNX model' in proc.stderr
     # A static model and an image that resizes to another size.
     static = tmp_path / 'static.onnx'
-    proc = run(['tools/deploy/export.py', TOY, toy['checkpoint'], '--out', static, '--shape', '64', '64'])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, err = run_in_process(export[0], [*export[1:3], '--out', static, '--shape', '64', '64'], monkeypatch, capsys)
+    assert code == 0, err[-3000:]
     proc = run_without_torch('tools/deploy/onnx_demo.py', toy['images'][0], static, '--out', tmp_path / 'o')
     assert proc.returncode == 1 and 'takes 64 x 64 inputs only' in proc.stderr and '--dynamic' in proc.stderr
     # A zero-byte file among the images: the others are drawn and written, the file named.

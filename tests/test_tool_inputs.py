@@ -3,7 +3,6 @@ of work), and outputs that must never replace one of the tool's own inputs. Each
 process as its ``__main__`` does (``run_tool(main)``), with the arguments a user would give."""
 
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -13,6 +12,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 from tool_modules import load_tool
+from tool_modules import run_in_process as run
 
 from pit_det.analysis.table5 import read_results
 from pit_det.checkpoint import CheckpointError, read_state_dict, resumable_meta
@@ -33,16 +33,6 @@ def images(folder, *names):
     for i, name in enumerate(names):
         cv2.imwrite(str(folder / name), np.full((8, 8, 3), 40 * i, np.uint8))
     return {name: (folder / name).read_bytes() for name in names}
-
-
-def run(tool: str, argv, monkeypatch, capsys, **replace):
-    """``tool`` as ``python tool argv`` runs it: its exit code and stderr."""
-    module = load_tool(tool)
-    for name, value in replace.items():
-        monkeypatch.setattr(module, name, value)
-    monkeypatch.setattr(sys, 'argv', [tool, *map(str, argv)])
-    code = module.run_tool(module.main)  # the run_tool the tool imports: its own user errors
-    return code, capsys.readouterr().err
 
 
 def test_output_paths_are_checked_before_any_work(tmp_path):
