@@ -23,9 +23,19 @@ def set_data_root(cfg: Config, data_root: str) -> None:
             dataset = dataset['dataset']
         dataset['data_root'] = data_root
     for evaluator in ('val_evaluator', 'test_evaluator'):
-        ev = cfg.get(evaluator)
-        if ev is not None and ev.get('ann_file'):
-            ev['ann_file'] = data_root + 'annotations/' + osp.basename(ev['ann_file'])
+        for metric in metric_configs(cfg.get(evaluator)):
+            if metric.get('ann_file'):
+                metric['ann_file'] = data_root + 'annotations/' + osp.basename(metric['ann_file'])
+
+
+def metric_configs(evaluator_cfg) -> list:
+    """The metrics' configs of an evaluator's config, in the order mmengine 0.10.7's
+    ``build_evaluator`` builds them from its three forms: one metric, a list of them, or a dict
+    with ``metrics``. They are the config's own dicts: editing one edits the config."""
+    if evaluator_cfg is None:
+        return []
+    cfgs = evaluator_cfg.get('metrics', evaluator_cfg) if isinstance(evaluator_cfg, dict) else evaluator_cfg
+    return list(cfgs) if isinstance(cfgs, (list, tuple)) else [cfgs]
 
 
 def setup_cpu_distributed(cfg: Config) -> None:

@@ -657,6 +657,20 @@ MUTATIONS = [
         ('tests/test_export_tools.py::test_bad_inputs_are_named',),
     ),
     Mutation(
+        'test_tool_writes_every_coco_metrics_detections_to_one_file',
+        'tools/test.py',
+        "'detections' if i == 1 else f'detections_{i}'",
+        "'detections'",
+        ('tests/test_tool_inputs.py::test_an_evaluator_of_several_metrics_writes_each_coco_metrics_detections',),
+    ),
+    Mutation(
+        'test_tool_finds_no_coco_metric',
+        'tools/test.py',
+        '    return isinstance(cls, type) and issubclass(cls, CocoMetric)',
+        '    return False',
+        ('tests/test_tool_inputs.py::test_an_evaluator_of_several_metrics_writes_each_coco_metrics_detections',),
+    ),
+    Mutation(
         'onnx_demo_stops_at_an_unreadable_image',
         'tools/deploy/onnx_demo.py',
         '            unreadable.append(path)\n            continue\n',

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from mmengine.config import Config
 from onnx import TensorProto, helper
 from tool_modules import load_tool
 from tool_modules import run_in_process as run
@@ -420,6 +421,36 @@ def test_scoring_a_file_with_nothing_to_score_is_refused_before_inference(tmp_pa
             f'{detections}. For a test-dev submission: --cfg-options test_evaluator.format_only=True\n'
         ), err[-2000:]
         assert len(json.loads(detections.read_text())) == 2 * 100
+
+
+def test_an_evaluator_of_several_metrics_writes_each_coco_metrics_detections(tmp_path, monkeypatch, capsys):
+    """tools/test.py with ``test_evaluator`` as a list (mmengine's other form) ran into an
+    AttributeError: each COCO metric is pointed at the data root and writes its own detections, the
+    first where one metric writes them; the metrics are those of one metric."""
+    from pit_det.datasets.toy import make_split
+    from pit_det.models import build_detector
+
+    make_split(tmp_path, 'val', 2, seed=4)
+    checkpoint = tmp_path / 'toy.pth'
+    torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
+    cfg = Config.fromfile(TOY)
+    cfg.test_evaluator = [cfg.test_evaluator, dict(cfg.test_evaluator, prefix='again')]  # mmengine: one name each
+    cfg.dump(str(tmp_path / 'listed.py'))
+    metrics = {}
+    for name, config in (('one', TOY), ('listed', tmp_path / 'listed.py')):
+        argv = [config, checkpoint, '--data-root', tmp_path, '--work-dir', tmp_path / name]
+        code, err = run('tools/test.py', argv, monkeypatch, capsys)
+        assert code == 0, err[-2000:]
+        metrics[name] = json.loads((tmp_path / name / 'metrics.json').read_text())
+    assert sorted(p.name for p in (tmp_path / 'listed').glob('detections*.bbox.json')) == [
+        'detections.bbox.json',
+        'detections_2.bbox.json',
+    ]
+    detections = [(tmp_path / name / 'detections.bbox.json').read_text() for name in ('one', 'listed')]
+    assert detections[0] == detections[1] == (tmp_path / 'listed' / 'detections_2.bbox.json').read_text()
+    again = {k.replace('again/', 'coco/'): v for k, v in metrics['listed'].items() if k.startswith('again/')}
+    assert again == metrics['one'] and metrics['listed'].items() >= metrics['one'].items()
+    assert metrics['one']['coco/bbox_mAP'] >= 0
 
 
 def test_the_demo_draws_every_readable_image_and_names_the_others(tmp_path, monkeypatch, capsys):

@@ -20,8 +20,8 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from pit_det.checkpoint import read_state_dict, require_fit
-from pit_det.config import ConfigOptions, load_config, shutdown_distributed
-from pit_det.datasets.check import require_boxes_to_score
+from pit_det.config import ConfigOptions, load_config, metric_configs, shutdown_distributed
+from pit_det.datasets.check import SUBMISSION, require_boxes_to_score
 from pit_det.errors import PitDetError, run_tool
 from pit_det.precision import check_precision
 from pit_det_deploy.hardware import default_device
@@ -50,6 +50,16 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def is_coco_metric(metric_cfg) -> bool:
+    """A metric config that builds mmdet's ``CocoMetric`` or a subclass (which take ``outfile_prefix``)."""
+    from mmdet.evaluation.metrics import CocoMetric
+    from mmdet.registry import METRICS
+
+    kind = metric_cfg.get('type')
+    cls = kind if isinstance(kind, type) else METRICS.get(kind)
+    return isinstance(cls, type) and issubclass(cls, CocoMetric)
+
+
 def main() -> None:
     args = parse_args()
     if args.bf16:  # before anything is built: an emulated bf16 is refused with the fp32 command
@@ -61,7 +71,10 @@ def main() -> None:
         cfg.model.backbone.init_cfg = None
     out_dir = osp.abspath(args.out_dir or cfg.work_dir)
     os.makedirs(out_dir, exist_ok=True)
-    cfg.test_evaluator.outfile_prefix = osp.join(out_dir, 'detections')
+    # Each COCO metric's detections file: detections.bbox.json (the first), detections_2.bbox.json, ...
+    coco_metrics = [m for m in metric_configs(cfg.test_evaluator) if is_coco_metric(m)]
+    for i, metric in enumerate(coco_metrics, 1):
+        metric.outfile_prefix = osp.join(out_dir, 'detections' if i == 1 else f'detections_{i}')
     if args.show_dir:
         hook = cfg.default_hooks.visualization
         hook.update(draw=True, test_out_dir=args.show_dir, score_thr=args.score_thr)
@@ -83,14 +96,14 @@ def main() -> None:
     if coco and all(v == -1 for v in coco):  # what the check above cannot see: a metric without ann_file
         raise PitDetError(
             "no boxes of the config's classes to score (COCO AP -1); the detections are in "
-            f'{osp.join(out_dir, "detections.bbox.json")}. For a test-dev submission: --cfg-options '
-            'test_evaluator.format_only=True'
+            f'{osp.join(out_dir, "detections.bbox.json")}. {SUBMISSION}'
         )
     if is_main_process():
         with open(osp.join(out_dir, 'metrics.json'), 'w') as f:
             json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
         print(f'metrics: {osp.join(out_dir, "metrics.json")}')
-        print(f'detections: {osp.join(out_dir, "detections.bbox.json")}')
+        if coco_metrics:
+            print(f'detections: {osp.join(out_dir, "detections.bbox.json")}')
         if args.show_dir:
             print(f'pictures: {osp.join(runner.log_dir, args.show_dir)}')
     shutdown_distributed()

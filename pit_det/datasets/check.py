@@ -148,6 +148,10 @@ def evaluation_problems(path: Union[str, Path], coco: dict) -> List[Tuple[str, s
     return problems
 
 
+# What runs a file with nothing to score (a test-dev file): its detections written, no metric computed.
+SUBMISSION = 'For a test-dev submission: --cfg-options test_evaluator.format_only=True'
+
+
 def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
     """Before inference: each COCO metric of a built test loop's ``evaluator`` has ground-truth
     boxes of the dataset's classes to score, unless it only writes the results (``format_only``, a
@@ -166,11 +170,9 @@ def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
 
     from pit_det_deploy.evaluate import scored_boxes
 
-    # The metrics' configs in the order mmengine 0.10.7's build_evaluator builds them: a dict with
-    # 'metrics', a list, or one metric.
-    cfgs = evaluator_cfg.get('metrics', evaluator_cfg) if isinstance(evaluator_cfg, dict) else evaluator_cfg
-    cfgs = cfgs if isinstance(cfgs, (list, tuple)) else [cfgs]
-    for metric, metric_cfg in zip(evaluator.metrics, cfgs, strict=True):
+    from ..config import metric_configs
+
+    for metric, metric_cfg in zip(evaluator.metrics, metric_configs(evaluator_cfg), strict=True):
         coco = getattr(metric, '_coco_api', None)  # mmdet 3.3.0's CocoMetric: its ann_file, read at __init__
         classes = (metric.dataset_meta or {}).get('classes')
         if not isinstance(metric, CocoMetric) or metric.format_only or coco is None or classes is None:
@@ -185,8 +187,7 @@ def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
         if nothing_to_score:
             raise DatasetError(
                 f"{metric_cfg.get('ann_file')}: no boxes of the config's classes (other than crowds) on its "
-                'images: COCO evaluation would give AP -1 after running on every image. For a test-dev '
-                'submission: --cfg-options test_evaluator.format_only=True'
+                f'images: COCO evaluation would give AP -1 after running on every image. {SUBMISSION}'
             )
 
 
