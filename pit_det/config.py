@@ -3,7 +3,7 @@
 distributed runs on CPU. Checkpoint reading and writing live in :mod:`pit_det.checkpoint`."""
 
 import os.path as osp
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
@@ -23,19 +23,27 @@ def set_data_root(cfg: Config, data_root: str) -> None:
             dataset = dataset['dataset']
         dataset['data_root'] = data_root
     for evaluator in ('val_evaluator', 'test_evaluator'):
-        for metric in metric_configs(cfg.get(evaluator)):
-            if metric.get('ann_file'):
+        for _, metric in metric_configs(cfg.get(evaluator)):
+            if isinstance(metric, dict) and metric.get('ann_file'):
                 metric['ann_file'] = data_root + 'annotations/' + osp.basename(metric['ann_file'])
 
 
-def metric_configs(evaluator_cfg) -> list:
+def metric_configs(evaluator_cfg, name: str = 'test_evaluator') -> List[Tuple[str, dict]]:
     """The metrics' configs of an evaluator's config, in the order mmengine 0.10.7's
     ``build_evaluator`` builds them from its three forms: one metric, a list of them, or a dict
-    with ``metrics``. They are the config's own dicts: editing one edits the config."""
+    with ``metrics``. They are the config's own dicts: editing one edits the config.
+
+    Returns:
+        (key, config) pairs; ``key`` is the metric's ``--cfg-options`` path for an evaluator config
+        called ``name``: ``name``, ``name.0``, ... or ``name.metrics.0``, ...
+    """
     if evaluator_cfg is None:
         return []
-    cfgs = evaluator_cfg.get('metrics', evaluator_cfg) if isinstance(evaluator_cfg, dict) else evaluator_cfg
-    return list(cfgs) if isinstance(cfgs, (list, tuple)) else [cfgs]
+    if isinstance(evaluator_cfg, dict) and 'metrics' in evaluator_cfg:
+        name, evaluator_cfg = f'{name}.metrics', evaluator_cfg['metrics']
+    if isinstance(evaluator_cfg, (list, tuple)):
+        return [(f'{name}.{i}', cfg) for i, cfg in enumerate(evaluator_cfg)]
+    return [(name, evaluator_cfg)]
 
 
 def setup_cpu_distributed(cfg: Config) -> None:

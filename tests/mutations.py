@@ -558,7 +558,7 @@ MUTATIONS = [
     Mutation(
         'test_writes_ap_minus_one_and_exits_0',
         'tools/test.py',
-        'if coco and all(v == -1 for v in coco):',
+        'if ap and all(v == -1 for v in ap):',
         'if False:',
         ('tests/test_tool_inputs.py::test_scoring_a_file_with_nothing_to_score_is_refused_before_inference',),
     ),
@@ -606,9 +606,9 @@ MUTATIONS = [
     ),
     Mutation(
         'evaluator_metrics_key_ignored',
-        'pit_det/datasets/check.py',
-        "evaluator_cfg.get('metrics', evaluator_cfg) if isinstance(evaluator_cfg, dict)",
-        'evaluator_cfg if isinstance(evaluator_cfg, dict)',
+        'pit_det/config.py',
+        "if isinstance(evaluator_cfg, dict) and 'metrics' in evaluator_cfg:",
+        'if False:',
         ('tests/test_tool_inputs.py::test_the_metrics_to_score_are_read_as_mmengine_builds_them',),
     ),
     Mutation(

@@ -25,9 +25,10 @@ ODD_SIZES = [(20, 2000), (2000, 20), (12, 5000), (8, 8), (300, 12), (2, 4000), (
 
 
 # How many tokens reach the 300 two-stage queries is the backbone's and the pipeline's doing, and
-# pit-det's code that differs from mmdet's runs once per forward or in every layer alike: the tests
-# build one encoder and two decoder layers (box refinement passes boxes from one to the next), the
-# other layers being the same module again. Backbones, necks, queries and pipelines are the shipped ones.
+# pit-det's code that differs from mmdet's runs once per forward or in every layer alike: the few-token
+# and padded-batch tests build one encoder and two decoder layers (box refinement passes boxes from one
+# to the next), the other layers being the same module again; single images are compared with mmdet at
+# the shipped depth. Backbones, necks, queries and pipelines are the shipped ones.
 SHALLOW = {'model.encoder.num_layers': 1, 'model.decoder.num_layers': 2}
 
 
@@ -111,10 +112,10 @@ def test_few_classes_and_tokens_give_fewer_detections(tmp_path):
     assert tokens == [29] and len(result.pred_instances) == 29 * 3 and (result.pred_instances.labels < 3).all()
 
 
-def with_mmdet_reference(name: str):
-    """The shipped config, pit-det's detector (stock kernel) and mmdet's own ``DeformableDETR``
-    with the same weights."""
-    cfg, ours = build(f'deformable_detr_{name}.py', SHALLOW, msda_impl='stock')
+def with_mmdet_reference(name: str, options: dict = None):
+    """The shipped config (with ``options``), pit-det's detector (stock kernel) and mmdet's own
+    ``DeformableDETR`` with the same weights."""
+    cfg, ours = build(f'deformable_detr_{name}.py', options, msda_impl='stock')
     mmdet_cfg = copy.deepcopy(cfg.model)
     mmdet_cfg.pop('msda_impl')
     mmdet_cfg.type = 'DeformableDETR'
@@ -140,7 +141,7 @@ def test_padded_batches_give_exactly_mmdets_results_and_losses(tmp_path, name):
     """Two images of different sizes in one batch: padding masks, valid ratios and masked
     proposals go through pit-det's own ``pre_transformer`` / encoder / proposal code; the
     detections and every loss equal mmdet's ``DeformableDETR`` bit for bit."""
-    cfg, ours, reference = with_mmdet_reference(name)
+    cfg, ours, reference = with_mmdet_reference(name, SHALLOW)
     for pipeline, train in ((cfg.test_pipeline, False), (cfg.train_pipeline, True)):
         np.random.seed(0)
         packed = [sample(tmp_path, hw, pipeline) for hw in ((480, 640), (300, 520))]

@@ -270,9 +270,11 @@ def test_the_metrics_to_score_are_read_as_mmengine_builds_them(tmp_path):
         return SimpleNamespace(metrics=built), [dict(type='CocoMetric', ann_file=str(files[n])) for n in names]
 
     evaluator, cfgs = metrics('scored', 'empty')
-    for form in (cfgs, dict(type='Evaluator', metrics=cfgs)):
-        with pytest.raises(DatasetError, match=f"^{files['empty']}: no boxes of the config's classes"):
+    for form, key in ((cfgs, 'test_evaluator.1'), (dict(type='Evaluator', metrics=cfgs), 'test_evaluator.metrics.1')):
+        with pytest.raises(DatasetError, match=f"^{files['empty']}: no boxes of the config's classes") as error:
             require_boxes_to_score(evaluator, form)
+        # The submission's option for this form (mmengine's --cfg-options takes list indices).
+        assert str(error.value).endswith(f'For a test-dev submission: --cfg-options {key}.format_only=True')
     evaluator, cfgs = metrics('scored')
     require_boxes_to_score(evaluator, cfgs[0])  # one metric with boxes to score: nothing raised
     evaluator, cfgs = metrics('no_iscrowd')
@@ -417,8 +419,8 @@ def test_scoring_a_file_with_nothing_to_score_is_refused_before_inference(tmp_pa
         ]
         code, err = run('tools/test.py', [*argv, '--cfg-options', *options], monkeypatch, capsys)
         assert code == 1 and err.endswith(
-            "error: no boxes of the config's classes to score (COCO AP -1); the detections are in "
-            f'{detections}. For a test-dev submission: --cfg-options test_evaluator.format_only=True\n'
+            "error: no boxes of the config's classes to score (COCO AP -1 from test_evaluator); the detections "
+            f'are in {detections}. For a test-dev submission: --cfg-options test_evaluator.format_only=True\n'
         ), err[-2000:]
         assert len(json.loads(detections.read_text())) == 2 * 100
 
@@ -451,6 +453,13 @@ def test_an_evaluator_of_several_metrics_writes_each_coco_metrics_detections(tmp
     again = {k.replace('again/', 'coco/'): v for k, v in metrics['listed'].items() if k.startswith('again/')}
     assert again == metrics['one'] and metrics['listed'].items() >= metrics['one'].items()
     assert metrics['one']['coco/bbox_mAP'] >= 0
+    # The submission option the refusals name for a metric of a list (submission_hint) takes effect:
+    # that metric writes its detections and scores nothing.
+    argv = [tmp_path / 'listed.py', checkpoint, '--data-root', tmp_path, '--work-dir', tmp_path / 'submit']
+    code, err = run('tools/test.py', [*argv, '--cfg-options', 'test_evaluator.1.format_only=True'], monkeypatch, capsys)
+    assert code == 0, err[-2000:]
+    assert json.loads((tmp_path / 'submit' / 'metrics.json').read_text()) == metrics['one']
+    assert (tmp_path / 'submit' / 'detections_2.bbox.json').read_text() == detections[0]
 
 
 def test_the_demo_draws_every_readable_image_and_names_the_others(tmp_path, monkeypatch, capsys):

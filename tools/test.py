@@ -21,7 +21,7 @@ from mmengine.runner import Runner
 
 from pit_det.checkpoint import read_state_dict, require_fit
 from pit_det.config import ConfigOptions, load_config, metric_configs, shutdown_distributed
-from pit_det.datasets.check import SUBMISSION, require_boxes_to_score
+from pit_det.datasets.check import require_boxes_to_score, submission_hint
 from pit_det.errors import PitDetError, run_tool
 from pit_det.precision import check_precision
 from pit_det_deploy.hardware import default_device
@@ -55,8 +55,8 @@ def is_coco_metric(metric_cfg) -> bool:
     from mmdet.evaluation.metrics import CocoMetric
     from mmdet.registry import METRICS
 
-    kind = metric_cfg.get('type')
-    cls = kind if isinstance(kind, type) else METRICS.get(kind)
+    kind = metric_cfg.get('type') if isinstance(metric_cfg, dict) else None  # or a built metric
+    cls = kind if isinstance(kind, type) else METRICS.get(kind) if kind else None
     return isinstance(cls, type) and issubclass(cls, CocoMetric)
 
 
@@ -72,9 +72,9 @@ def main() -> None:
     out_dir = osp.abspath(args.out_dir or cfg.work_dir)
     os.makedirs(out_dir, exist_ok=True)
     # Each COCO metric's detections file: detections.bbox.json (the first), detections_2.bbox.json, ...
-    coco_metrics = [m for m in metric_configs(cfg.test_evaluator) if is_coco_metric(m)]
-    for i, metric in enumerate(coco_metrics, 1):
-        metric.outfile_prefix = osp.join(out_dir, 'detections' if i == 1 else f'detections_{i}')
+    coco_metrics = [(key, m) for key, m in metric_configs(cfg.test_evaluator) if is_coco_metric(m)]
+    for i, (_, metric) in enumerate(coco_metrics, 1):
+        metric['outfile_prefix'] = osp.join(out_dir, 'detections' if i == 1 else f'detections_{i}')
     if args.show_dir:
         hook = cfg.default_hooks.visualization
         hook.update(draw=True, test_out_dir=args.show_dir, score_thr=args.score_thr)
@@ -92,18 +92,19 @@ def main() -> None:
     # file with nothing to score is named before a pass over its images.
     require_boxes_to_score(runner.test_loop.evaluator, cfg.test_evaluator)
     metrics = runner.test()
-    coco = [v for k, v in metrics.items() if k.startswith('coco/bbox_')]
-    if coco and all(v == -1 for v in coco):  # what the check above cannot see: a metric without ann_file
-        raise PitDetError(
-            "no boxes of the config's classes to score (COCO AP -1); the detections are in "
-            f'{osp.join(out_dir, "detections.bbox.json")}. {SUBMISSION}'
-        )
+    for key, metric in coco_metrics:  # what the check above cannot see: a metric without ann_file
+        ap = [v for k, v in metrics.items() if k.startswith(f'{metric.get("prefix") or "coco"}/bbox_')]
+        if ap and all(v == -1 for v in ap):
+            raise PitDetError(
+                f"no boxes of the config's classes to score (COCO AP -1 from {key}); the detections are in "
+                f'{metric["outfile_prefix"]}.bbox.json. {submission_hint(key)}'
+            )
     if is_main_process():
         with open(osp.join(out_dir, 'metrics.json'), 'w') as f:
             json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
         print(f'metrics: {osp.join(out_dir, "metrics.json")}')
-        if coco_metrics:
-            print(f'detections: {osp.join(out_dir, "detections.bbox.json")}')
+        for _, metric in coco_metrics:
+            print(f'detections: {metric["outfile_prefix"]}.bbox.json')
         if args.show_dir:
             print(f'pictures: {osp.join(runner.log_dir, args.show_dir)}')
     shutdown_distributed()

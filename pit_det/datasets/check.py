@@ -148,8 +148,10 @@ def evaluation_problems(path: Union[str, Path], coco: dict) -> List[Tuple[str, s
     return problems
 
 
-# What runs a file with nothing to score (a test-dev file): its detections written, no metric computed.
-SUBMISSION = 'For a test-dev submission: --cfg-options test_evaluator.format_only=True'
+def submission_hint(key: str = 'test_evaluator') -> str:
+    """What runs a file with nothing to score (a test-dev file), for the metric at ``key``
+    (:func:`pit_det.config.metric_configs`): its detections written, no metric computed."""
+    return f'For a test-dev submission: --cfg-options {key}.format_only=True'
 
 
 def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
@@ -172,7 +174,10 @@ def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
 
     from ..config import metric_configs
 
-    for metric, metric_cfg in zip(evaluator.metrics, metric_configs(evaluator_cfg), strict=True):
+    cfgs = metric_configs(evaluator_cfg)
+    if len(cfgs) != len(evaluator.metrics):
+        raise ValueError(f'{len(evaluator.metrics)} metrics built from {len(cfgs)} configs: {evaluator_cfg}')
+    for metric, (key, metric_cfg) in zip(evaluator.metrics, cfgs):
         coco = getattr(metric, '_coco_api', None)  # mmdet 3.3.0's CocoMetric: its ann_file, read at __init__
         classes = (metric.dataset_meta or {}).get('classes')
         if not isinstance(metric, CocoMetric) or metric.format_only or coco is None or classes is None:
@@ -187,7 +192,7 @@ def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
         if nothing_to_score:
             raise DatasetError(
                 f"{metric_cfg.get('ann_file')}: no boxes of the config's classes (other than crowds) on its "
-                f'images: COCO evaluation would give AP -1 after running on every image. {SUBMISSION}'
+                f'images: COCO evaluation would give AP -1 after running on every image. {submission_hint(key)}'
             )
 
 
