@@ -23,7 +23,7 @@ def set_data_root(cfg: Config, data_root: str) -> None:
             dataset = dataset['dataset']
         dataset['data_root'] = data_root
     for evaluator in ('val_evaluator', 'test_evaluator'):
-        for _, metric in metric_configs(cfg.get(evaluator)):
+        for _, metric in metric_configs(cfg.get(evaluator), evaluator):
             if isinstance(metric, dict) and metric.get('ann_file'):
                 metric['ann_file'] = data_root + 'annotations/' + osp.basename(metric['ann_file'])
 

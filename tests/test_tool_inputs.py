@@ -36,6 +36,15 @@ def images(folder, *names):
     return {name: (folder / name).read_bytes() for name in names}
 
 
+def toy_checkpoint(folder: Path) -> Path:
+    """The toy detector with random weights, saved as mmengine saves a checkpoint (``state_dict``)."""
+    from pit_det.models import build_detector
+
+    path = folder / 'toy.pth'
+    torch.save({'state_dict': build_detector(TOY).state_dict()}, path)
+    return path
+
+
 def test_output_paths_are_checked_before_any_work(tmp_path):
     """A folder where a file goes, a file where a folder goes, a path under a file, an output that is
     an input: each a DeployError naming the flag and the path."""
@@ -322,10 +331,8 @@ def test_a_strip_is_drawn_and_a_pipeline_that_cannot_take_it_is_named(tmp_path, 
     """A 4000 x 2 image: the shipped test pipeline (SafeResize) takes it; with mmdet's Resize, which
     rounds its height to 0 pixels at the toy scale (128 x 128, keep ratio), OpenCV stops, and the demo
     names the image, its size and the fix."""
-    from pit_det.models import build_detector
 
-    checkpoint = tmp_path / 'toy.pth'
-    torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
+    checkpoint = toy_checkpoint(tmp_path)
     (tmp_path / 'in').mkdir()
     cv2.imwrite(str(tmp_path / 'in' / 'strip.png'), np.full((2, 4000, 3), 90, np.uint8))
     argv = [tmp_path / 'in', TOY, checkpoint, '--out', tmp_path / 'out', '--score-thr', '0']
@@ -350,11 +357,9 @@ def test_string_image_ids_evaluate_as_their_numbers_do(tmp_path, monkeypatch, ca
     """Some exporters write image ids as strings; pycocotools and mmdet take them. The same set
     with its ids as strings gives the same metrics as with numbers."""
     from pit_det.datasets.toy import make_split
-    from pit_det.models import build_detector
 
-    checkpoint = tmp_path / 'toy.pth'
     torch.manual_seed(0)
-    torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
+    checkpoint = toy_checkpoint(tmp_path)
     metrics = {}
     for kind in ('int', 'str'):
         root = tmp_path / kind
@@ -380,14 +385,12 @@ def test_scoring_a_file_with_nothing_to_score_is_refused_before_inference(tmp_pa
     """pycocotools gives AP -1 where no ground-truth box is of a class scored; tools/test.py wrote
     those and exited 0, after a whole pass over the images. A test-dev file with format_only runs."""
     from pit_det.datasets.toy import make_split
-    from pit_det.models import build_detector
 
     coco = make_split(tmp_path, 'val', 2, seed=4)
     boxes = {'no boxes': [], 'crowds only': [dict(a, iscrowd=1) for a in coco['annotations']]}[case]
     ann = tmp_path / 'annotations' / 'instances_val2017.json'
     ann.write_text(json.dumps(dict(coco, annotations=boxes)))
-    checkpoint = tmp_path / 'toy.pth'
-    torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
+    checkpoint = toy_checkpoint(tmp_path)
     argv = [TOY, checkpoint, '--data-root', tmp_path, '--work-dir', tmp_path / 'work']
     predicted = []
     monkeypatch.setattr('pit_det.models.deformable_detr.PitDeformableDETR.predict', lambda *a, **k: predicted.append(1))
@@ -430,11 +433,9 @@ def test_an_evaluator_of_several_metrics_writes_each_coco_metrics_detections(tmp
     AttributeError: each COCO metric is pointed at the data root and writes its own detections, the
     first where one metric writes them; the metrics are those of one metric."""
     from pit_det.datasets.toy import make_split
-    from pit_det.models import build_detector
 
     make_split(tmp_path, 'val', 2, seed=4)
-    checkpoint = tmp_path / 'toy.pth'
-    torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
+    checkpoint = toy_checkpoint(tmp_path)
     cfg = Config.fromfile(TOY)
     cfg.test_evaluator = [cfg.test_evaluator, dict(cfg.test_evaluator, prefix='again')]  # mmengine: one name each
     cfg.dump(str(tmp_path / 'listed.py'))
@@ -465,10 +466,8 @@ def test_an_evaluator_of_several_metrics_writes_each_coco_metrics_detections(tmp
 def test_the_demo_draws_every_readable_image_and_names_the_others(tmp_path, monkeypatch, capsys):
     """A zero-byte file among the images stopped the demo there, with no detections.json; a TIFF
     was no image at all."""
-    from pit_det.models import build_detector
 
-    checkpoint = tmp_path / 'toy.pth'
-    torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
+    checkpoint = toy_checkpoint(tmp_path)
     images(tmp_path / 'in', 'a.png', 'c.tif')
     (tmp_path / 'in' / 'b.png').write_bytes(b'')
     code, err = run('tools/demo.py', [tmp_path / 'in', TOY, checkpoint, '--out', tmp_path / 'out'], monkeypatch, capsys)
@@ -489,12 +488,10 @@ def test_an_opset_newer_than_the_exporter_writes_is_refused_in_one_line(tmp_path
     from torch.onnx._constants import ONNX_MAX_OPSET
 
     from pit_det.export.to_onnx import max_opset
-    from pit_det.models import build_detector
 
     assert 18 <= max_opset() <= ONNX_MAX_OPSET  # the default, up to what torch's exporter writes
 
-    checkpoint = tmp_path / 'toy.pth'
-    torch.save({'state_dict': build_detector(TOY).state_dict()}, checkpoint)
+    checkpoint = toy_checkpoint(tmp_path)
     argv = [TOY, checkpoint, '--out', tmp_path / 'x.onnx', '--opset', str(max_opset() + 1)]
     code, err = run('tools/deploy/export.py', argv, monkeypatch, capsys)
     assert code == 1 and err == (
