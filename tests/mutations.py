@@ -556,6 +556,24 @@ MUTATIONS = [
         ('tests/test_tool_inputs.py::test_scoring_a_file_with_nothing_to_score_is_refused_before_inference',),
     ),
     Mutation(
+        'train_validates_a_file_with_nothing_to_score',
+        'tools/train.py',
+        "        require_boxes_to_score(runner.val_loop.evaluator, cfg.val_evaluator, 'val_evaluator')\n",
+        '        pass\n',
+        (
+            'tests/test_tool_inputs.py::test_training_with_nothing_to_score_in_validation_stops_before_the_first_iteration',
+        ),
+    ),
+    Mutation(
+        'val_check_names_the_test_loops_fix',
+        'pit_det/datasets/check.py',
+        "                if name == 'val_evaluator'\n",
+        "                if name == 'val'\n",
+        (
+            'tests/test_tool_inputs.py::test_training_with_nothing_to_score_in_validation_stops_before_the_first_iteration',
+        ),
+    ),
+    Mutation(
         'test_writes_ap_minus_one_and_exits_0',
         'tools/test.py',
         'if ap and all(v == -1 for v in ap):',

@@ -379,6 +379,34 @@ def test_string_image_ids_evaluate_as_their_numbers_do(tmp_path, monkeypatch, ca
     assert metrics['str'] == metrics['int'] and metrics['int']['coco/bbox_mAP'] >= 0
 
 
+def test_training_with_nothing_to_score_in_validation_stops_before_the_first_iteration(tmp_path, monkeypatch, capsys):
+    """A val file whose boxes are all crowds (or none): tools/train.py trained and logged AP -1 at every
+    validation. It stops before the first iteration, naming the file; the option it prints trains."""
+    from mmengine.runner import EpochBasedTrainLoop
+
+    from pit_det.datasets.toy import make_split
+
+    make_split(tmp_path, 'train', 4, seed=0)
+    coco = make_split(tmp_path, 'val', 2, seed=1)
+    ann = tmp_path / 'annotations' / 'instances_val2017.json'
+    ann.write_text(json.dumps(dict(coco, annotations=[dict(a, iscrowd=1) for a in coco['annotations']])))
+    argv = [TOY, '--data-root', tmp_path, '--work-dir', tmp_path / 'work', '--cfg-options', 'train_cfg.max_epochs=1']
+    trained = []
+    monkeypatch.setattr(EpochBasedTrainLoop, 'run', lambda *a: trained.append(1))
+    code, err = run('tools/train.py', argv, monkeypatch, capsys)
+    assert code == 1 and trained == [], err[-2000:]
+    assert err == (
+        f"error: {ann}: no boxes of the config's classes (other than crowds) on its images: COCO evaluation would "
+        "give AP -1 at every validation during training. Give val_evaluator's ann_file boxes to score, or train "
+        'without validation: --cfg-options val_cfg=None val_dataloader=None val_evaluator=None\n'
+    ), err[-2000:]
+    monkeypatch.undo()
+    fix = err.split('--cfg-options ')[1].split()
+    code, err = run('tools/train.py', [*argv, '--cfg-options', *fix], monkeypatch, capsys)
+    assert code == 0, err[-2000:]
+    assert (tmp_path / 'work' / 'epoch_1.pth').is_file()
+
+
 # Boxes of other classes only: the dataset names them before (test_annotation_files.py).
 @pytest.mark.parametrize('case', ['no boxes', 'crowds only'])
 def test_scoring_a_file_with_nothing_to_score_is_refused_before_inference(tmp_path, monkeypatch, capsys, case):

@@ -18,6 +18,7 @@ from mmengine.runner import Runner
 
 from pit_det.checkpoint import find_resumable_checkpoint, resumable_meta
 from pit_det.config import ConfigOptions, load_config, shutdown_distributed
+from pit_det.datasets.check import require_boxes_to_score
 from pit_det.errors import PitDetError, run_tool
 from pit_det.precision import amp_optim_wrapper, without_low_precision
 
@@ -107,6 +108,10 @@ def main() -> None:
     # Every checkpoint, the run's own on resume included, is read weights-only and written
     # atomically (pit_det.checkpoint, installed in mmengine by load_config: pit_det.integration).
     runner = Runner.from_cfg(cfg)
+    if runner.val_loop is not None:
+        # The val loop built here rather than in runner.train(), which takes a built one as it is:
+        # a val file with nothing to score is named before training, not as AP -1 at each validation.
+        require_boxes_to_score(runner.val_loop.evaluator, cfg.val_evaluator, 'val_evaluator')
     runner.train()
     shutdown_distributed()
 

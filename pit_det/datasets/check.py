@@ -154,19 +154,28 @@ def submission_hint(key: str = 'test_evaluator') -> str:
     return f'For a test-dev submission: --cfg-options {key}.format_only=True'
 
 
-def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
-    """Before inference: each COCO metric of a built test loop's ``evaluator`` has ground-truth
-    boxes of the dataset's classes to score, unless it only writes the results (``format_only``, a
-    test-dev submission). Without any, COCOeval gives AP -1 for every metric, after a whole pass
-    over the images.
+# What to do about a validation set with nothing to score: training stops before its first iteration.
+WITHOUT_VALIDATION = (
+    "Give val_evaluator's ann_file boxes to score, or train without validation: "
+    '--cfg-options val_cfg=None val_dataloader=None val_evaluator=None'
+)
+
+
+def require_boxes_to_score(evaluator, evaluator_cfg, name: str = 'test_evaluator') -> None:
+    """Before inference: each COCO metric of a built test or val loop's ``evaluator`` has
+    ground-truth boxes of the dataset's classes to score, unless it only writes the results
+    (``format_only``, a test-dev submission). Without any, COCOeval gives AP -1 for every metric,
+    after a whole pass over the images (in training, at every validation).
 
     Args:
-        evaluator: mmengine's ``Evaluator`` of the test loop, its ``dataset_meta`` set from the dataset.
-        evaluator_cfg: the config's ``test_evaluator`` (one metric, a list of them, or a dict with
+        evaluator: mmengine's ``Evaluator`` of the loop, its ``dataset_meta`` set from the dataset.
+        evaluator_cfg: the config's evaluator (one metric, a list of them, or a dict with
             ``metrics``), whose ``ann_file`` the error names.
+        name: the evaluator's config key, ``'test_evaluator'`` or ``'val_evaluator'``.
 
     Raises:
-        DatasetError: naming the annotation file and the option for a submission.
+        DatasetError: naming the annotation file and the fix: the option for a submission
+            (test), or what trains without validation (val).
     """
     from mmdet.evaluation.metrics import CocoMetric
 
@@ -174,7 +183,7 @@ def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
 
     from ..config import metric_configs
 
-    cfgs = metric_configs(evaluator_cfg)
+    cfgs = metric_configs(evaluator_cfg, name)
     if len(cfgs) != len(evaluator.metrics):
         raise ValueError(f'{len(evaluator.metrics)} metrics built from {len(cfgs)} configs: {evaluator_cfg}')
     for metric, (key, metric_cfg) in zip(evaluator.metrics, cfgs):
@@ -190,9 +199,14 @@ def require_boxes_to_score(evaluator, evaluator_cfg) -> None:
                 f'({type(err).__name__}: {err}); tools/data/validate_dataset.py names each malformed entry'
             ) from None
         if nothing_to_score:
+            when, fix = (
+                ('at every validation during training', WITHOUT_VALIDATION)
+                if name == 'val_evaluator'
+                else ('after running on every image', submission_hint(key))
+            )
             raise DatasetError(
                 f"{metric_cfg.get('ann_file')}: no boxes of the config's classes (other than crowds) on its "
-                f'images: COCO evaluation would give AP -1 after running on every image. {submission_hint(key)}'
+                f'images: COCO evaluation would give AP -1 {when}. {fix}'
             )
 
 
