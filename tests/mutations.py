@@ -574,6 +574,13 @@ MUTATIONS = [
         ),
     ),
     Mutation(
+        'demo_draws_the_gpus_tensors',
+        'tools/demo.py',
+        '        pred = result.pred_instances.cpu()\n',
+        '        pred = result.pred_instances\n',
+        ('tests/test_cuda_branch.py::test_the_demo_on_a_gpu_draws_host_copies_and_reaches_no_mmcv_cuda_op',),
+    ),
+    Mutation(
         'test_writes_ap_minus_one_and_exits_0',
         'tools/test.py',
         'if ap and all(v == -1 for v in ap):',

@@ -9,6 +9,7 @@ on a GPU with an mmcv built without CUDA ops, the set-up of a GPU machine withou
 CUDA ops, as mmcv 2.1.0's kernels do (``AT_DISPATCH_FLOATING_TYPES_AND_HALF``), on a bf16 tensor.
 """
 
+import json
 import sys
 from pathlib import Path
 from typing import List, Tuple
@@ -40,6 +41,15 @@ class CudaLooking(torch.Tensor):
 
     def __deepcopy__(self, memo):  # mmdet deep-copies boxes; torch's default needs new_empty to keep the type
         return self.as_subclass(torch.Tensor).__deepcopy__(memo).as_subclass(CudaLooking)
+
+    def cpu(self) -> torch.Tensor:  # the host copy
+        return self.as_subclass(torch.Tensor)
+
+    def numpy(self, *args, **kwargs):  # torch's words for a CUDA tensor
+        raise TypeError(
+            "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory "
+            'first.'
+        )
 
 
 def cuda_looking(tensor: torch.Tensor) -> torch.Tensor:
@@ -277,6 +287,54 @@ def test_a_gpu_process_builds_no_cpu_kernel_until_a_cpu_forward(gpu_branch, monk
     module(query, value=torch.rand(1, 4, 32), reference_points=torch.rand(1, 4, 1, 2),
            spatial_shapes=torch.tensor([[2, 2]]), level_start_index=torch.tensor([0]))  # fmt: skip
     assert builds == [1]
+
+
+def test_the_demo_on_a_gpu_draws_host_copies_and_reaches_no_mmcv_cuda_op(gpu_branch, tmp_path, monkeypatch, capsys):
+    """tools/demo.py --device cuda as a GPU runs it: the image through mmdet's test pipeline, the
+    detector on CUDA tensors (made CUDA-looking after the preprocessor), its detections copied to
+    the host before they are drawn and written (numpy of a CUDA tensor fails), and no mmcv CUDA op."""
+    import cv2
+    from tool_modules import run_in_process
+
+    from pit_det.models import load_detector
+    from pit_det.models.build import build_detector as build
+
+    toy = 'configs/toy/deformable_detr_pit_s_toy.py'
+    checkpoint = tmp_path / 'toy.pth'
+    torch.save({'state_dict': build(toy).state_dict()}, checkpoint)
+    image = tmp_path / 'photo.png'
+    cv2.imwrite(str(image), torch.randint(0, 256, (120, 160, 3), dtype=torch.uint8).numpy())
+    dispatcher = sys.modules['pit_det.ops.ms_deform_attn']  # the C++ op stands in for Triton's, as above
+    monkeypatch.setattr(dispatcher, 'ms_deform_attn_triton', lambda *inputs: dispatcher.ms_deform_attn(*inputs, 64))
+    devices, predicted = [], []
+
+    def on_the_gpu(config, checkpoint, device):
+        devices.append(device)
+        model = load_detector(config, checkpoint, 'cpu')
+        preprocess, predict = model.data_preprocessor.forward, model.predict
+
+        def to_gpu(data, training=False):
+            data = preprocess(data, training)
+            return dict(data, inputs=cuda_looking(data['inputs']))
+
+        def recorded(*args, **kwargs):
+            results = predict(*args, **kwargs)
+            predicted.extend(type(r.pred_instances.bboxes) for r in results)
+            return results
+
+        monkeypatch.setattr(model.data_preprocessor, 'forward', to_gpu)
+        monkeypatch.setattr(model, 'predict', recorded)
+        return model
+
+    out = tmp_path / 'out'
+    argv = [image, toy, checkpoint, '--out', out, '--device', 'cuda', '--score-thr', '0']
+    code, err = run_in_process('tools/demo.py', argv, monkeypatch, capsys, load_detector=on_the_gpu)
+    assert code == 0, err[-3000:]
+    assert devices == ['cuda'] and predicted == [CudaLooking]  # the detector's outputs were on the "GPU"
+    records = json.loads((out / 'detections.json').read_text())
+    assert len(records[0]['detections']) == 100 and (out / 'photo.png').is_file()
+    _, calls = gpu_branch
+    assert not any(cuda for _, cuda in calls), calls
 
 
 class OnGpu(torch.Tensor):
