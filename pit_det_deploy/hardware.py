@@ -44,12 +44,15 @@ class CpuInfo:
             ``'AVX512'``, ...).
         features: the precision-related features the CPU has (names as in ``NATIVE``).
         cores: logical cores.
+        family: x86's family and model numbers, e.g. ``'family 25 model 17'`` (AMD Zen 4): what
+            names the processor where a virtual machine shows a generic model name ('AMD EPYC').
     """
 
     model: str
     isa: str
     features: frozenset = field(default_factory=frozenset)
     cores: int = 1
+    family: Optional[str] = None
 
     def native(self, dtype: str) -> bool:
         return dtype == 'fp32' or any(f in self.features for f in NATIVE[dtype])
@@ -65,26 +68,33 @@ class CpuInfo:
         )
 
     def describe(self) -> str:
-        """``'AMD EPYC 7B13 (AVX2, no native bf16, 2 cores)'``."""
+        """``'AMD EPYC (AVX512, native bf16, int8 dot products, 2 cores, family 25 model 17)'``."""
         native = [d for d in ('bf16', 'fp16') if self.native(d)]
         low = 'native ' + ' / '.join(native) if native else 'no native bf16 or fp16'
-        return f'{self.model} ({self.isa}, {low}, {self.cores} cores)'
+        int8 = 'int8 dot products' if self.native('int8') else 'no int8 dot products'
+        family = f', {self.family}' if self.family else ''
+        return f'{self.model} ({self.isa}, {low}, {int8}, {self.cores} cores{family})'
 
 
-def read_cpuinfo() -> Tuple[Optional[str], Dict[str, bool]]:
-    """The model name and the feature flags of ``/proc/cpuinfo`` (flags under torch's names)."""
-    model, flags = None, {}
+def read_cpuinfo() -> Tuple[Optional[str], Dict[str, bool], Optional[str]]:
+    """The model name, the feature flags (under torch's names) and, on x86, the family and model
+    numbers (``'family 25 model 17'``) of ``/proc/cpuinfo``'s first processor."""
+    model, flags, numbers = None, {}, {}
     try:
         with open(CPUINFO) as f:
             for line in f:
                 key, _, value = line.partition(':')
-                if key.strip() in ('flags', 'Features'):
+                key = key.strip()
+                if key in ('flags', 'Features'):
                     flags.update({_LINUX_NAMES.get(flag, flag): True for flag in value.split()})
-                elif key.strip() == 'model name' and model is None:
+                elif key == 'model name' and model is None:
                     model = value.strip()  # the full name ('AMD EPYC 7B13 64-Core Processor')
+                elif key in ('cpu family', 'model'):
+                    numbers.setdefault(key, value.strip())
     except OSError:
         pass
-    return model, flags
+    family = f'family {numbers["cpu family"]} model {numbers["model"]}' if len(numbers) == 2 else None
+    return model, flags, family
 
 
 # The compiler's flags for pit-det's C++ kernels per vector ISA (as torch's get_cpu_capability names
@@ -101,7 +111,7 @@ def isa_from_flags(flags: Dict[str, bool]) -> str:
 
 def cpu_info() -> CpuInfo:
     """This CPU, as torch sees it where torch is installed (the deploy runtime may lack it)."""
-    model, flags = read_cpuinfo()
+    model, flags, family = read_cpuinfo()
     try:
         import torch
     except ImportError:
@@ -112,7 +122,7 @@ def cpu_info() -> CpuInfo:
     features = frozenset(name for names in NATIVE.values() for name in names if caps.get(name))
     model = model or str(caps.get('cpu_name') or platform.processor() or platform.machine())
     isa = torch.backends.cpu.get_cpu_capability() if torch is not None else isa_from_flags(flags)
-    return CpuInfo(model=model, isa=isa, features=features, cores=os.cpu_count() or 1)
+    return CpuInfo(model=model, isa=isa, features=features, cores=os.cpu_count() or 1, family=family)
 
 
 def default_device() -> str:

@@ -581,6 +581,27 @@ MUTATIONS = [
         ('tests/test_cuda_branch.py::test_the_demo_on_a_gpu_draws_host_copies_and_reaches_no_mmcv_cuda_op',),
     ),
     Mutation(
+        'checkpoint_of_no_pickle_called_unsafe',
+        'pit_det/checkpoint/reading.py',
+        '        if what.startswith(NOT_A_PICKLE):',
+        '        if False:',
+        ('tests/test_checkpoint_reading.py::test_bytes_that_are_no_pickle_are_named_unreadable_not_unsafe',),
+    ),
+    Mutation(
+        'test_reads_the_checkpoint_after_building_the_runner',
+        'tools/test.py',
+        '    weights = read_state_dict(args.checkpoint)  #',
+        '    weights = None  #',
+        ('tests/test_tool_inputs.py::test_a_checkpoint_that_cannot_be_read_is_named_before_the_runner_is_built',),
+    ),
+    Mutation(
+        'cpu_described_without_its_family_and_model',
+        'pit_det_deploy/hardware.py',
+        "                elif key in ('cpu family', 'model'):",
+        "                elif key in ('cpu family',):",
+        ('tests/test_precision.py::test_cpuinfo_flags_are_read_where_torch_has_no_query',),
+    ),
+    Mutation(
         'test_writes_ap_minus_one_and_exits_0',
         'tools/test.py',
         'if ap and all(v == -1 for v in ap):',

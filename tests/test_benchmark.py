@@ -141,8 +141,12 @@ def test_benchmark_tool_smoke(tmp_path):
     assert env['threads'] == 1 and env['shape'] == [160, 208] and env['dtypes'] == dtypes
     cpu = cpu_info()
     assert (env['cpu'], env['cpu_isa'], env['cpu_native_bf16']) == (cpu.model, cpu.isa, bf16)
+    assert (env['cpu_native_int8'], env['cpu_family']) == (cpu.native('int8'), cpu.family)
     assert env['onnxruntime'] and env['torch'] == torch.__version__
-    assert stdout.startswith(f'cpu: {cpu.model} ({cpu.isa}, {"native" if bf16 else "no native"} bf16, ')
+    int8 = 'int8 dot products' if cpu.native('int8') else 'no int8 dot products'
+    family = f', {cpu.family}' if cpu.family else ''
+    header = f'cpu: {cpu.model} ({cpu.isa}, {"native" if bf16 else "no native"} bf16, {int8}, {cpu.cores} cores{family})'
+    assert stdout.startswith(header), stdout[:300]
     # A 2-core CPU: tens to hundreds of GFLOP/s; a unit slip (GFLOP/s as TFLOP/s) lands outside.
     assert set(env['matmul_tflops']) == set(dtypes)
     assert all(0.005 < rate < 50 for rate in env['matmul_tflops'].values())

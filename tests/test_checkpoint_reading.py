@@ -115,6 +115,25 @@ def test_a_global_outside_the_allowlist_is_named_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(
+    'content,reason',
+    [
+        (b'x', 'Unsupported operand 120'),
+        (b'{"not": "a checkpoint"}', 'Unsupported operand 123'),
+        (b'epoch 1\n', 'pop from empty list'),  # 'e' is an opcode: APPENDS on an empty stack
+    ],
+)
+def test_bytes_that_are_no_pickle_are_named_unreadable_not_unsafe(tmp_path, content, reason):
+    """A text file or a stray byte given as a checkpoint: the weights-only unpickler stops at its first
+    byte, which is no global to allow (it was reported as one: 'it needs Unsupported operand 120,
+    which is not on pit-det's allowlist')."""
+    path = tmp_path / 'model.pth'
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        safe_torch_load(path)
+    assert str(err.value) == f'{path}: not a readable PyTorch checkpoint ({reason})'
+
+
 @pytest.mark.parametrize('owner,name', [(np.ndarray, 'tofile'), (HistoryBuffer, '__init__; import os')])
 def test_getattr_is_only_for_history_buffer_statistics(tmp_path, owner, name):
     path = tmp_path / 'getattr.pth'

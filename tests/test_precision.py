@@ -2,6 +2,7 @@
 emulate is refused before anything runs, naming the CPU, what it lacks and the fp32 command. The
 capability is stubbed both ways, so each branch runs on any machine."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,9 @@ SAPPHIRE_RAPIDS = CpuInfo(
 GRAVITON3 = CpuInfo('Neoverse-V1', 'SVE256', frozenset({'bf16', 'sve_bf16', 'fp16_arith'}), 2)
 
 ZEN3_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
 model name\t: AMD EPYC 7B13 64-Core Processor
 flags\t\t: fpu sse sse2 avx fma avx2 bmi2 sha_ni
 """
@@ -96,12 +100,22 @@ def test_fp32_command_drops_only_the_low_precision():
 def test_cpuinfo_flags_are_read_where_torch_has_no_query(monkeypatch, tmp_path):
     """torch < 2.13 has no torch.cpu.get_capabilities: the flags of /proc/cpuinfo decide."""
     monkeypatch.delattr(torch.cpu, 'get_capabilities', raising=False)
-    for text, bf16, fp16 in ((ZEN3_CPUINFO, False, False), (ARM_CPUINFO, True, True)):
+    for text, bf16, fp16, int8, family in (
+        (ZEN3_CPUINFO, False, False, False, 'family 25 model 1'),  # x86 numbers the processor
+        (ARM_CPUINFO, True, True, True, None),
+    ):
         path = tmp_path / 'cpuinfo'
         path.write_text(text)
         monkeypatch.setattr(hardware, 'CPUINFO', str(path))
         cpu = hardware.cpu_info()
-        assert (cpu.native('bf16'), cpu.native('fp16')) == (bf16, fp16)
+        assert (cpu.native('bf16'), cpu.native('fp16'), cpu.native('int8'), cpu.family) == (bf16, fp16, int8, family)
+    assert cpu.describe() == f'{cpu.model} ({cpu.isa}, native bf16 / fp16, int8 dot products, {cpu.cores} cores)'
+    monkeypatch.setattr(hardware, 'CPUINFO', str(tmp_path / 'cpuinfo_zen3'))
+    (tmp_path / 'cpuinfo_zen3').write_text(ZEN3_CPUINFO)
+    assert hardware.cpu_info().describe() == (
+        f'AMD EPYC 7B13 64-Core Processor ({hardware.cpu_info().isa}, no native bf16 or fp16, no int8 dot products, '
+        f'{os.cpu_count()} cores, family 25 model 1)'
+    )
     assert hardware.cpu_info().isa == torch.backends.cpu.get_cpu_capability()
 
 

@@ -4,6 +4,7 @@ process as its ``__main__`` does (``run_tool(main)``), with the arguments a user
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -248,8 +249,6 @@ def test_onnx_eval_refuses_a_file_with_nothing_to_score_before_inference(tmp_pat
 def test_the_metrics_to_score_are_read_as_mmengine_builds_them(tmp_path):
     """One metric, a list, or a dict with ``metrics`` (mmengine 0.10.7's build_evaluator): each
     COCO metric checked, the file without boxes named; an entry COCOeval cannot read named too."""
-    from types import SimpleNamespace
-
     from mmdet.evaluation.metrics import CocoMetric
 
     from pit_det.datasets.check import require_boxes_to_score
@@ -377,6 +376,25 @@ def test_string_image_ids_evaluate_as_their_numbers_do(tmp_path, monkeypatch, ca
         detections = json.loads((root / 'work' / 'detections.bbox.json').read_text())
         assert {d['image_id'] for d in detections} == {img['id'] for img in coco['images']}
     assert metrics['str'] == metrics['int'] and metrics['int']['coco/bbox_mAP'] >= 0
+
+
+@pytest.mark.parametrize('kind', ['missing', 'text'])
+def test_a_checkpoint_that_cannot_be_read_is_named_before_the_runner_is_built(tmp_path, monkeypatch, capsys, kind):
+    checkpoint = tmp_path / 'epoch_12.pth'
+    if kind == 'text':
+        checkpoint.write_text('epoch_12.pth')  # e.g. last_checkpoint's content given as the file
+    built = []
+    argv = [TOY, checkpoint, '--work-dir', tmp_path / 'work']
+    runner = SimpleNamespace(from_cfg=lambda cfg: built.append(cfg))
+    code, err = run('tools/test.py', argv, monkeypatch, capsys, Runner=runner)
+    assert code == 1 and built == [], err[-2000:]
+    assert (
+        err
+        == {
+            'missing': f'error: checkpoint file not found: {checkpoint}\n',
+            'text': f'error: {checkpoint}: not a readable PyTorch checkpoint (pop from empty list)\n',
+        }[kind]
+    )
 
 
 def test_training_with_nothing_to_score_in_validation_stops_before_the_first_iteration(tmp_path, monkeypatch, capsys):

@@ -65,6 +65,7 @@ def main() -> None:
     if args.bf16:  # before anything is built: an emulated bf16 is refused with the fp32 command
         check_precision(default_device(), ['bf16'], sys.argv)
     cfg = load_config(args.config, args.launcher, args.cfg_options, args.data_root, args.work_dir)
+    weights = read_state_dict(args.checkpoint)  # a missing or unreadable file named before the runner is built
     cfg.load_from = args.checkpoint
     # The backbone's own pretrained file is irrelevant here: the checkpoint holds all weights.
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
@@ -87,7 +88,8 @@ def main() -> None:
     runner = Runner.from_cfg(cfg)
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     # mmengine loads load_from non-strictly: another detector's checkpoint would be tested with random weights.
-    require_fit(model.state_dict(), read_state_dict(args.checkpoint), args.checkpoint, args.config)
+    require_fit(model.state_dict(), weights, args.checkpoint, args.config)
+    del weights  # mmengine's runner loads the file itself
     # The test loop built here rather than in runner.test(), which takes a built one as it is: a
     # file with nothing to score is named before a pass over its images.
     require_boxes_to_score(runner.test_loop.evaluator, cfg.test_evaluator)

@@ -96,6 +96,11 @@ STAND_INS: List = [
 SAFE_GLOBALS: List = [*ALLOWED_GLOBALS, *STAND_INS]
 
 
+# The weights-only unpickler's reasons for bytes that are no pickle at all (torch 2.13,
+# torch/_weights_only_unpickler.py), as opposed to a pickle that asks for code.
+NOT_A_PICKLE = ('Unsupported operand', 'String is too long', 'unsupported persistent id')
+
+
 def safe_torch_load(path: Union[str, Path], map_location=None, **kwargs):
     """``torch.load(weights_only=True)`` with :data:`SAFE_GLOBALS` allowed; message-hub records
     are rebuilt into real ``HistoryBuffer`` objects.
@@ -122,6 +127,8 @@ def safe_torch_load(path: Union[str, Path], map_location=None, **kwargs):
         name = found.group(1) if found else ''
         name = name if '.' in name else f'builtins.{name}'  # torch 2.6 names it builtins.print, 2.13 print
         what = f'the global {name}' if found else (reasons or [str(err)])[0]
+        if what.startswith(NOT_A_PICKLE):  # bytes no torch.save wrote (a text file, a truncated legacy file)
+            raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({what})') from err
         raise CheckpointError(
             f"{path}: refused: it needs {what}, which is not on pit-det's allowlist of plain data "
             f"(tensors, numbers, strings, containers, numpy arrays, mmengine's message hub); "
