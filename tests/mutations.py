@@ -558,7 +558,7 @@ MUTATIONS = [
     Mutation(
         'train_validates_a_file_with_nothing_to_score',
         'tools/train.py',
-        "        require_boxes_to_score(runner.val_loop.evaluator, cfg.val_evaluator, 'val_evaluator')\n",
+        "        require_boxes_to_score(val_loop.evaluator, cfg.val_evaluator, 'val_evaluator')\n",
         '        pass\n',
         (
             'tests/test_tool_inputs.py::test_training_with_nothing_to_score_in_validation_stops_before_the_first_iteration',
@@ -583,9 +583,16 @@ MUTATIONS = [
     Mutation(
         'checkpoint_of_no_pickle_called_unsafe',
         'pit_det/checkpoint/reading.py',
-        '        if what.startswith(NOT_A_PICKLE):',
+        "        if opcode == '':",
         '        if False:',
         ('tests/test_checkpoint_reading.py::test_bytes_that_are_no_pickle_are_named_unreadable_not_unsafe',),
+    ),
+    Mutation(
+        'pickle_of_an_opcode_torch_lacks_called_unreadable',
+        'pit_det/checkpoint/reading.py',
+        '    op = pickletools.code2op.get(chr(code)) if code < 256 else None',
+        '    op = None',
+        ('tests/test_checkpoint_reading.py::test_a_pickle_from_pythons_own_pickle_is_refused_and_never_runs',),
     ),
     Mutation(
         'test_reads_the_checkpoint_after_building_the_runner',

@@ -145,7 +145,8 @@ def test_benchmark_tool_smoke(tmp_path):
     assert env['onnxruntime'] and env['torch'] == torch.__version__
     int8 = 'int8 dot products' if cpu.native('int8') else 'no int8 dot products'
     family = f', {cpu.family}' if cpu.family else ''
-    header = f'cpu: {cpu.model} ({cpu.isa}, {"native" if bf16 else "no native"} bf16, {int8}, {cpu.cores} cores{family})'
+    low = 'native' if bf16 else 'no native'
+    header = f'cpu: {cpu.model} ({cpu.isa}, {low} bf16, {int8}, {cpu.cores} cores{family})'
     assert stdout.startswith(header), stdout[:300]
     # A 2-core CPU: tens to hundreds of GFLOP/s; a unit slip (GFLOP/s as TFLOP/s) lands outside.
     assert set(env['matmul_tflops']) == set(dtypes)

@@ -2,6 +2,7 @@
 message hub is rebuilt from plain numbers; the resume lookup trusts no pointer out of the work dir."""
 
 import os
+import pickle
 import shutil
 import zipfile
 from collections import Counter
@@ -112,6 +113,21 @@ def test_a_global_outside_the_allowlist_is_named_and_never_runs(tmp_path):
     with pytest.raises(CheckpointError) as err:
         CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
     assert str(err.value).startswith(f'{path}: refused: it needs the global posix.mkdir')
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('protocol,opcode', [(0, 'DICT (100)'), (2, 'the global posix.mkdir'), (4, 'FRAME (149)')])
+def test_a_pickle_from_pythons_own_pickle_is_refused_and_never_runs(tmp_path, protocol, opcode):
+    """``pickle.dump(obj, f)`` (protocol 4 by default, its first opcode FRAME) or an old protocol-0
+    file (its first opcode DICT): the weights-only unpickler stops at an opcode it lacks before it
+    reaches the code; the file is a pickle, refused as one, not called unreadable."""
+    marker = tmp_path / 'code_ran'
+    path = tmp_path / 'model.pth'
+    path.write_bytes(pickle.dumps({'state_dict': Payload(marker)}, protocol=protocol))
+    with pytest.raises(CheckpointError) as err:
+        safe_torch_load(path)
+    what = opcode if opcode.startswith('the global') else f'the pickle opcode {opcode}'
+    assert str(err.value).startswith(f'{path}: refused: it needs {what}, which is not on'), err.value
     assert not marker.exists()
 
 

@@ -33,7 +33,9 @@ SHIPPED = sorted(str(p.relative_to(ROOT)) for p in (ROOT / 'configs').rglob('*.p
 
 class CudaLooking(torch.Tensor):
     """A CPU tensor whose ``is_cuda`` is True. torch's default ``__torch_function__`` keeps the
-    subclass on every result, so a whole forward and backward stays CUDA-looking."""
+    subclass on every result, so a whole forward and backward stays CUDA-looking. ``cpu()`` gives
+    a plain tensor and ``numpy()`` refuses, as on a GPU; ``.to('cpu')`` still gives a CUDA-looking
+    one (its ``device`` is the CPU, so the model's own ``.to(x.device)`` calls must keep it)."""
 
     @property
     def is_cuda(self) -> bool:
@@ -42,10 +44,12 @@ class CudaLooking(torch.Tensor):
     def __deepcopy__(self, memo):  # mmdet deep-copies boxes; torch's default needs new_empty to keep the type
         return self.as_subclass(torch.Tensor).__deepcopy__(memo).as_subclass(CudaLooking)
 
-    def cpu(self) -> torch.Tensor:  # the host copy
-        return self.as_subclass(torch.Tensor)
+    def cpu(self, *args, **kwargs) -> torch.Tensor:  # the host copy
+        return self.as_subclass(torch.Tensor).cpu(*args, **kwargs)
 
-    def numpy(self, *args, **kwargs):  # torch's words for a CUDA tensor
+    def numpy(self, *, force: bool = False):  # as a CUDA tensor: only force=True copies to the host
+        if force:
+            return self.cpu().numpy()
         raise TypeError(
             "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory "
             'first.'

@@ -108,10 +108,12 @@ def main() -> None:
     # Every checkpoint, the run's own on resume included, is read weights-only and written
     # atomically (pit_det.checkpoint, installed in mmengine by load_config: pit_det.integration).
     runner = Runner.from_cfg(cfg)
-    if runner.val_loop is not None:
-        # The val loop built here rather than in runner.train(), which takes a built one as it is:
-        # a val file with nothing to score is named before training, not as AP -1 at each validation.
-        require_boxes_to_score(runner.val_loop.evaluator, cfg.val_evaluator, 'val_evaluator')
+    # The loops built here, in the order of mmengine 0.10.7's runner.train() (train, then val: the
+    # samplers' seeds and the visualizer's class names as there), which takes built ones as they
+    # are: a val file with nothing to score is named before training, not as AP -1 at each validation.
+    _, val_loop = runner.train_loop, runner.val_loop  # each property builds its loop, in this order
+    if val_loop is not None:
+        require_boxes_to_score(val_loop.evaluator, cfg.val_evaluator, 'val_evaluator')
     runner.train()
     shutdown_distributed()
 

@@ -269,11 +269,11 @@ def environment(device: str) -> Dict[str, object]:
 
 def describe_environment(env: Dict[str, object]) -> str:
     """One header line naming the hardware and versions of ``environment(...)``."""
-    int8 = f'{"" if env["cpu_native_int8"] else "no "}int8 dot products, ' if 'cpu_native_int8' in env else ''
-    family = f', {env["cpu_family"]}' if env.get('cpu_family') else ''  # both absent from older results files
+    int8 = 'int8 dot products' if env['cpu_native_int8'] else 'no int8 dot products'
+    family = f', {env["cpu_family"]}' if env['cpu_family'] else ''  # None where /proc/cpuinfo has no x86 numbers
     cpu = (
         f'{env["cpu"]} ({env["cpu_isa"]}, {"native" if env["cpu_native_bf16"] else "no native"} bf16, '
-        f'{int8}{env["cpu_cores"]} cores{family})'
+        f'{int8}, {env["cpu_cores"]} cores{family})'
     )
     where = f'{env["gpu"]}, host {cpu}' if env.get('gpu') else cpu
     names = {k: f'{k} {env[k]}' for k in ('torch', 'cuda', 'mmcv', 'onnxruntime', 'openvino') if env.get(k)}

@@ -15,9 +15,10 @@ none of mmengine's code runs on the file's data, and the class's shared state is
 import argparse
 import collections
 import pickle
+import pickletools
 import re
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -96,9 +97,17 @@ STAND_INS: List = [
 SAFE_GLOBALS: List = [*ALLOWED_GLOBALS, *STAND_INS]
 
 
-# The weights-only unpickler's reasons for bytes that are no pickle at all (torch 2.13,
-# torch/_weights_only_unpickler.py), as opposed to a pickle that asks for code.
-NOT_A_PICKLE = ('Unsupported operand', 'String is too long', 'unsupported persistent id')
+def _pickle_opcode(reason: str) -> Optional[str]:
+    """The opcode named by the weights-only unpickler's ``'Unsupported operand N'`` (torch 2.13,
+    torch/_weights_only_unpickler.py): ``'STACK_GLOBAL (147)'`` for one it refuses (those that
+    import or call code, and protocol 4's FRAME: Python's own pickle.dump), ``''`` for a byte
+    that is no opcode at all (a text file), None for another reason."""
+    found = re.fullmatch(r'Unsupported operand (\d+)', reason.strip())
+    if found is None:
+        return None
+    code = int(found.group(1))
+    op = pickletools.code2op.get(chr(code)) if code < 256 else None
+    return f'{op.name} ({code})' if op else ''
 
 
 def safe_torch_load(path: Union[str, Path], map_location=None, **kwargs):
@@ -127,8 +136,11 @@ def safe_torch_load(path: Union[str, Path], map_location=None, **kwargs):
         name = found.group(1) if found else ''
         name = name if '.' in name else f'builtins.{name}'  # torch 2.6 names it builtins.print, 2.13 print
         what = f'the global {name}' if found else (reasons or [str(err)])[0]
-        if what.startswith(NOT_A_PICKLE):  # bytes no torch.save wrote (a text file, a truncated legacy file)
+        opcode = _pickle_opcode(what)
+        if opcode == '':  # its bytes are no pickle: a text file, a stray byte
             raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({what})') from err
+        if opcode:
+            what = f'the pickle opcode {opcode}'
         raise CheckpointError(
             f"{path}: refused: it needs {what}, which is not on pit-det's allowlist of plain data "
             f"(tensors, numbers, strings, containers, numpy arrays, mmengine's message hub); "
