@@ -330,7 +330,6 @@ def test_a_strip_is_drawn_and_a_pipeline_that_cannot_take_it_is_named(tmp_path, 
     """A 4000 x 2 image: the shipped test pipeline (SafeResize) takes it; with mmdet's Resize, which
     rounds its height to 0 pixels at the toy scale (128 x 128, keep ratio), OpenCV stops, and the demo
     names the image, its size and the fix."""
-
     checkpoint = toy_checkpoint(tmp_path)
     (tmp_path / 'in').mkdir()
     cv2.imwrite(str(tmp_path / 'in' / 'strip.png'), np.full((2, 4000, 3), 90, np.uint8))
