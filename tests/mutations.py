@@ -442,7 +442,7 @@ MUTATIONS = [
     Mutation(
         'test_tool_evaluates_another_detectors_checkpoint',
         'tools/test.py',
-        '    require_fit(model.state_dict(), read_state_dict(args.checkpoint), args.checkpoint, args.config)\n',
+        '    require_fit(model.state_dict(), weights, args.checkpoint, args.config)\n',
         '',
         ('tests/test_tool_inputs.py::test_a_checkpoint_of_another_detector_is_refused_by_test_and_demo',),
     ),
