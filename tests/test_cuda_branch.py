@@ -299,13 +299,12 @@ def test_the_demo_on_a_gpu_draws_host_copies_and_reaches_no_mmcv_cuda_op(gpu_bra
     the host before they are drawn and written (numpy of a CUDA tensor fails), and no mmcv CUDA op."""
     import cv2
     from tool_modules import run_in_process
+    from weight_files import toy_checkpoint
 
     from pit_det.models import load_detector
-    from pit_det.models.build import build_detector as build
 
     toy = 'configs/toy/deformable_detr_pit_s_toy.py'
-    checkpoint = tmp_path / 'toy.pth'
-    torch.save({'state_dict': build(toy).state_dict()}, checkpoint)
+    checkpoint = toy_checkpoint(tmp_path, toy)
     image = tmp_path / 'photo.png'
     cv2.imwrite(str(image), torch.randint(0, 256, (120, 160, 3), dtype=torch.uint8).numpy())
     dispatcher = sys.modules['pit_det.ops.ms_deform_attn']  # the C++ op stands in for Triton's, as above

@@ -15,6 +15,7 @@ from mmengine.config import Config
 from onnx import TensorProto, helper
 from tool_modules import load_tool
 from tool_modules import run_in_process as run
+from weight_files import toy_checkpoint
 
 from pit_det.analysis.table5 import read_results
 from pit_det.checkpoint import CheckpointError, read_state_dict, resumable_meta
@@ -35,15 +36,6 @@ def images(folder, *names):
     for i, name in enumerate(names):
         cv2.imwrite(str(folder / name), np.full((8, 8, 3), 40 * i, np.uint8))
     return {name: (folder / name).read_bytes() for name in names}
-
-
-def toy_checkpoint(folder: Path) -> Path:
-    """The toy detector with random weights, saved as mmengine saves a checkpoint (``state_dict``)."""
-    from pit_det.models import build_detector
-
-    path = folder / 'toy.pth'
-    torch.save({'state_dict': build_detector(TOY).state_dict()}, path)
-    return path
 
 
 def test_output_paths_are_checked_before_any_work(tmp_path):

@@ -59,3 +59,13 @@ def write(state: dict, layout: str, folder: Path) -> Path:
     else:
         raise ValueError(layout)
     return path
+
+
+def toy_checkpoint(folder: Path, config: str = 'configs/toy/deformable_detr_pit_s_toy.py') -> Path:
+    """``folder/toy.pth``: the toy detector with random weights, saved as mmengine saves a checkpoint
+    (``state_dict``)."""
+    from pit_det.models import build_detector
+
+    path = folder / 'toy.pth'
+    torch.save({'state_dict': build_detector(config).state_dict()}, path)
+    return path
