@@ -325,6 +325,20 @@ MUTATIONS = [
         ('tests/test_cuda_branch.py::test_kernels_launch_on_their_tensors_device',),
     ),
     Mutation(
+        'triton_msda_accumulates_low_precision_values_in_their_dtype',
+        'pit_det/ops/ms_deform_attn_triton.py',
+        'acc = tl.float64 if value.dtype == torch.float64 else tl.float32',
+        'acc = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}.get(value.dtype, tl.float32)',
+        ('tests/test_msda_triton.py::test_low_precision_values_are_read_natively_and_accumulated_in_fp32',),
+    ),
+    Mutation(
+        'triton_msda_sums_the_value_gradient_in_its_dtype',
+        'pit_det/ops/ms_deform_attn_triton.py',
+        'grad_value = torch.zeros_like(value, dtype=torch.promote_types(value.dtype, torch.float32))',
+        'grad_value = torch.zeros_like(value)',
+        ('tests/test_msda_triton.py::test_low_precision_values_are_read_natively_and_accumulated_in_fp32',),
+    ),
+    Mutation(
         'benchmark_waits_for_the_current_device',
         'pit_det/benchmark/measure.py',
         'torch.cuda.synchronize(device)  #',
