@@ -69,11 +69,20 @@ class CpuInfo:
 
     def describe(self) -> str:
         """``'AMD EPYC (AVX512, native bf16, int8 dot products, 2 cores, family 25 model 17)'``."""
-        native = [d for d in ('bf16', 'fp16') if self.native(d)]
-        low = 'native ' + ' / '.join(native) if native else 'no native bf16 or fp16'
-        int8 = 'int8 dot products' if self.native('int8') else 'no int8 dot products'
-        family = f', {self.family}' if self.family else ''
-        return f'{self.model} ({self.isa}, {low}, {int8}, {self.cores} cores{family})'
+        return describe_cpu(self.model, self.isa, {d: self.native(d) for d in NATIVE}, self.cores, self.family)
+
+
+def describe_cpu(model: str, isa: str, native: Dict[str, bool], cores: int, family: Optional[str] = None) -> str:
+    """:meth:`CpuInfo.describe` from its parts, as a stored benchmark records them.
+
+    Args:
+        native: whether ``'bf16'``, ``'fp16'`` and ``'int8'`` (dot products) are native.
+    """
+    low = [d for d in ('bf16', 'fp16') if native[d]]
+    low = 'native ' + ' / '.join(low) if low else 'no native bf16 or fp16'
+    int8 = 'int8 dot products' if native['int8'] else 'no int8 dot products'
+    family = f', {family}' if family else ''  # None where /proc/cpuinfo has no x86 numbers
+    return f'{model} ({isa}, {low}, {int8}, {cores} cores{family})'
 
 
 def read_cpuinfo() -> Tuple[Optional[str], Dict[str, bool], Optional[str]]:

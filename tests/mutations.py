@@ -339,6 +339,13 @@ MUTATIONS = [
         ('tests/test_msda_triton.py::test_low_precision_values_are_read_natively_and_accumulated_in_fp32',),
     ),
     Mutation(
+        'benchmark_header_drops_the_cpu_family',
+        'pit_det/benchmark/measure.py',
+        "cpu = describe_cpu(env['cpu'], env['cpu_isa'], native, env['cpu_cores'], env['cpu_family'])",
+        "cpu = describe_cpu(env['cpu'], env['cpu_isa'], native, env['cpu_cores'])",
+        ('tests/test_benchmark.py::test_a_gpu_header_names_the_gpu_its_host_and_whether_mmcv_has_cuda_ops',),
+    ),
+    Mutation(
         'benchmark_waits_for_the_current_device',
         'pit_det/benchmark/measure.py',
         'torch.cuda.synchronize(device)  #',

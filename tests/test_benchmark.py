@@ -143,11 +143,8 @@ def test_benchmark_tool_smoke(tmp_path):
     assert (env['cpu'], env['cpu_isa'], env['cpu_native_bf16']) == (cpu.model, cpu.isa, bf16)
     assert (env['cpu_native_int8'], env['cpu_family']) == (cpu.native('int8'), cpu.family)
     assert env['onnxruntime'] and env['torch'] == torch.__version__
-    int8 = 'int8 dot products' if cpu.native('int8') else 'no int8 dot products'
-    family = f', {cpu.family}' if cpu.family else ''
-    low = 'native' if bf16 else 'no native'
-    header = f'cpu: {cpu.model} ({cpu.isa}, {low} bf16, {int8}, {cpu.cores} cores{family})'
-    assert stdout.startswith(header), stdout[:300]
+    assert cpu.native('fp16') == env['cpu_native_fp16']
+    assert stdout.startswith(f'cpu: {cpu.describe()}; 1 threads;'), stdout[:300]  # as every tool names the CPU
     # A 2-core CPU: tens to hundreds of GFLOP/s; a unit slip (GFLOP/s as TFLOP/s) lands outside.
     assert set(env['matmul_tflops']) == set(dtypes)
     assert all(0.005 < rate < 50 for rate in env['matmul_tflops'].values())
@@ -180,6 +177,33 @@ def test_benchmark_tool_smoke(tmp_path):
         assert list(row['stages']) == [*bm.STAGES, 'other', 'total'] and 'cuda' not in row
     assert (tmp_path / 'bench.png').stat().st_size > 0
     assert 'speed-up' in stdout and ('fast bf16' in stdout) == bf16
+
+
+def test_a_gpu_header_names_the_gpu_its_host_and_whether_mmcv_has_cuda_ops():
+    """The header of a GPU run, from the environment the benchmark records (its CPU part as
+    ``CpuInfo.describe`` words it, from the recorded fields)."""
+    env = dict(
+        device='cuda:0',
+        gpu='NVIDIA H200',
+        cuda='13.0',
+        mmcv_cuda_ops=False,
+        torch='2.11.0',
+        mmcv='2.1.0',
+        onnxruntime='1.23.2',
+        openvino=None,
+        threads=16,
+        cpu='AMD EPYC 9454',
+        cpu_isa='AVX512',
+        cpu_cores=16,
+        cpu_native_bf16=True,
+        cpu_native_fp16=False,
+        cpu_native_int8=True,
+        cpu_family='family 25 model 17',
+    )
+    assert bm.describe_environment(env) == (
+        'cuda:0: NVIDIA H200, host AMD EPYC 9454 (AVX512, native bf16, int8 dot products, 16 cores, '
+        'family 25 model 17); 16 threads; torch 2.11.0, cuda 13.0, mmcv 2.1.0 (without CUDA ops), onnxruntime 1.23.2'
+    )
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from mmdet.structures import DetDataSample
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from pit_det_deploy.hardware import cpu_info, device_name
+from pit_det_deploy.hardware import cpu_info, describe_cpu, device_name
 
 from ..models.build import build_detector  # noqa: F401  the benchmark's detectors: seeded random weights
 from ..ops import msda_flops
@@ -269,12 +269,8 @@ def environment(device: str) -> Dict[str, object]:
 
 def describe_environment(env: Dict[str, object]) -> str:
     """One header line naming the hardware and versions of ``environment(...)``."""
-    int8 = 'int8 dot products' if env['cpu_native_int8'] else 'no int8 dot products'
-    family = f', {env["cpu_family"]}' if env['cpu_family'] else ''  # None where /proc/cpuinfo has no x86 numbers
-    cpu = (
-        f'{env["cpu"]} ({env["cpu_isa"]}, {"native" if env["cpu_native_bf16"] else "no native"} bf16, '
-        f'{int8}, {env["cpu_cores"]} cores{family})'
-    )
+    native = {d: env[f'cpu_native_{d}'] for d in ('bf16', 'fp16', 'int8')}
+    cpu = describe_cpu(env['cpu'], env['cpu_isa'], native, env['cpu_cores'], env['cpu_family'])
     where = f'{env["gpu"]}, host {cpu}' if env.get('gpu') else cpu
     names = {k: f'{k} {env[k]}' for k in ('torch', 'cuda', 'mmcv', 'onnxruntime', 'openvino') if env.get(k)}
     if 'mmcv_cuda_ops' in env:
