@@ -541,10 +541,7 @@ def test_an_opset_newer_than_the_exporter_writes_is_refused_in_one_line(tmp_path
 def test_a_checkpoint_of_another_detector_is_refused_by_test_and_demo(tmp_path, monkeypatch, capsys):
     """mmengine's load_from and mmdet's init_detector load what fits and log the rest: a ResNet-50
     checkpoint would be evaluated or drawn with PiT-S's random weights. Refused, naming what differs."""
-    from pit_det.models import build_detector
-
-    r50 = tmp_path / 'r50.pth'
-    torch.save({'state_dict': build_detector('configs/toy/deformable_detr_r50_toy.py').state_dict()}, r50)
+    r50 = toy_checkpoint(tmp_path, 'configs/toy/deformable_detr_r50_toy.py', 'r50.pth')
     images(tmp_path / 'in', 'a.png')
     for tool, argv in (
         ('tools/test.py', [TOY, r50, '--work-dir', tmp_path / 'work']),

@@ -61,11 +61,13 @@ def write(state: dict, layout: str, folder: Path) -> Path:
     return path
 
 
-def toy_checkpoint(folder: Path, config: str = 'configs/toy/deformable_detr_pit_s_toy.py') -> Path:
-    """``folder/toy.pth``: the toy detector with random weights, saved as mmengine saves a checkpoint
-    (``state_dict``)."""
+def toy_checkpoint(
+    folder: Path, config: str = 'configs/toy/deformable_detr_pit_s_toy.py', name: str = 'toy.pth'
+) -> Path:
+    """``folder/name``: ``config``'s detector with random weights, saved as mmengine saves a
+    checkpoint (``state_dict``)."""
     from pit_det.models import build_detector
 
-    path = folder / 'toy.pth'
+    path = folder / name
     torch.save({'state_dict': build_detector(config).state_dict()}, path)
     return path
