@@ -73,7 +73,8 @@ class CpuInfo:
 
 
 def describe_cpu(model: str, isa: str, native: Dict[str, bool], cores: int, family: Optional[str] = None) -> str:
-    """:meth:`CpuInfo.describe` from its parts, as a stored benchmark records them.
+    """:meth:`CpuInfo.describe` from its parts, as the benchmark's environment records them
+    (:func:`pit_det.benchmark.measure.environment`).
 
     Args:
         native: whether ``'bf16'``, ``'fp16'`` and ``'int8'`` (dot products) are native.

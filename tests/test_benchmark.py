@@ -181,7 +181,7 @@ def test_benchmark_tool_smoke(tmp_path):
 
 def test_a_gpu_header_names_the_gpu_its_host_and_whether_mmcv_has_cuda_ops():
     """The header of a GPU run, from the environment the benchmark records (its CPU part as
-    ``CpuInfo.describe`` words it, from the recorded fields)."""
+    ``CpuInfo.describe`` words it, from the recorded fields: here a host with native bf16 and fp16)."""
     env = dict(
         device='cuda:0',
         gpu='NVIDIA H200',
@@ -192,17 +192,18 @@ def test_a_gpu_header_names_the_gpu_its_host_and_whether_mmcv_has_cuda_ops():
         onnxruntime='1.23.2',
         openvino=None,
         threads=16,
-        cpu='AMD EPYC 9454',
+        cpu='Intel(R) Xeon(R) Platinum 8480+',
         cpu_isa='AVX512',
         cpu_cores=16,
         cpu_native_bf16=True,
-        cpu_native_fp16=False,
+        cpu_native_fp16=True,
         cpu_native_int8=True,
-        cpu_family='family 25 model 17',
+        cpu_family='family 6 model 143',
     )
     assert bm.describe_environment(env) == (
-        'cuda:0: NVIDIA H200, host AMD EPYC 9454 (AVX512, native bf16, int8 dot products, 16 cores, '
-        'family 25 model 17); 16 threads; torch 2.11.0, cuda 13.0, mmcv 2.1.0 (without CUDA ops), onnxruntime 1.23.2'
+        'cuda:0: NVIDIA H200, host Intel(R) Xeon(R) Platinum 8480+ (AVX512, native bf16 / fp16, int8 dot products, '
+        '16 cores, family 6 model 143); 16 threads; torch 2.11.0, cuda 13.0, mmcv 2.1.0 (without CUDA ops), '
+        'onnxruntime 1.23.2'
     )
 
 

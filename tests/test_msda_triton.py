@@ -89,9 +89,9 @@ def test_fp32_and_fp64_equal_the_cpp_kernel(levels, dtype, head_dim):
 def test_low_precision_values_are_read_natively_and_accumulated_in_fp32(dtype, head_dim):
     """bf16 / fp16 values: the output and value gradient are the fp32 kernel's on the same rounded
     values, rounded once; the location and weight gradients (fp32) equal the C++ kernel's on those
-    values within fp32 rounding. One image and 5 queries (one program per head; the special
-    locations are queries 0-3): the programs' layout is the fp32 test's, and the interpreter's time
-    grows with their number."""
+    values within fp32 rounding. One image and 5 queries: one program per head, each laid out as
+    the fp32 test's second query block (32 query lanes, those past Q masked; the special locations
+    are queries 0-3). The interpreter's time grows with the number of programs."""
     value, shapes, starts, loc, attn = random_inputs(LEVELS[0], B=1, Q=5, D=head_dim, dtype=torch.float32)
     loc = special_locations(loc, shapes)
     low = value.to(dtype)
