@@ -579,7 +579,7 @@ MUTATIONS = [
     Mutation(
         'train_validates_a_file_with_nothing_to_score',
         'tools/train.py',
-        "        require_boxes_to_score(val_loop.evaluator, cfg.val_evaluator, 'val_evaluator')\n",
+        "        require_boxes_to_score(runner.val_loop.evaluator, cfg.val_evaluator, 'val_evaluator')\n",
         '        pass\n',
         (
             'tests/test_tool_inputs.py::test_training_with_nothing_to_score_in_validation_stops_before_the_first_iteration',

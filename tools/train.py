@@ -111,9 +111,9 @@ def main() -> None:
     # The loops built here, in the order of mmengine 0.10.7's runner.train() (train, then val: the
     # samplers' seeds and the visualizer's class names as there), which takes built ones as they
     # are: a val file with nothing to score is named before training, not as AP -1 at each validation.
-    _, val_loop = runner.train_loop, runner.val_loop  # each property builds its loop, in this order
-    if val_loop is not None:
-        require_boxes_to_score(val_loop.evaluator, cfg.val_evaluator, 'val_evaluator')
+    runner.train_loop  # the property builds the loop
+    if runner.val_loop is not None:
+        require_boxes_to_score(runner.val_loop.evaluator, cfg.val_evaluator, 'val_evaluator')
     runner.train()
     shutdown_distributed()
 
